@@ -1,0 +1,211 @@
+//! The agent's configuration: one TOML file, every field documented and defaulted.
+//! [`DEFAULT_TOML`] is what `auditflow-agent print-default-config` prints; a test keeps it
+//! equal to [`Config::default`].
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use wire::config::Validate;
+
+/// The documented defaults, as printed by `print-default-config`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The agent's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's name; empty means `NODE_NAME` from the environment, then the hostname.
+    pub node_id: String,
+    /// Health and metrics endpoint.
+    pub http: HttpConfig,
+    /// The on-disk spool.
+    pub spool: SpoolConfig,
+    /// How batches close.
+    pub batch: BatchConfig,
+    /// Where envelopes go.
+    pub transport: TransportConfig,
+    /// The synthetic source.
+    pub synthetic: SyntheticConfig,
+}
+
+/// `[http]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub listen: String,
+}
+
+/// `[spool]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory of the spool segments and the epoch file.
+    pub dir: String,
+    /// Byte cap; at the cap the lowest-priority events are shed first and counted.
+    pub max_bytes: u64,
+}
+
+/// `[batch]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A batch closes when it holds this many events.
+    pub max_events: u32,
+    /// … or when its oldest event is this old.
+    pub max_age_ms: u64,
+}
+
+/// `[transport]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// `mqtt` (to the broker) or `amqp` (straight to RabbitMQ).
+    pub kind: String,
+    /// The broker, for `mqtt`.
+    pub mqtt_url: String,
+    /// RabbitMQ, for `amqp`; `AMQP_URL` overrides it.
+    pub amqp_url: String,
+}
+
+/// `[synthetic]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// Whether the synthetic source runs.
+    pub enabled: bool,
+    /// Events per second.
+    pub rate_per_sec: f64,
+    /// Seed of the generator: the same seed gives the same events.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            http: HttpConfig { listen: "0.0.0.0:9100".into() },
+            spool: SpoolConfig { dir: "/var/lib/auditflow/spool".into(), max_bytes: 64 << 20 },
+            batch: BatchConfig { max_events: 512, max_age_ms: 1000 },
+            transport: TransportConfig {
+                kind: "mqtt".into(),
+                mqtt_url: "mqtt://auditflow-broker:1883".into(),
+                amqp_url: String::new(),
+            },
+            synthetic: SyntheticConfig { enabled: false, rate_per_sec: 1.0, seed: 42 },
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Config::default().http
+    }
+}
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Config::default().spool
+    }
+}
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Config::default().batch
+    }
+}
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Config::default().transport
+    }
+}
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Config::default().synthetic
+    }
+}
+
+impl Validate for Config {
+    /// `NODE_NAME` (when `node_id` is empty), `AMQP_URL`, `AUDITFLOW_MQTT_URL`.
+    fn apply_env(&mut self, get: wire::config::Env<'_>) {
+        if self.node_id.is_empty() {
+            if let Some(v) = get("NODE_NAME") {
+                self.node_id = v;
+            }
+        }
+        if let Some(v) = get("AMQP_URL") {
+            self.transport.amqp_url = v;
+        }
+        if let Some(v) = get("AUDITFLOW_MQTT_URL") {
+            self.transport.mqtt_url = v;
+        }
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!("http.listen: `{}` is not an address:port", self.http.listen));
+        }
+        if self.spool.dir.is_empty() {
+            errors.push("spool.dir: must not be empty".into());
+        }
+        if self.spool.max_bytes < 1 << 20 {
+            errors.push("spool.max_bytes: must be at least 1048576 (1 MiB)".into());
+        }
+        if !(1..=4096).contains(&self.batch.max_events) {
+            errors.push("batch.max_events: must be between 1 and 4096".into());
+        }
+        if !(1..=60_000).contains(&self.batch.max_age_ms) {
+            errors.push("batch.max_age_ms: must be between 1 and 60000".into());
+        }
+        match self.transport.kind.as_str() {
+            "mqtt" if !self.transport.mqtt_url.starts_with("mqtt://")
+                && !self.transport.mqtt_url.starts_with("mqtts://") =>
+            {
+                errors.push("transport.mqtt_url: must start with mqtt:// or mqtts://".into());
+            }
+            "amqp" if !self.transport.amqp_url.starts_with("amqp://")
+                && !self.transport.amqp_url.starts_with("amqps://") =>
+            {
+                errors.push(
+                    "transport.amqp_url: must start with amqp:// or amqps:// (or set AMQP_URL)"
+                        .into(),
+                );
+            }
+            "mqtt" | "amqp" => {}
+            other => errors.push(format!("transport.kind: `{other}` is not `mqtt` or `amqp`")),
+        }
+        if !(self.synthetic.rate_per_sec > 0.0 && self.synthetic.rate_per_sec <= 1_000_000.0) {
+            errors.push("synthetic.rate_per_sec: must be above 0 and at most 1000000".into());
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_defaults_equal_the_built_in_ones() {
+        let parsed: Config = wire::config::parse(DEFAULT_TOML, &wire::config::no_env).expect("default.toml is valid");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let text = "[http]\nlisten = \"x\"\n[batch]\nmax_events = 0\n[transport]\nkind = \"udp\"\n";
+        let errors = wire::config::parse::<Config>(text, &wire::config::no_env).unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn environment_overrides_urls_and_node() {
+        let env = |k: &str| match k {
+            "NODE_NAME" => Some("pi-1".to_owned()),
+            "AMQP_URL" => Some("amqp://h".to_owned()),
+            _ => None,
+        };
+        let c: Config = wire::config::parse("[transport]\nkind = \"amqp\"\n", &env).unwrap();
+        assert_eq!(c.node_id, "pi-1");
+        assert_eq!(c.transport.amqp_url, "amqp://h");
+    }
+}

@@ -1,0 +1,134 @@
+//! The broker's configuration. [`DEFAULT_TOML`] is what `print-default-config` prints; a test
+//! keeps it equal to [`Config::default`].
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use wire::config::{Env, Validate};
+
+/// The documented defaults, as printed by `print-default-config`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The broker's configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The MQTT side.
+    pub mqtt: MqttConfig,
+    /// Health and metrics endpoint.
+    pub http: HttpConfig,
+    /// The RabbitMQ side.
+    pub amqp: AmqpConfig,
+}
+
+/// `[mqtt]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Listener address.
+    pub listen: String,
+    /// TLS certificate (PEM); empty for plain MQTT.
+    pub tls_cert: String,
+    /// TLS key (PEM); empty for plain MQTT.
+    pub tls_key: String,
+    /// File of `node:password` lines.
+    pub credentials_file: String,
+    /// Largest accepted publish.
+    pub max_payload_bytes: u32,
+    /// Most clients at once.
+    pub max_connections: u32,
+    /// Most unacknowledged publishes per connection.
+    pub max_inflight: u16,
+}
+
+/// `[http]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub listen: String,
+}
+
+/// `[amqp]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// RabbitMQ URL.
+    pub url: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:1883".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            credentials_file: String::new(),
+            max_payload_bytes: 1 << 20,
+            max_connections: 256,
+            max_inflight: 100,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "0.0.0.0:9101".into() }
+    }
+}
+
+impl Validate for Config {
+    /// `AMQP_URL`.
+    fn apply_env(&mut self, env: Env<'_>) {
+        if let Some(v) = env("AMQP_URL") {
+            self.amqp.url = v;
+        }
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (key, value) in [("mqtt.listen", &self.mqtt.listen), ("http.listen", &self.http.listen)] {
+            if value.parse::<SocketAddr>().is_err() {
+                errors.push(format!("{key}: `{value}` is not an address:port"));
+            }
+        }
+        if self.mqtt.tls_cert.is_empty() != self.mqtt.tls_key.is_empty() {
+            errors.push("mqtt.tls_cert, mqtt.tls_key: set both or neither".into());
+        }
+        if self.mqtt.max_payload_bytes < 1024 {
+            errors.push("mqtt.max_payload_bytes: must be at least 1024".into());
+        }
+        if self.mqtt.max_connections == 0 {
+            errors.push("mqtt.max_connections: must be at least 1".into());
+        }
+        if self.mqtt.max_inflight == 0 {
+            errors.push("mqtt.max_inflight: must be at least 1".into());
+        }
+        if !(self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://")) {
+            errors.push("amqp.url: must start with amqp:// or amqps:// (or set AMQP_URL)".into());
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wire::config::{no_env, parse};
+
+    use super::*;
+
+    #[test]
+    fn documented_defaults_equal_the_built_in_ones() {
+        let env = |k: &str| (k == "AMQP_URL").then(|| "amqp://x".to_owned());
+        let parsed: Config = parse(DEFAULT_TOML, &env).expect("default.toml is valid");
+        let mut expected = Config::default();
+        expected.amqp.url = "amqp://x".into();
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn missing_amqp_url_is_reported() {
+        let errors = parse::<Config>("", &no_env).unwrap_err();
+        assert_eq!(errors, vec!["amqp.url: must start with amqp:// or amqps:// (or set AMQP_URL)"]);
+    }
+}

