@@ -46,10 +46,21 @@ fuzz_smoke() {
   fi
   # cargo-fuzz passes nightly-only -Z flags; the stable toolchain accepts them with
   # RUSTC_BOOTSTRAP (the only toolchain these machines can have). Sanitizers stay off:
-  # the fuzzer checks that decoding never panics, which needs no sanitizer.
-  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none \
-    --target-dir "$ROOT/target/fuzz" decode_envelope -- \
-    -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=1024 2>&1 | tail -n 5)
+  # the targets check that decoding never panics, which needs no sanitizer.
+  local target seconds log
+  for target in decode_envelope:"${FUZZ_SECONDS:-30}" legacy_json:"${FUZZ_SECONDS:-15}"; do
+    seconds=${target#*:}
+    target=${target%%:*}
+    log="$ROOT/target/fuzz-$target.log"
+    if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none \
+      --target-dir "$ROOT/target/fuzz" "$target" -- \
+      -max_total_time="$seconds" -rss_limit_mb=1024) >"$log" 2>&1; then
+      tail -n 60 "$log"
+      echo "fuzz target $target failed; full log in $log"
+      return 1
+    fi
+    echo "fuzz $target: $(grep -E '^Done [0-9]+ runs' "$log" || tail -n 1 "$log")"
+  done
 }
 
 actionlint_check() {

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use serde_json::{Map, Value as Json};
-use uuid::Uuid;
+pub use uuid::Uuid;
 
 use crate::model::{Digest, Event, EventKind, FileOp, Outcome, Severity, Source, Timestamp, Value};
 
