@@ -126,10 +126,8 @@ impl Default for SyntheticConfig {
 impl Validate for Config {
     /// `NODE_NAME` (when `node_id` is empty), `AMQP_URL`, `AUDITFLOW_MQTT_URL`.
     fn apply_env(&mut self, get: wire::config::Env<'_>) {
-        if self.node_id.is_empty() {
-            if let Some(v) = get("NODE_NAME") {
-                self.node_id = v;
-            }
+        if let Some(v) = get("NODE_NAME").filter(|_| self.node_id.is_empty()) {
+            self.node_id = v;
         }
         if let Some(v) = get("AMQP_URL") {
             self.transport.amqp_url = v;
@@ -157,13 +155,15 @@ impl Validate for Config {
             errors.push("batch.max_age_ms: must be between 1 and 60000".into());
         }
         match self.transport.kind.as_str() {
-            "mqtt" if !self.transport.mqtt_url.starts_with("mqtt://")
-                && !self.transport.mqtt_url.starts_with("mqtts://") =>
+            "mqtt"
+                if !self.transport.mqtt_url.starts_with("mqtt://")
+                    && !self.transport.mqtt_url.starts_with("mqtts://") =>
             {
                 errors.push("transport.mqtt_url: must start with mqtt:// or mqtts://".into());
             }
-            "amqp" if !self.transport.amqp_url.starts_with("amqp://")
-                && !self.transport.amqp_url.starts_with("amqps://") =>
+            "amqp"
+                if !self.transport.amqp_url.starts_with("amqp://")
+                    && !self.transport.amqp_url.starts_with("amqps://") =>
             {
                 errors.push(
                     "transport.amqp_url: must start with amqp:// or amqps:// (or set AMQP_URL)"
@@ -186,7 +186,8 @@ mod tests {
 
     #[test]
     fn documented_defaults_equal_the_built_in_ones() {
-        let parsed: Config = wire::config::parse(DEFAULT_TOML, &wire::config::no_env).expect("default.toml is valid");
+        let parsed: Config = wire::config::parse(DEFAULT_TOML, &wire::config::no_env)
+            .expect("default.toml is valid");
         assert_eq!(parsed, Config::default());
     }
 

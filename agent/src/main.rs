@@ -60,11 +60,14 @@ fn main() -> ExitCode {
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     let text = match path {
         None => Ok(String::new()),
-        Some(path) => std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read the file: {e}")]),
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read the file: {e}")])
+        }
     };
     let env = |k: &str| std::env::var(k).ok();
     text.and_then(|text| wire::config::parse::<Config>(&text, &env)).map_err(|errors| {
-        let from = path.map_or_else(|| "(defaults and environment)".to_owned(), |p| p.display().to_string());
+        let from = path
+            .map_or_else(|| "(defaults and environment)".to_owned(), |p| p.display().to_string());
         eprintln!("auditflow-agent: invalid configuration {from}:");
         for e in errors {
             eprintln!("  - {e}");

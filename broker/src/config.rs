@@ -87,7 +87,8 @@ impl Validate for Config {
 
     fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        for (key, value) in [("mqtt.listen", &self.mqtt.listen), ("http.listen", &self.http.listen)] {
+        for (key, value) in [("mqtt.listen", &self.mqtt.listen), ("http.listen", &self.http.listen)]
+        {
             if value.parse::<SocketAddr>().is_err() {
                 errors.push(format!("{key}: `{value}` is not an address:port"));
             }

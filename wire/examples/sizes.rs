@@ -37,7 +37,9 @@ fn main() {
 
     println!("{EVENTS} events, legacy template mix, fixed seed");
     println!();
-    println!("| batch | postcard bytes/event | legacy JSON bytes/event | ratio | encode events/s | decode events/s |");
+    println!(
+        "| batch | postcard bytes/event | legacy JSON bytes/event | ratio | encode events/s | decode events/s |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     let mut last = (0.0, 0.0);
     for batch in [1usize, 64, 512] {

@@ -74,7 +74,12 @@ pub fn to_toml<T: Serialize>(config: &T) -> String {
 
 /// Reports keys that `defaults` does not have and values whose TOML type differs from the
 /// default's, and removes them from `table` so that the rest can still be deserialized.
-fn check_table(table: &mut toml::Table, defaults: &toml::Table, path: &str, errors: &mut Vec<String>) {
+fn check_table(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    path: &str,
+    errors: &mut Vec<String>,
+) {
     let mut bad = Vec::new();
     for (key, value) in table.iter_mut() {
         let full = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };

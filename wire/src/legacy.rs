@@ -64,15 +64,9 @@ pub fn from_legacy(value: &Json, received: Timestamp) -> Result<Event, LegacyErr
         top.get("event_type").and_then(Json::as_str).ok_or(LegacyError::MissingEventType)?;
     let fields = Fields { top, details: top.get(DETAILS).and_then(Json::as_object) };
 
-    let ts = fields
-        .text("timestamp")
-        .and_then(Timestamp::parse_rfc3339)
-        .unwrap_or(received);
+    let ts = fields.text("timestamp").and_then(Timestamp::parse_rfc3339).unwrap_or(received);
     let severity = fields.text("severity").and_then(Severity::parse).unwrap_or_default();
-    let id = fields
-        .text("event_id")
-        .and_then(|s| Uuid::try_parse(s).ok())
-        .map(|u| *u.as_bytes());
+    let id = fields.text("event_id").and_then(|s| Uuid::try_parse(s).ok()).map(|u| *u.as_bytes());
     let mut event = Event {
         ts,
         source: Source::Legacy,
@@ -99,15 +93,13 @@ pub fn from_legacy(value: &Json, received: Timestamp) -> Result<Event, LegacyErr
     let rendered_details = rendered.get(DETAILS).and_then(Json::as_object);
     let mut attrs = Vec::new();
     for (key, original) in top {
-        if key == DETAILS {
-            if let Some(details) = fields.details {
-                for (dkey, dvalue) in details {
-                    if rendered_details.and_then(|d| d.get(dkey)) != Some(dvalue) {
-                        attrs.push((format!("{DETAILS_PREFIX}{dkey}"), Value::from_json(dvalue)));
-                    }
+        if let (DETAILS, Some(details)) = (key.as_str(), fields.details) {
+            for (dkey, dvalue) in details {
+                if rendered_details.and_then(|d| d.get(dkey)) != Some(dvalue) {
+                    attrs.push((format!("{DETAILS_PREFIX}{dkey}"), Value::from_json(dvalue)));
                 }
-                continue;
             }
+            continue;
         }
         if rendered.get(key) != Some(original) {
             attrs.push((key.clone(), Value::from_json(original)));
@@ -204,7 +196,11 @@ impl KindJson {
 
     /// True when every key this rendering would write was present in the original (at top
     /// level or under `details`).
-    fn introduces_nothing(&self, top: &Map<String, Json>, details: Option<&Map<String, Json>>) -> bool {
+    fn introduces_nothing(
+        &self,
+        top: &Map<String, Json>,
+        details: Option<&Map<String, Json>>,
+    ) -> bool {
         let has = |k: &str| top.contains_key(k) || details.is_some_and(|d| d.contains_key(k));
         (self.user_id.is_none() || top.contains_key("user_id"))
             && (self.action_result.is_none() || top.contains_key("action_result"))
@@ -338,11 +334,7 @@ impl<'a> Fields<'a> {
     }
 
     fn strings(&self, key: &str) -> Option<Vec<String>> {
-        self.get(key)?
-            .as_array()?
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect()
+        self.get(key)?.as_array()?.iter().map(|v| v.as_str().map(str::to_owned)).collect()
     }
 
     fn outcome(&self) -> Option<Outcome> {

@@ -11,7 +11,9 @@ pub mod legacy;
 pub mod model;
 pub mod synth;
 
-pub use frame::{CONTENT_TYPE, DecodeError, MAX_FRAME_BYTES, Message, WIRE_VERSION, decode, encode};
+pub use frame::{
+    CONTENT_TYPE, DecodeError, MAX_FRAME_BYTES, Message, WIRE_VERSION, decode, encode,
+};
 pub use model::{
     Ack, Digest, DropCounts, DropReason, Envelope, Event, EventKind, Field, FileOp, Heartbeat,
     Outcome, Severity, Source, Timestamp, Value,

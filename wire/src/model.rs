@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// Always the time the event happened on the node, never the time it was processed: rules
 /// window on it so that a replayed backlog does not look like a burst.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -50,7 +52,7 @@ impl Timestamp {
         let nanos = dt.nanosecond();
         if nanos == 0 {
             format!("{base}Z")
-        } else if nanos % 1000 == 0 {
+        } else if nanos.is_multiple_of(1000) {
             format!("{base}.{micros:06}Z")
         } else {
             format!("{base}.{nanos:09}Z")
@@ -142,7 +144,9 @@ impl Source {
 }
 
 /// How serious an event is, as its producer judged it. Matches the legacy levels.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum Severity {
     /// Routine activity.
     #[default]

@@ -7,8 +7,9 @@ use std::net::IpAddr;
 
 use proptest::prelude::*;
 use wire::{
-    Ack, DecodeError, Digest, DropCounts, DropReason, Envelope, Event, EventKind, FileOp, Heartbeat,
-    Outcome, Severity, Source, Timestamp, Value, decode, encode, frame::decode_with_limit,
+    Ack, DecodeError, Digest, DropCounts, DropReason, Envelope, Event, EventKind, FileOp,
+    Heartbeat, Outcome, Severity, Source, Timestamp, Value, decode, encode,
+    frame::decode_with_limit,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -36,9 +37,14 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 
 fn kind() -> impl Strategy<Value = EventKind> {
     prop_oneof![
-        (text(), proptest::option::of(any::<IpAddr>()), opt_text(), outcome(), opt_text()).prop_map(
-            |(user, src_ip, method, outcome, reason)| EventKind::Login { user, src_ip, method, outcome, reason }
-        ),
+        (text(), proptest::option::of(any::<IpAddr>()), opt_text(), outcome(), opt_text())
+            .prop_map(|(user, src_ip, method, outcome, reason)| EventKind::Login {
+                user,
+                src_ip,
+                method,
+                outcome,
+                reason
+            }),
         (text(), text(), opt_text(), opt_text(), opt_text(), outcome()).prop_map(
             |(user, target_user, command, tty, cwd, outcome)| EventKind::Privilege {
                 user,
@@ -51,7 +57,13 @@ fn kind() -> impl Strategy<Value = EventKind> {
         ),
         (
             text(),
-            prop_oneof![Just(FileOp::Created), Just(FileOp::Modified), Just(FileOp::Deleted), Just(FileOp::Attrib), Just(FileOp::Renamed)],
+            prop_oneof![
+                Just(FileOp::Created),
+                Just(FileOp::Modified),
+                Just(FileOp::Deleted),
+                Just(FileOp::Attrib),
+                Just(FileOp::Renamed)
+            ],
             proptest::option::of(any::<[u8; 32]>().prop_map(Digest)),
             proptest::option::of(any::<[u8; 32]>().prop_map(Digest)),
             proptest::option::of(any::<i64>())
@@ -63,30 +75,62 @@ fn kind() -> impl Strategy<Value = EventKind> {
                 new_hash,
                 size_delta
             }),
-        (text(), text(), text()).prop_map(|(name, version, action)| EventKind::Package { name, version, action }),
-        (text(), opt_text(), text()).prop_map(|(unit, from, to)| EventKind::Service { unit, from, to }),
-        (text(), text(), opt_text()).prop_map(|(name, action, group)| EventKind::Account { name, action, group }),
+        (text(), text(), text()).prop_map(|(name, version, action)| EventKind::Package {
+            name,
+            version,
+            action
+        }),
+        (text(), opt_text(), text()).prop_map(|(unit, from, to)| EventKind::Service {
+            unit,
+            from,
+            to
+        }),
+        (text(), text(), opt_text()).prop_map(|(name, action, group)| EventKind::Account {
+            name,
+            action,
+            group
+        }),
         (
             (text(), text(), opt_text(), opt_text(), opt_text(), text()),
             proptest::collection::vec(text(), 0..3),
             proptest::collection::vec(text(), 0..3),
             any::<u16>()
         )
-            .prop_map(|((verb, resource, subresource, namespace, name, user), groups, source_ips, code)| {
-                EventKind::K8sAudit { verb, resource, subresource, namespace, name, user, groups, source_ips, code }
-            }),
-        ((text(), text(), text(), text()), opt_text(), any::<bool>(), opt_text(), opt_text()).prop_map(
-            |((provider, event, repo, actor), git_ref, forced, default_branch, action)| EventKind::Git {
-                provider,
-                event,
-                repo,
-                actor,
-                git_ref,
-                forced,
-                default_branch,
-                action
-            }
-        ),
+            .prop_map(
+                |(
+                    (verb, resource, subresource, namespace, name, user),
+                    groups,
+                    source_ips,
+                    code,
+                )| {
+                    EventKind::K8sAudit {
+                        verb,
+                        resource,
+                        subresource,
+                        namespace,
+                        name,
+                        user,
+                        groups,
+                        source_ips,
+                        code,
+                    }
+                }
+            ),
+        ((text(), text(), text(), text()), opt_text(), any::<bool>(), opt_text(), opt_text())
+            .prop_map(
+                |((provider, event, repo, actor), git_ref, forced, default_branch, action)| {
+                    EventKind::Git {
+                        provider,
+                        event,
+                        repo,
+                        actor,
+                        git_ref,
+                        forced,
+                        default_branch,
+                        action,
+                    }
+                }
+            ),
         (text(), proptest::collection::vec((text(), value()), 0..4))
             .prop_map(|(event_type, fields)| EventKind::Generic { event_type, fields }),
     ]
@@ -116,20 +160,28 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 fn drops() -> impl Strategy<Value = DropCounts> {
-    proptest::collection::vec((proptest::sample::select(DropReason::ALL.to_vec()), any::<u64>()), 0..4)
-        .prop_map(|pairs| {
-            let mut d = DropCounts::default();
-            for (r, n) in pairs {
-                d.add(r, n);
-            }
-            d
-        })
+    proptest::collection::vec(
+        (proptest::sample::select(DropReason::ALL.to_vec()), any::<u64>()),
+        0..4,
+    )
+    .prop_map(|pairs| {
+        let mut d = DropCounts::default();
+        for (r, n) in pairs {
+            d.add(r, n);
+        }
+        d
+    })
 }
 
 fn envelope() -> impl Strategy<Value = Envelope> {
-    (text(), any::<u64>(), any::<u64>(), proptest::collection::vec(event(), 0..6), drops()).prop_map(
-        |(node_id, epoch, first_seq, events, dropped)| Envelope { node_id, epoch, first_seq, events, dropped },
-    )
+    (text(), any::<u64>(), any::<u64>(), proptest::collection::vec(event(), 0..6), drops())
+        .prop_map(|(node_id, epoch, first_seq, events, dropped)| Envelope {
+            node_id,
+            epoch,
+            first_seq,
+            events,
+            dropped,
+        })
 }
 
 proptest! {
@@ -194,18 +246,28 @@ fn decode_errors_are_precise() {
         decode::<Envelope>(&[9, 0, 0]),
         Err(DecodeError::UnknownVersion { found: 9, expected: wire::WIRE_VERSION })
     );
-    assert_eq!(decode::<Envelope>(&good[..good.len() - 1]), Err(DecodeError::Truncated { message: "envelope" }));
+    assert_eq!(
+        decode::<Envelope>(&good[..good.len() - 1]),
+        Err(DecodeError::Truncated { message: "envelope" })
+    );
     let mut trailing = good.clone();
     trailing.extend([0, 0, 0]);
-    assert_eq!(decode::<Envelope>(&trailing), Err(DecodeError::TrailingBytes { message: "envelope", count: 3 }));
+    assert_eq!(
+        decode::<Envelope>(&trailing),
+        Err(DecodeError::TrailingBytes { message: "envelope", count: 3 })
+    );
     assert_eq!(
         decode_with_limit::<Envelope>(&good, 16),
         Err(DecodeError::Oversize { len: good.len(), max: 16 })
     );
     // A bool byte of 7 is not a valid encoding.
     let bad_bool = [wire::WIRE_VERSION, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7];
-    assert!(matches!(decode::<Envelope>(&bad_bool), Err(DecodeError::Malformed { .. }) | Err(DecodeError::Truncated { .. })));
+    assert!(matches!(
+        decode::<Envelope>(&bad_bool),
+        Err(DecodeError::Malformed { .. }) | Err(DecodeError::Truncated { .. })
+    ));
     // A hostile length prefix does not allocate its claim: 2^63 events announced, none sent.
-    let hostile = [wire::WIRE_VERSION, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+    let hostile =
+        [wire::WIRE_VERSION, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
     assert!(decode::<Envelope>(&hostile).is_err());
 }

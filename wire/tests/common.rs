@@ -39,8 +39,16 @@ pub fn one_of_each_kind() -> Vec<Event> {
             version: "1:9.2p1-2+deb12u3".into(),
             action: "upgrade".into(),
         },
-        EventKind::Service { unit: "ssh.service".into(), from: Some("active".into()), to: "failed".into() },
-        EventKind::Account { name: "mallory".into(), action: "created".into(), group: Some("sudo".into()) },
+        EventKind::Service {
+            unit: "ssh.service".into(),
+            from: Some("active".into()),
+            to: "failed".into(),
+        },
+        EventKind::Account {
+            name: "mallory".into(),
+            action: "created".into(),
+            group: Some("sudo".into()),
+        },
         EventKind::K8sAudit {
             verb: "get".into(),
             resource: "secrets".into(),
@@ -78,7 +86,8 @@ pub fn one_of_each_kind() -> Vec<Event> {
         .into_iter()
         .enumerate()
         .map(|(i, kind)| {
-            let mut e = Event::new(Timestamp(TS.0 + i as i64), Source::ALL[i % 9], Severity::Warning, kind);
+            let mut e =
+                Event::new(Timestamp(TS.0 + i as i64), Source::ALL[i % 9], Severity::Warning, kind);
             if i == 0 {
                 e.id = Some([0xab; 16]);
                 e.host = Some("web-01".into());
@@ -98,7 +107,13 @@ pub fn drops() -> DropCounts {
 }
 
 pub fn envelope() -> Envelope {
-    Envelope { node_id: "pi-1".into(), epoch: 3, first_seq: 1000, events: one_of_each_kind(), dropped: drops() }
+    Envelope {
+        node_id: "pi-1".into(),
+        epoch: 3,
+        first_seq: 1000,
+        events: one_of_each_kind(),
+        dropped: drops(),
+    }
 }
 
 pub fn ack() -> Ack {

@@ -13,7 +13,13 @@ const RECEIVED: Timestamp = Timestamp(1_700_000_000_000_000_000);
 fn round_trip(original: &Json) -> Json {
     let event = from_legacy(original, RECEIVED).unwrap();
     // The postcard form must carry everything too.
-    let env = wire::Envelope { node_id: "n".into(), epoch: 0, first_seq: 0, events: vec![event], dropped: Default::default() };
+    let env = wire::Envelope {
+        node_id: "n".into(),
+        epoch: 0,
+        first_seq: 0,
+        events: vec![event],
+        dropped: Default::default(),
+    };
     let decoded: wire::Envelope = wire::decode(&wire::encode(&env)).unwrap();
     to_legacy(&decoded.events[0], "other-node", Uuid::nil())
 }
@@ -23,10 +29,18 @@ fn each_of_the_seven_templates_round_trips_into_its_typed_kind() {
     let mut synth = Synth::new(7);
     for template in Template::ALL {
         for i in 0..50 {
-            let original = synth.legacy_json(template, Timestamp(1_764_000_000_000_000_000 + i * 1_234_567));
+            let original =
+                synth.legacy_json(template, Timestamp(1_764_000_000_000_000_000 + i * 1_234_567));
             let event = from_legacy(&original, RECEIVED).unwrap();
-            assert!(!matches!(event.kind, EventKind::Generic { .. }), "{template:?} became generic: {original}");
-            assert!(event.attrs.is_empty(), "{template:?} needed attrs {:?} for {original}", event.attrs);
+            assert!(
+                !matches!(event.kind, EventKind::Generic { .. }),
+                "{template:?} became generic: {original}"
+            );
+            assert!(
+                event.attrs.is_empty(),
+                "{template:?} needed attrs {:?} for {original}",
+                event.attrs
+            );
             assert_eq!(event.source, Source::Legacy);
             assert_eq!(
                 Uuid::from_bytes(event.id.unwrap()).to_string(),
@@ -76,7 +90,9 @@ fn top_level_address_and_resource_are_read() {
         "ip_address": "10.0.0.5"
     });
     let e = from_legacy(&login, RECEIVED).unwrap();
-    assert!(matches!(&e.kind, EventKind::Login { src_ip: Some(ip), .. } if ip.to_string() == "10.0.0.5"));
+    assert!(
+        matches!(&e.kind, EventKind::Login { src_ip: Some(ip), .. } if ip.to_string() == "10.0.0.5")
+    );
     let back = to_legacy(&e, "n", Uuid::nil());
     assert_eq!(back["ip_address"], "10.0.0.5", "the original top-level key is kept");
     assert_eq!(back["details"]["ip_address"], "10.0.0.5", "and the canonical one is written");
@@ -108,7 +124,9 @@ fn unknown_event_types_become_generic_without_losing_a_field() {
         "details": {"ports": [22, 80], "count": 1000, "ratio": 0.25, "big": 18446744073709551615u64, "flag": false}
     });
     let e = from_legacy(&original, RECEIVED).unwrap();
-    assert!(matches!(&e.kind, EventKind::Generic { event_type, fields } if event_type == "port_scan" && fields.len() == 5));
+    assert!(
+        matches!(&e.kind, EventKind::Generic { event_type, fields } if event_type == "port_scan" && fields.len() == 5)
+    );
     assert_eq!(round_trip(&original), original);
 }
 
@@ -153,7 +171,10 @@ fn missing_timestamp_uses_receive_time() {
 fn bad_input_is_a_clear_error() {
     assert!(matches!(from_legacy_json(b"{not json", RECEIVED), Err(LegacyError::InvalidJson(_))));
     assert_eq!(from_legacy_json(b"[1,2]", RECEIVED), Err(LegacyError::NotAnObject));
-    assert_eq!(from_legacy_json(b"{\"event_type\": 5}", RECEIVED), Err(LegacyError::MissingEventType));
+    assert_eq!(
+        from_legacy_json(b"{\"event_type\": 5}", RECEIVED),
+        Err(LegacyError::MissingEventType)
+    );
     assert_eq!(from_legacy_json(b"{}", RECEIVED), Err(LegacyError::MissingEventType));
 }
 
