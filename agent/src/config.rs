@@ -44,6 +44,8 @@ pub struct SpoolConfig {
     pub dir: String,
     /// Byte cap; at the cap the lowest-priority events are shed first and counted.
     pub max_bytes: u64,
+    /// Flush every batch to the device before it counts as spooled (survives power cuts).
+    pub fsync: bool,
 }
 
 /// `[batch]`
@@ -66,6 +68,10 @@ pub struct TransportConfig {
     pub mqtt_url: String,
     /// RabbitMQ, for `amqp`; `AMQP_URL` overrides it.
     pub amqp_url: String,
+    /// Queue envelopes go to, for `amqp`.
+    pub amqp_queue: String,
+    /// Queue heartbeats go to, for `amqp`.
+    pub amqp_heartbeat_queue: String,
 }
 
 /// `[synthetic]`
@@ -78,6 +84,8 @@ pub struct SyntheticConfig {
     pub rate_per_sec: f64,
     /// Seed of the generator: the same seed gives the same events.
     pub seed: u64,
+    /// Stop after this many events; 0 runs until the agent stops.
+    pub limit: u64,
 }
 
 impl Default for Config {
@@ -85,14 +93,19 @@ impl Default for Config {
         Self {
             node_id: String::new(),
             http: HttpConfig { listen: "0.0.0.0:9100".into() },
-            spool: SpoolConfig { dir: "/var/lib/auditflow/spool".into(), max_bytes: 64 << 20 },
+            spool: SpoolConfig {
+                dir: "/var/lib/auditflow/spool".into(), max_bytes: 64 << 20,
+                fsync: true,
+            },
             batch: BatchConfig { max_events: 512, max_age_ms: 1000 },
             transport: TransportConfig {
                 kind: "mqtt".into(),
                 mqtt_url: "mqtt://auditflow-broker:1883".into(),
                 amqp_url: String::new(),
+                amqp_queue: wire::queues::EVENTS.into(),
+                amqp_heartbeat_queue: wire::queues::HEARTBEATS.into(),
             },
-            synthetic: SyntheticConfig { enabled: false, rate_per_sec: 1.0, seed: 42 },
+            synthetic: SyntheticConfig { enabled: false, rate_per_sec: 1.0, seed: 42, limit: 0 },
         }
     }
 }

@@ -1,7 +1,218 @@
 //! The AuditFlow node agent: collects audit events on a node, filters them at the edge,
 //! spools them to disk and delivers them upstream (DESIGN §3–§4). This crate is the library;
 //! `main.rs` is a thin binary around it.
+//!
+//! Data flow: sources → bounded channel → [`pipeline`] (batches, spools before sending) →
+//! [`spool`] on disk → transport ([`amqp`]) → acknowledgement → spool truncation.
 
+pub mod amqp;
 pub mod config;
+pub mod http;
+pub mod pipeline;
+pub mod spool;
+pub mod synthetic;
+pub mod telemetry;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wire::{DropReason, Heartbeat, Timestamp};
 
 pub use config::Config;
+
+use crate::pipeline::BatchSettings;
+use crate::spool::Spool;
+use crate::telemetry::Metrics;
+
+/// Capacity of the channel between the sources and the batcher.
+const EVENT_CHANNEL: usize = 8192;
+/// How often a heartbeat is sent.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// The node name: the configured one, else the kernel's hostname.
+pub fn node_name(config: &Config) -> String {
+    if !config.node_id.is_empty() {
+        return config.node_id.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-node".to_owned())
+}
+
+/// Runs the agent until `cancel` fires (or, with a synthetic limit, until every event is
+/// acknowledged), then drains: the open batch goes to the spool, in-flight confirms get a
+/// moment to arrive.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let node_id = node_name(&config);
+    let metrics = Metrics::new();
+    let (spool, report) = Spool::open(
+        Path::new(&config.spool.dir),
+        config.spool.max_bytes,
+        config.spool.fsync,
+    )
+    .with_context(|| format!("open the spool in {}", config.spool.dir))?;
+    if report.torn_records > 0 || report.state_corrupt {
+        tracing::warn!(
+            torn_records = report.torn_records,
+            torn_events = report.torn_events,
+            state_corrupt = report.state_corrupt,
+            "spool repaired on start"
+        );
+    }
+    tracing::info!(
+        node = %node_id,
+        epoch = spool.epoch(),
+        next_seq = spool.next_seq(),
+        replay_batches = report.replay_records,
+        new_epoch = report.new_epoch,
+        "spool open"
+    );
+    metrics.spool_bytes.set(i64::try_from(spool.bytes()).unwrap_or(i64::MAX));
+    let spool = Arc::new(Mutex::new(spool));
+
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("bind the HTTP port {}", config.http.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
+
+    let tracker = TaskTracker::new();
+    let stop_pipeline = cancel.child_token();
+    let wake = Arc::new(Notify::new());
+    let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL);
+
+    // Torn records found on start travel upstream as drops like any other loss.
+    let mut start_drops = wire::DropCounts::default();
+    start_drops.add(DropReason::SpoolCorrupt, report.torn_events.max(report.torn_records));
+
+    tracker.spawn(http::serve(
+        listener,
+        http::HttpState { metrics: metrics.clone(), spool: Arc::clone(&spool) },
+        cancel.clone(),
+    ));
+
+    let mut sources = Vec::new();
+    if config.synthetic.enabled {
+        sources.push(tracker.spawn(synthetic::run(
+            synthetic::SyntheticSettings {
+                rate_per_sec: config.synthetic.rate_per_sec,
+                seed: config.synthetic.seed,
+                limit: config.synthetic.limit,
+            },
+            events_tx.clone(),
+            metrics.clone(),
+            stop_pipeline.clone(),
+        )));
+    }
+    drop(events_tx);
+
+    let batcher = tracker.spawn(pipeline::run_batcher(
+        BatchSettings {
+            node_id: node_id.clone(),
+            max_events: config.batch.max_events as usize,
+            max_age: Duration::from_millis(config.batch.max_age_ms),
+        },
+        events_rx,
+        start_drops,
+        Arc::clone(&spool),
+        Arc::clone(&wake),
+        metrics.clone(),
+        stop_pipeline.clone(),
+    ));
+
+    let (hb_tx, hb_rx) = watch::channel(None);
+    tracker.spawn(heartbeats(node_id.clone(), Arc::clone(&spool), metrics.clone(), hb_tx, cancel.clone()));
+
+    let stop_sender = cancel.child_token();
+    let sender = match config.transport.kind.as_str() {
+        "amqp" => tracker.spawn(amqp::run_sender(
+            amqp::AmqpSettings {
+                url: config.transport.amqp_url.clone(),
+                queue: config.transport.amqp_queue.clone(),
+                heartbeat_queue: config.transport.amqp_heartbeat_queue.clone(),
+            },
+            Arc::clone(&spool),
+            Arc::clone(&wake),
+            hb_rx,
+            metrics.clone(),
+            stop_sender.clone(),
+        )),
+        other => anyhow::bail!(
+            "transport `{other}` is not available in this build yet; use kind = \"amqp\""
+        ),
+    };
+    tracker.close();
+
+    // With a synthetic limit and no other source, the agent finishes by itself once every
+    // event is acknowledged (benchmarks and tests use this).
+    let finite = config.synthetic.enabled && config.synthetic.limit > 0;
+    if finite {
+        for s in sources {
+            s.await.context("synthetic source task")??;
+        }
+        stop_pipeline.cancel();
+        batcher.await.context("batcher task")??;
+        loop {
+            let pending = spool.lock().map_or(0, |s| s.pending().count());
+            if pending == 0 || cancel.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel.cancel();
+    } else {
+        cancel.cancelled().await;
+        batcher.await.context("batcher task")??;
+    }
+    stop_sender.cancel();
+    sender.await.context("sender task")??;
+    tracker.wait().await;
+    let s = spool.lock().map_err(|_| anyhow::anyhow!("spool lock poisoned"))?;
+    tracing::info!(
+        spooled = metrics.spooled.get(),
+        sent = metrics.sent.get(),
+        acked = metrics.acked.get(),
+        pending_batches = s.pending().count(),
+        "agent stopped"
+    );
+    Ok(())
+}
+
+/// Publishes a heartbeat frame every 10 s for the transport to send.
+async fn heartbeats(
+    node_id: String,
+    spool: pipeline::SharedSpool,
+    metrics: Metrics,
+    out: watch::Sender<Option<Vec<u8>>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut interval = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            _ = interval.tick() => {}
+        }
+        let mut dropped = wire::DropCounts::default();
+        for reason in DropReason::ALL {
+            dropped.add(reason, metrics.dropped.with_label_values(&[reason.as_str()]).get());
+        }
+        let heartbeat = Heartbeat {
+            node_id: node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: started.elapsed().as_secs(),
+            spool_bytes: spool.lock().map_or(0, |s| s.bytes()),
+            events_sent: metrics.sent.get(),
+            dropped,
+            rules_version: String::new(),
+            ts: Timestamp::now(),
+        };
+        let _ = out.send(Some(wire::encode(&heartbeat)));
+    }
+}

@@ -1,0 +1,257 @@
+//! The AMQP transport: publishes spooled envelopes straight to RabbitMQ's durable queue with
+//! publisher confirms. A confirm is the acknowledgement: only then is the batch removed from
+//! the spool. After any failure it reconnects with jittered backoff and resends everything not
+//! yet confirmed (downstream deduplicates by `(node, epoch, seq)`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::Confirmation;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::SharedSpool;
+use crate::spool::Record;
+use crate::telemetry::Metrics;
+
+/// Publishes at most this many batches before waiting for their confirms.
+const WINDOW: usize = 32;
+
+/// Settings of the AMQP transport.
+#[derive(Clone, Debug)]
+pub struct AmqpSettings {
+    /// RabbitMQ URL.
+    pub url: String,
+    /// Queue envelopes go to.
+    pub queue: String,
+    /// Queue heartbeats go to.
+    pub heartbeat_queue: String,
+}
+
+/// Sends until cancelled; on cancel, waits briefly for confirms already requested.
+pub async fn run_sender(
+    settings: AmqpSettings,
+    spool: SharedSpool,
+    wake: Arc<Notify>,
+    heartbeats: tokio::sync::watch::Receiver<Option<Vec<u8>>>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new();
+    while !cancel.is_cancelled() {
+        let session = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            s = connect(&settings) => s,
+        };
+        match session {
+            Ok((conn, channel)) => {
+                metrics.connects.inc();
+                metrics.connected.set(1);
+                tracing::info!(queue = %settings.queue, "connected to RabbitMQ");
+                let result = send_loop(
+                    &settings,
+                    &channel,
+                    &spool,
+                    &wake,
+                    heartbeats.clone(),
+                    &metrics,
+                    &cancel,
+                    &mut backoff,
+                )
+                .await;
+                metrics.connected.set(0);
+                let _ = conn.close(200, "agent stopping".into()).await;
+                match result {
+                    Ok(()) => return Ok(()),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "RabbitMQ session ended"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot connect to RabbitMQ"),
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn connect(settings: &AmqpSettings) -> anyhow::Result<(Connection, Channel)> {
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(&settings.url, ConnectionProperties::default()),
+    )
+    .await
+    .context("connect timed out")?
+    .context("connect")?;
+    let channel = conn.create_channel().await.context("open channel")?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await.context("confirm_select")?;
+    for queue in [&settings.queue, &settings.heartbeat_queue] {
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("declare queue {queue}"))?;
+    }
+    Ok((conn, channel))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_loop(
+    settings: &AmqpSettings,
+    channel: &Channel,
+    spool: &SharedSpool,
+    wake: &Notify,
+    mut heartbeats: tokio::sync::watch::Receiver<Option<Vec<u8>>>,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(wire::CONTENT_TYPE.into());
+    let mut cursor = lock(spool).acked();
+    let mut inflight: FuturesOrdered<_> = FuturesOrdered::new();
+    let mut inflight_records: VecDeque<Record> = VecDeque::new();
+    loop {
+        // Fill the window from the spool.
+        while inflight.len() < WINDOW && !cancel.is_cancelled() {
+            let next = {
+                let spool = lock(spool);
+                spool.pending_from(cursor).map(|r| (r, spool.read(&r)))
+            };
+            let Some((record, frame)) = next else { break };
+            let frame = frame.context("read a spooled batch")?;
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    settings.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &frame,
+                    properties.clone(),
+                )
+                .await
+                .context("publish")?;
+            cursor = record.end_seq();
+            metrics.sent.inc_by(u64::from(record.count));
+            inflight.push_back(confirm);
+            inflight_records.push_back(record);
+        }
+        if cancel.is_cancelled() && inflight.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            confirmed = inflight.next(), if !inflight.is_empty() => {
+                let record = inflight_records.pop_front().expect("one record per confirm");
+                match confirmed {
+                    Some(Ok(Confirmation::Ack(_))) => {
+                        backoff.reset();
+                        let spool = Arc::clone(spool);
+                        let bytes = tokio::task::spawn_blocking(move || {
+                            let mut s = lock(&spool);
+                            s.ack(record.end_seq()).map(|()| s.bytes())
+                        })
+                        .await?
+                        .context("record an acknowledgement in the spool")?;
+                        metrics.acked.inc_by(u64::from(record.count));
+                        metrics.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                    }
+                    Some(Ok(other)) => anyhow::bail!("RabbitMQ did not confirm a batch: {other:?}"),
+                    Some(Err(e)) => return Err(anyhow::Error::new(e).context("publisher confirm")),
+                    None => {}
+                }
+            }
+            () = wake.notified() => {}
+            changed = heartbeats.changed() => {
+                if changed.is_ok() {
+                    let frame = heartbeats.borrow_and_update().clone();
+                    if let Some(frame) = frame {
+                        // Heartbeats are not spooled; a lost one is replaced 10 s later.
+                        let _confirm = channel
+                            .basic_publish(
+                                "".into(),
+                                settings.heartbeat_queue.as_str().into(),
+                                BasicPublishOptions::default(),
+                                &frame,
+                                BasicProperties::default().with_content_type(wire::CONTENT_TYPE.into()),
+                            )
+                            .await
+                            .context("publish heartbeat")?;
+                    }
+                }
+            }
+            () = cancel.cancelled(), if !inflight.is_empty() => {
+                // Give in-flight confirms a moment; what is not confirmed is resent next start.
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Some(c) = inflight.next().await {
+                        let record = inflight_records.pop_front().expect("one record per confirm");
+                        if let Ok(Confirmation::Ack(_)) = c {
+                            let _ = lock(spool).ack(record.end_seq());
+                            metrics.acked.inc_by(u64::from(record.count));
+                        } else {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn lock(spool: &SharedSpool) -> std::sync::MutexGuard<'_, crate::spool::Spool> {
+    match spool.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Exponential backoff from 200 ms to 30 s with ±25 % jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    attempt: u32,
+    seed: u64,
+}
+
+impl Backoff {
+    /// A fresh backoff.
+    pub fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(7, |d| d.subsec_nanos().into());
+        Self { attempt: 0, seed }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let base_ms = (200u64 << self.attempt.min(8)).min(30_000);
+        self.attempt = self.attempt.saturating_add(1);
+        let mut rng = wire::synth::Rng::new(self.seed ^ u64::from(self.attempt));
+        let jitter = rng.next_u64() % (base_ms / 2 + 1);
+        Duration::from_millis(base_ms - base_ms / 4 + jitter)
+    }
+
+    /// Back to the shortest delay after a success.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,208 @@
+//! The batcher: takes events from the sources, closes a batch on count or age, encodes it as an
+//! envelope and appends it to the spool before anything is sent. At the spool's cap it sheds
+//! the lowest-severity events first and counts every one; the counts travel upstream in the
+//! next envelope that fits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use wire::{DropCounts, DropReason, Envelope, Event, Severity};
+
+use crate::spool::{AppendError, Spool};
+use crate::telemetry::Metrics;
+
+/// Shared handle to the spool: a std mutex, never held across an `.await`.
+pub type SharedSpool = Arc<Mutex<Spool>>;
+
+/// Batching settings.
+#[derive(Clone, Debug)]
+pub struct BatchSettings {
+    /// The node the envelopes are from.
+    pub node_id: String,
+    /// Close a batch at this many events.
+    pub max_events: usize,
+    /// Close a batch when its oldest event waited this long.
+    pub max_age: Duration,
+}
+
+/// Runs until `events` closes or `cancel` fires; then writes the open batch to the spool.
+pub async fn run_batcher(
+    settings: BatchSettings,
+    mut events: mpsc::Receiver<Event>,
+    start_drops: DropCounts,
+    spool: SharedSpool,
+    wake_sender: Arc<Notify>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut batch: Vec<Event> = Vec::with_capacity(settings.max_events);
+    metrics.count_drops(&start_drops);
+    let mut pending_drops = start_drops;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let flush = tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                // Take what the sources already handed over, then stop.
+                while let Ok(e) = events.try_recv() {
+                    batch.push(e);
+                }
+                flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
+                wake_sender.notify_one();
+                return Ok(());
+            }
+            () = sleep_until(deadline) => true,
+            received = events.recv() => match received {
+                Some(event) => {
+                    if batch.is_empty() {
+                        deadline = Some(Instant::now() + settings.max_age);
+                    }
+                    batch.push(event);
+                    batch.len() >= settings.max_events
+                }
+                None => {
+                    flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
+                    wake_sender.notify_one();
+                    return Ok(());
+                }
+            },
+        };
+        if flush {
+            deadline = None;
+            flush_batch(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
+            wake_sender.notify_one();
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn flush(
+    settings: &BatchSettings,
+    batch: &mut Vec<Event>,
+    drops: &mut DropCounts,
+    spool: &SharedSpool,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    if batch.is_empty() && drops.is_empty() {
+        return Ok(());
+    }
+    flush_batch(settings, batch, drops, spool, metrics).await
+}
+
+/// Spools one batch (on a blocking thread: it writes and flushes a file).
+async fn flush_batch(
+    settings: &BatchSettings,
+    batch: &mut Vec<Event>,
+    drops: &mut DropCounts,
+    spool: &SharedSpool,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let events = std::mem::take(batch);
+    let carried = std::mem::take(drops);
+    let spool = Arc::clone(spool);
+    let node_id = settings.node_id.clone();
+    let (result, left_drops) =
+        tokio::task::spawn_blocking(move || spool_batch(&spool, &node_id, events, carried))
+            .await?;
+    *drops = left_drops;
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            // The batch is lost (and counted under spool_full, carried upstream); the agent
+            // keeps running so that the next write, once the disk recovers, succeeds.
+            tracing::error!(error = %format!("{e:#}"), "cannot spool a batch; its events are dropped");
+            metrics.count_drops(drops);
+            return Ok(());
+        }
+    };
+    metrics.spooled.inc_by(outcome.spooled);
+    metrics.spool_bytes.set(i64::try_from(outcome.spool_bytes).unwrap_or(i64::MAX));
+    metrics.count_drops(&outcome.shed);
+    Ok(())
+}
+
+/// What spooling a batch did.
+#[derive(Debug, Default)]
+pub struct Spooled {
+    /// Events written.
+    pub spooled: u64,
+    /// Events shed at the cap (already added to the carried drop counts).
+    pub shed: DropCounts,
+    /// Spool size afterwards.
+    pub spool_bytes: u64,
+}
+
+/// Encodes and appends a batch, shedding the lowest-severity events while the spool is full.
+/// Returns the outcome and the drop counts still to be carried upstream (empty once an
+/// envelope carrying them was spooled).
+pub fn spool_batch(
+    spool: &Mutex<Spool>,
+    node_id: &str,
+    mut events: Vec<Event>,
+    mut drops: DropCounts,
+) -> (anyhow::Result<Spooled>, DropCounts) {
+    let mut spool = match spool.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let mut shed = DropCounts::default();
+    // Shedding order: informational events first, then warnings, then everything.
+    let mut levels = [Some(Severity::Info), Some(Severity::Warning), None].into_iter();
+    loop {
+        let envelope = Envelope {
+            node_id: node_id.to_owned(),
+            epoch: spool.epoch(),
+            first_seq: spool.next_seq(),
+            events,
+            dropped: drops.clone(),
+        };
+        let frame = wire::encode(&envelope);
+        let count = u32::try_from(envelope.events.len()).unwrap_or(u32::MAX);
+        match spool.append(count, &frame) {
+            Ok(_) => {
+                return (
+                    Ok(Spooled {
+                        spooled: u64::from(count),
+                        shed,
+                        spool_bytes: spool.bytes(),
+                    }),
+                    DropCounts::default(),
+                );
+            }
+            Err(AppendError::Full { .. }) => {
+                events = envelope.events;
+                let before = events.len();
+                match levels.next() {
+                    Some(Some(level)) => events.retain(|e| e.severity > level),
+                    Some(None) => events.clear(),
+                    None => {
+                        // Not even the drop counts fit: keep carrying them in memory.
+                        return (
+                            Ok(Spooled { spooled: 0, shed, spool_bytes: spool.bytes() }),
+                            drops,
+                        );
+                    }
+                }
+                let n = (before - events.len()) as u64;
+                shed.add(DropReason::SpoolFull, n);
+                drops.add(DropReason::SpoolFull, n);
+            }
+            Err(AppendError::Io(e)) => {
+                // The events are lost with the write; count them before reporting.
+                let n = envelope.events.len() as u64;
+                drops.add(DropReason::SpoolFull, n);
+                shed.add(DropReason::SpoolFull, n);
+                return (Err(anyhow::Error::new(e).context("append to the spool")), drops);
+            }
+        }
+    }
+}

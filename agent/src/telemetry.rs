@@ -1,0 +1,104 @@
+//! Every metric the agent exports, defined in one place. Names follow
+//! `auditflow_agent_<name>_<unit>[_total]`; label values are bounded (sources and drop
+//! reasons). Work is counted per batch, not per event.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use wire::{DropCounts, DropReason, Source};
+
+/// The agent's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Events accepted from sources, per source.
+    pub collected: IntCounterVec,
+    /// Events written to the spool (in batches).
+    pub spooled: IntCounter,
+    /// Events published upstream (including replays).
+    pub sent: IntCounter,
+    /// Events acknowledged upstream and removed from the spool.
+    pub acked: IntCounter,
+    /// Events dropped or merged at the edge, per reason.
+    pub dropped: IntCounterVec,
+    /// Bytes in the spool.
+    pub spool_bytes: IntGauge,
+    /// Connections (re)established to the upstream.
+    pub connects: IntCounter,
+    /// 1 while connected upstream.
+    pub connected: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let m = Self {
+            collected: counter_vec(
+                "auditflow_agent_collected_events_total",
+                "Events accepted from a source.",
+                "source",
+            ),
+            spooled: counter("auditflow_agent_spooled_events_total", "Events written to the spool."),
+            sent: counter("auditflow_agent_sent_events_total", "Events published upstream."),
+            acked: counter(
+                "auditflow_agent_acked_events_total",
+                "Events acknowledged upstream and removed from the spool.",
+            ),
+            dropped: counter_vec(
+                "auditflow_agent_dropped_events_total",
+                "Events dropped or merged at the edge.",
+                "reason",
+            ),
+            spool_bytes: gauge("auditflow_agent_spool_bytes", "Bytes in the spool."),
+            connects: counter(
+                "auditflow_agent_upstream_connects_total",
+                "Connections established to the upstream.",
+            ),
+            connected: gauge("auditflow_agent_upstream_connected", "1 while connected upstream."),
+            registry,
+        };
+        // Export every label value from the start, so that a rate() over them is defined.
+        for s in Source::ALL {
+            m.collected.with_label_values(&[s.as_str()]);
+        }
+        for r in DropReason::ALL {
+            m.dropped.with_label_values(&[r.as_str()]);
+        }
+        m
+    }
+
+    /// Counts a batch's drops.
+    pub fn count_drops(&self, drops: &DropCounts) {
+        for (reason, n) in drops.iter() {
+            self.dropped.with_label_values(&[reason.as_str()]).inc_by(n);
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
