@@ -94,7 +94,8 @@ impl Default for Config {
             node_id: String::new(),
             http: HttpConfig { listen: "0.0.0.0:9100".into() },
             spool: SpoolConfig {
-                dir: "/var/lib/auditflow/spool".into(), max_bytes: 64 << 20,
+                dir: "/var/lib/auditflow/spool".into(),
+                max_bytes: 64 << 20,
                 fsync: true,
             },
             batch: BatchConfig { max_events: 512, max_age_ms: 1000 },

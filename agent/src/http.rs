@@ -41,7 +41,10 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     if bytes < cap {
         (StatusCode::OK, format!("ready: connected={connected} spool_bytes={bytes}\n"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: spool full ({bytes} of {cap} bytes)\n"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: spool full ({bytes} of {cap} bytes)\n"),
+        )
     }
 }
 

@@ -52,12 +52,9 @@ pub fn node_name(config: &Config) -> String {
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let node_id = node_name(&config);
     let metrics = Metrics::new();
-    let (spool, report) = Spool::open(
-        Path::new(&config.spool.dir),
-        config.spool.max_bytes,
-        config.spool.fsync,
-    )
-    .with_context(|| format!("open the spool in {}", config.spool.dir))?;
+    let (spool, report) =
+        Spool::open(Path::new(&config.spool.dir), config.spool.max_bytes, config.spool.fsync)
+            .with_context(|| format!("open the spool in {}", config.spool.dir))?;
     if report.torn_records > 0 || report.state_corrupt {
         tracing::warn!(
             torn_records = report.torn_records,
@@ -127,7 +124,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     ));
 
     let (hb_tx, hb_rx) = watch::channel(None);
-    tracker.spawn(heartbeats(node_id.clone(), Arc::clone(&spool), metrics.clone(), hb_tx, cancel.clone()));
+    tracker.spawn(heartbeats(
+        node_id.clone(),
+        Arc::clone(&spool),
+        metrics.clone(),
+        hb_tx,
+        cancel.clone(),
+    ));
 
     let stop_sender = cancel.child_token();
     let sender = match config.transport.kind.as_str() {

@@ -111,8 +111,7 @@ async fn flush_batch(
     let spool = Arc::clone(spool);
     let node_id = settings.node_id.clone();
     let (result, left_drops) =
-        tokio::task::spawn_blocking(move || spool_batch(&spool, &node_id, events, carried))
-            .await?;
+        tokio::task::spawn_blocking(move || spool_batch(&spool, &node_id, events, carried)).await?;
     *drops = left_drops;
     let outcome = match result {
         Ok(o) => o,
@@ -170,11 +169,7 @@ pub fn spool_batch(
         match spool.append(count, &frame) {
             Ok(_) => {
                 return (
-                    Ok(Spooled {
-                        spooled: u64::from(count),
-                        shed,
-                        spool_bytes: spool.bytes(),
-                    }),
+                    Ok(Spooled { spooled: u64::from(count), shed, spool_bytes: spool.bytes() }),
                     DropCounts::default(),
                 );
             }

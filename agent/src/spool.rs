@@ -145,7 +145,7 @@ impl Spool {
         };
         for name in names {
             let path = spool.segment_path(name);
-            let (records, good_len, torn) = scan_segment(&path, name)?;
+            let Scan { records, good_len, torn } = scan_segment(&path, name)?;
             if let Some((torn_records, torn_events)) = torn {
                 report.torn_records += torn_records;
                 report.torn_events += torn_events;
@@ -241,9 +241,9 @@ impl Spool {
         buf.extend_from_slice(&self.next_seq.to_le_bytes());
         buf.extend_from_slice(&count.to_le_bytes());
         buf.extend_from_slice(frame);
-        if let Err(e) = file.write_all(&buf).and_then(|()| {
-            if self.fsync { file.sync_data() } else { Ok(()) }
-        }) {
+        if let Err(e) =
+            file.write_all(&buf).and_then(|()| if self.fsync { file.sync_data() } else { Ok(()) })
+        {
             // Leave no half record behind for the next append to follow.
             let _ = file.set_len(*size);
             return Err(e.into());
@@ -317,9 +317,18 @@ impl Spool {
     }
 }
 
-/// Reads a segment's intact records. Returns them, the length of the intact prefix, and, when
-/// the segment was cut short or corrupt, how many records and events were lost.
-fn scan_segment(path: &Path, name: u64) -> io::Result<(Vec<Record>, u64, Option<(u64, u64)>)> {
+/// What scanning a segment found.
+struct Scan {
+    /// The intact records, in order.
+    records: Vec<Record>,
+    /// Length of the intact prefix.
+    good_len: u64,
+    /// When the segment was cut short or corrupt: records and events lost.
+    torn: Option<(u64, u64)>,
+}
+
+/// Reads a segment's intact records.
+fn scan_segment(path: &Path, name: u64) -> io::Result<Scan> {
     let mut file = File::open(path)?;
     let total = file.seek(SeekFrom::End(0))?;
     file.seek(SeekFrom::Start(0))?;
@@ -357,11 +366,11 @@ fn scan_segment(path: &Path, name: u64) -> io::Result<(Vec<Record>, u64, Option<
                 let events = parsed
                     .filter(|(len, ..)| *len <= MAX_RECORD)
                     .map_or(0, |(.., count)| u64::from(count));
-                return Ok((records, pos as u64, Some((1, events))));
+                return Ok(Scan { records, good_len: pos as u64, torn: Some((1, events)) });
             }
         }
     }
-    Ok((records, pos as u64, None))
+    Ok(Scan { records, good_len: pos as u64, torn: None })
 }
 
 /// `None`: no state file; `Some(None)`: a state file that does not parse.

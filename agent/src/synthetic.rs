@@ -32,9 +32,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut synth = Synth::new(settings.seed);
-    let tick = Duration::from_millis(10).max(Duration::from_secs_f64(
-        (1.0 / settings.rate_per_sec).min(1.0) / 4.0,
-    ));
+    let tick = Duration::from_millis(10)
+        .max(Duration::from_secs_f64((1.0 / settings.rate_per_sec).min(1.0) / 4.0));
     let start = Instant::now();
     let mut emitted: u64 = 0;
     let counter = metrics.collected.with_label_values(&[Source::Synthetic.as_str()]);
@@ -67,4 +66,3 @@ pub async fn run(
         }
     }
 }
-

@@ -53,7 +53,10 @@ impl Metrics {
                 "Events accepted from a source.",
                 "source",
             ),
-            spooled: counter("auditflow_agent_spooled_events_total", "Events written to the spool."),
+            spooled: counter(
+                "auditflow_agent_spooled_events_total",
+                "Events written to the spool.",
+            ),
             sent: counter("auditflow_agent_sent_events_total", "Events published upstream."),
             acked: counter(
                 "auditflow_agent_acked_events_total",
