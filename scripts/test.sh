@@ -35,6 +35,8 @@ summary() {
   printf '\n==> stage times\n'
   printf '%s\n' "${STAGES[@]}"
   printf '%-28s %5ss\n' total "$(($(date +%s) - T0))"
+  # The last line: the whole suite's count, in the plain form CI reads.
+  [ -z "${TEST_TOTALS:-}" ] || echo "tests: $TEST_TOTALS"
 }
 
 # shellcheck source=scripts/services.sh
@@ -63,6 +65,18 @@ fuzz_smoke() {
   done
 }
 
+run_tests() {
+  local log="$ROOT/target/test-output.log" rc
+  set +e
+  cargo test --workspace --locked 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  TEST_TOTALS=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+    END { printf "%d passed, %d failed", p, f }' "$log")
+  echo "tests: $TEST_TOTALS"
+  return "$rc"
+}
+
 actionlint_check() {
   if ! [ -x "$TOOLS/venv/bin/actionlint" ]; then
     python3 -m venv "$TOOLS/venv"
@@ -75,7 +89,8 @@ actionlint_check() {
 stage "services" services_up
 stage "fmt" cargo fmt --all --check
 stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
-stage "tests" cargo test --workspace --locked
+TEST_TOTALS=""
+stage "tests" run_tests
 stage "fuzz (decode_envelope)" fuzz_smoke
 stage "actionlint" actionlint_check
 summary

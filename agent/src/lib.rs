@@ -8,6 +8,7 @@
 pub mod amqp;
 pub mod config;
 pub mod http;
+pub mod parse;
 pub mod pipeline;
 pub mod spool;
 pub mod synthetic;
