@@ -31,7 +31,7 @@ use crate::spool::Spool;
 use crate::telemetry::Metrics;
 
 /// Capacity of the channel between the sources and the batcher.
-const EVENT_CHANNEL: usize = 8192;
+const EVENT_CHANNEL: usize = 2048;
 /// How often a heartbeat is sent.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
