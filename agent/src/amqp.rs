@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pipeline::SharedSpool;
 use crate::spool::Record;
 use crate::telemetry::Metrics;
+use wire::retry::Backoff;
 
 /// Publishes at most this many batches before waiting for their confirms.
 const WINDOW: usize = 32;
@@ -216,42 +217,5 @@ fn lock(spool: &SharedSpool) -> std::sync::MutexGuard<'_, crate::spool::Spool> {
     match spool.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-/// Exponential backoff from 200 ms to 30 s with ±25 % jitter.
-#[derive(Debug)]
-pub struct Backoff {
-    attempt: u32,
-    seed: u64,
-}
-
-impl Backoff {
-    /// A fresh backoff.
-    pub fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(7, |d| d.subsec_nanos().into());
-        Self { attempt: 0, seed }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let base_ms = (200u64 << self.attempt.min(8)).min(30_000);
-        self.attempt = self.attempt.saturating_add(1);
-        let mut rng = wire::synth::Rng::new(self.seed ^ u64::from(self.attempt));
-        let jitter = rng.next_u64() % (base_ms / 2 + 1);
-        Duration::from_millis(base_ms - base_ms / 4 + jitter)
-    }
-
-    /// Back to the shortest delay after a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
     }
 }

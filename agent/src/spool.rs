@@ -113,15 +113,16 @@ impl Spool {
         let mut report = OpenReport::default();
         let (epoch, acked) = match read_state(dir)? {
             Some(Some(state)) => state,
-            found => {
-                // No state, or a state file that is not ours any more: start a new epoch and
-                // replay every intact record (their frames carry their own epoch; downstream
-                // deduplication absorbs any repeat). Refusing to start would be a crash loop.
-                report.state_corrupt = found.is_some();
+            None => {
                 report.new_epoch = true;
-                let epoch = new_epoch();
-                write_state(dir, epoch, 0)?;
-                (epoch, 0)
+                (new_epoch(), 0)
+            }
+            Some(None) => {
+                // A state file that is not ours any more. Refusing to start would
+                // be a crash loop; the records below decide (after the scan) whether the old
+                // epoch can be recovered.
+                report.state_corrupt = true;
+                (new_epoch(), 0)
             }
         };
         let mut names: Vec<u64> = fs::read_dir(dir)?
@@ -165,6 +166,25 @@ impl Spool {
             }
             spool.bytes += good_len;
             spool.segments.push_back(name);
+        }
+        if report.state_corrupt {
+            // The intact records know their epoch: continue it, replaying all of them
+            // (downstream deduplication absorbs any repeat). With none left, start afresh.
+            let recovered = spool.records.front().copied().and_then(|first| {
+                let frame = spool.read(&first).ok()?;
+                let envelope: wire::Envelope = wire::decode(&frame).ok()?;
+                Some((envelope.epoch, first.first_seq))
+            });
+            match recovered {
+                Some((epoch, acked)) => {
+                    spool.epoch = epoch;
+                    spool.acked = acked;
+                }
+                None => report.new_epoch = true,
+            }
+        }
+        if report.state_corrupt || report.new_epoch {
+            write_state(dir, spool.epoch, spool.acked)?;
         }
         report.replay_records = spool.records.len();
         spool.remove_acked_segments()?;

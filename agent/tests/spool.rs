@@ -179,16 +179,33 @@ fn garbage_in_a_segment_is_cut_and_counted_not_fatal() {
 }
 
 #[test]
-fn a_corrupt_state_file_starts_a_new_epoch_and_replays_everything() {
+fn a_corrupt_state_file_recovers_the_epoch_from_the_records_and_replays_everything() {
     let dir = tempfile::tempdir().unwrap();
     let epoch = {
         let (mut spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
-        spool.append(3, &frame(0, 3)).unwrap();
+        let envelope = wire::Envelope {
+            node_id: "n".into(),
+            epoch: spool.epoch(),
+            first_seq: 0,
+            events: Vec::new(),
+            dropped: Default::default(),
+        };
+        spool.append(3, &wire::encode(&envelope)).unwrap();
+        spool.append(2, &frame(3, 2)).unwrap();
+        spool.ack(3).unwrap();
         spool.epoch()
     };
     std::fs::write(dir.path().join("state"), b"\xff garbage").unwrap();
     let (spool, report) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+    assert!(report.state_corrupt && !report.new_epoch);
+    assert_eq!(spool.epoch(), epoch, "the epoch is read back from the first record");
+    assert_eq!(spool.pending().count(), 2, "everything left is replayed");
+    assert_eq!(spool.next_seq(), 5);
+
+    // Without records to learn from, a new epoch starts.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("state"), b"nonsense").unwrap();
+    let (spool, report) = Spool::open(empty.path(), 1 << 20, false).unwrap();
     assert!(report.state_corrupt && report.new_epoch);
-    assert_ne!(spool.epoch(), epoch);
-    assert_eq!(spool.pending().count(), 1);
+    assert_eq!(spool.pending().count(), 0);
 }

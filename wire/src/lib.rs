@@ -9,6 +9,7 @@ pub mod config;
 pub mod frame;
 pub mod legacy;
 pub mod model;
+pub mod retry;
 pub mod synth;
 
 pub use frame::{
