@@ -43,6 +43,7 @@ fn printed_defaults_are_a_valid_documented_config() {
             .env("AMQP_URL", "amqp://u:p@127.0.0.1:5672/%2f")
             .env("DATABASE_URL", "postgres://u@127.0.0.1/db")
             .env("REDIS_URL", "redis://127.0.0.1:6379/0")
+            .env("AUDITFLOW_MQTT_PASSWORD", "secret")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));

@@ -66,6 +66,8 @@ pub struct TransportConfig {
     pub kind: String,
     /// The broker, for `mqtt`.
     pub mqtt_url: String,
+    /// This node's MQTT password, for `mqtt`; `AUDITFLOW_MQTT_PASSWORD` overrides it.
+    pub mqtt_password: String,
     /// RabbitMQ, for `amqp`; `AMQP_URL` overrides it.
     pub amqp_url: String,
     /// Queue envelopes go to, for `amqp`.
@@ -102,6 +104,7 @@ impl Default for Config {
             transport: TransportConfig {
                 kind: "mqtt".into(),
                 mqtt_url: "mqtt://auditflow-broker:1883".into(),
+                mqtt_password: String::new(),
                 amqp_url: String::new(),
                 amqp_queue: wire::queues::EVENTS.into(),
                 amqp_heartbeat_queue: wire::queues::HEARTBEATS.into(),
@@ -138,7 +141,8 @@ impl Default for SyntheticConfig {
 }
 
 impl Validate for Config {
-    /// `NODE_NAME` (when `node_id` is empty), `AMQP_URL`, `AUDITFLOW_MQTT_URL`.
+    /// `NODE_NAME` (when `node_id` is empty), `AMQP_URL`, `AUDITFLOW_MQTT_URL`,
+    /// `AUDITFLOW_MQTT_PASSWORD`.
     fn apply_env(&mut self, get: wire::config::Env<'_>) {
         if let Some(v) = get("NODE_NAME").filter(|_| self.node_id.is_empty()) {
             self.node_id = v;
@@ -148,6 +152,9 @@ impl Validate for Config {
         }
         if let Some(v) = get("AUDITFLOW_MQTT_URL") {
             self.transport.mqtt_url = v;
+        }
+        if let Some(v) = get("AUDITFLOW_MQTT_PASSWORD") {
+            self.transport.mqtt_password = v;
         }
     }
 
@@ -200,9 +207,12 @@ mod tests {
 
     #[test]
     fn documented_defaults_equal_the_built_in_ones() {
-        let parsed: Config = wire::config::parse(DEFAULT_TOML, &wire::config::no_env)
-            .expect("default.toml is valid");
-        assert_eq!(parsed, Config::default());
+        let env = |k: &str| (k == "AUDITFLOW_MQTT_PASSWORD").then(|| "pw".to_owned());
+        let parsed: Config =
+            wire::config::parse(DEFAULT_TOML, &env).expect("default.toml is valid");
+        let mut expected = Config::default();
+        expected.transport.mqtt_password = "pw".into();
+        assert_eq!(parsed, expected);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod amqp;
 pub mod config;
 pub mod http;
+pub mod mqtt;
 pub mod parse;
 pub mod pipeline;
 pub mod spool;
@@ -147,9 +148,18 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             metrics.clone(),
             stop_sender.clone(),
         )),
-        other => anyhow::bail!(
-            "transport `{other}` is not available in this build yet; use kind = \"amqp\""
-        ),
+        _ => tracker.spawn(mqtt::run_sender(
+            mqtt::MqttSettings::from_url(
+                &config.transport.mqtt_url,
+                &node_id,
+                &config.transport.mqtt_password,
+            )?,
+            Arc::clone(&spool),
+            Arc::clone(&wake),
+            hb_rx,
+            metrics.clone(),
+            stop_sender.clone(),
+        )),
     };
     tracker.close();
 

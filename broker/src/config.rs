@@ -105,6 +105,12 @@ impl Validate for Config {
         if self.mqtt.max_inflight == 0 {
             errors.push("mqtt.max_inflight: must be at least 1".into());
         }
+        if !self.mqtt.credentials_file.is_empty() {
+            let path = std::path::Path::new(&self.mqtt.credentials_file);
+            if let Err(problems) = crate::credentials::Credentials::load(path) {
+                errors.extend(problems.into_iter().map(|p| format!("mqtt.credentials_file: {p}")));
+            }
+        }
         if !(self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://")) {
             errors.push("amqp.url: must start with amqp:// or amqps:// (or set AMQP_URL)".into());
         }

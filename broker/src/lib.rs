@@ -2,6 +2,63 @@
 //! their envelopes into RabbitMQ with publisher confirms, acking an agent only after RabbitMQ
 //! confirmed (DESIGN §3–§4). This crate is the library; `main.rs` is a thin binary around it.
 
+pub mod acks;
+pub mod bridge;
 pub mod config;
+pub mod credentials;
+pub mod http;
+pub mod mqtt;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+
+use crate::credentials::Credentials;
+use crate::telemetry::Metrics;
+
+/// Runs the broker until `cancel` fires.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let credentials = if config.mqtt.credentials_file.is_empty() {
+        tracing::warn!("no credentials file: every MQTT client will be refused");
+        Credentials::default()
+    } else {
+        Credentials::load(std::path::Path::new(&config.mqtt.credentials_file))
+            .map_err(|e| anyhow::anyhow!(e.join("; ")))
+            .context("load the credentials file")?
+    };
+    let listen = config.mqtt.listen.parse().context("mqtt.listen")?;
+    let http = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("bind the HTTP port {}", config.http.listen))?;
+    let (link_tx, link_rx) = mqtt::start(
+        &mqtt::MqttSettings {
+            listen,
+            credentials: Arc::new(credentials),
+            max_payload_bytes: config.mqtt.max_payload_bytes as usize,
+            max_connections: config.mqtt.max_connections as usize,
+            max_inflight: usize::from(config.mqtt.max_inflight),
+        },
+        &metrics,
+    )?;
+    tracing::info!(addr = %http.local_addr()?, "serving /healthz, /readyz, /metrics");
+    let http_task = tokio::spawn(http::serve(http, metrics.clone(), cancel.clone()));
+    let bridge = bridge::run(
+        bridge::BridgeSettings {
+            amqp_url: config.amqp.url.clone(),
+            max_frame: config.mqtt.max_payload_bytes as usize,
+        },
+        link_tx,
+        link_rx,
+        metrics.clone(),
+        cancel.clone(),
+    )
+    .await;
+    cancel.cancel();
+    http_task.await.context("HTTP task")??;
+    bridge
+}

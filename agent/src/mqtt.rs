@@ -1,0 +1,219 @@
+//! The MQTT transport: publishes spooled envelopes to the broker (QoS 1) and removes them from
+//! the spool when the broker's `Ack` arrives on `auditflow/v1/ack/{node}` — sent only after
+//! RabbitMQ confirmed them.
+//!
+//! rumqttc keeps its unacknowledged publishes in memory only; the spool is what makes delivery
+//! durable. Each session therefore starts with a fresh client and a clean session and sends
+//! from the spool's acknowledged watermark (the broker relies on that to know where a node's
+//! contiguous run starts), and when acks stop advancing for [`ACK_TIMEOUT`] the transport
+//! rewinds to the watermark and sends again. One task owns `EventLoop::poll`; after an error
+//! it backs off with jitter before the next session.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use wire::retry::Backoff;
+
+use crate::pipeline::SharedSpool;
+use crate::spool::Record;
+use crate::telemetry::Metrics;
+
+/// Envelopes published and not yet acknowledged, at most.
+const WINDOW: usize = 32;
+/// Without ack progress for this long, resend from the watermark.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Settings of the MQTT transport.
+#[derive(Clone, Debug)]
+pub struct MqttSettings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// This node: client id and username.
+    pub node_id: String,
+    /// This node's password.
+    pub password: String,
+}
+
+impl MqttSettings {
+    /// Parses `mqtt://host[:port]`.
+    pub fn from_url(url: &str, node_id: &str, password: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .context("only mqtt:// URLs are supported by this build (no TLS yet)")?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h.trim_start_matches('[').trim_end_matches(']'), p.parse().context("MQTT port")?)
+            }
+            _ => (rest, 1883),
+        };
+        anyhow::ensure!(!host.is_empty(), "no host in the MQTT URL `{url}`");
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            node_id: node_id.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+}
+
+/// Sends until cancelled.
+pub async fn run_sender(
+    settings: MqttSettings,
+    spool: SharedSpool,
+    wake: Arc<Notify>,
+    mut heartbeats: watch::Receiver<Option<Vec<u8>>>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new();
+    let ack_topic = wire::ack_topic(&settings.node_id);
+    let events_topic = wire::events_topic(&settings.node_id);
+    let heartbeat_topic = wire::heartbeat_topic(&settings.node_id);
+    while !cancel.is_cancelled() {
+        let mut options = MqttOptions::new(&settings.node_id, &settings.host, settings.port);
+        options
+            .set_credentials(&settings.node_id, &settings.password)
+            .set_clean_session(true)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(wire::MAX_FRAME_BYTES + 4096, wire::MAX_FRAME_BYTES + 4096)
+            .set_inflight(u16::try_from(WINDOW + 8).unwrap_or(u16::MAX));
+        let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2 + 16);
+        let mut connected = false;
+        let mut cursor = 0u64;
+        let mut inflight: VecDeque<Record> = VecDeque::new();
+        let mut last_progress = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let session_error = loop {
+            if connected {
+                // Fill the window from the spool.
+                while inflight.len() < WINDOW {
+                    let next = {
+                        let s = lock(&spool);
+                        s.pending_from(cursor).map(|r| (r, s.read(&r)))
+                    };
+                    let Some((record, frame)) = next else { break };
+                    let frame = frame.context("read a spooled batch")?;
+                    if client.try_publish(&events_topic, QoS::AtLeastOnce, false, frame).is_err() {
+                        break;
+                    }
+                    cursor = record.end_seq();
+                    metrics.sent.inc_by(u64::from(record.count));
+                    if inflight.is_empty() {
+                        last_progress = Instant::now();
+                    }
+                    inflight.push_back(record);
+                }
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    let _ = client.try_disconnect();
+                    // Let the disconnect go out; what is unacknowledged stays spooled.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+                    metrics.connected.set(0);
+                    return Ok(());
+                }
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        metrics.connects.inc();
+                        metrics.connected.set(1);
+                        backoff.reset();
+                        if let Err(e) = client.try_subscribe(&ack_topic, QoS::AtLeastOnce) {
+                            break anyhow::Error::new(e).context("subscribe to acks");
+                        }
+                        cursor = lock(&spool).acked();
+                        inflight.clear();
+                        last_progress = Instant::now();
+                        tracing::info!(host = %settings.host, port = settings.port, "connected to the broker");
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
+                        let Ok(ack) = wire::decode::<wire::Ack>(&p.payload) else {
+                            tracing::warn!("undecodable ack ignored");
+                            continue;
+                        };
+                        let spool_for_ack = Arc::clone(&spool);
+                        let applied = tokio::task::spawn_blocking(move || {
+                            let mut s = lock(&spool_for_ack);
+                            if ack.epoch != s.epoch() {
+                                return Ok(None);
+                            }
+                            let before = s.acked();
+                            s.ack(ack.up_to_seq).map(|()| Some((before, s.acked(), s.bytes())))
+                        })
+                        .await?
+                        .context("record an acknowledgement in the spool")?;
+                        if let Some((before, after, bytes)) = applied {
+                            if after > before {
+                                metrics.acked.inc_by(after - before);
+                                last_progress = Instant::now();
+                            }
+                            metrics.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                            while inflight.front().is_some_and(|r| r.end_seq() <= after) {
+                                inflight.pop_front();
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => break anyhow::Error::new(e).context("MQTT connection"),
+                },
+                () = wake.notified() => {}
+                _ = tick.tick() => {
+                    if !inflight.is_empty() && last_progress.elapsed() > ACK_TIMEOUT {
+                        tracing::warn!(in_flight = inflight.len(), "no acknowledgement progress; resending from the watermark");
+                        cursor = lock(&spool).acked();
+                        inflight.clear();
+                        last_progress = Instant::now();
+                    }
+                }
+                changed = heartbeats.changed() => {
+                    let frame = heartbeats.borrow_and_update().clone();
+                    if let (Ok(()), true, Some(frame)) = (changed, connected, frame) {
+                        // QoS 0: a lost heartbeat is replaced ten seconds later.
+                        let _ = client.try_publish(&heartbeat_topic, QoS::AtMostOnce, false, frame);
+                    }
+                }
+            }
+        };
+        metrics.connected.set(0);
+        tracing::warn!(error = %format!("{session_error:#}"), "broker session ended");
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+    Ok(())
+}
+
+fn lock(spool: &SharedSpool) -> std::sync::MutexGuard<'_, crate::spool::Spool> {
+    match spool.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let s = MqttSettings::from_url("mqtt://broker:1884", "n", "p").unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("broker", 1884));
+        let s = MqttSettings::from_url("mqtt://auditflow-broker", "n", "p").unwrap();
+        assert_eq!(s.port, 1883);
+        let s = MqttSettings::from_url("mqtt://[::1]:1999", "n", "p").unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("::1", 1999));
+        assert!(MqttSettings::from_url("mqtts://b", "n", "p").is_err());
+        assert!(MqttSettings::from_url("mqtt://", "n", "p").is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! The bridge: reads agents' publishes from rumqttd through a local link, validates them and
+//! moves them into RabbitMQ with publisher confirms; only after a confirm does it publish the
+//! agent's `Ack` (see [`crate::acks`] for when that is allowed).
+//!
+//! While RabbitMQ is away it stops reading (rumqttd holds what arrives, agents keep spooling),
+//! reconnects with jittered backoff and is not ready. In-flight memory is bounded by a window
+//! of unconfirmed envelopes.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use rumqttd::Notification;
+use rumqttd::local::{LinkRx, LinkTx};
+use tokio_util::sync::CancellationToken;
+use wire::retry::Backoff;
+use wire::{Envelope, Heartbeat, queues};
+
+use crate::acks::AckBook;
+use crate::telemetry::Metrics;
+
+/// Unconfirmed envelopes at most; beyond this the bridge stops reading from rumqttd.
+const WINDOW: usize = 64;
+
+/// Topic filters the bridge subscribes to.
+pub const EVENTS_FILTER: &str = "auditflow/v1/events/+";
+/// Topic filter for heartbeats.
+pub const HEARTBEAT_FILTER: &str = "auditflow/v1/heartbeat/+";
+
+/// What a publish turned out to be.
+#[derive(Debug)]
+enum Incoming {
+    Envelope { node: String, envelope: Envelope, frame: Vec<u8> },
+    Heartbeat { frame: Vec<u8> },
+    Invalid { reason: &'static str, detail: String, topic: String, frame: Vec<u8> },
+    Ignored(&'static str),
+}
+
+/// Validates one publish: the topic names the node, the frame decodes, and the node id inside
+/// is the node of the topic.
+fn classify(topic: &[u8], payload: &[u8], max_frame: usize) -> Incoming {
+    let Ok(topic) = std::str::from_utf8(topic) else { return Incoming::Ignored("unknown_topic") };
+    let invalid = |reason, detail: String| Incoming::Invalid {
+        reason,
+        detail,
+        topic: topic.to_owned(),
+        frame: payload.to_vec(),
+    };
+    if let Some(node) = topic.strip_prefix("auditflow/v1/events/") {
+        return match wire::frame::decode_with_limit::<Envelope>(payload, max_frame) {
+            Ok(envelope) if envelope.node_id == node => {
+                Incoming::Envelope { node: node.to_owned(), envelope, frame: payload.to_vec() }
+            }
+            Ok(envelope) => invalid(
+                "node_mismatch",
+                format!("topic node `{node}` but envelope node `{}`", envelope.node_id),
+            ),
+            Err(e) => invalid("undecodable", e.to_string()),
+        };
+    }
+    if let Some(node) = topic.strip_prefix("auditflow/v1/heartbeat/") {
+        return match wire::frame::decode_with_limit::<Heartbeat>(payload, max_frame) {
+            Ok(h) if h.node_id == node => Incoming::Heartbeat { frame: payload.to_vec() },
+            Ok(_) => Incoming::Ignored("node_mismatch"),
+            Err(_) => Incoming::Ignored("undecodable"),
+        };
+    }
+    Incoming::Ignored("unknown_topic")
+}
+
+/// Bridge settings.
+#[derive(Clone, Debug)]
+pub struct BridgeSettings {
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+}
+
+/// Runs until cancelled.
+pub async fn run(
+    settings: BridgeSettings,
+    mut link_tx: LinkTx,
+    mut link_rx: LinkRx,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    link_tx.subscribe(EVENTS_FILTER).context("subscribe to agents' events")?;
+    link_tx.subscribe(HEARTBEAT_FILTER).context("subscribe to agents' heartbeats")?;
+    let mut book = AckBook::default();
+    let mut backoff = Backoff::new();
+    // A notification read but not yet published when RabbitMQ failed.
+    let mut carry: VecDeque<Incoming> = VecDeque::new();
+    while !cancel.is_cancelled() {
+        let session = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            s = connect(&settings.amqp_url) => s,
+        };
+        match session {
+            Ok((conn, channel)) => {
+                tracing::info!("bridge connected to RabbitMQ");
+                metrics.rabbitmq_connected.set(1);
+                backoff.reset();
+                let result = pump(
+                    &settings,
+                    &channel,
+                    &mut link_tx,
+                    &mut link_rx,
+                    &mut book,
+                    &mut carry,
+                    &metrics,
+                    &cancel,
+                )
+                .await;
+                metrics.rabbitmq_connected.set(0);
+                metrics.in_flight.set(0);
+                let _ = conn.close(200, "broker stopping".into()).await;
+                match result {
+                    Ok(()) => return Ok(()),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "bridge lost RabbitMQ"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "bridge cannot connect to RabbitMQ")
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn connect(url: &str) -> anyhow::Result<(Connection, Channel)> {
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await
+    .context("connect timed out")?
+    .context("connect")?;
+    let channel = conn.create_channel().await.context("open channel")?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await.context("confirm_select")?;
+    for queue in [queues::EVENTS, queues::EVENTS_DLQ, queues::HEARTBEATS] {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("declare queue {queue}"))?;
+    }
+    Ok((conn, channel))
+}
+
+/// What a confirm is for.
+#[derive(Debug)]
+enum Pending {
+    Envelope { node: String, epoch: u64, first: u64, end: u64, events: u64 },
+    Other,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pump(
+    settings: &BridgeSettings,
+    channel: &Channel,
+    link_tx: &mut LinkTx,
+    link_rx: &mut LinkRx,
+    book: &mut AckBook,
+    carry: &mut VecDeque<Incoming>,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut confirms = FuturesOrdered::new();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let outcome: anyhow::Result<()> = async {
+        loop {
+            // Publish what was read before a failure first.
+            while let Some(item) = carry.pop_front() {
+                if let Some((p, confirm)) = publish(channel, item, metrics).await? {
+                    pending.push_back(p);
+                    confirms.push_back(confirm);
+                }
+            }
+            metrics.in_flight.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Ok(()),
+                confirmed = confirms.next(), if !confirms.is_empty() => {
+                    let p = pending.pop_front().expect("one pending per confirm");
+                    match confirmed {
+                        Some(Ok(Confirmation::Ack(_))) => {
+                            metrics.confirms.inc();
+                            if let Pending::Envelope { node, epoch, first, end, events } = p {
+                                metrics.envelopes_out.inc();
+                                metrics.events_out.inc_by(events);
+                                if let Some(up_to_seq) = book.confirmed(&node, epoch, first, end) {
+                                    let ack = wire::encode(&wire::Ack { epoch, up_to_seq });
+                                    link_tx.publish(wire::ack_topic(&node), ack).context("publish ack")?;
+                                    metrics.acks_out.inc();
+                                }
+                            }
+                        }
+                        other => {
+                            metrics.nacks.inc();
+                            if let Pending::Envelope { node, epoch, first, .. } = &p {
+                                book.lost(node, *epoch, *first);
+                            }
+                            anyhow::bail!("RabbitMQ did not confirm: {other:?}");
+                        }
+                    }
+                }
+                notification = link_rx.next(), if pending.len() < WINDOW => {
+                    let Some(notification) = notification.context("rumqttd link closed")? else { continue };
+                    if let Notification::Forward(forward) = notification {
+                        let item = classify(&forward.publish.topic, &forward.publish.payload, settings.max_frame);
+                        if let Some((p, confirm)) = publish(channel, item, metrics).await? {
+                            pending.push_back(p);
+                            confirms.push_back(confirm);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    // Whatever was not confirmed is lost to this bridge; the agents resend it.
+    for p in pending {
+        if let Pending::Envelope { node, epoch, first, .. } = p {
+            book.lost(&node, epoch, first);
+        }
+    }
+    outcome
+}
+
+type Confirm = lapin::PublisherConfirm;
+
+/// Publishes one item; returns what its confirm is for.
+async fn publish(
+    channel: &Channel,
+    item: Incoming,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<(Pending, Confirm)>> {
+    let persistent = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(wire::CONTENT_TYPE.into());
+    let (queue, frame, properties, pending) = match item {
+        Incoming::Envelope { node, envelope, frame } => {
+            metrics.envelopes_in.inc();
+            metrics.events_in.inc_by(envelope.events.len() as u64);
+            let pending = Pending::Envelope {
+                node,
+                epoch: envelope.epoch,
+                first: envelope.first_seq,
+                end: envelope.end_seq(),
+                events: envelope.events.len() as u64,
+            };
+            (queues::EVENTS, frame, persistent, pending)
+        }
+        Incoming::Heartbeat { frame } => {
+            metrics.heartbeats.inc();
+            (queues::HEARTBEATS, frame, persistent, Pending::Other)
+        }
+        Incoming::Invalid { reason, detail, topic, frame } => {
+            metrics.refused.with_label_values(&[reason]).inc();
+            metrics.invalid.inc();
+            tracing::warn!(reason, detail = %detail, topic = %topic, "envelope refused, sent to the dead-letter queue");
+            let mut headers = FieldTable::default();
+            headers.insert("x-auditflow-reason".into(), AMQPValue::LongString(reason.into()));
+            headers.insert("x-auditflow-detail".into(), AMQPValue::LongString(detail.into()));
+            headers.insert("x-auditflow-topic".into(), AMQPValue::LongString(topic.into()));
+            (queues::EVENTS_DLQ, frame, persistent.with_headers(headers), Pending::Other)
+        }
+        Incoming::Ignored(reason) => {
+            metrics.refused.with_label_values(&[reason]).inc();
+            return Ok(None);
+        }
+    };
+    let confirm = channel
+        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &frame, properties)
+        .await
+        .with_context(|| format!("publish to {queue}"))?;
+    Ok(Some((pending, confirm)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(node: &str) -> Vec<u8> {
+        wire::encode(&Envelope {
+            node_id: node.into(),
+            epoch: 1,
+            first_seq: 0,
+            events: vec![],
+            dropped: Default::default(),
+        })
+    }
+
+    #[test]
+    fn classification() {
+        assert!(matches!(
+            classify(b"auditflow/v1/events/pi-1", &envelope("pi-1"), 1 << 20),
+            Incoming::Envelope { .. }
+        ));
+        assert!(matches!(
+            classify(b"auditflow/v1/events/pi-1", &envelope("pi-2"), 1 << 20),
+            Incoming::Invalid { reason: "node_mismatch", .. }
+        ));
+        assert!(matches!(
+            classify(b"auditflow/v1/events/pi-1", b"\x01garbage", 1 << 20),
+            Incoming::Invalid { reason: "undecodable", .. }
+        ));
+        assert!(matches!(
+            classify(b"auditflow/v1/events/pi-1", &envelope("pi-1"), 4),
+            Incoming::Invalid { reason: "undecodable", .. }
+        ));
+        assert!(matches!(
+            classify(b"elsewhere", b"x", 1 << 20),
+            Incoming::Ignored("unknown_topic")
+        ));
+        assert!(matches!(classify(b"\xff\xfe", b"x", 1 << 20), Incoming::Ignored("unknown_topic")));
+    }
+}

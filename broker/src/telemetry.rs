@@ -1,0 +1,121 @@
+//! Every metric the broker exports, defined in one place (`auditflow_broker_*`).
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The broker's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// MQTT clients that passed authentication (connections accepted).
+    pub clients_accepted: IntCounter,
+    /// MQTT connections refused, per reason (`auth`).
+    pub clients_refused: IntCounterVec,
+    /// Envelopes received from agents.
+    pub envelopes_in: IntCounter,
+    /// Events in those envelopes.
+    pub events_in: IntCounter,
+    /// Envelopes confirmed by RabbitMQ.
+    pub envelopes_out: IntCounter,
+    /// Events in those envelopes.
+    pub events_out: IntCounter,
+    /// Publisher confirms received (acks).
+    pub confirms: IntCounter,
+    /// Publisher nacks and publish failures.
+    pub nacks: IntCounter,
+    /// Messages refused, per reason (`node_mismatch`, `undecodable`, `unknown_topic`).
+    pub refused: IntCounterVec,
+    /// Envelopes sent to the dead-letter queue.
+    pub invalid: IntCounter,
+    /// Envelopes published and not yet confirmed.
+    pub in_flight: IntGauge,
+    /// 1 while connected to RabbitMQ.
+    pub rabbitmq_connected: IntGauge,
+    /// Heartbeats forwarded.
+    pub heartbeats: IntCounter,
+    /// Acks published to agents.
+    pub acks_out: IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            for v in values {
+                c.with_label_values(&[v]);
+            }
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        Self {
+            clients_accepted: counter(
+                "auditflow_broker_clients_accepted_total",
+                "MQTT connections that passed authentication.",
+            ),
+            clients_refused: counter_vec(
+                "auditflow_broker_clients_refused_total",
+                "MQTT connections refused.",
+                "reason",
+                &["auth"],
+            ),
+            envelopes_in: counter("auditflow_broker_envelopes_in_total", "Envelopes received."),
+            events_in: counter("auditflow_broker_events_in_total", "Events received."),
+            envelopes_out: counter(
+                "auditflow_broker_envelopes_out_total",
+                "Envelopes confirmed by RabbitMQ.",
+            ),
+            events_out: counter(
+                "auditflow_broker_events_out_total",
+                "Events confirmed by RabbitMQ.",
+            ),
+            confirms: counter("auditflow_broker_confirms_total", "Publisher confirms received."),
+            nacks: counter("auditflow_broker_nacks_total", "Publisher nacks and publish failures."),
+            refused: counter_vec(
+                "auditflow_broker_refused_total",
+                "Messages refused.",
+                "reason",
+                &["node_mismatch", "undecodable", "unknown_topic"],
+            ),
+            invalid: counter(
+                "auditflow_broker_invalid_envelopes_total",
+                "Envelopes sent to the dead-letter queue.",
+            ),
+            in_flight: gauge(
+                "auditflow_broker_in_flight_envelopes",
+                "Envelopes awaiting a confirm.",
+            ),
+            rabbitmq_connected: gauge(
+                "auditflow_broker_rabbitmq_connected",
+                "1 while connected to RabbitMQ.",
+            ),
+            heartbeats: counter("auditflow_broker_heartbeats_total", "Heartbeats forwarded."),
+            acks_out: counter("auditflow_broker_acks_out_total", "Acks published to agents."),
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
