@@ -5,8 +5,22 @@
 
 use std::process::{Command, Output};
 
+
+/// The binary, without the service URLs and secrets the test suite itself runs with (they
+/// would override the values under test).
+fn command() -> Command {
+    let mut c = Command::new(BIN);
+    for var in ["AMQP_URL", "DATABASE_URL", "REDIS_URL", "NODE_NAME"] {
+        c.env_remove(var);
+    }
+    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("AUDITFLOW_")) {
+        c.env_remove(var);
+    }
+    c
+}
+
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("start the binary")
+    command().args(args).output().expect("start the binary")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -38,7 +52,7 @@ fn printed_defaults_are_a_valid_documented_config() {
         let path = dir.join("defaults.toml");
         std::fs::write(&path, &defaults).unwrap();
         // The defaults plus the environment a deployment sets must check clean.
-        let out = Command::new(BIN)
+        let out = command()
             .args(["--config", path.to_str().unwrap(), "check-config"])
             .env("AMQP_URL", "amqp://u:p@127.0.0.1:5672/%2f")
             .env("DATABASE_URL", "postgres://u@127.0.0.1/db")

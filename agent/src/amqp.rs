@@ -125,6 +125,7 @@ async fn send_loop(
     let mut cursor = lock(spool).acked();
     let mut inflight: FuturesOrdered<_> = FuturesOrdered::new();
     let mut inflight_records: VecDeque<Record> = VecDeque::new();
+    let mut heartbeats_open = true;
     loop {
         // Fill the window from the spool.
         while inflight.len() < WINDOW && !cancel.is_cancelled() {
@@ -175,7 +176,8 @@ async fn send_loop(
                 }
             }
             () = wake.notified() => {}
-            changed = heartbeats.changed() => {
+            changed = heartbeats.changed(), if heartbeats_open => {
+                heartbeats_open = changed.is_ok();
                 if changed.is_ok() {
                     let frame = heartbeats.borrow_and_update().clone();
                     if let Some(frame) = frame {

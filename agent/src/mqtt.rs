@@ -92,6 +92,7 @@ pub async fn run_sender(
         let mut inflight: VecDeque<Record> = VecDeque::new();
         let mut last_progress = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut heartbeats_open = true;
         let session_error = loop {
             if connected {
                 // Fill the window from the spool.
@@ -175,7 +176,8 @@ pub async fn run_sender(
                         last_progress = Instant::now();
                     }
                 }
-                changed = heartbeats.changed() => {
+                changed = heartbeats.changed(), if heartbeats_open => {
+                    heartbeats_open = changed.is_ok();
                     let frame = heartbeats.borrow_and_update().clone();
                     if let (Ok(()), true, Some(frame)) = (changed, connected, frame) {
                         // QoS 0: a lost heartbeat is replaced ten seconds later.

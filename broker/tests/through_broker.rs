@@ -1,0 +1,396 @@
+//! Agents → MQTT → broker → RabbitMQ, with the real binaries started as processes and the
+//! real RabbitMQ. Each test gets its own RabbitMQ vhost (so the fixed queue names do not
+//! collide); the tests that restart RabbitMQ or kill the broker run one at a time.
+//! Needs `AMQP_URL` and `rabbitmqctl` (scripts/test.sh provides both); fails loudly without.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::{Connection, ConnectionProperties};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+/// Serializes the tests: one restarts RabbitMQ, and all of them need the machine's cores.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("RabbitMQ: cannot run rabbitmqctl {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "RabbitMQ: rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A vhost of its own for one test; removed when dropped.
+struct Vhost {
+    name: String,
+    url: String,
+}
+
+impl Vhost {
+    fn new(tag: &str) -> Self {
+        let base = std::env::var("AMQP_URL").unwrap_or_else(|_| {
+            panic!("AMQP_URL is not set: RabbitMQ is required for this test; run scripts/test.sh")
+        });
+        let name = format!("auditflow_test_{tag}_{}", std::process::id());
+        let (prefix, _) = base.rsplit_once('/').expect("AMQP_URL has a vhost path");
+        let user = prefix
+            .strip_prefix("amqp://")
+            .and_then(|r| r.split_once(':'))
+            .map(|(u, _)| u.to_owned())
+            .expect("AMQP_URL has a user");
+        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &name]).output();
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, &user, ".*", ".*", ".*"]);
+        Self { url: format!("{prefix}/{name}"), name }
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.name]).output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A sibling binary of the workspace (cargo builds every member's binaries for
+/// `cargo test --workspace`).
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p agent`", bin.display());
+    bin
+}
+
+struct Broker {
+    child: Child,
+    mqtt: u16,
+    http: u16,
+    config: PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &Path, amqp_url: &str, credentials: &str) -> Self {
+        let (mqtt, http) = (free_port(), free_port());
+        std::fs::write(dir.join("credentials"), credentials).unwrap();
+        let config = dir.join("broker.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\ncredentials_file = \"{}\"\n\
+                 [http]\nlisten = \"127.0.0.1:{http}\"\n[amqp]\nurl = \"{amqp_url}\"\n",
+                dir.join("credentials").display()
+            ),
+        )
+        .unwrap();
+        let mut b = Self { child: spawn_broker(&config), mqtt, http, config };
+        b.wait_ready();
+        b
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        while !http_get(self.http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the broker exited: {status}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the broker is not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn restart_after_sigkill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        // The same ports: agents reconnect to where the broker was.
+        self.child = spawn_broker(&self.config);
+        self.wait_ready();
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let body = http_get(self.http, "/metrics").expect("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_broker(config: &Path) -> Child {
+    // The config names the test's vhost; the suite's AMQP_URL would override it.
+    Command::new(env!("CARGO_BIN_EXE_auditflow-broker"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("AMQP_URL")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start auditflow-broker")
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn start_agent(dir: &Path, node: &str, mqtt: u16, password: &str, events: u64, rate: u32) -> Child {
+    let config = dir.join(format!("{node}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"{node}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\nfsync = false\n\
+             [transport]\nkind = \"mqtt\"\nmqtt_url = \"mqtt://127.0.0.1:{mqtt}\"\nmqtt_password = \"{password}\"\n\
+             [synthetic]\nenabled = true\nrate_per_sec = {rate}.0\nlimit = {events}\n",
+            dir.join(node).display()
+        ),
+    )
+    .unwrap();
+    Command::new(workspace_bin("auditflow-agent"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start auditflow-agent")
+}
+
+fn wait_all(agents: &mut [Child], limit: Duration) {
+    let start = Instant::now();
+    for a in agents.iter_mut() {
+        loop {
+            if let Some(status) = a.try_wait().unwrap() {
+                assert!(status.success(), "an agent failed: {status}");
+                break;
+            }
+            if start.elapsed() > limit {
+                for a in agents.iter_mut() {
+                    let _ = a.kill();
+                }
+                panic!("the agents did not finish within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The spool's `epoch acked` after an agent finished.
+fn agent_state(dir: &Path, node: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(dir.join(node).join("state")).unwrap();
+    let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// Drains `auditflow.events`: which sequence numbers arrived per (node, epoch).
+async fn drain_events(url: &str) -> HashMap<(String, u64), Vec<u64>> {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ: {e}"));
+    let channel = conn.create_channel().await.unwrap();
+    let mut seen: HashMap<(String, u64), Vec<u64>> = HashMap::new();
+    while let Some(m) =
+        channel.basic_get(wire::queues::EVENTS.into(), BasicGetOptions::default()).await.unwrap()
+    {
+        let e: wire::Envelope = wire::decode(&m.delivery.data).expect("valid envelope");
+        let counts = seen.entry((e.node_id.clone(), e.epoch)).or_default();
+        let end = e.end_seq() as usize;
+        if counts.len() < end {
+            counts.resize(end, 0);
+        }
+        for seq in e.first_seq..e.end_seq() {
+            counts[seq as usize] += 1;
+        }
+        m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+    seen
+}
+
+fn assert_complete(dir: &Path, nodes: &[&str], seen: &HashMap<(String, u64), Vec<u64>>) {
+    for node in nodes {
+        let (epoch, acked) = agent_state(dir, node);
+        let counts =
+            seen.get(&((*node).to_owned(), epoch)).unwrap_or_else(|| panic!("nothing from {node}"));
+        let missing =
+            (0..acked as usize).filter(|&s| counts.get(s).copied().unwrap_or(0) == 0).count();
+        let duplicates: u64 = counts.iter().map(|&c| c.saturating_sub(1)).sum();
+        println!(
+            "{node}: {acked} sequence numbers, {duplicates} delivered more than once, {missing} missing"
+        );
+        assert_eq!(missing, 0, "{node} lost events");
+        assert!(
+            counts.len() as u64 <= acked,
+            "{node}: sequence numbers beyond what was handed out"
+        );
+    }
+}
+
+const NODES: [&str; 3] = ["pi-a", "pi-b", "pi-c"];
+const CREDENTIALS: &str = "pi-a:alpha\npi-b:bravo\npi-c:charlie\n";
+
+fn password(node: &str) -> &'static str {
+    match node {
+        "pi-a" => "alpha",
+        "pi-b" => "bravo",
+        _ => "charlie",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_deliver_every_event_through_the_broker() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("clean");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
+    let mut agents: Vec<Child> = NODES
+        .iter()
+        .map(|n| start_agent(dir.path(), n, broker.mqtt, password(n), 100_000, 50_000))
+        .collect();
+    wait_all(&mut agents, Duration::from_secs(180));
+    assert_eq!(broker.metric("auditflow_broker_events_out_total") as u64, 300_000);
+    let seen = drain_events(&vhost.url).await;
+    assert_complete(dir.path(), &NODES, &seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_when_rabbitmq_restarts_and_the_broker_is_killed() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("chaos");
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
+    let mut agents: Vec<Child> = NODES
+        .iter()
+        .map(|n| start_agent(dir.path(), n, broker.mqtt, password(n), 100_000, 25_000))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1200));
+    rabbitmqctl(&["stop_app"]);
+    std::thread::sleep(Duration::from_secs(2));
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+    broker.wait_ready();
+    std::thread::sleep(Duration::from_millis(800));
+    broker.restart_after_sigkill();
+    wait_all(&mut agents, Duration::from_secs(240));
+    let seen = drain_events(&vhost.url).await;
+    assert_complete(dir.path(), &NODES, &seen);
+}
+
+/// Connects with rumqttc and reports whether the broker accepted the connection.
+async fn try_connect(port: u16, client_id: &str, credentials: Option<(&str, &str)>) -> bool {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    if let Some((u, p)) = credentials {
+        options.set_credentials(u, p);
+    }
+    let (_client, mut eventloop) = AsyncClient::new(options, 10);
+    let result = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await;
+    matches!(result, Ok(Ok(Event::Incoming(Packet::ConnAck(_)))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_impostors_are_refused() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("refuse");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
+
+    assert!(!try_connect(broker.mqtt, "pi-a", None).await, "no credentials");
+    assert!(!try_connect(broker.mqtt, "pi-a", Some(("pi-a", "wrong"))).await, "wrong password");
+    assert!(
+        !try_connect(broker.mqtt, "pi-b", Some(("pi-a", "alpha"))).await,
+        "client id of another node"
+    );
+    assert!(
+        try_connect(broker.mqtt, "pi-a", Some(("pi-a", "alpha"))).await,
+        "the right credentials"
+    );
+    // rumqttd refuses a connection without credentials before our check runs, so only the
+    // two attempts with credentials are counted.
+    assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"auth\"}"), 2.0);
+
+    // pi-a publishes an envelope claiming to be pi-b, on its own topic: refused, dead-lettered,
+    // never acknowledged.
+    let mut options = MqttOptions::new("pi-a", "127.0.0.1", broker.mqtt);
+    options.set_credentials("pi-a", "alpha");
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let forged = wire::encode(&wire::Envelope {
+        node_id: "pi-b".into(),
+        epoch: 1,
+        first_seq: 0,
+        events: vec![],
+        dropped: Default::default(),
+    });
+    client.subscribe(wire::ack_topic("pi-a"), QoS::AtLeastOnce).await.unwrap();
+    client
+        .publish(wire::events_topic("pi-a"), QoS::AtLeastOnce, false, forged.clone())
+        .await
+        .unwrap();
+    client
+        .publish(wire::events_topic("pi-a"), QoS::AtLeastOnce, false, b"\x01junk".to_vec())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut acked = false;
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(_)))) => acked = true,
+            Ok(Err(e)) => panic!("connection failed: {e}"),
+            _ => {}
+        }
+        if broker.metric("auditflow_broker_invalid_envelopes_total") >= 2.0 {
+            break;
+        }
+    }
+    assert!(!acked, "a forged envelope was acknowledged");
+    assert_eq!(broker.metric("auditflow_broker_refused_total{reason=\"node_mismatch\"}"), 1.0);
+    assert_eq!(broker.metric("auditflow_broker_refused_total{reason=\"undecodable\"}"), 1.0);
+
+    let conn = Connection::connect(&vhost.url, ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..50 {
+        match channel
+            .basic_get(wire::queues::EVENTS_DLQ.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            Some(m) => {
+                let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+                let reason = match headers.inner().get("x-auditflow-reason") {
+                    Some(lapin::types::AMQPValue::LongString(s)) => {
+                        String::from_utf8_lossy(s.as_bytes()).into_owned()
+                    }
+                    other => format!("{other:?}"),
+                };
+                reasons.push(reason);
+                m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            None if reasons.len() >= 2 => break,
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(reasons.len(), 2, "both refused envelopes are dead-lettered: {reasons:?}");
+    reasons.sort();
+    assert_eq!(reasons, ["node_mismatch", "undecodable"]);
+    let _ = conn.close(200, "done".into()).await;
+}
