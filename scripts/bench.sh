@@ -2,6 +2,7 @@
 # The project's benchmark entry point.
 #
 #   scripts/bench.sh agent [SECONDS]
+#   scripts/bench.sh broker [SECONDS]
 #
 # agent: runs the release agent's synthetic source at 1k, 10k and 100k events/s into the local
 # RabbitMQ over AMQP (spool with fsync on, publisher confirms), each for SECONDS (default 10),
@@ -73,7 +74,87 @@ TOML
   echo "$last"
 }
 
+# broker: two release agents push synthetic events as fast as their generators allow (150k
+# events/s each) through one release broker into RabbitMQ; prints envelopes/s and events/s
+# through the broker (confirmed by RabbitMQ), and the broker's CPU and peak RSS. Last line:
+#   broker: events_per_s=<n> rss_mb=<x>
+bench_broker() {
+  # shellcheck source=scripts/services.sh
+  source scripts/services.sh
+  svc_rabbitmq >/dev/null
+  cargo build --quiet --release -p broker
+  cargo build --quiet --profile release-agent -p agent
+  local tmp vhost="auditflow_bench_$$"
+  tmp=$(mktemp -d)
+  svc_rabbitmqctl add_vhost "$vhost" >/dev/null
+  svc_rabbitmqctl set_permissions -p "$vhost" auditflow '.*' '.*' '.*' >/dev/null
+  local url="${AMQP_URL%/*}/$vhost"
+  trap 'rm -rf "$tmp"; svc_rabbitmqctl delete_vhost "$vhost" >/dev/null 2>&1 || true' RETURN
+  local per_agent=$((150000 * seconds)) mqtt=18990 http=19990
+  printf 'bench-1:one\nbench-2:two\n' >"$tmp/credentials"
+  cat >"$tmp/broker.toml" <<TOML
+[mqtt]
+listen = "127.0.0.1:$mqtt"
+credentials_file = "$tmp/credentials"
+[http]
+listen = "127.0.0.1:$http"
+[amqp]
+url = "$url"
+TOML
+  RUST_LOG=error "$ROOT/target/release/auditflow-broker" --config "$tmp/broker.toml" 2>"$tmp/broker.log" &
+  local broker=$!
+  for _ in $(seq 50); do curl -sf "127.0.0.1:$http/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+  local agents=() i
+  local start
+  start=$(date +%s.%N)
+  for i in 1 2; do
+    cat >"$tmp/agent$i.toml" <<TOML
+node_id = "bench-$i"
+[http]
+listen = "127.0.0.1:0"
+[spool]
+dir = "$tmp/spool$i"
+[transport]
+kind = "mqtt"
+mqtt_url = "mqtt://127.0.0.1:$mqtt"
+mqtt_password = "$([ $i = 1 ] && echo one || echo two)"
+[synthetic]
+enabled = true
+rate_per_sec = 150000.0
+limit = $per_agent
+TOML
+    RUST_LOG=error "$ROOT/target/release-agent/auditflow-agent" --config "$tmp/agent$i.toml" 2>"$tmp/agent$i.log" &
+    agents+=($!)
+  done
+  local hz rss=0 ticks=0 line
+  hz=$(getconf CLK_TCK)
+  local t0
+  t0=$(awk '{print $14 + $15}' "/proc/$broker/stat")
+  while kill -0 "${agents[0]}" 2>/dev/null || kill -0 "${agents[1]}" 2>/dev/null; do
+    line=$(awk '/^VmHWM:/ {print $2}' "/proc/$broker/status" 2>/dev/null) && [ -n "$line" ] && rss=$line
+    line=$(awk '{print $14 + $15}' "/proc/$broker/stat" 2>/dev/null) && [ -n "$line" ] && ticks=$line
+    sleep 0.2
+  done
+  local end
+  end=$(date +%s.%N)
+  local metrics
+  metrics=$(curl -s "127.0.0.1:$http/metrics")
+  kill "$broker" 2>/dev/null || true
+  wait "$broker" 2>/dev/null || true
+  for i in "${agents[@]}"; do wait "$i" || { cat "$tmp"/agent*.log; return 1; }; done
+  local events envelopes
+  events=$(awk '/^auditflow_broker_events_out_total/ {print $2}' <<<"$metrics")
+  envelopes=$(awk '/^auditflow_broker_envelopes_out_total/ {print $2}' <<<"$metrics")
+  awk -v ev="$events" -v en="$envelopes" -v s="$start" -v e="$end" -v rss="$rss" -v t="$ticks" -v t0="$t0" -v hz="$hz" 'BEGIN {
+    wall = e - s; cpu = 100 * (t - t0) / hz / wall;
+    printf "| envelopes/s | events/s | broker CPU %% of one core | broker peak RSS MB |\n|---:|---:|---:|---:|\n";
+    printf "| %.0f | %.0f | %.1f | %.1f |\n\n", en / wall, ev / wall, cpu, rss / 1024;
+    printf "(%d events in %d envelopes from 2 agents in %.1f s, confirmed by RabbitMQ; the agents share the 2 cores)\n", ev, en, wall;
+    printf "broker: events_per_s=%.0f rss_mb=%.1f\n", ev / wall, rss / 1024 }'
+}
+
 case "$what" in
   agent) bench_agent ;;
-  *) echo "usage: scripts/bench.sh agent [SECONDS]" >&2; exit 64 ;;
+  broker) bench_broker ;;
+  *) echo "usage: scripts/bench.sh agent|broker [SECONDS]" >&2; exit 64 ;;
 esac

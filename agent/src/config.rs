@@ -26,6 +26,8 @@ pub struct Config {
     pub transport: TransportConfig,
     /// The synthetic source.
     pub synthetic: SyntheticConfig,
+    /// The edge filter: ordered rules, `[[filter]]` in the file.
+    pub filter: Vec<crate::filter::FilterRule>,
 }
 
 /// `[http]`
@@ -110,6 +112,7 @@ impl Default for Config {
                 amqp_heartbeat_queue: wire::queues::HEARTBEATS.into(),
             },
             synthetic: SyntheticConfig { enabled: false, rate_per_sec: 1.0, seed: 42, limit: 0 },
+            filter: Vec::new(),
         }
     }
 }
@@ -194,6 +197,9 @@ impl Validate for Config {
             "mqtt" | "amqp" => {}
             other => errors.push(format!("transport.kind: `{other}` is not `mqtt` or `amqp`")),
         }
+        for (i, rule) in self.filter.iter().enumerate() {
+            errors.extend(rule.validate(&format!("filter[{i}]")));
+        }
         if !(self.synthetic.rate_per_sec > 0.0 && self.synthetic.rate_per_sec <= 1_000_000.0) {
             errors.push("synthetic.rate_per_sec: must be above 0 and at most 1000000".into());
         }
@@ -213,6 +219,17 @@ mod tests {
         let mut expected = Config::default();
         expected.transport.mqtt_password = "pw".into();
         assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn filter_rules_are_read_and_checked() {
+        let text = "[[filter]]\naction = \"sample\"\nevery = 5\nsource = \"auth\"\n\
+                    [[filter]]\naction = \"collapse\"\nwindow_ms = 0\n";
+        let errors = wire::config::parse::<Config>(text, &|k: &str| {
+            (k == "AUDITFLOW_MQTT_PASSWORD").then(|| "pw".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(errors, vec!["filter[1].window_ms: must be at least 1"]);
     }
 
     #[test]

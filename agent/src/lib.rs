@@ -7,6 +7,7 @@
 
 pub mod amqp;
 pub mod config;
+pub mod filter;
 pub mod http;
 pub mod mqtt;
 pub mod parse;
@@ -116,6 +117,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             node_id: node_id.clone(),
             max_events: config.batch.max_events as usize,
             max_age: Duration::from_millis(config.batch.max_age_ms),
+            filter: filter::Filter::new(&config.filter),
         },
         events_rx,
         start_drops,

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wire::{DropCounts, DropReason, Envelope, Event, Severity};
 
+use crate::filter::Filter;
 use crate::spool::{AppendError, Spool};
 use crate::telemetry::Metrics;
 
@@ -18,7 +19,7 @@ use crate::telemetry::Metrics;
 pub type SharedSpool = Arc<Mutex<Spool>>;
 
 /// Batching settings.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct BatchSettings {
     /// The node the envelopes are from.
     pub node_id: String,
@@ -26,11 +27,13 @@ pub struct BatchSettings {
     pub max_events: usize,
     /// Close a batch when its oldest event waited this long.
     pub max_age: Duration,
+    /// The edge filter, applied to every event before it joins a batch.
+    pub filter: Filter,
 }
 
 /// Runs until `events` closes or `cancel` fires; then writes the open batch to the spool.
 pub async fn run_batcher(
-    settings: BatchSettings,
+    mut settings: BatchSettings,
     mut events: mpsc::Receiver<Event>,
     start_drops: DropCounts,
     spool: SharedSpool,
@@ -43,7 +46,7 @@ pub async fn run_batcher(
     let mut pending_drops = start_drops;
     let mut deadline: Option<Instant> = None;
     loop {
-        let flush = tokio::select! {
+        let close = tokio::select! {
             biased;
             () = cancel.cancelled() => {
                 // Take what the sources already handed over, then stop.
@@ -57,6 +60,13 @@ pub async fn run_batcher(
             () = sleep_until(deadline) => true,
             received = events.recv() => match received {
                 Some(event) => {
+                    if let Some(reason) = settings.filter.check(&event) {
+                        pending_drops.add(reason, 1);
+                        metrics.dropped.with_label_values(&[reason.as_str()]).inc();
+                        // Drops travel in an envelope even when no event is kept.
+                        deadline.get_or_insert_with(|| Instant::now() + settings.max_age);
+                        continue;
+                    }
                     if batch.is_empty() {
                         deadline = Some(Instant::now() + settings.max_age);
                     }
@@ -70,9 +80,9 @@ pub async fn run_batcher(
                 }
             },
         };
-        if flush {
+        if close {
             deadline = None;
-            flush_batch(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
+            flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
             wake_sender.notify_one();
         }
     }

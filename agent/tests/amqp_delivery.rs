@@ -11,6 +11,9 @@ use lapin::{Connection, ConnectionProperties};
 
 const EVENTS: u64 = 200_000;
 
+/// One test restarts RabbitMQ: the tests of this file run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| {
         panic!("AMQP_URL is not set: RabbitMQ is required for this test; run scripts/test.sh")
@@ -52,6 +55,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_arrives_despite_sigkill_and_a_rabbitmq_restart() {
+    let _serial = SERIAL.lock().await;
     let url = amqp_url();
     let dir = tempfile::tempdir().unwrap();
     let queue = format!("auditflow.test.delivery.{}", std::process::id());
@@ -125,6 +129,51 @@ async fn every_event_arrives_despite_sigkill_and_a_rabbitmq_restart() {
         "missing sequence numbers: {:?}…",
         &missing[..missing.len().min(20)]
     );
+    for q in [queue.clone(), format!("{queue}.hb")] {
+        channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_events_are_counted_and_carried_upstream() {
+    let _serial = SERIAL.lock().await;
+    let url = amqp_url();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = format!("auditflow.test.filter.{}", std::process::id());
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"filter-node\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\n\
+             [transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\namqp_queue = \"{queue}\"\n\
+             amqp_heartbeat_queue = \"{queue}.hb\"\n\
+             [synthetic]\nenabled = true\nrate_per_sec = 20000.0\nlimit = 4000\n\
+             [[filter]]\naction = \"sample\"\nevery = 4\n",
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let mut agent = start_agent(&config);
+    let status = wait_exit(&mut agent, Duration::from_secs(60));
+    assert!(status.success(), "the agent failed: {status}");
+
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at AMQP_URL: {e}"));
+    let channel = conn.create_channel().await.unwrap();
+    let (mut events, mut sampled) = (0u64, 0u64);
+    while let Some(message) =
+        channel.basic_get(queue.as_str().into(), BasicGetOptions::default()).await.unwrap()
+    {
+        let envelope: wire::Envelope = wire::decode(&message.delivery.data).expect("valid frame");
+        events += envelope.events.len() as u64;
+        sampled += envelope.dropped.get(wire::DropReason::Sampled);
+        message.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(events, 1000, "one in four kept");
+    assert_eq!(sampled, 3000, "every sampled-out event is counted upstream");
     for q in [queue.clone(), format!("{queue}.hb")] {
         channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
     }
