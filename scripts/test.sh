@@ -91,6 +91,6 @@ stage "fmt" cargo fmt --all --check
 stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 TEST_TOTALS=""
 stage "tests" run_tests
-stage "fuzz (decode_envelope)" fuzz_smoke
+stage "fuzz" fuzz_smoke
 stage "actionlint" actionlint_check
 summary
