@@ -68,9 +68,14 @@ fuzz_smoke() {
 run_tests() {
   local log="$ROOT/target/test-output.log" rc
   set +e
-  cargo test --workspace --locked 2>&1 | tee "$log"
+  # A hung test (or a process it left behind holding the output open) fails the run here
+  # instead of eating CI's whole time budget.
+  timeout --kill-after=30 "${TEST_TIMEOUT:-1800}" cargo test --workspace --locked 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
+  [ "$rc" != 124 ] || echo "tests: timed out after ${TEST_TIMEOUT:-1800} s"
+  # Nothing a test started may outlive the suite.
+  pkill -f "$ROOT/target/debug/auditflow-" 2>/dev/null || true
   TEST_TOTALS=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
     END { printf "%d passed, %d failed", p, f }' "$log")
   echo "tests: $TEST_TOTALS"

@@ -34,6 +34,8 @@ use crate::telemetry::Metrics;
 
 /// Capacity of the channel between the sources and the batcher.
 const EVENT_CHANNEL: usize = 2048;
+/// Capacity of the channel of events submitted over HTTP; beyond it the API answers 503.
+const API_CHANNEL: usize = 256;
 /// How often a heartbeat is sent.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
@@ -86,6 +88,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let stop_pipeline = cancel.child_token();
     let wake = Arc::new(Notify::new());
     let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL);
+    let (api_tx, api_rx) = mpsc::channel(API_CHANNEL);
 
     // Torn records found on start travel upstream as drops like any other loss.
     let mut start_drops = wire::DropCounts::default();
@@ -93,7 +96,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 
     tracker.spawn(http::serve(
         listener,
-        http::HttpState { metrics: metrics.clone(), spool: Arc::clone(&spool) },
+        http::HttpState {
+            metrics: metrics.clone(),
+            spool: Arc::clone(&spool),
+            submit: api_tx,
+            node_id: node_id.clone(),
+        },
         cancel.clone(),
     ));
 
@@ -120,6 +128,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             filter: filter::Filter::new(&config.filter),
         },
         events_rx,
+        api_rx,
         start_drops,
         Arc::clone(&spool),
         Arc::clone(&wake),

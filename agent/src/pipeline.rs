@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wire::{DropCounts, DropReason, Envelope, Event, Severity};
@@ -31,10 +31,30 @@ pub struct BatchSettings {
     pub filter: Filter,
 }
 
+/// Where an API event was spooled: `(epoch, seq)`, or `None` when it was not.
+pub type SpooledAt = Option<(u64, u64)>;
+
+/// A caller waiting for an event of the open batch, by its index in the batch.
+type Waiter = (usize, oneshot::Sender<SpooledAt>);
+
+/// An event submitted through the HTTP API, with the answer its caller waits for: the
+/// `(epoch, seq)` it was spooled under, or `None` when it was not spooled (shed or failed).
+#[derive(Debug)]
+pub struct Submitted {
+    /// The event.
+    pub event: Event,
+    /// Where the outcome goes.
+    pub done: oneshot::Sender<SpooledAt>,
+}
+
 /// Runs until `events` closes or `cancel` fires; then writes the open batch to the spool.
+/// Events from `api` bypass the edge filter (someone asked for them explicitly) and are
+/// answered once their batch is on disk.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_batcher(
     mut settings: BatchSettings,
     mut events: mpsc::Receiver<Event>,
+    mut api: mpsc::Receiver<Submitted>,
     start_drops: DropCounts,
     spool: SharedSpool,
     wake_sender: Arc<Notify>,
@@ -42,6 +62,10 @@ pub async fn run_batcher(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut batch: Vec<Event> = Vec::with_capacity(settings.max_events);
+    // Callers waiting on events of the open batch, by index in the batch.
+    let mut waiters: Vec<Waiter> = Vec::new();
+    let mut api_open = true;
+    let mut events_open = true;
     metrics.count_drops(&start_drops);
     let mut pending_drops = start_drops;
     let mut deadline: Option<Instant> = None;
@@ -53,12 +77,31 @@ pub async fn run_batcher(
                 while let Ok(e) = events.try_recv() {
                     batch.push(e);
                 }
-                flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
+                while let Ok(s) = api.try_recv() {
+                    waiters.push((batch.len(), s.done));
+                    batch.push(s.event);
+                }
+                let at = flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
+                answer(&mut waiters, at);
                 wake_sender.notify_one();
                 return Ok(());
             }
             () = sleep_until(deadline) => true,
-            received = events.recv() => match received {
+            submitted = api.recv(), if api_open => match submitted {
+                Some(s) => {
+                    if batch.is_empty() {
+                        deadline = Some(Instant::now() + settings.max_age);
+                    }
+                    waiters.push((batch.len(), s.done));
+                    batch.push(s.event);
+                    batch.len() >= settings.max_events
+                }
+                None => {
+                    api_open = false;
+                    false
+                }
+            },
+            received = events.recv(), if events_open => match received {
                 Some(event) => {
                     if let Some(reason) = settings.filter.check(&event) {
                         pending_drops.add(reason, 1);
@@ -74,15 +117,22 @@ pub async fn run_batcher(
                     batch.len() >= settings.max_events
                 }
                 None => {
-                    flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
-                    wake_sender.notify_one();
-                    return Ok(());
+                    events_open = false;
+                    false
                 }
             },
         };
+        if !events_open && !api_open {
+            // Every producer is gone: spool what is left and stop.
+            let at = flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
+            answer(&mut waiters, at);
+            wake_sender.notify_one();
+            return Ok(());
+        }
         if close {
             deadline = None;
-            flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
+            let at = flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
+            answer(&mut waiters, at);
             wake_sender.notify_one();
         }
     }
@@ -95,15 +145,25 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Tells the waiting API callers where their events went: `(epoch, first_seq + index)` when
+/// the whole batch was spooled, `None` otherwise (the caller answers 503).
+fn answer(waiters: &mut Vec<Waiter>, at: SpooledAt) {
+    for (index, done) in waiters.drain(..) {
+        let _ = done.send(at.map(|(epoch, first)| (epoch, first + index as u64)));
+    }
+}
+
+/// Spools the open batch (when there is anything to spool). Returns `(epoch, first_seq)`
+/// when every event of the batch is on disk.
 async fn flush(
     settings: &BatchSettings,
     batch: &mut Vec<Event>,
     drops: &mut DropCounts,
     spool: &SharedSpool,
     metrics: &Metrics,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SpooledAt> {
     if batch.is_empty() && drops.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     flush_batch(settings, batch, drops, spool, metrics).await
 }
@@ -115,7 +175,7 @@ async fn flush_batch(
     drops: &mut DropCounts,
     spool: &SharedSpool,
     metrics: &Metrics,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SpooledAt> {
     let events = std::mem::take(batch);
     let carried = std::mem::take(drops);
     let spool = Arc::clone(spool);
@@ -130,13 +190,13 @@ async fn flush_batch(
             // keeps running so that the next write, once the disk recovers, succeeds.
             tracing::error!(error = %format!("{e:#}"), "cannot spool a batch; its events are dropped");
             metrics.count_drops(drops);
-            return Ok(());
+            return Ok(None);
         }
     };
     metrics.spooled.inc_by(outcome.spooled);
     metrics.spool_bytes.set(i64::try_from(outcome.spool_bytes).unwrap_or(i64::MAX));
     metrics.count_drops(&outcome.shed);
-    Ok(())
+    Ok(outcome.shed.is_empty().then_some(outcome.at).flatten())
 }
 
 /// What spooling a batch did.
@@ -148,6 +208,8 @@ pub struct Spooled {
     pub shed: DropCounts,
     /// Spool size afterwards.
     pub spool_bytes: u64,
+    /// `(epoch, first_seq)` of the spooled envelope, when one was spooled.
+    pub at: Option<(u64, u64)>,
 }
 
 /// Encodes and appends a batch, shedding the lowest-severity events while the spool is full.
@@ -179,7 +241,12 @@ pub fn spool_batch(
         match spool.append(count, &frame) {
             Ok(_) => {
                 return (
-                    Ok(Spooled { spooled: u64::from(count), shed, spool_bytes: spool.bytes() }),
+                    Ok(Spooled {
+                        spooled: u64::from(count),
+                        shed,
+                        spool_bytes: spool.bytes(),
+                        at: Some((envelope.epoch, envelope.first_seq)),
+                    }),
                     DropCounts::default(),
                 );
             }
@@ -192,7 +259,7 @@ pub fn spool_batch(
                     None => {
                         // Not even the drop counts fit: keep carrying them in memory.
                         return (
-                            Ok(Spooled { spooled: 0, shed, spool_bytes: spool.bytes() }),
+                            Ok(Spooled { spooled: 0, shed, spool_bytes: spool.bytes(), at: None }),
                             drops,
                         );
                     }

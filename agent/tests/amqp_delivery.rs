@@ -29,17 +29,31 @@ fn rabbitmqctl(args: &[&str]) {
     assert!(status.success(), "RabbitMQ: rabbitmqctl {args:?} failed: {status}");
 }
 
-fn start_agent(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_auditflow-agent"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start auditflow-agent")
+/// The agent process, killed when the test ends however it ends (an orphan would hold the
+/// test runner's output open).
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+fn start_agent(config: &std::path::Path) -> Agent {
+    Agent(
+        Command::new(env!("CARGO_BIN_EXE_auditflow-agent"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start auditflow-agent"),
+    )
+}
+
+fn wait_exit(agent: &mut Agent, limit: Duration) -> std::process::ExitStatus {
+    let child = &mut agent.0;
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait for the agent") {
@@ -77,8 +91,8 @@ async fn every_event_arrives_despite_sigkill_and_a_rabbitmq_restart() {
     // First run: killed without warning mid-stream.
     let mut first = start_agent(&config);
     std::thread::sleep(Duration::from_millis(1500));
-    first.kill().expect("SIGKILL the agent");
-    first.wait().unwrap();
+    first.0.kill().expect("SIGKILL the agent");
+    first.0.wait().unwrap();
 
     // Second run: replays its spool, and RabbitMQ goes away and comes back under it.
     let mut second = start_agent(&config);

@@ -176,6 +176,19 @@ fn start_agent(dir: &Path, node: &str, mqtt: u16, password: &str, events: u64, r
         .expect("start auditflow-agent")
 }
 
+/// Agent processes, killed when the test ends however it ends (an orphaned agent would retry
+/// forever and hold the test runner's output open).
+struct Agents(Vec<Child>);
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for a in &mut self.0 {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+}
+
 fn wait_all(agents: &mut [Child], limit: Duration) {
     let start = Instant::now();
     for a in agents.iter_mut() {
@@ -263,11 +276,13 @@ async fn three_agents_deliver_every_event_through_the_broker() {
     let vhost = Vhost::new("clean");
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
-    let mut agents: Vec<Child> = NODES
-        .iter()
-        .map(|n| start_agent(dir.path(), n, broker.mqtt, password(n), 100_000, 50_000))
-        .collect();
-    wait_all(&mut agents, Duration::from_secs(180));
+    let mut agents = Agents(
+        NODES
+            .iter()
+            .map(|n| start_agent(dir.path(), n, broker.mqtt, password(n), 100_000, 50_000))
+            .collect(),
+    );
+    wait_all(&mut agents.0, Duration::from_secs(180));
     assert_eq!(broker.metric("auditflow_broker_events_out_total") as u64, 300_000);
     let seen = drain_events(&vhost.url).await;
     assert_complete(dir.path(), &NODES, &seen);
@@ -279,10 +294,12 @@ async fn nothing_is_lost_when_rabbitmq_restarts_and_the_broker_is_killed() {
     let vhost = Vhost::new("chaos");
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
-    let mut agents: Vec<Child> = NODES
-        .iter()
-        .map(|n| start_agent(dir.path(), n, broker.mqtt, password(n), 100_000, 25_000))
-        .collect();
+    let mut agents = Agents(
+        NODES
+            .iter()
+            .map(|n| start_agent(dir.path(), n, broker.mqtt, password(n), 100_000, 25_000))
+            .collect(),
+    );
     std::thread::sleep(Duration::from_millis(1200));
     rabbitmqctl(&["stop_app"]);
     std::thread::sleep(Duration::from_secs(2));
@@ -291,7 +308,7 @@ async fn nothing_is_lost_when_rabbitmq_restarts_and_the_broker_is_killed() {
     broker.wait_ready();
     std::thread::sleep(Duration::from_millis(800));
     broker.restart_after_sigkill();
-    wait_all(&mut agents, Duration::from_secs(240));
+    wait_all(&mut agents.0, Duration::from_secs(240));
     let seen = drain_events(&vhost.url).await;
     assert_complete(dir.path(), &NODES, &seen);
 }
