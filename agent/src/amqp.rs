@@ -24,6 +24,9 @@ use wire::retry::Backoff;
 
 /// Publishes at most this many batches before waiting for their confirms.
 const WINDOW: usize = 32;
+/// A confirm not back within this long means the connection is gone (lapin does not always
+/// fail pending confirms when the broker drops the connection): reconnect and resend.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Settings of the AMQP transport.
 #[derive(Clone, Debug)]
@@ -126,6 +129,8 @@ async fn send_loop(
     let mut inflight: FuturesOrdered<_> = FuturesOrdered::new();
     let mut inflight_records: VecDeque<Record> = VecDeque::new();
     let mut heartbeats_open = true;
+    let mut oldest_sent = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         // Fill the window from the spool.
         while inflight.len() < WINDOW && !cancel.is_cancelled() {
@@ -147,6 +152,9 @@ async fn send_loop(
                 .context("publish")?;
             cursor = record.end_seq();
             metrics.sent.inc_by(u64::from(record.count));
+            if inflight.is_empty() {
+                oldest_sent = tokio::time::Instant::now();
+            }
             inflight.push_back(confirm);
             inflight_records.push_back(record);
         }
@@ -157,6 +165,7 @@ async fn send_loop(
             biased;
             confirmed = inflight.next(), if !inflight.is_empty() => {
                 let record = inflight_records.pop_front().expect("one record per confirm");
+                oldest_sent = tokio::time::Instant::now();
                 match confirmed {
                     Some(Ok(Confirmation::Ack(_))) => {
                         backoff.reset();
@@ -176,6 +185,13 @@ async fn send_loop(
                 }
             }
             () = wake.notified() => {}
+            _ = check.tick() => {
+                anyhow::ensure!(channel.status().connected(), "the channel to RabbitMQ closed");
+                anyhow::ensure!(
+                    inflight.is_empty() || oldest_sent.elapsed() < CONFIRM_TIMEOUT,
+                    "no publisher confirm for {CONFIRM_TIMEOUT:?}"
+                );
+            }
             changed = heartbeats.changed(), if heartbeats_open => {
                 heartbeats_open = changed.is_ok();
                 if changed.is_ok() {

@@ -81,9 +81,8 @@ pub async fn run_batcher(
                     waiters.push((batch.len(), s.done));
                     batch.push(s.event);
                 }
-                let at = flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
-                answer(&mut waiters, at);
-                wake_sender.notify_one();
+                let (b, d, w) = (&mut batch, &mut pending_drops, &mut waiters);
+                close_batch(&settings, b, d, w, &spool, &metrics, &wake_sender).await?;
                 return Ok(());
             }
             () = sleep_until(deadline) => true,
@@ -124,16 +123,30 @@ pub async fn run_batcher(
         };
         if !events_open && !api_open {
             // Every producer is gone: spool what is left and stop.
-            let at = flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
-            answer(&mut waiters, at);
-            wake_sender.notify_one();
+            close_batch(
+                &settings,
+                &mut batch,
+                &mut pending_drops,
+                &mut waiters,
+                &spool,
+                &metrics,
+                &wake_sender,
+            )
+            .await?;
             return Ok(());
         }
         if close {
             deadline = None;
-            let at = flush(&settings, &mut batch, &mut pending_drops, &spool, &metrics).await?;
-            answer(&mut waiters, at);
-            wake_sender.notify_one();
+            close_batch(
+                &settings,
+                &mut batch,
+                &mut pending_drops,
+                &mut waiters,
+                &spool,
+                &metrics,
+                &wake_sender,
+            )
+            .await?;
         }
     }
 }
@@ -143,6 +156,22 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// Spools the open batch, answers its API callers and wakes the sender.
+async fn close_batch(
+    settings: &BatchSettings,
+    batch: &mut Vec<Event>,
+    drops: &mut DropCounts,
+    waiters: &mut Vec<Waiter>,
+    spool: &SharedSpool,
+    metrics: &Metrics,
+    wake_sender: &Notify,
+) -> anyhow::Result<()> {
+    let at = flush(settings, batch, drops, spool, metrics).await?;
+    answer(waiters, at);
+    wake_sender.notify_one();
+    Ok(())
 }
 
 /// Tells the waiting API callers where their events went: `(epoch, first_seq + index)` when

@@ -26,6 +26,9 @@ use crate::telemetry::Metrics;
 
 /// Unconfirmed envelopes at most; beyond this the bridge stops reading from rumqttd.
 const WINDOW: usize = 64;
+/// A confirm not back within this long means the connection is gone (lapin does not always
+/// fail pending confirms when the broker drops the connection): reconnect.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Topic filters the bridge subscribes to.
 pub const EVENTS_FILTER: &str = "auditflow/v1/events/+";
@@ -180,8 +183,14 @@ async fn pump(
 ) -> anyhow::Result<()> {
     let mut confirms = FuturesOrdered::new();
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    // When the oldest unconfirmed publish went out (reset by every confirm).
+    let mut oldest_sent = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     let outcome: anyhow::Result<()> = async {
         loop {
+            if pending.is_empty() {
+                oldest_sent = tokio::time::Instant::now();
+            }
             // Publish what was read before a failure first.
             while let Some(item) = carry.pop_front() {
                 if let Some((p, confirm)) = publish(channel, item, metrics).await? {
@@ -193,7 +202,15 @@ async fn pump(
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Ok(()),
+                _ = check.tick() => {
+                    anyhow::ensure!(channel.status().connected(), "the channel to RabbitMQ closed");
+                    anyhow::ensure!(
+                        pending.is_empty() || oldest_sent.elapsed() < CONFIRM_TIMEOUT,
+                        "no publisher confirm for {CONFIRM_TIMEOUT:?}"
+                    );
+                }
                 confirmed = confirms.next(), if !confirms.is_empty() => {
+                    oldest_sent = tokio::time::Instant::now();
                     let p = pending.pop_front().expect("one pending per confirm");
                     match confirmed {
                         Some(Ok(Confirmation::Ack(_))) => {
