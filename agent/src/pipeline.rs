@@ -121,32 +121,15 @@ pub async fn run_batcher(
                 }
             },
         };
-        if !events_open && !api_open {
-            // Every producer is gone: spool what is left and stop.
-            close_batch(
-                &settings,
-                &mut batch,
-                &mut pending_drops,
-                &mut waiters,
-                &spool,
-                &metrics,
-                &wake_sender,
-            )
-            .await?;
-            return Ok(());
-        }
-        if close {
+        // With every producer gone, spool what is left and stop.
+        let finished = !events_open && !api_open;
+        if close || finished {
             deadline = None;
-            close_batch(
-                &settings,
-                &mut batch,
-                &mut pending_drops,
-                &mut waiters,
-                &spool,
-                &metrics,
-                &wake_sender,
-            )
-            .await?;
+            let (b, d, w) = (&mut batch, &mut pending_drops, &mut waiters);
+            close_batch(&settings, b, d, w, &spool, &metrics, &wake_sender).await?;
+        }
+        if finished {
+            return Ok(());
         }
     }
 }

@@ -52,6 +52,33 @@ fn start_agent(config: &std::path::Path) -> Agent {
     )
 }
 
+/// A finite synthetic run over AMQP into `queue`, spooling beside the config file; `extra` is
+/// appended (filter rules).
+fn write_config(
+    config: &std::path::Path,
+    node: &str,
+    url: &str,
+    queue: &str,
+    rate: u32,
+    limit: u64,
+    extra: &str,
+) {
+    let spool = config.parent().expect("config in a directory").join("spool");
+    std::fs::write(
+        config,
+        format!(
+            "node_id = \"{node}\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\n\
+             [transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\namqp_queue = \"{queue}\"\n\
+             amqp_heartbeat_queue = \"{queue}.hb\"\n\
+             [synthetic]\nenabled = true\nrate_per_sec = {rate}.0\nlimit = {limit}\n{extra}",
+            spool.display()
+        ),
+    )
+    .expect("write the agent config");
+}
+
 fn wait_exit(agent: &mut Agent, limit: Duration) -> std::process::ExitStatus {
     let child = &mut agent.0;
     let start = Instant::now();
@@ -74,19 +101,7 @@ async fn every_event_arrives_despite_sigkill_and_a_rabbitmq_restart() {
     let dir = tempfile::tempdir().unwrap();
     let queue = format!("auditflow.test.delivery.{}", std::process::id());
     let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_id = \"e2e-node\"\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n\
-             [spool]\ndir = \"{}\"\n\
-             [transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\namqp_queue = \"{queue}\"\n\
-             amqp_heartbeat_queue = \"{queue}.hb\"\n\
-             [synthetic]\nenabled = true\nrate_per_sec = 40000.0\nlimit = {EVENTS}\n",
-            dir.path().join("spool").display()
-        ),
-    )
-    .unwrap();
+    write_config(&config, "e2e-node", &url, &queue, 40_000, EVENTS, "");
 
     // First run: killed without warning mid-stream.
     let mut first = start_agent(&config);
@@ -155,20 +170,8 @@ async fn filtered_events_are_counted_and_carried_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let queue = format!("auditflow.test.filter.{}", std::process::id());
     let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_id = \"filter-node\"\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n\
-             [spool]\ndir = \"{}\"\n\
-             [transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\namqp_queue = \"{queue}\"\n\
-             amqp_heartbeat_queue = \"{queue}.hb\"\n\
-             [synthetic]\nenabled = true\nrate_per_sec = 20000.0\nlimit = 4000\n\
-             [[filter]]\naction = \"sample\"\nevery = 4\n",
-            dir.path().join("spool").display()
-        ),
-    )
-    .unwrap();
+    let filter = "[[filter]]\naction = \"sample\"\nevery = 4\n";
+    write_config(&config, "filter-node", &url, &queue, 20_000, 4000, filter);
     let mut agent = start_agent(&config);
     let status = wait_exit(&mut agent, Duration::from_secs(60));
     assert!(status.success(), "the agent failed: {status}");

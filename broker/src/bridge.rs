@@ -97,8 +97,6 @@ pub async fn run(
     link_tx.subscribe(HEARTBEAT_FILTER).context("subscribe to agents' heartbeats")?;
     let mut book = AckBook::default();
     let mut backoff = Backoff::new();
-    // A notification read but not yet published when RabbitMQ failed.
-    let mut carry: VecDeque<Incoming> = VecDeque::new();
     while !cancel.is_cancelled() {
         let session = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -115,7 +113,6 @@ pub async fn run(
                     &mut link_tx,
                     &mut link_rx,
                     &mut book,
-                    &mut carry,
                     &metrics,
                     &cancel,
                 )
@@ -177,7 +174,6 @@ async fn pump(
     link_tx: &mut LinkTx,
     link_rx: &mut LinkRx,
     book: &mut AckBook,
-    carry: &mut VecDeque<Incoming>,
     metrics: &Metrics,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -190,13 +186,6 @@ async fn pump(
         loop {
             if pending.is_empty() {
                 oldest_sent = tokio::time::Instant::now();
-            }
-            // Publish what was read before a failure first.
-            while let Some(item) = carry.pop_front() {
-                if let Some((p, confirm)) = publish(channel, item, metrics).await? {
-                    pending.push_back(p);
-                    confirms.push_back(confirm);
-                }
             }
             metrics.in_flight.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
             tokio::select! {

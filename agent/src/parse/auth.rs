@@ -19,6 +19,37 @@ use super::syslog::{self, YearTracker};
 /// Most sshd processes tracked at once; the oldest is resolved and forgotten beyond this.
 const MAX_TRACKED: usize = 4096;
 
+/// sshd messages that end a process's authentication: its unmatched PAM failures resolve.
+const ENDS_PROCESS: [&str; 8] = [
+    "Received disconnect from ",
+    "Disconnected from ",
+    "Connection closed by ",
+    "Connection reset by ",
+    "Disconnecting",
+    "error: Received disconnect from ",
+    "Did not receive identification string",
+    "pam_unix(sshd:session): session closed",
+];
+
+/// sshd messages understood as carrying nothing to report.
+const KNOWN: [&str; 15] = [
+    "reverse mapping checking",
+    "pam_unix(sshd:auth): check pass",
+    "pam_unix(sshd:session): session opened",
+    "PAM service(",
+    "Address ",
+    "Server listening",
+    "Received signal",
+    "error: maximum authentication attempts exceeded",
+    "Postponed ",
+    "Connection from ",
+    "Bad protocol version",
+    "Unable to negotiate",
+    "Protocol major versions differ",
+    "fatal: ",
+    "error: ",
+];
+
 /// Per-sshd-process state between lines.
 #[derive(Debug, Default)]
 struct Process {
@@ -37,6 +68,16 @@ struct PamFailure {
     ts: Timestamp,
     user: Option<String>,
     rhost: String,
+}
+
+impl PamFailure {
+    fn new(ts: Timestamp, fields: &PamFields<'_>) -> Self {
+        Self {
+            ts,
+            user: fields.user.map(str::to_owned),
+            rhost: fields.rhost.unwrap_or_default().to_owned(),
+        }
+    }
 }
 
 /// Streaming parser of one auth log.
@@ -141,12 +182,7 @@ impl AuthParser {
             return LineKind::Event;
         }
         if let Some(rest) = msg.strip_prefix("pam_unix(sshd:auth): authentication failure;") {
-            let fields = pam_fields(rest);
-            let failure = PamFailure {
-                ts,
-                user: fields.user.map(str::to_owned),
-                rhost: fields.rhost.unwrap_or_default().to_owned(),
-            };
+            let failure = PamFailure::new(ts, &pam_fields(rest));
             let p = self.process(pid, out);
             for _ in 0..times {
                 p.pam_failures.push_back(failure.clone());
@@ -166,12 +202,9 @@ impl AuthParser {
             let fields = pam_fields(rest);
             let p = self.process(pid, out);
             if p.failed_lines == 0 {
+                let failure = PamFailure::new(ts, &fields);
                 for _ in 0..n.saturating_mul(times) {
-                    p.pam_failures.push_back(PamFailure {
-                        ts,
-                        user: fields.user.map(str::to_owned),
-                        rhost: fields.rhost.unwrap_or_default().to_owned(),
-                    });
+                    p.pam_failures.push_back(failure.clone());
                 }
                 return LineKind::Event;
             }
@@ -189,36 +222,14 @@ impl AuthParser {
             self.process(pid, out).invalid_user = Some(user.to_owned());
             return LineKind::Known;
         }
-        let ends_process = msg.starts_with("Received disconnect from ")
-            || msg.starts_with("Disconnected from ")
-            || msg.starts_with("Connection closed by ")
-            || msg.starts_with("Connection reset by ")
-            || msg.starts_with("Disconnecting")
-            || msg.starts_with("error: Received disconnect from ")
-            || msg.starts_with("Did not receive identification string")
-            || msg.starts_with("pam_unix(sshd:session): session closed");
+        let ends_process = ENDS_PROCESS.iter().any(|p| msg.starts_with(p));
         if ends_process {
             if let Some(p) = self.processes.get_mut(&pid) {
                 resolve(p, out);
             }
             return LineKind::Known;
         }
-        let known = msg.starts_with("reverse mapping checking")
-            || msg.starts_with("pam_unix(sshd:auth): check pass")
-            || msg.starts_with("pam_unix(sshd:session): session opened")
-            || msg.starts_with("PAM service(")
-            || msg.starts_with("Address ")
-            || msg.starts_with("Server listening")
-            || msg.starts_with("Received signal")
-            || msg.starts_with("error: maximum authentication attempts exceeded")
-            || msg.starts_with("Postponed ")
-            || msg.starts_with("Connection from ")
-            || msg.starts_with("Bad protocol version")
-            || msg.starts_with("Unable to negotiate")
-            || msg.starts_with("Protocol major versions differ")
-            || msg.starts_with("fatal: ")
-            || msg.starts_with("error: ");
-        if known { LineKind::Known } else { LineKind::Unparsed }
+        if KNOWN.iter().any(|p| msg.starts_with(p)) { LineKind::Known } else { LineKind::Unparsed }
     }
 }
 
