@@ -4,5 +4,8 @@
 //! the library; `main.rs` is a thin binary around it.
 
 pub mod config;
+pub mod detect;
+pub mod rules;
+pub mod state;
 
 pub use config::Config;

@@ -82,6 +82,11 @@ pub fn push_line(line: &str, out: &mut Vec<Event>) -> LineKind {
     if let Some(uri) = text(&["requestURI"]) {
         event.attrs.push(("request_uri".into(), Value::Str(uri)));
     }
+    // The role a (Cluster)RoleBinding grants, so a rule can spot cluster-admin grants (only
+    // present at the RequestResponse audit level, or Request for create).
+    if let Some(role) = text(&["requestObject", "roleRef", "name"]) {
+        event.attrs.push(("role_ref".into(), Value::Str(role)));
+    }
     out.push(event);
     LineKind::Event
 }

@@ -1,0 +1,271 @@
+//! The detector: turns a batch of events into state ops, and the state's verdicts into
+//! firings. It holds no state itself — windows, cooldowns and first-seen values live in a
+//! [`WindowState`](crate::state::WindowState) — so replicas sharing a Redis produce the same
+//! firings as one process.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+use wire::model::{Event, Severity};
+
+use crate::rules::{EventRef, Mode, Rule, RuleSet, Spec};
+use crate::state::{Gate, Op, Verdict};
+
+/// One event to evaluate.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// Identifies the event exactly once: derived from `(node, epoch, seq)` for agent events,
+    /// the `event_id` for legacy ones. Firing ids are derived from it.
+    pub id: Uuid,
+    /// The node that sent it.
+    pub node: &'a str,
+    /// The event.
+    pub event: &'a Event,
+}
+
+/// A rule fired: what the alert store receives (DESIGN §6). Deterministic: the same event
+/// firing the same rule always gives the same `id`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Firing {
+    /// UUID v5 of rule, group and triggering event.
+    pub id: Uuid,
+    /// Rule id and group key; alerts fold by it while open.
+    pub fingerprint: String,
+    /// The rule's id.
+    pub rule_id: String,
+    /// The rule's name.
+    pub rule_name: String,
+    /// The rule's description.
+    pub rule_description: String,
+    /// The rule's severity.
+    pub severity: Severity,
+    /// The rule's tags.
+    pub tags: Vec<String>,
+    /// The group: `(field, value)` for each `group_by` field.
+    pub group: Vec<(String, String)>,
+    /// The alert title (the rule's `summary` filled in, else its name).
+    pub title: String,
+    /// How many events (or distinct values) made the firing.
+    pub count: u32,
+    /// The node that sent the triggering event.
+    pub node: String,
+    /// The triggering event's id (the legacy `correlation_id`).
+    pub event_id: Uuid,
+    /// The triggering event (evidence).
+    pub event: Event,
+    /// What to do about it.
+    pub remediation: Option<String>,
+    /// The runbook.
+    pub playbook_url: Option<String>,
+}
+
+/// The state ops of a batch and what each is for.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Ops to apply, in order.
+    pub ops: Vec<Op>,
+    /// Candidate firings: `(rule, input, op)`; `op` is `None` for a match rule without a
+    /// cooldown (it fires without consulting the state).
+    slots: Vec<(usize, usize, Option<usize>)>,
+}
+
+/// What a batch produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Firings of rules in alert mode.
+    pub firings: Vec<Firing>,
+    /// Firings per rule, shadow rules included: `(rule id, firings)` for rules that fired.
+    pub per_rule: Vec<(String, u64)>,
+    /// Firings of shadow rules (counted, never alerts).
+    pub shadow: u64,
+    /// Firings held back by a cooldown.
+    pub suppressed: u64,
+    /// Events too late for a window.
+    pub late: u64,
+}
+
+/// The rules plus the settings that apply to all of them.
+#[derive(Clone, Debug)]
+pub struct Detector {
+    /// The loaded rule set.
+    pub rules: Arc<RuleSet>,
+    /// How far behind the newest event of a window an event may arrive and still count, µs.
+    pub lateness_us: i64,
+}
+
+const FIRING_NAMESPACE: Uuid = Uuid::from_u128(0x3d5e_8a61_0f4c_4b7e_9a2d_71c3_b8e0_5f16);
+
+fn micros(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Window state key for a rule and group; long groups are hashed so keys stay short.
+fn state_key(rule: &Rule, group: &str) -> String {
+    if group.len() <= 96 {
+        format!("{}:{group}", rule.id)
+    } else {
+        format!("{}:#{}", rule.id, Uuid::new_v5(&FIRING_NAMESPACE, group.as_bytes()).simple())
+    }
+}
+
+impl Detector {
+    /// A detector for a rule set.
+    pub fn new(rules: Arc<RuleSet>, lateness: std::time::Duration) -> Self {
+        Self { rules, lateness_us: micros(lateness) }
+    }
+
+    /// Matches every event against the rules for its kind and lists the state ops needed.
+    pub fn plan(&self, inputs: &[Input<'_>]) -> Plan {
+        let mut plan = Plan::default();
+        let mut key_buf = String::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let ev = EventRef { node: input.node, event: input.event };
+            let ts = input.event.ts.as_nanos() / 1_000;
+            for &r in self.rules.candidates(input.event.kind.name()) {
+                let rule = &self.rules.rules[r];
+                let first = rule.when.eval(&ev);
+                let then = match &rule.spec {
+                    Spec::Sequence { then, .. } => then.eval(&ev),
+                    _ => false,
+                };
+                if !first && !then {
+                    continue;
+                }
+                key_buf.clear();
+                key_buf.push_str(&rule.group_key(&ev));
+                let key = state_key(rule, &key_buf);
+                let by = || input.id.simple().to_string();
+                let gate = rule.suppress.map(|d| Gate { key: key.clone(), suppress: micros(d) });
+                let op = match &rule.spec {
+                    Spec::Match => gate.map(|gate| Op::Gate { by: by(), ts, gate }),
+                    Spec::Threshold { count, window } => Some(Op::Window {
+                        key,
+                        member: by(),
+                        by: by(),
+                        ts,
+                        window: micros(*window),
+                        count: *count,
+                        lateness: self.lateness_us,
+                        gate,
+                    }),
+                    Spec::Distinct { field, count, window } => {
+                        let value = ev.get(field).key_text();
+                        Some(Op::Window {
+                            key,
+                            member: value,
+                            by: by(),
+                            ts,
+                            window: micros(*window),
+                            count: *count,
+                            lateness: self.lateness_us,
+                            gate,
+                        })
+                    }
+                    Spec::NewValue { field, remember } => Some(Op::NewValue {
+                        key,
+                        value: ev.get(field).key_text(),
+                        by: by(),
+                        ts,
+                        ttl: remember.as_secs().max(1),
+                        gate,
+                    }),
+                    Spec::Sequence { count, window, .. } => {
+                        let window = micros(*window);
+                        if then {
+                            plan.slots.push((r, i, Some(plan.ops.len())));
+                            plan.ops.push(Op::SeqThen {
+                                key: key.clone(),
+                                by: by(),
+                                ts,
+                                window,
+                                count: *count,
+                                gate,
+                            });
+                        }
+                        if first {
+                            plan.ops.push(Op::SeqFirst {
+                                key,
+                                member: by(),
+                                ts,
+                                window,
+                                lateness: self.lateness_us,
+                            });
+                        }
+                        continue;
+                    }
+                };
+                match op {
+                    Some(op) => {
+                        plan.slots.push((r, i, Some(plan.ops.len())));
+                        plan.ops.push(op);
+                    }
+                    None => plan.slots.push((r, i, None)),
+                }
+            }
+        }
+        plan
+    }
+
+    /// Turns the state's verdicts for `plan.ops` into firings.
+    pub fn finish(&self, inputs: &[Input<'_>], plan: &Plan, verdicts: &[Verdict]) -> Outcome {
+        let mut out = Outcome {
+            late: verdicts.iter().filter(|v| **v == Verdict::Late).count() as u64,
+            ..Outcome::default()
+        };
+        for &(r, i, op) in &plan.slots {
+            let verdict = op
+                .map_or(Verdict::Fired(1), |o| verdicts.get(o).copied().unwrap_or(Verdict::Quiet));
+            let count = match verdict {
+                Verdict::Fired(n) => n,
+                Verdict::Suppressed => {
+                    out.suppressed += 1;
+                    continue;
+                }
+                Verdict::Quiet | Verdict::Late => continue,
+            };
+            let rule = &self.rules.rules[r];
+            match out.per_rule.iter_mut().find(|(id, _)| *id == rule.id) {
+                Some((_, n)) => *n += 1,
+                None => out.per_rule.push((rule.id.clone(), 1)),
+            }
+            if rule.mode == Mode::Shadow {
+                out.shadow += 1;
+                continue;
+            }
+            out.firings.push(self.firing(rule, &inputs[i], count));
+        }
+        out
+    }
+
+    fn firing(&self, rule: &Rule, input: &Input<'_>, count: u32) -> Firing {
+        let ev = EventRef { node: input.node, event: input.event };
+        let group_key = rule.group_key(&ev);
+        let mut name = Vec::with_capacity(rule.id.len() + group_key.len() + 18);
+        name.extend_from_slice(rule.id.as_bytes());
+        name.push(0);
+        name.extend_from_slice(group_key.as_bytes());
+        name.push(0);
+        name.extend_from_slice(input.id.as_bytes());
+        Firing {
+            id: Uuid::new_v5(&FIRING_NAMESPACE, &name),
+            fingerprint: format!("{}/{}", rule.id, group_key.replace('\u{1f}', "/")),
+            rule_id: rule.id.clone(),
+            rule_name: rule.name.clone(),
+            rule_description: rule.description.clone(),
+            severity: rule.severity,
+            tags: rule.tags.clone(),
+            group: rule
+                .group_by
+                .iter()
+                .map(|f| (f.name().into_owned(), ev.get(f).key_text()))
+                .collect(),
+            title: rule.title(&ev, count),
+            count,
+            node: input.node.to_owned(),
+            event_id: input.id,
+            event: input.event.clone(),
+            remediation: rule.remediation.clone(),
+            playbook_url: rule.playbook_url.clone(),
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The in-memory [`WindowState`]: one mutex around plain maps. Embedded mode and the rule
+//! tests use it; its semantics are the reference the Redis script follows.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{
+    DEDUP_TTL_SECS, Gate, Op, Span, StateError, Verdict, WindowState, gate_ttl, window_ttl,
+};
+
+/// In-memory detection state.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    windows: HashMap<String, Expiring<Window>>,
+    values: HashMap<String, Expiring<HashMap<String, String>>>,
+    gates: HashMap<String, Expiring<(i64, String)>>,
+    spans: HashMap<(String, u64), Expiring<Runs>>,
+    /// Ops applied since the last sweep of expired keys.
+    since_sweep: usize,
+}
+
+/// Processed runs `[first, end)` of one node and epoch, sorted and disjoint.
+type Runs = Vec<(u64, u64)>;
+
+#[derive(Debug)]
+struct Expiring<T> {
+    value: T,
+    expires: Instant,
+}
+
+/// A window: members with their times, and the last firing.
+#[derive(Debug, Default)]
+struct Window {
+    members: HashMap<String, i64>,
+    /// `(time of the newest member of the fired window, trigger)`.
+    reset: Option<(i64, String)>,
+}
+
+const SWEEP_EVERY: usize = 50_000;
+
+impl MemoryState {
+    /// Empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies ops synchronously (the rule test runner needs no runtime).
+    pub fn apply_now(&self, ops: &[Op]) -> Vec<Verdict> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        inner.since_sweep += ops.len();
+        if inner.since_sweep >= SWEEP_EVERY {
+            inner.sweep(now);
+        }
+        ops.iter().map(|op| inner.apply(op, now)).collect()
+    }
+
+    /// Number of keys held (for tests of expiry).
+    pub fn len(&self) -> usize {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.sweep(Instant::now());
+        inner.windows.len() + inner.values.len() + inner.gates.len() + inner.spans.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn ttl(now: Instant, secs: u64) -> Instant {
+    now + Duration::from_secs(secs)
+}
+
+impl Inner {
+    fn sweep(&mut self, now: Instant) {
+        self.since_sweep = 0;
+        self.windows.retain(|_, e| e.expires > now);
+        self.values.retain(|_, e| e.expires > now);
+        self.gates.retain(|_, e| e.expires > now);
+        self.spans.retain(|_, e| e.expires > now);
+    }
+
+    fn apply(&mut self, op: &Op, now: Instant) -> Verdict {
+        match op {
+            Op::Window { key, member, by, ts, window, count, lateness, gate } => {
+                let entry = self
+                    .windows
+                    .entry(key.clone())
+                    .or_insert_with(|| Expiring { value: Window::default(), expires: now });
+                entry.expires = ttl(now, window_ttl(*window, *lateness));
+                let w = &mut entry.value;
+                let verdict = window_add(w, member, by, *ts, *window, *count, *lateness, true);
+                self.gated(verdict, gate.as_ref(), by, *ts, now)
+            }
+            Op::SeqFirst { key, member, ts, window, lateness } => {
+                let entry = self
+                    .windows
+                    .entry(key.clone())
+                    .or_insert_with(|| Expiring { value: Window::default(), expires: now });
+                entry.expires = ttl(now, window_ttl(*window, *lateness));
+                window_add(
+                    &mut entry.value,
+                    member,
+                    member,
+                    *ts,
+                    *window,
+                    u32::MAX,
+                    *lateness,
+                    false,
+                )
+            }
+            Op::SeqThen { key, by, ts, window, count, gate } => {
+                let verdict = match self.windows.get_mut(key) {
+                    None => Verdict::Quiet,
+                    Some(entry) => seq_then(&mut entry.value, by, *ts, *window, *count),
+                };
+                self.gated(verdict, gate.as_ref(), by, *ts, now)
+            }
+            Op::NewValue { key, value, by, ts, ttl: secs, gate } => {
+                let entry = self
+                    .values
+                    .entry(key.clone())
+                    .or_insert_with(|| Expiring { value: HashMap::new(), expires: now });
+                entry.expires = ttl(now, *secs);
+                let verdict = match entry.value.get(value) {
+                    None => {
+                        entry.value.insert(value.clone(), by.clone());
+                        Verdict::Fired(1)
+                    }
+                    Some(first) if first == by => Verdict::Fired(1),
+                    Some(_) => Verdict::Quiet,
+                };
+                self.gated(verdict, gate.as_ref(), by, *ts, now)
+            }
+            Op::Gate { by, ts, gate } => self.gated(Verdict::Fired(1), Some(gate), by, *ts, now),
+        }
+    }
+
+    fn gated(
+        &mut self,
+        verdict: Verdict,
+        gate: Option<&Gate>,
+        by: &str,
+        ts: i64,
+        now: Instant,
+    ) -> Verdict {
+        let (Verdict::Fired(_), Some(gate)) = (verdict, gate) else { return verdict };
+        if let Some(last) = self.gates.get(&gate.key).filter(|e| e.expires > now) {
+            let (last_ts, last_by) = &last.value;
+            if last_by == by {
+                return verdict;
+            }
+            if (ts - last_ts).abs() < gate.suppress {
+                return Verdict::Suppressed;
+            }
+        }
+        self.gates.insert(
+            gate.key.clone(),
+            Expiring { value: (ts, by.to_owned()), expires: ttl(now, gate_ttl(gate.suppress)) },
+        );
+        verdict
+    }
+
+    fn covered(&self, span: &Span, now: Instant) -> Vec<(u64, u64)> {
+        self.spans
+            .get(&(span.node.clone(), span.epoch))
+            .filter(|e| e.expires > now)
+            .map(|e| {
+                e.value.iter().copied().filter(|&(a, b)| a < span.end && b > span.first).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn mark(&mut self, span: &Span, now: Instant) {
+        let entry = self
+            .spans
+            .entry((span.node.clone(), span.epoch))
+            .or_insert_with(|| Expiring { value: Vec::new(), expires: now });
+        if entry.expires <= now {
+            entry.value.clear();
+        }
+        entry.expires = ttl(now, DEDUP_TTL_SECS);
+        merge_run(&mut entry.value, span.first, span.end);
+    }
+}
+
+/// Adds `[first, end)` to a sorted list of disjoint runs, merging overlapping and adjacent
+/// ones.
+pub(crate) fn merge_run(runs: &mut Vec<(u64, u64)>, first: u64, end: u64) {
+    if first >= end {
+        return;
+    }
+    let (mut a, mut b) = (first, end);
+    runs.retain(|&(x, y)| {
+        let touches = x <= b && y >= a;
+        if touches {
+            a = a.min(x);
+            b = b.max(y);
+        }
+        !touches
+    });
+    let at = runs.partition_point(|&(x, _)| x < a);
+    runs.insert(at, (a, b));
+}
+
+/// The window algorithm shared (in Lua) with the Redis state; see [`Op::Window`].
+#[allow(clippy::too_many_arguments)]
+fn window_add(
+    w: &mut Window,
+    member: &str,
+    by: &str,
+    ts: i64,
+    window: i64,
+    count: u32,
+    lateness: i64,
+    check: bool,
+) -> Verdict {
+    if let Some((reset_ts, reset_by)) = &w.reset {
+        if reset_by == by {
+            return Verdict::Fired(count);
+        }
+        if ts <= *reset_ts {
+            return Verdict::Quiet;
+        }
+    }
+    let newest =
+        w.members.values().copied().max().into_iter().chain(w.reset.as_ref().map(|r| r.0)).max();
+    if newest.is_some_and(|newest| ts < newest - window - lateness) {
+        return Verdict::Late;
+    }
+    let slot = w.members.entry(member.to_owned()).or_insert(ts);
+    *slot = (*slot).max(ts);
+    let horizon = newest.unwrap_or(ts).max(ts) - window - lateness;
+    w.members.retain(|_, t| *t >= horizon);
+    if !check {
+        return Verdict::Quiet;
+    }
+    let floor = w.reset.as_ref().map_or(i64::MIN, |r| r.0);
+    let mut times: Vec<i64> = w
+        .members
+        .values()
+        .copied()
+        .filter(|t| *t > floor && *t >= ts - window && *t <= ts + window)
+        .collect();
+    times.sort_unstable();
+    let n = count as usize;
+    for i in 0..times.len() {
+        let Some(&last) = times.get(i + n - 1) else { break };
+        if last - times[i] <= window && times[i] <= ts && ts <= last {
+            let within = times[i..].iter().take_while(|t| **t <= times[i] + window).count();
+            w.reset = Some((last, by.to_owned()));
+            w.members.retain(|_, t| *t > last);
+            return Verdict::Fired(within as u32);
+        }
+    }
+    Verdict::Quiet
+}
+
+fn seq_then(w: &mut Window, by: &str, ts: i64, window: i64, count: u32) -> Verdict {
+    if let Some((reset_ts, reset_by)) = &w.reset {
+        if reset_by == by {
+            return Verdict::Fired(count);
+        }
+        if ts <= *reset_ts {
+            return Verdict::Quiet;
+        }
+    }
+    let floor = w.reset.as_ref().map_or(i64::MIN, |r| r.0);
+    let n = w.members.values().filter(|t| **t > floor && **t >= ts - window && **t <= ts).count();
+    if n >= count as usize {
+        w.reset = Some((ts, by.to_owned()));
+        w.members.retain(|_, t| *t > ts);
+        return Verdict::Fired(n as u32);
+    }
+    Verdict::Quiet
+}
+
+impl WindowState for MemoryState {
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Verdict>, StateError> {
+        Ok(self.apply_now(ops))
+    }
+
+    async fn processed(&self, spans: &[Span]) -> Result<Vec<Vec<(u64, u64)>>, StateError> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        Ok(spans.iter().map(|s| inner.covered(s, now)).collect())
+    }
+
+    async fn mark_processed(&self, spans: &[Span]) -> Result<(), StateError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        for s in spans {
+            inner.mark(s, now);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_merge() {
+        let mut runs = Vec::new();
+        merge_run(&mut runs, 10, 20);
+        merge_run(&mut runs, 0, 5);
+        merge_run(&mut runs, 30, 40);
+        assert_eq!(runs, [(0, 5), (10, 20), (30, 40)]);
+        merge_run(&mut runs, 5, 10);
+        assert_eq!(runs, [(0, 20), (30, 40)]);
+        merge_run(&mut runs, 15, 35);
+        assert_eq!(runs, [(0, 40)]);
+        merge_run(&mut runs, 3, 3);
+        assert_eq!(runs, [(0, 40)]);
+    }
+}

@@ -1,0 +1,223 @@
+//! Shared detection state: sliding windows, sequence steps, first-seen values, cooldowns and
+//! the dedup record of processed events (DESIGN §5).
+//!
+//! The detector turns a batch of events into a list of [`Op`]s; a [`WindowState`] applies
+//! them in order, atomically per call, and answers one [`Verdict`] per op. Two
+//! implementations share these semantics exactly: [`memory::MemoryState`] (embedded mode,
+//! tests, the benchmark's CPU ceiling) and [`redis::RedisState`] (the cluster profile; one Lua
+//! script call per batch, so replicas sharing a Redis see one consistent state). One
+//! conformance suite (`tests/state_conformance.rs`) runs against both.
+//!
+//! Every op is idempotent per event: window members are event keys (or, for `distinct`,
+//! values), and each firing records the event that triggered it. An event processed twice —
+//! a redelivery after a crash between updating state and acking — gives the same verdict
+//! again, and the same deterministic firing id, instead of a second firing or a lost one.
+//!
+//! Times are event times in microseconds since the Unix epoch (exact in Redis's doubles).
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+
+/// A cooldown check attached to a firing: `suppress` after the last allowed firing of the
+/// same key (in event time), further firings are suppressed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gate {
+    /// The rule and group.
+    pub key: String,
+    /// The cooldown in µs.
+    pub suppress: i64,
+}
+
+/// One state update, evaluated for one event and one rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Threshold and distinct rules: add `member` at `ts` and fire when `count` members lie
+    /// within `window` of each other around `ts`. For distinct rules `member` is the value
+    /// (a member keeps its latest time); for threshold rules it is the event key.
+    Window {
+        /// The rule and group.
+        key: String,
+        /// What is counted.
+        member: String,
+        /// The event key (recorded as the trigger when this op fires).
+        by: String,
+        /// Event time, µs.
+        ts: i64,
+        /// Window length, µs.
+        window: i64,
+        /// How many members make a firing.
+        count: u32,
+        /// How far behind the newest member an event may arrive and still count, µs.
+        lateness: i64,
+        /// The cooldown, if the rule has one.
+        gate: Option<Gate>,
+    },
+    /// A sequence rule's first step: remember the event.
+    SeqFirst {
+        /// The rule and group.
+        key: String,
+        /// The event key.
+        member: String,
+        /// Event time, µs.
+        ts: i64,
+        /// Window length, µs.
+        window: i64,
+        /// Allowed lateness, µs.
+        lateness: i64,
+    },
+    /// A sequence rule's closing step: fire when `count` first-step events lie within
+    /// `window` before `ts`.
+    SeqThen {
+        /// The rule and group.
+        key: String,
+        /// The event key.
+        by: String,
+        /// Event time, µs.
+        ts: i64,
+        /// Window length, µs.
+        window: i64,
+        /// How many first-step events are needed.
+        count: u32,
+        /// The cooldown, if any.
+        gate: Option<Gate>,
+    },
+    /// A new_value rule: fire when `value` was never seen for the group (within `ttl`).
+    NewValue {
+        /// The rule and group.
+        key: String,
+        /// The value.
+        value: String,
+        /// The event key.
+        by: String,
+        /// Event time, µs.
+        ts: i64,
+        /// How long a value is remembered after it was last seen, seconds.
+        ttl: u64,
+        /// The cooldown, if any.
+        gate: Option<Gate>,
+    },
+    /// A match rule with a cooldown: only the gate.
+    Gate {
+        /// The event key.
+        by: String,
+        /// Event time, µs.
+        ts: i64,
+        /// The cooldown.
+        gate: Gate,
+    },
+}
+
+/// The answer to one op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to report.
+    Quiet,
+    /// The rule fires; the number of events (or values) that made it.
+    Fired(u32),
+    /// The rule would fire but its cooldown is running.
+    Suppressed,
+    /// The event is older than the window plus the allowed lateness: not counted.
+    Late,
+}
+
+impl Verdict {
+    /// The integer form the Lua script returns.
+    pub(crate) fn from_code(code: i64) -> Self {
+        match code {
+            c if c > 0 => Verdict::Fired(u32::try_from(c).unwrap_or(u32::MAX)),
+            -1 => Verdict::Late,
+            -2 => Verdict::Suppressed,
+            _ => Verdict::Quiet,
+        }
+    }
+}
+
+/// A contiguous run of an agent's sequence numbers, `[first, end)`, in one epoch; the unit of
+/// deduplication. A legacy event is the run `[0, 1)` of node `legacy/<event_id>`, epoch 0.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Span {
+    /// The node.
+    pub node: String,
+    /// The agent's spool epoch.
+    pub epoch: u64,
+    /// First sequence number.
+    pub first: u64,
+    /// One past the last.
+    pub end: u64,
+}
+
+/// Why the state could not be read or written; the batch is retried (not acked).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Redis refused or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// Redis answered something the script never returns.
+    #[error("unexpected reply from the state script: {0}")]
+    Protocol(String),
+}
+
+/// Shared detection state. Calls are atomic: ops of one call are applied in order with
+/// nothing interleaved, so replicas sharing the state agree.
+pub trait WindowState: Send + Sync {
+    /// Applies `ops` in order; one verdict per op.
+    fn apply(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Verdict>, StateError>> + Send;
+
+    /// For each span, the already processed runs that intersect it, sorted.
+    fn processed(
+        &self,
+        spans: &[Span],
+    ) -> impl Future<Output = Result<Vec<Vec<(u64, u64)>>, StateError>> + Send;
+
+    /// Records spans as processed (after their effects are committed).
+    fn mark_processed(&self, spans: &[Span])
+    -> impl Future<Output = Result<(), StateError>> + Send;
+}
+
+/// The state the aggregator was configured with.
+#[derive(Debug)]
+pub enum AnyState {
+    /// In memory (embedded mode).
+    Memory(memory::MemoryState),
+    /// Redis (cluster profile).
+    Redis(redis::RedisState),
+}
+
+impl WindowState for AnyState {
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Verdict>, StateError> {
+        match self {
+            AnyState::Memory(s) => s.apply(ops).await,
+            AnyState::Redis(s) => s.apply(ops).await,
+        }
+    }
+
+    async fn processed(&self, spans: &[Span]) -> Result<Vec<Vec<(u64, u64)>>, StateError> {
+        match self {
+            AnyState::Memory(s) => s.processed(spans).await,
+            AnyState::Redis(s) => s.processed(spans).await,
+        }
+    }
+
+    async fn mark_processed(&self, spans: &[Span]) -> Result<(), StateError> {
+        match self {
+            AnyState::Memory(s) => s.mark_processed(spans).await,
+            AnyState::Redis(s) => s.mark_processed(spans).await,
+        }
+    }
+}
+
+/// How long window keys outlive their newest member: the window, the lateness and a margin
+/// for clock skew between agents, in seconds.
+pub(crate) fn window_ttl(window_us: i64, lateness_us: i64) -> u64 {
+    ((window_us + lateness_us) / 1_000_000).max(0) as u64 + 3_600
+}
+
+/// How long a cooldown key lives: the cooldown plus a margin, in seconds.
+pub(crate) fn gate_ttl(suppress_us: i64) -> u64 {
+    (suppress_us / 1_000_000).max(0) as u64 + 3_600
+}
+
+/// How long processed spans are remembered: longer than any redelivery or spool replay.
+pub const DEDUP_TTL_SECS: u64 = 14 * 86_400;

@@ -1,0 +1,164 @@
+//! The Redis [`WindowState`]: every call is one Lua script invocation (`EVALSHA`, loaded on
+//! first use), so a batch's ops are applied atomically and in order with one round trip, and
+//! replicas sharing the Redis agree. Keys live under one prefix and every key has a TTL.
+//!
+//! Keys: `{prefix}w:{rule}:{group}` (sorted set, window members), `…:r` (hash, the last
+//! firing), `{prefix}n:…` (hash, first-seen values), `{prefix}g:…` (hash, cooldown),
+//! `{prefix}d:{node}:{epoch}` (sorted set, processed runs). Sequence numbers and times must
+//! stay below 2^53 (Redis scores and Lua numbers are doubles); µs times and agent sequence
+//! numbers do by many orders of magnitude.
+
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use super::{DEDUP_TTL_SECS, Gate, Op, Span, StateError, Verdict, WindowState, window_ttl};
+
+/// Ops per script call: keeps each call's time in Redis's single thread short, so other
+/// replicas' calls are not held up behind a huge batch.
+const OPS_PER_CALL: usize = 2_000;
+
+/// Redis-backed detection state.
+#[derive(Clone)]
+pub struct RedisState {
+    conn: ConnectionManager,
+    prefix: String,
+    window: Script,
+    spans: Script,
+}
+
+impl std::fmt::Debug for RedisState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisState").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisState {
+    /// Connects (the connection manager reconnects by itself after a failure; the call that
+    /// failed returns an error and its batch is retried).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StateError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            window: Script::new(include_str!("window.lua")),
+            spans: Script::new(include_str!("spans.lua")),
+        })
+    }
+
+    /// Checks that Redis answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn spans_call(&self, mode: &str, spans: &[Span]) -> Result<Value, StateError> {
+        let mut inv = self.spans.prepare_invoke();
+        inv.arg(&self.prefix).arg(mode).arg(DEDUP_TTL_SECS);
+        for s in spans {
+            inv.arg(&s.node).arg(s.epoch).arg(s.first).arg(s.end);
+        }
+        let mut conn = self.conn.clone();
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+}
+
+fn gate_args(inv: &mut redis::ScriptInvocation<'_>, gate: Option<&Gate>) {
+    match gate {
+        Some(g) => inv.arg(&g.key).arg(g.suppress),
+        None => inv.arg("").arg(0),
+    };
+}
+
+fn push_op(inv: &mut redis::ScriptInvocation<'_>, op: &Op) {
+    match op {
+        Op::Window { key, member, by, ts, window, count, lateness, gate } => {
+            inv.arg("W").arg(key).arg(member).arg(by).arg(ts).arg(window).arg(count);
+            inv.arg(lateness).arg(window_ttl(*window, *lateness));
+            gate_args(inv, gate.as_ref());
+        }
+        Op::SeqFirst { key, member, ts, window, lateness } => {
+            inv.arg("F").arg(key).arg(member).arg(ts).arg(window).arg(lateness);
+            inv.arg(window_ttl(*window, *lateness));
+        }
+        Op::SeqThen { key, by, ts, window, count, gate } => {
+            inv.arg("T").arg(key).arg(by).arg(ts).arg(window).arg(count);
+            inv.arg(window_ttl(*window, 0));
+            gate_args(inv, gate.as_ref());
+        }
+        Op::NewValue { key, value, by, ts, ttl, gate } => {
+            inv.arg("N").arg(key).arg(value).arg(by).arg(ts).arg(ttl);
+            gate_args(inv, gate.as_ref());
+        }
+        Op::Gate { by, ts, gate } => {
+            inv.arg("G").arg(by).arg(ts);
+            gate_args(inv, Some(gate));
+        }
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+impl WindowState for RedisState {
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Verdict>, StateError> {
+        let mut out = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(OPS_PER_CALL) {
+            let mut inv = self.window.prepare_invoke();
+            inv.arg(&self.prefix);
+            for op in chunk {
+                push_op(&mut inv, op);
+            }
+            let mut conn = self.conn.clone();
+            let codes: Vec<i64> = inv.invoke_async(&mut conn).await?;
+            if codes.len() != chunk.len() {
+                return Err(StateError::Protocol(format!(
+                    "{} verdicts for {} ops",
+                    codes.len(),
+                    chunk.len()
+                )));
+            }
+            out.extend(codes.into_iter().map(Verdict::from_code));
+        }
+        Ok(out)
+    }
+
+    async fn processed(&self, spans: &[Span]) -> Result<Vec<Vec<(u64, u64)>>, StateError> {
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reply = self.spans_call("check", spans).await?;
+        let Value::Array(per_span) = reply else {
+            return Err(StateError::Protocol(format!("{reply:?}")));
+        };
+        if per_span.len() != spans.len() {
+            return Err(StateError::Protocol("one answer per span expected".into()));
+        }
+        per_span
+            .iter()
+            .map(|runs| {
+                let Value::Array(items) = runs else {
+                    return Err(StateError::Protocol(format!("{runs:?}")));
+                };
+                let nums: Option<Vec<u64>> =
+                    items.iter().map(|v| text(v).and_then(|t| t.parse().ok())).collect();
+                let nums = nums.ok_or_else(|| StateError::Protocol(format!("{items:?}")))?;
+                Ok(nums.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+            })
+            .collect()
+    }
+
+    async fn mark_processed(&self, spans: &[Span]) -> Result<(), StateError> {
+        if !spans.is_empty() {
+            self.spans_call("mark", spans).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+-- AuditFlow detection state: applies a batch of ops atomically. The semantics mirror
+-- aggregator/src/state/memory.rs exactly; the conformance suite runs both.
+--
+-- ARGV[1] = key prefix; then one record per op:
+--   W key member by ts window count lateness ttl gate_key suppress   (window)
+--   F key member ts window lateness ttl                              (sequence first step)
+--   T key by ts window count ttl gate_key suppress                   (sequence closing step)
+--   N key value by ts ttl gate_key suppress                          (new value)
+--   G by ts gate_key suppress                                        (cooldown only)
+-- Returns one integer per op: n > 0 fired with n events, 0 quiet, -1 late, -2 suppressed.
+-- Times are integers (µs); they are formatted with %.0f before going back to Redis because
+-- Lua's default number formatting keeps only 14 digits.
+local prefix = ARGV[1]
+local function num(x) return string.format('%.0f', x) end
+
+local function gated(v, gkey, suppress, by, ts)
+  if v <= 0 or gkey == '' then return v end
+  local k = prefix .. 'g:' .. gkey
+  local last = redis.call('HMGET', k, 'ts', 'by')
+  if last[1] then
+    if last[2] == by then return v end
+    if math.abs(ts - tonumber(last[1])) < suppress then return -2 end
+  end
+  redis.call('HSET', k, 'ts', num(ts), 'by', by)
+  redis.call('EXPIRE', k, math.floor(suppress / 1000000) + 3600)
+  return v
+end
+
+-- The reset marker of a window: returns (early verdict or nil, reset time or nil).
+local function reset_of(rk, by, ts, count)
+  local reset = redis.call('HMGET', rk, 'ts', 'by')
+  if not reset[1] then return nil, nil end
+  local reset_ts = tonumber(reset[1])
+  if reset[2] == by then return count, reset_ts end
+  if ts <= reset_ts then return 0, reset_ts end
+  return nil, reset_ts
+end
+
+local function window_add(key, member, by, ts, window, count, lateness, ttl, check)
+  local zk = prefix .. 'w:' .. key
+  local rk = zk .. ':r'
+  local early, reset_ts = reset_of(rk, by, ts, count)
+  if early then return early end
+  local newest = nil
+  local top = redis.call('ZREVRANGE', zk, 0, 0, 'WITHSCORES')
+  if top[2] then newest = tonumber(top[2]) end
+  if reset_ts and (newest == nil or reset_ts > newest) then newest = reset_ts end
+  if newest and ts < newest - window - lateness then return -1 end
+  redis.call('ZADD', zk, 'GT', num(ts), member)
+  local base = ts
+  if newest and newest > base then base = newest end
+  redis.call('ZREMRANGEBYSCORE', zk, '-inf', '(' .. num(base - window - lateness))
+  redis.call('EXPIRE', zk, ttl)
+  if reset_ts then redis.call('EXPIRE', rk, ttl) end
+  if not check then return 0 end
+  local lo = num(ts - window)
+  if reset_ts and reset_ts >= ts - window then lo = '(' .. num(reset_ts) end
+  local got = redis.call('ZRANGEBYSCORE', zk, lo, num(ts + window), 'WITHSCORES')
+  local s = {}
+  for j = 2, #got, 2 do s[#s + 1] = tonumber(got[j]) end
+  for a = 1, #s do
+    local b = a + count - 1
+    if b > #s then break end
+    if s[b] - s[a] <= window and s[a] <= ts and ts <= s[b] then
+      local within = 0
+      for c = a, #s do
+        if s[c] <= s[a] + window then within = within + 1 else break end
+      end
+      redis.call('HSET', rk, 'ts', num(s[b]), 'by', by)
+      redis.call('EXPIRE', rk, ttl)
+      redis.call('ZREMRANGEBYSCORE', zk, '-inf', num(s[b]))
+      return within
+    end
+  end
+  return 0
+end
+
+local function seq_then(key, by, ts, window, count, ttl)
+  local zk = prefix .. 'w:' .. key
+  local rk = zk .. ':r'
+  local early, reset_ts = reset_of(rk, by, ts, count)
+  if early then return early end
+  local lo = num(ts - window)
+  if reset_ts and reset_ts >= ts - window then lo = '(' .. num(reset_ts) end
+  local n = redis.call('ZCOUNT', zk, lo, num(ts))
+  if n >= count then
+    redis.call('HSET', rk, 'ts', num(ts), 'by', by)
+    redis.call('EXPIRE', rk, ttl)
+    redis.call('ZREMRANGEBYSCORE', zk, '-inf', num(ts))
+    return n
+  end
+  return 0
+end
+
+local out = {}
+local i = 2
+while i <= #ARGV do
+  local t = ARGV[i]
+  local v
+  if t == 'W' then
+    local ts = tonumber(ARGV[i + 4])
+    v = window_add(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ts, tonumber(ARGV[i + 5]),
+      tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8]), true)
+    v = gated(v, ARGV[i + 9], tonumber(ARGV[i + 10]), ARGV[i + 3], ts)
+    i = i + 11
+  elseif t == 'F' then
+    v = window_add(ARGV[i + 1], ARGV[i + 2], ARGV[i + 2], tonumber(ARGV[i + 3]),
+      tonumber(ARGV[i + 4]), 0, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), false)
+    i = i + 7
+  elseif t == 'T' then
+    local ts = tonumber(ARGV[i + 3])
+    v = seq_then(ARGV[i + 1], ARGV[i + 2], ts, tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]),
+      tonumber(ARGV[i + 6]))
+    v = gated(v, ARGV[i + 7], tonumber(ARGV[i + 8]), ARGV[i + 2], ts)
+    i = i + 9
+  elseif t == 'N' then
+    local hk = prefix .. 'n:' .. ARGV[i + 1]
+    local value, by, ts = ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
+    local first = redis.call('HGET', hk, value)
+    v = 0
+    if not first then
+      redis.call('HSET', hk, value, by)
+      v = 1
+    elseif first == by then
+      v = 1
+    end
+    redis.call('EXPIRE', hk, tonumber(ARGV[i + 5]))
+    v = gated(v, ARGV[i + 6], tonumber(ARGV[i + 7]), by, ts)
+    i = i + 8
+  elseif t == 'G' then
+    v = gated(1, ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 1], tonumber(ARGV[i + 2]))
+    i = i + 5
+  else
+    return redis.error_reply('unknown op ' .. tostring(t))
+  end
+  out[#out + 1] = v
+end
+return out
