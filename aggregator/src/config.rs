@@ -2,9 +2,12 @@
 //! test keeps it equal to [`Config::default`].
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wire::config::{Env, Validate};
+
+use crate::rules::parse_duration;
 
 /// The documented defaults, as printed by `print-default-config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -15,8 +18,12 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 pub struct Config {
     /// Embedded mode's data directory.
     pub data_dir: String,
-    /// Rule files.
+    /// Directory of rule files; empty means the shipped pack compiled into the binary.
     pub rules_dir: String,
+    /// Detection settings.
+    pub detection: DetectionConfig,
+    /// RabbitMQ consumption.
+    pub ingest: IngestConfig,
     /// Listeners.
     pub http: HttpConfig,
     /// External services; all empty means embedded mode.
@@ -31,6 +38,68 @@ pub struct HttpConfig {
     pub listen: String,
     /// Prometheus metrics.
     pub metrics_listen: String,
+}
+
+/// `[detection]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// How far behind the newest event of a window an event may arrive and still count.
+    pub allowed_lateness: String,
+    /// How often the rule directory is checked for changes.
+    pub reload_interval: String,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        Self {
+            allowed_lateness: "5m".into(),
+            reload_interval: "2s".into(),
+            redis_prefix: "auditflow:".into(),
+        }
+    }
+}
+
+impl DetectionConfig {
+    /// `allowed_lateness` parsed (validated at load).
+    pub fn lateness(&self) -> Duration {
+        parse_duration(&self.allowed_lateness).unwrap_or(Duration::from_secs(300))
+    }
+
+    /// `reload_interval` parsed (validated at load).
+    pub fn reload(&self) -> Duration {
+        parse_duration(&self.reload_interval).unwrap_or(Duration::from_secs(2))
+    }
+}
+
+/// `[ingest]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Unacked deliveries RabbitMQ may hand a consumer at once.
+    pub prefetch: u16,
+    /// Messages per batch at most.
+    pub batch_max: usize,
+    /// How long a batch waits to fill, milliseconds.
+    pub batch_wait_ms: u64,
+    /// Also consume legacy JSON events from `audit_events`.
+    pub legacy_queue: bool,
+    /// Largest envelope accepted, bytes.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            prefetch: 512,
+            batch_max: 256,
+            batch_wait_ms: 20,
+            legacy_queue: false,
+            max_frame_bytes: 1 << 20,
+        }
+    }
 }
 
 /// `[services]`
@@ -49,7 +118,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: "./auditflow-data".into(),
-            rules_dir: "rules".into(),
+            rules_dir: String::new(),
+            detection: DetectionConfig::default(),
+            ingest: IngestConfig::default(),
             http: HttpConfig::default(),
             services: ServicesConfig::default(),
         }
@@ -93,6 +164,27 @@ impl Validate for Config {
             if value.parse::<SocketAddr>().is_err() {
                 errors.push(format!("{key}: `{value}` is not an address:port"));
             }
+        }
+        for (key, value) in [
+            ("detection.allowed_lateness", &self.detection.allowed_lateness),
+            ("detection.reload_interval", &self.detection.reload_interval),
+        ] {
+            if parse_duration(value).is_none() {
+                errors.push(format!("{key}: `{value}` is not a duration like 500ms, 30s or 5m"));
+            }
+        }
+        if self.detection.reload().is_zero() {
+            errors.push("detection.reload_interval: must be more than zero".into());
+        }
+        let i = &self.ingest;
+        if i.prefetch == 0 || i.batch_max == 0 || i.max_frame_bytes == 0 {
+            errors.push("ingest: prefetch, batch_max and max_frame_bytes must be positive".into());
+        }
+        if i.batch_max > usize::from(i.prefetch) {
+            errors.push("ingest.batch_max: must not exceed ingest.prefetch".into());
+        }
+        if !self.rules_dir.is_empty() && !std::path::Path::new(&self.rules_dir).is_dir() {
+            errors.push(format!("rules_dir: `{}` is not a directory", self.rules_dir));
         }
         if self.data_dir.is_empty() {
             errors.push("data_dir: must not be empty".into());

@@ -5,7 +5,136 @@
 
 pub mod config;
 pub mod detect;
+pub mod http;
+pub mod ingest;
+pub mod pipeline;
+pub mod reload;
 pub mod rules;
 pub mod state;
+pub mod store;
+pub mod telemetry;
 
 pub use config::Config;
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::detect::Detector;
+use crate::http::{AppState, Check};
+use crate::ingest::{ConsumerSettings, Feed};
+use crate::pipeline::{Pipeline, Rules};
+use crate::reload::{Reloader, RuleStatus};
+use crate::rules::RuleSet;
+use crate::state::redis::RedisState;
+use crate::store::postgres::PgStore;
+use crate::telemetry::Metrics;
+
+/// Loads the rule set the configuration names: the directory, or the shipped pack.
+pub fn load_rules(config: &Config) -> anyhow::Result<RuleSet> {
+    if config.rules_dir.is_empty() {
+        return Ok(RuleSet::shipped());
+    }
+    RuleSet::load_dir(std::path::Path::new(&config.rules_dir))
+        .map_err(|e| anyhow::anyhow!("rules in {}: {e}", config.rules_dir))
+}
+
+/// Runs the aggregator until `cancel` fires. Listeners are bound before anything else so that
+/// a taken port is reported at once.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    if config.is_embedded() {
+        anyhow::bail!(
+            "embedded mode (no AMQP_URL, DATABASE_URL, REDIS_URL) is not available in this build \
+             yet; set all three to run the cluster profile"
+        );
+    }
+    let api = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("bind the API to {}", config.http.listen))?;
+    let metrics_listener = tokio::net::TcpListener::bind(&config.http.metrics_listen)
+        .await
+        .with_context(|| format!("bind metrics to {}", config.http.metrics_listen))?;
+    let metrics = Metrics::new();
+    let set = load_rules(&config)?;
+    metrics.rules_loaded.set(set.rules.len() as i64);
+    let status =
+        Arc::new(Mutex::new(RuleStatus { version: set.version.clone(), last_error: None }));
+    let lateness = config.detection.lateness();
+    let rules = Arc::new(Rules::new(Detector::new(Arc::new(set), lateness)));
+
+    let s = &config.services;
+    let state = RedisState::connect(&s.redis_url, &config.detection.redis_prefix)
+        .await
+        .context("connect to Redis")?;
+    let store = PgStore::connect(&s.database_url).await?;
+    let pipeline = Arc::new(Pipeline {
+        state: state.clone(),
+        sink: store.clone(),
+        rules: rules.clone(),
+        metrics: metrics.clone(),
+    });
+
+    let tracker = TaskTracker::new();
+    let redis_check: Check = Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move { state.ping().await.map_err(|e| e.to_string()) })
+    });
+    let pg_check: Check = Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    });
+    let m = metrics.clone();
+    let amqp_check: Check = Arc::new(move || {
+        let connected = m.rabbitmq_connected.get() > 0;
+        Box::pin(async move { if connected { Ok(()) } else { Err("not connected".into()) } })
+    });
+    let app = AppState {
+        metrics: metrics.clone(),
+        checks: vec![("rabbitmq", amqp_check), ("redis", redis_check), ("postgresql", pg_check)],
+    };
+    tracker.spawn(http::serve(api, http::router(app.clone()), cancel.clone()));
+    tracker.spawn(http::serve(metrics_listener, http::metrics_router(app), cancel.clone()));
+
+    if !config.rules_dir.is_empty() {
+        let reloader = Reloader {
+            dir: config.rules_dir.clone().into(),
+            interval: config.detection.reload(),
+            lateness,
+            rules,
+            status,
+            metrics: metrics.clone(),
+        };
+        let initial = reloader.current_digest();
+        tracker.spawn(reloader.run(initial, cancel.clone()));
+    }
+
+    let mut feeds = vec![Feed::Native];
+    if config.ingest.legacy_queue {
+        feeds.push(Feed::Legacy);
+    }
+    for feed in feeds {
+        let settings = ConsumerSettings {
+            amqp_url: s.amqp_url.clone(),
+            feed,
+            prefetch: config.ingest.prefetch,
+            batch_max: config.ingest.batch_max,
+            batch_wait: std::time::Duration::from_millis(config.ingest.batch_wait_ms),
+            max_frame: config.ingest.max_frame_bytes,
+        };
+        let pipeline = pipeline.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            if let Err(e) = ingest::run(settings, pipeline, cancel.clone()).await {
+                tracing::error!(error = %format!("{e:#}"), "consumer failed");
+                cancel.cancel();
+            }
+        });
+    }
+    tracing::info!(api = %config.http.listen, metrics = %config.http.metrics_listen, "aggregator running");
+    tracker.close();
+    cancel.cancelled().await;
+    tracker.wait().await;
+    Ok(())
+}

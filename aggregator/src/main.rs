@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use aggregator::config::{Config, DEFAULT_TOML};
+use aggregator::rules::{RuleSet, testcase};
 
 /// The AuditFlow aggregator.
 #[derive(Debug, Parser)]
@@ -29,6 +30,32 @@ enum Command {
     PrintDefaultConfig,
     /// Check the configuration and exit: 0 when valid, 64 with every problem listed when not.
     CheckConfig,
+    /// Work with rule files.
+    Rules {
+        #[command(subcommand)]
+        action: RulesCommand,
+    },
+    /// Apply the database migrations (PostgreSQL, DATABASE_URL) and exit.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Validate every rule file in DIR as one set; exit 1 listing every problem.
+    Check {
+        /// The rule directory.
+        dir: PathBuf,
+    },
+    /// Run every rule's inline tests and print a report; exit 1 when any fails.
+    Test {
+        /// The rule directory.
+        dir: PathBuf,
+    },
+    /// Write the shipped rule pack into DIR (to start a rule directory from).
+    Export {
+        /// The target directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -36,6 +63,9 @@ fn main() -> ExitCode {
     if cli.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {
         print!("{DEFAULT_TOML}");
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Rules { action }) = &cli.command {
+        return rules_command(action);
     }
     let config = match load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -47,13 +77,165 @@ fn main() -> ExitCode {
             println!("configuration is valid");
             ExitCode::SUCCESS
         }
-        Command::Run => {
-            let _ = config;
-            eprintln!(
-                "auditflow-aggregator: `run` is not implemented in this build yet (see the open issues)"
-            );
-            ExitCode::from(69)
+        Command::Rules { .. } => ExitCode::SUCCESS,
+        Command::Migrate => migrate(&config),
+        Command::Run => run(config),
+    }
+}
+
+fn rules_command(action: &RulesCommand) -> ExitCode {
+    let load = |dir: &Path| match RuleSet::load_dir(dir) {
+        Ok(set) => Ok(set),
+        Err(e) => {
+            eprintln!("{}: {} problem(s):", dir.display(), e.0.len());
+            for p in &e.0 {
+                eprintln!("  - {p}");
+            }
+            Err(ExitCode::FAILURE)
         }
+    };
+    match action {
+        RulesCommand::Check { dir } => match load(dir) {
+            Ok(set) => {
+                println!(
+                    "{}: {} rules valid (version {})",
+                    dir.display(),
+                    set.rules.len(),
+                    set.version
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        RulesCommand::Test { dir } => {
+            let set = match load(dir) {
+                Ok(set) => set,
+                Err(code) => return code,
+            };
+            let (mut passed, mut failed, mut untested) = (0, 0, 0);
+            for report in testcase::run_all(&set) {
+                if report.cases.is_empty() {
+                    untested += 1;
+                    println!("{:<32} (no tests)", report.rule);
+                }
+                for (name, want, got) in &report.cases {
+                    if want == got {
+                        passed += 1;
+                        println!("{:<32} ok    {name}", report.rule);
+                    } else {
+                        failed += 1;
+                        println!(
+                            "{:<32} FAIL  {name}: expected {want} firing(s), got {got}",
+                            report.rule
+                        );
+                    }
+                }
+            }
+            println!(
+                "rules: {} · tests: {passed} passed, {failed} failed · rules without tests: {untested}",
+                set.rules.len()
+            );
+            if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        RulesCommand::Export { dir } => {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("{}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+            for (name, text) in aggregator::rules::SHIPPED {
+                if let Err(e) = std::fs::write(dir.join(name), text) {
+                    eprintln!("{}: {e}", dir.join(name).display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            println!("wrote {} rule files to {}", aggregator::rules::SHIPPED.len(), dir.display());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(
+        |e| {
+            eprintln!("auditflow-aggregator: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        },
+    )
+}
+
+fn migrate(config: &Config) -> ExitCode {
+    if config.services.database_url.is_empty() {
+        eprintln!("auditflow-aggregator: migrate needs DATABASE_URL (PostgreSQL)");
+        return ExitCode::from(wire::config::EXIT_CONFIG as u8);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(aggregator::store::postgres::PgStore::connect(&config.services.database_url))
+    {
+        Ok(_) => {
+            println!("migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("auditflow-aggregator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_tracing();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let signals = cancel.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received, stopping");
+            signals.cancel();
+        });
+        aggregator::run(config, cancel).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "aggregator failed");
+            eprintln!("auditflow-aggregator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Logs as JSON when stderr is not a terminal, human-readable otherwise; `RUST_LOG` filters.
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
     }
 }
 

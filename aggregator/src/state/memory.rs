@@ -34,12 +34,41 @@ struct Expiring<T> {
     expires: Instant,
 }
 
-/// A window: members with their times, and the last firing.
+/// A window: members with their times, and the windows that already fired.
 #[derive(Debug, Default)]
 struct Window {
     members: HashMap<String, i64>,
-    /// `(time of the newest member of the fired window, trigger)`.
-    reset: Option<(i64, String)>,
+    /// Fired windows `(first time, last time, trigger)`: their events are used up. A
+    /// redelivered event inside one is quiet (or, for the trigger, reports the same firing
+    /// again), so arrival order does not change what fires.
+    consumed: Vec<(i64, i64, String)>,
+}
+
+impl Window {
+    /// The verdict for an event whose time lies in a fired window, if it does.
+    fn used_up(&self, ts: i64, by: &str, count: u32) -> Option<Verdict> {
+        let mut inside = false;
+        for (a, b, trigger) in &self.consumed {
+            if *a <= ts && ts <= *b {
+                if trigger == by {
+                    return Some(Verdict::Fired(count));
+                }
+                inside = true;
+            }
+        }
+        inside.then_some(Verdict::Quiet)
+    }
+
+    fn newest(&self) -> Option<i64> {
+        let m = self.members.values().copied().max();
+        let c = self.consumed.iter().map(|c| c.1).max();
+        m.max(c)
+    }
+
+    fn prune(&mut self, horizon: i64, window: i64) {
+        self.members.retain(|_, t| *t >= horizon);
+        self.consumed.retain(|c| c.0 >= horizon - window);
+    }
 }
 
 const SWEEP_EVERY: usize = 50_000;
@@ -222,41 +251,30 @@ fn window_add(
     lateness: i64,
     check: bool,
 ) -> Verdict {
-    if let Some((reset_ts, reset_by)) = &w.reset {
-        if reset_by == by {
-            return Verdict::Fired(count);
-        }
-        if ts <= *reset_ts {
-            return Verdict::Quiet;
-        }
+    if let Some(v) = w.used_up(ts, by, count) {
+        return v;
     }
-    let newest =
-        w.members.values().copied().max().into_iter().chain(w.reset.as_ref().map(|r| r.0)).max();
+    let newest = w.newest();
     if newest.is_some_and(|newest| ts < newest - window - lateness) {
         return Verdict::Late;
     }
     let slot = w.members.entry(member.to_owned()).or_insert(ts);
     *slot = (*slot).max(ts);
-    let horizon = newest.unwrap_or(ts).max(ts) - window - lateness;
-    w.members.retain(|_, t| *t >= horizon);
+    w.prune(newest.unwrap_or(ts).max(ts) - window - lateness, window);
     if !check {
         return Verdict::Quiet;
     }
-    let floor = w.reset.as_ref().map_or(i64::MIN, |r| r.0);
-    let mut times: Vec<i64> = w
-        .members
-        .values()
-        .copied()
-        .filter(|t| *t > floor && *t >= ts - window && *t <= ts + window)
-        .collect();
+    let mut times: Vec<i64> =
+        w.members.values().copied().filter(|t| *t >= ts - window && *t <= ts + window).collect();
     times.sort_unstable();
     let n = count as usize;
     for i in 0..times.len() {
         let Some(&last) = times.get(i + n - 1) else { break };
         if last - times[i] <= window && times[i] <= ts && ts <= last {
-            let within = times[i..].iter().take_while(|t| **t <= times[i] + window).count();
-            w.reset = Some((last, by.to_owned()));
-            w.members.retain(|_, t| *t > last);
+            let first = times[i];
+            let within = times[i..].iter().take_while(|t| **t <= first + window).count();
+            w.consumed.push((first, last, by.to_owned()));
+            w.members.retain(|_, t| *t < first || *t > last);
             return Verdict::Fired(within as u32);
         }
     }
@@ -264,19 +282,13 @@ fn window_add(
 }
 
 fn seq_then(w: &mut Window, by: &str, ts: i64, window: i64, count: u32) -> Verdict {
-    if let Some((reset_ts, reset_by)) = &w.reset {
-        if reset_by == by {
-            return Verdict::Fired(count);
-        }
-        if ts <= *reset_ts {
-            return Verdict::Quiet;
-        }
+    if w.consumed.iter().any(|c| c.2 == by) {
+        return Verdict::Fired(count);
     }
-    let floor = w.reset.as_ref().map_or(i64::MIN, |r| r.0);
-    let n = w.members.values().filter(|t| **t > floor && **t >= ts - window && **t <= ts).count();
+    let n = w.members.values().filter(|t| **t >= ts - window && **t <= ts).count();
     if n >= count as usize {
-        w.reset = Some((ts, by.to_owned()));
-        w.members.retain(|_, t| *t > ts);
+        w.consumed.push((ts - window, ts, by.to_owned()));
+        w.members.retain(|_, t| *t < ts - window || *t > ts);
         return Verdict::Fired(n as u32);
     }
     Verdict::Quiet

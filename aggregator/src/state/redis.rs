@@ -46,6 +46,11 @@ impl RedisState {
         })
     }
 
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Checks that Redis answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StateError> {
         let mut conn = self.conn.clone();

@@ -26,36 +26,41 @@ local function gated(v, gkey, suppress, by, ts)
   return v
 end
 
--- The reset marker of a window: returns (early verdict or nil, reset time or nil).
-local function reset_of(rk, by, ts, count)
-  local reset = redis.call('HMGET', rk, 'ts', 'by')
-  if not reset[1] then return nil, nil end
-  local reset_ts = tonumber(reset[1])
-  if reset[2] == by then return count, reset_ts end
-  if ts <= reset_ts then return 0, reset_ts end
-  return nil, reset_ts
+-- Fired windows are kept in `zk:c` as "first:last:trigger" scored by first; their events
+-- are used up. Returns the verdict for an event inside one (the same firing again for its
+-- trigger, quiet otherwise), or nil.
+local function used_up(ck, ts, by, count, window)
+  local inside = false
+  for _, c in ipairs(redis.call('ZRANGEBYSCORE', ck, num(ts - window), num(ts))) do
+    local a, b, trigger = string.match(c, '^(-?%d+):(-?%d+):(.*)$')
+    a, b = tonumber(a), tonumber(b)
+    if a <= ts and ts <= b then
+      if trigger == by then return count end
+      inside = true
+    end
+  end
+  if inside then return 0 end
+  return nil
 end
 
 local function window_add(key, member, by, ts, window, count, lateness, ttl, check)
   local zk = prefix .. 'w:' .. key
-  local rk = zk .. ':r'
-  local early, reset_ts = reset_of(rk, by, ts, count)
+  local ck, tk = zk .. ':c', zk .. ':t'
+  local early = used_up(ck, ts, by, count, window)
   if early then return early end
-  local newest = nil
-  local top = redis.call('ZREVRANGE', zk, 0, 0, 'WITHSCORES')
-  if top[2] then newest = tonumber(top[2]) end
-  if reset_ts and (newest == nil or reset_ts > newest) then newest = reset_ts end
+  -- The newest time ever added (members and used-up windows alike).
+  local newest = tonumber(redis.call('GET', tk) or '')
   if newest and ts < newest - window - lateness then return -1 end
   redis.call('ZADD', zk, 'GT', num(ts), member)
   local base = ts
   if newest and newest > base then base = newest end
+  redis.call('SET', tk, num(base), 'EX', ttl)
   redis.call('ZREMRANGEBYSCORE', zk, '-inf', '(' .. num(base - window - lateness))
+  redis.call('ZREMRANGEBYSCORE', ck, '-inf', '(' .. num(base - window - lateness - window))
   redis.call('EXPIRE', zk, ttl)
-  if reset_ts then redis.call('EXPIRE', rk, ttl) end
+  if redis.call('EXISTS', ck) == 1 then redis.call('EXPIRE', ck, ttl) end
   if not check then return 0 end
-  local lo = num(ts - window)
-  if reset_ts and reset_ts >= ts - window then lo = '(' .. num(reset_ts) end
-  local got = redis.call('ZRANGEBYSCORE', zk, lo, num(ts + window), 'WITHSCORES')
+  local got = redis.call('ZRANGEBYSCORE', zk, num(ts - window), num(ts + window), 'WITHSCORES')
   local s = {}
   for j = 2, #got, 2 do s[#s + 1] = tonumber(got[j]) end
   for a = 1, #s do
@@ -66,9 +71,9 @@ local function window_add(key, member, by, ts, window, count, lateness, ttl, che
       for c = a, #s do
         if s[c] <= s[a] + window then within = within + 1 else break end
       end
-      redis.call('HSET', rk, 'ts', num(s[b]), 'by', by)
-      redis.call('EXPIRE', rk, ttl)
-      redis.call('ZREMRANGEBYSCORE', zk, '-inf', num(s[b]))
+      redis.call('ZADD', ck, num(s[a]), num(s[a]) .. ':' .. num(s[b]) .. ':' .. by)
+      redis.call('EXPIRE', ck, ttl)
+      redis.call('ZREMRANGEBYSCORE', zk, num(s[a]), num(s[b]))
       return within
     end
   end
@@ -77,16 +82,17 @@ end
 
 local function seq_then(key, by, ts, window, count, ttl)
   local zk = prefix .. 'w:' .. key
-  local rk = zk .. ':r'
-  local early, reset_ts = reset_of(rk, by, ts, count)
-  if early then return early end
-  local lo = num(ts - window)
-  if reset_ts and reset_ts >= ts - window then lo = '(' .. num(reset_ts) end
-  local n = redis.call('ZCOUNT', zk, lo, num(ts))
+  local ck = zk .. ':c'
+  for _, c in ipairs(redis.call('ZRANGEBYSCORE', ck, num(ts - window), num(ts - window))) do
+    local _, _, trigger = string.match(c, '^(-?%d+):(-?%d+):(.*)$')
+    if trigger == by then return count end
+  end
+  local n = redis.call('ZCOUNT', zk, num(ts - window), num(ts))
   if n >= count then
-    redis.call('HSET', rk, 'ts', num(ts), 'by', by)
-    redis.call('EXPIRE', rk, ttl)
-    redis.call('ZREMRANGEBYSCORE', zk, '-inf', num(ts))
+    local a = ts - window
+    redis.call('ZADD', ck, num(a), num(a) .. ':' .. num(ts) .. ':' .. by)
+    redis.call('EXPIRE', ck, ttl)
+    redis.call('ZREMRANGEBYSCORE', zk, num(a), num(ts))
     return n
   end
   return 0

@@ -1,0 +1,275 @@
+//! RabbitMQ consumers: our envelopes from `auditflow.events` and, optionally, legacy JSON
+//! events from `audit_events` (DESIGN §8). Deliveries are processed in batches and acked only
+//! after the batch's effects are committed (DESIGN §4). Undecodable messages are copied to
+//! `auditflow.events.dlq` with the reason in headers (publisher confirms) and rejected without
+//! requeue — never requeued forever. Connection loss: reconnect with jittered backoff; what
+//! was not acked is redelivered and recognised by the dedup record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use wire::model::Timestamp;
+use wire::retry::Backoff;
+use wire::{Envelope, legacy, queues};
+
+use crate::pipeline::{Item, Pipeline};
+use crate::state::WindowState;
+use crate::store::AlertSink;
+
+/// Which queue and format a consumer reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feed {
+    /// postcard envelopes on `auditflow.events`.
+    Native,
+    /// Legacy JSON events on `audit_events`.
+    Legacy,
+}
+
+impl Feed {
+    fn queue(self) -> &'static str {
+        match self {
+            Feed::Native => queues::EVENTS,
+            Feed::Legacy => queues::LEGACY_EVENTS,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Feed::Native => "native",
+            Feed::Legacy => "legacy",
+        }
+    }
+}
+
+/// Consumer settings.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// What to consume.
+    pub feed: Feed,
+    /// Unacked deliveries RabbitMQ may hand us at once.
+    pub prefetch: u16,
+    /// Messages per batch at most.
+    pub batch_max: usize,
+    /// How long a batch waits to fill once it has its first message.
+    pub batch_wait: Duration,
+    /// Largest envelope accepted, bytes.
+    pub max_frame: usize,
+}
+
+/// Namespace for ids of legacy events that carry no usable `event_id`: derived from the
+/// message bytes, so a redelivery gets the same id.
+const PAYLOAD_NAMESPACE: Uuid = Uuid::from_u128(0x51e0_77a2_c4d8_4f19_a3b5_6c7d_8e9f_0a1b);
+
+/// A decoded delivery, or why it is refused.
+fn decode(feed: Feed, data: &[u8], max_frame: usize) -> Result<Item, (&'static str, String)> {
+    match feed {
+        Feed::Native => wire::frame::decode_with_limit::<Envelope>(data, max_frame)
+            .map(Item::Envelope)
+            .map_err(|e| (e.reason(), e.to_string())),
+        Feed::Legacy => {
+            let event = legacy::from_legacy_json(data, Timestamp::now())
+                .map_err(|e| ("invalid_legacy_json", e.to_string()))?;
+            let id =
+                event.id.map_or_else(|| Uuid::new_v5(&PAYLOAD_NAMESPACE, data), Uuid::from_bytes);
+            let node = event.host.clone().unwrap_or_else(|| "legacy".to_owned());
+            Ok(Item::Single { id, node, event })
+        }
+    }
+}
+
+/// Runs one consumer until cancelled.
+pub async fn run<S, K>(
+    settings: ConsumerSettings,
+    pipeline: Arc<Pipeline<S, K>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: WindowState + 'static,
+    K: AlertSink + 'static,
+{
+    let mut backoff = Backoff::new();
+    let metrics = pipeline.metrics.clone();
+    while !cancel.is_cancelled() {
+        let session = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            s = connect(&settings) => s,
+        };
+        match session {
+            Ok((conn, channel)) => {
+                tracing::info!(queue = settings.feed.queue(), "consuming");
+                metrics.rabbitmq_connected.set(1);
+                backoff.reset();
+                let result = consume(&settings, &channel, &pipeline, &cancel).await;
+                metrics.rabbitmq_connected.set(0);
+                let _ = conn.close(200, "aggregator stopping".into()).await;
+                match result {
+                    Ok(()) => return Ok(()),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "consumer lost RabbitMQ"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot connect to RabbitMQ")
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn connect(settings: &ConsumerSettings) -> anyhow::Result<(Connection, Channel)> {
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(&settings.amqp_url, ConnectionProperties::default()),
+    )
+    .await
+    .context("connect timed out")?
+    .context("connect")?;
+    let channel = conn.create_channel().await.context("open channel")?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await.context("confirm_select")?;
+    // Declared exactly as their other users declare them (durable, no arguments), or
+    // RabbitMQ refuses the declaration.
+    for queue in [settings.feed.queue(), queues::EVENTS_DLQ] {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("declare {queue}"))?;
+    }
+    channel.basic_qos(settings.prefetch, BasicQosOptions::default()).await.context("basic_qos")?;
+    Ok((conn, channel))
+}
+
+async fn consume<S: WindowState, K: AlertSink>(
+    settings: &ConsumerSettings,
+    channel: &Channel,
+    pipeline: &Pipeline<S, K>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut consumer = channel
+        .basic_consume(
+            settings.feed.queue().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("basic_consume")?;
+    let metrics = &pipeline.metrics;
+    loop {
+        // The first message of a batch: wait for it, checking the channel now and then (lapin
+        // does not always end the stream when the connection drops).
+        let first = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            d = consumer.next() => d,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {
+                if !channel.status().connected() {
+                    anyhow::bail!("channel closed");
+                }
+                continue;
+            }
+        };
+        let Some(first) = first else { anyhow::bail!("consumer stream ended") };
+        let mut deliveries = vec![first.context("delivery")?];
+        let deadline = tokio::time::Instant::now() + settings.batch_wait;
+        while deliveries.len() < settings.batch_max {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(d)) => deliveries.push(d.context("delivery")?),
+                Ok(None) => anyhow::bail!("consumer stream ended"),
+                Err(_) => break,
+            }
+        }
+        metrics
+            .messages_in
+            .with_label_values(&[settings.feed.label()])
+            .inc_by(deliveries.len() as u64);
+
+        let mut items = Vec::with_capacity(deliveries.len());
+        for d in &deliveries {
+            match decode(settings.feed, &d.data, settings.max_frame) {
+                Ok(item) => items.push(item),
+                Err((reason, detail)) => {
+                    dead_letter(channel, settings.feed, &d.data, reason, &detail).await?;
+                    channel
+                        .basic_reject(d.delivery_tag, BasicRejectOptions { requeue: false })
+                        .await
+                        .context("reject")?;
+                    metrics.invalid.inc();
+                    tracing::warn!(reason, detail = %detail, "undecodable message sent to the dead-letter queue");
+                }
+            }
+        }
+
+        let mut backoff = Backoff::new();
+        loop {
+            match pipeline.process(&items).await {
+                Ok(_) => break,
+                Err(e) => {
+                    metrics.batch_failures.inc();
+                    tracing::warn!(error = %format!("{e:#}"), "batch failed; retrying");
+                    tokio::select! {
+                        // Unacked deliveries go back to the queue when the channel closes.
+                        () = cancel.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                    if !channel.status().connected() {
+                        anyhow::bail!("channel closed while retrying a batch");
+                    }
+                }
+            }
+        }
+        let last = deliveries.last().map(|d| d.delivery_tag).unwrap_or_default();
+        channel.basic_ack(last, BasicAckOptions { multiple: true }).await.context("ack")?;
+    }
+}
+
+/// Copies an undecodable message to the dead-letter queue and waits for the confirm.
+async fn dead_letter(
+    channel: &Channel,
+    feed: Feed,
+    data: &[u8],
+    reason: &str,
+    detail: &str,
+) -> anyhow::Result<()> {
+    let mut headers = FieldTable::default();
+    headers.insert("x-auditflow-reason".into(), AMQPValue::LongString(reason.into()));
+    headers.insert("x-auditflow-detail".into(), AMQPValue::LongString(detail.into()));
+    headers.insert("x-auditflow-queue".into(), AMQPValue::LongString(feed.queue().into()));
+    let props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queues::EVENTS_DLQ.into(),
+            BasicPublishOptions::default(),
+            data,
+            props,
+        )
+        .await
+        .context("publish to the dead-letter queue")?;
+    let confirmation = tokio::time::timeout(Duration::from_secs(20), confirm)
+        .await
+        .context("dead-letter confirm timed out")?
+        .context("dead-letter confirm")?;
+    anyhow::ensure!(
+        matches!(confirmation, Confirmation::Ack(_)),
+        "dead-letter publish not confirmed"
+    );
+    Ok(())
+}

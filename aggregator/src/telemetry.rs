@@ -1,0 +1,127 @@
+//! Every metric the aggregator exports, defined in one place (`auditflow_aggregator_*`).
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The aggregator's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Messages consumed, per queue kind (`native`, `legacy`).
+    pub messages_in: IntCounterVec,
+    /// Events evaluated (after deduplication).
+    pub events_in: IntCounter,
+    /// Events skipped because they were already processed (redeliveries, agent replays).
+    pub duplicates: IntCounter,
+    /// Messages that could not be decoded, sent to the dead-letter queue.
+    pub invalid: IntCounter,
+    /// Firings of alert-mode rules handed to the store.
+    pub firings: IntCounter,
+    /// Firings of shadow rules (counted, never alerts).
+    pub shadow_firings: IntCounter,
+    /// Firings held back by a rule's cooldown.
+    pub suppressed: IntCounter,
+    /// Events too late for a window.
+    pub late_events: IntCounter,
+    /// Batches whose processing failed (state or store unreachable) and were retried.
+    pub batch_failures: IntCounter,
+    /// Events dropped at the edge, as reported by agents, per reason.
+    pub edge_dropped: IntCounterVec,
+    /// Rule reloads, per result (`ok`, `invalid`).
+    pub rule_reloads: IntCounterVec,
+    /// Rules loaded.
+    pub rules_loaded: IntGauge,
+    /// 1 while connected to RabbitMQ.
+    pub rabbitmq_connected: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            for v in values {
+                c.with_label_values(&[v]);
+            }
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let reasons: Vec<&str> = wire::model::DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        Self {
+            messages_in: counter_vec(
+                "auditflow_aggregator_messages_in_total",
+                "Messages consumed from RabbitMQ.",
+                "queue",
+                &["native", "legacy"],
+            ),
+            events_in: counter("auditflow_aggregator_events_in_total", "Events evaluated."),
+            duplicates: counter(
+                "auditflow_aggregator_duplicate_events_total",
+                "Events skipped as already processed.",
+            ),
+            invalid: counter(
+                "auditflow_aggregator_invalid_messages_total",
+                "Undecodable messages sent to the dead-letter queue.",
+            ),
+            firings: counter("auditflow_aggregator_firings_total", "Rule firings stored."),
+            shadow_firings: counter(
+                "auditflow_aggregator_shadow_firings_total",
+                "Firings of shadow-mode rules.",
+            ),
+            suppressed: counter(
+                "auditflow_aggregator_suppressed_firings_total",
+                "Firings held back by a cooldown.",
+            ),
+            late_events: counter(
+                "auditflow_aggregator_late_events_total",
+                "Events older than a window plus the allowed lateness.",
+            ),
+            batch_failures: counter(
+                "auditflow_aggregator_batch_failures_total",
+                "Batches retried because state or store failed.",
+            ),
+            edge_dropped: counter_vec(
+                "auditflow_aggregator_edge_dropped_events_total",
+                "Events agents reported dropping at the edge.",
+                "reason",
+                &reasons,
+            ),
+            rule_reloads: counter_vec(
+                "auditflow_aggregator_rule_reloads_total",
+                "Rule set reloads.",
+                "result",
+                &["ok", "invalid"],
+            ),
+            rules_loaded: gauge("auditflow_aggregator_rules_loaded", "Rules in the active set."),
+            rabbitmq_connected: gauge(
+                "auditflow_aggregator_rabbitmq_connected",
+                "1 while connected to RabbitMQ.",
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

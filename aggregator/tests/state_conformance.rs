@@ -1,0 +1,245 @@
+//! One conformance suite for both `WindowState` implementations: the in-memory one and the
+//! Redis one (the real Redis the test script brings up; `REDIS_URL` must be set — the Redis
+//! half fails, never skips, without it).
+
+use std::sync::Arc;
+
+use aggregator::state::memory::MemoryState;
+use aggregator::state::redis::RedisState;
+use aggregator::state::{Gate, Op, Span, Verdict, WindowState};
+
+const S: i64 = 1_000_000;
+const T0: i64 = 1_767_225_600 * S;
+
+fn window(key: &str, member: &str, at: i64, count: u32) -> Op {
+    Op::Window {
+        key: key.into(),
+        member: member.into(),
+        by: member.into(),
+        ts: T0 + at * S,
+        window: 60 * S,
+        count,
+        lateness: 300 * S,
+        gate: None,
+    }
+}
+
+async fn redis_state() -> RedisState {
+    let url = std::env::var("REDIS_URL")
+        .expect("REDIS_URL is not set: these tests need the Redis that scripts/test.sh starts");
+    let prefix = format!("aftest:{}:{}:", std::process::id(), uuid_like());
+    RedisState::connect(&url, &prefix)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach Redis at {url}: {e}"))
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+async fn apply(s: &impl WindowState, ops: &[Op]) -> Vec<Verdict> {
+    s.apply(ops).await.expect("state call")
+}
+
+async fn threshold_counts_in_event_time(s: &impl WindowState) {
+    let v =
+        apply(s, &[window("a", "e1", 0, 3), window("a", "e2", 30, 3), window("a", "e3", 60, 3)])
+            .await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Quiet, Verdict::Fired(3)]);
+    // Spread over 61 s: no firing.
+    let v =
+        apply(s, &[window("b", "e1", 0, 3), window("b", "e2", 30, 3), window("b", "e3", 61, 3)])
+            .await;
+    assert_eq!(v, [Verdict::Quiet; 3]);
+    // Redelivered: the trigger fires again (same firing id downstream), the others stay quiet,
+    // and nothing new fires.
+    let v =
+        apply(s, &[window("a", "e1", 0, 3), window("a", "e2", 30, 3), window("a", "e3", 60, 3)])
+            .await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Quiet, Verdict::Fired(3)]);
+    // After a firing the window starts afresh.
+    let v =
+        apply(s, &[window("a", "e4", 61, 3), window("a", "e5", 62, 3), window("a", "e6", 63, 3)])
+            .await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Quiet, Verdict::Fired(3)]);
+    // A duplicate member does not count twice.
+    let v = apply(s, &[window("c", "e1", 0, 2), window("c", "e1", 0, 2)]).await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Quiet]);
+}
+
+async fn arrival_order_does_not_matter(s: &impl WindowState) {
+    // A later burst processed before an earlier one (two replicas, an agent's replay): both
+    // fire, and a redelivered event of a fired window neither fires nor starts a new one.
+    let later: Vec<Op> = (0..3).map(|i| window("ord", &format!("b{i}"), 200 + i, 3)).collect();
+    let earlier: Vec<Op> = (0..3).map(|i| window("ord", &format!("a{i}"), 100 + i, 3)).collect();
+    assert_eq!(apply(s, &later).await[2], Verdict::Fired(3));
+    assert_eq!(apply(s, &earlier).await[2], Verdict::Fired(3));
+    let again =
+        [window("ord", "a0", 100, 3), window("ord", "b1", 201, 3), window("ord", "c0", 203, 3)];
+    assert_eq!(apply(s, &again).await, [Verdict::Quiet; 3]);
+}
+
+async fn late_events_are_refused(s: &impl WindowState) {
+    let v = apply(s, &[window("late", "e1", 1000, 3), window("late", "e2", 1000 - 361, 3)]).await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Late]);
+    // Within the allowed lateness an out-of-order event still completes a window.
+    let v = apply(s, &[window("late", "e3", 990, 3), window("late", "e4", 995, 3)]).await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Fired(3)]);
+}
+
+async fn distinct_counts_values(s: &impl WindowState) {
+    let op = |member: &str, by: &str, at: i64| Op::Window {
+        key: "d".into(),
+        member: member.into(),
+        by: by.into(),
+        ts: T0 + at * S,
+        window: 60 * S,
+        count: 3,
+        lateness: 0,
+        gate: None,
+    };
+    let v = apply(
+        s,
+        &[op("alice", "e1", 0), op("alice", "e2", 1), op("bob", "e3", 2), op("carol", "e4", 3)],
+    )
+    .await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Quiet, Verdict::Quiet, Verdict::Fired(3)]);
+}
+
+async fn sequences(s: &impl WindowState) {
+    let first = |m: &str, at: i64| Op::SeqFirst {
+        key: "s".into(),
+        member: m.into(),
+        ts: T0 + at * S,
+        window: 600 * S,
+        lateness: 0,
+    };
+    let then = |by: &str, at: i64| Op::SeqThen {
+        key: "s".into(),
+        by: by.into(),
+        ts: T0 + at * S,
+        window: 600 * S,
+        count: 2,
+        gate: None,
+    };
+    let v =
+        apply(s, &[then("x0", 0), first("f1", 1), then("x1", 2), first("f2", 3), then("x2", 4)])
+            .await;
+    assert_eq!(
+        v,
+        [Verdict::Quiet, Verdict::Quiet, Verdict::Quiet, Verdict::Quiet, Verdict::Fired(2)]
+    );
+    // The steps were consumed; redelivering the closing event reports the same firing.
+    let v = apply(s, &[then("x3", 5), then("x2", 4)]).await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Fired(2)]);
+}
+
+async fn new_values_and_cooldowns(s: &impl WindowState) {
+    let nv = |value: &str, by: &str| Op::NewValue {
+        key: "n".into(),
+        value: value.into(),
+        by: by.into(),
+        ts: T0,
+        ttl: 3600,
+        gate: None,
+    };
+    let v = apply(s, &[nv("vim", "e1"), nv("vim", "e2"), nv("vim", "e1"), nv("curl", "e3")]).await;
+    assert_eq!(v, [Verdict::Fired(1), Verdict::Quiet, Verdict::Fired(1), Verdict::Fired(1)]);
+
+    let gate = |by: &str, at: i64| Op::Gate {
+        by: by.into(),
+        ts: T0 + at * S,
+        gate: Gate { key: "g".into(), suppress: 600 * S },
+    };
+    let v = apply(s, &[gate("e1", 0), gate("e2", 10), gate("e1", 0), gate("e3", 601)]).await;
+    assert_eq!(v, [Verdict::Fired(1), Verdict::Suppressed, Verdict::Fired(1), Verdict::Fired(1)]);
+}
+
+async fn processed_spans(s: &impl WindowState) {
+    let span = |first, end| Span { node: "pi-1".into(), epoch: 7, first, end };
+    assert_eq!(s.processed(&[span(0, 100)]).await.unwrap(), vec![vec![]]);
+    s.mark_processed(&[span(0, 100), span(200, 300), span(100, 150)]).await.unwrap();
+    let got = s.processed(&[span(0, 100), span(120, 250), span(150, 200), span(300, 400)]).await;
+    assert_eq!(got.unwrap(), vec![vec![(0, 150)], vec![(0, 150), (200, 300)], vec![], vec![]]);
+    // Another epoch and another node are separate.
+    let other = Span { node: "pi-1".into(), epoch: 8, first: 0, end: 10 };
+    let legacy = Span { node: "legacy/abc".into(), epoch: 0, first: 0, end: 1 };
+    assert_eq!(s.processed(&[other, legacy.clone()]).await.unwrap(), vec![vec![], vec![]]);
+    s.mark_processed(std::slice::from_ref(&legacy)).await.unwrap();
+    assert_eq!(s.processed(&[legacy]).await.unwrap(), vec![vec![(0, 1)]]);
+}
+
+/// Two "replicas" applying interleaved batches to one state: 100 groups of three events, each
+/// group's events split between the replicas, fire exactly 100 times in total — a lost update
+/// (a read-modify-write race) would lose firings.
+async fn replicas_agree<S: WindowState + 'static>(a: Arc<S>, b: Arc<S>) {
+    let mut tasks = Vec::new();
+    for (i, s) in [a, b].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut fired = 0;
+            for batch in 0..30 {
+                let ops: Vec<Op> = (0..5)
+                    .map(|j| {
+                        let n = batch * 10 + i * 5 + j;
+                        window(&format!("rep{}", n / 3), &format!("e{n}"), n as i64 % 3, 3)
+                    })
+                    .collect();
+                fired += s
+                    .apply(&ops)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|v| matches!(v, Verdict::Fired(_)))
+                    .count();
+            }
+            fired
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 100);
+}
+
+async fn suite(s: &impl WindowState) {
+    threshold_counts_in_event_time(s).await;
+    arrival_order_does_not_matter(s).await;
+    late_events_are_refused(s).await;
+    distinct_counts_values(s).await;
+    sequences(s).await;
+    new_values_and_cooldowns(s).await;
+    processed_spans(s).await;
+}
+
+#[tokio::test]
+async fn memory_state_conforms() {
+    suite(&MemoryState::new()).await;
+    let shared = Arc::new(MemoryState::new());
+    replicas_agree(shared.clone(), shared).await;
+}
+
+#[tokio::test]
+async fn redis_state_conforms() {
+    let s = redis_state().await;
+    suite(&s).await;
+    // Two connections to the same Redis and prefix, like two aggregator replicas.
+    let b = RedisState::connect(&std::env::var("REDIS_URL").unwrap(), s.prefix()).await.unwrap();
+    replicas_agree(Arc::new(s), Arc::new(b)).await;
+}
+
+#[tokio::test]
+async fn redis_keys_all_expire() {
+    let s = redis_state().await;
+    suite(&s).await;
+    let url = std::env::var("REDIS_URL").unwrap();
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}*", s.prefix())).query_async(&mut conn).await.unwrap();
+    assert!(keys.len() >= 8, "{keys:?}");
+    for k in keys {
+        let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 0, "{k} has no TTL ({ttl})");
+    }
+}
