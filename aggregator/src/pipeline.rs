@@ -152,7 +152,16 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
             all_spans.extend(a.into_iter().chain(b));
             span_of.push(first);
         }
-        let done = self.state.processed(&all_spans).await?;
+        let mut done = self.state.processed(&all_spans).await?;
+        // The same envelope twice in one batch (a redelivery next to the original): the
+        // earlier copy counts as processed for the later one.
+        let mut taken: std::collections::HashMap<(&str, u64), Vec<(u64, u64)>> =
+            std::collections::HashMap::new();
+        for (span, runs) in all_spans.iter().zip(done.iter_mut()) {
+            let mine = taken.entry((span.node.as_str(), span.epoch)).or_default();
+            runs.extend(mine.iter().copied().filter(|&(a, b)| a < span.end && b > span.first));
+            crate::state::memory::merge_run(mine, span.first, span.end);
+        }
 
         let mut stats = BatchStats::default();
         let mut extra: Vec<(Uuid, &str, Event)> = Vec::new();

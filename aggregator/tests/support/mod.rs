@@ -1,0 +1,273 @@
+//! Helpers for the aggregator's integration tests: a RabbitMQ vhost, a PostgreSQL database and
+//! a Redis key prefix of their own per test, and the real binary started as a process. Needs
+//! `AMQP_URL`, `DATABASE_URL`, `REDIS_URL` and `rabbitmqctl` (scripts/test.sh provides them);
+//! fails loudly, naming the service, without them.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use sqlx::PgPool;
+
+pub fn env(name: &str, service: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: {service} is required for this test; run scripts/test.sh")
+    })
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("RabbitMQ: cannot run rabbitmqctl {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "RabbitMQ: rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A RabbitMQ vhost, a PostgreSQL database and a Redis prefix of one test's own.
+pub struct Env {
+    pub tag: String,
+    pub vhost: String,
+    pub amqp_url: String,
+    pub database_url: String,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    admin_db: String,
+    db_name: String,
+}
+
+impl Env {
+    pub async fn new(tag: &str) -> Self {
+        let tag = format!("{tag}_{}", std::process::id());
+        let base = env("AMQP_URL", "RabbitMQ");
+        let (prefix, _) = base.rsplit_once('/').expect("AMQP_URL has a vhost path");
+        let user = prefix
+            .strip_prefix("amqp://")
+            .and_then(|r| r.split_once(':'))
+            .map(|(u, _)| u.to_owned())
+            .expect("AMQP_URL has a user");
+        let vhost = format!("auditflow_agg_{tag}");
+        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &vhost]).output();
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"]);
+
+        let admin_db = env("DATABASE_URL", "PostgreSQL");
+        let db_name = format!("auditflow_agg_{tag}");
+        let pool = PgPool::connect(&admin_db)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL: cannot connect to DATABASE_URL: {e}"));
+        // Databases earlier runs left behind (the test process's id is in every name).
+        let stale: Vec<(String,)> = sqlx::query_as(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'auditflow\\_agg\\_%' AND datname NOT LIKE $1",
+        )
+        .bind(format!("%\\_{}", std::process::id()))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        for (name,) in stale {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let (db_base, _) = admin_db.rsplit_once('/').unwrap();
+        Self {
+            amqp_url: format!("{prefix}/{vhost}"),
+            vhost,
+            database_url: format!("{db_base}/{db_name}"),
+            redis_url: env("REDIS_URL", "Redis"),
+            redis_prefix: format!("aftest:{tag}:{}:", nanos()),
+            tag,
+            admin_db,
+            db_name,
+        }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        let mut tries = 0;
+        loop {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .connect(&self.database_url)
+                .await;
+            match pool {
+                Ok(p) => return p,
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    eprintln!("PostgreSQL: connect to the test database: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("PostgreSQL: cannot connect to the test database: {e}"),
+            }
+        }
+    }
+
+    /// A publisher on the vhost with confirms on, the queues declared as the broker does.
+    pub async fn publisher(&self) -> (Connection, Channel) {
+        let conn = Connection::connect(&self.amqp_url, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ: cannot connect: {e}"));
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        for q in [wire::queues::EVENTS, wire::queues::LEGACY_EVENTS, wire::queues::EVENTS_DLQ] {
+            ch.queue_declare(
+                q.into(),
+                QueueDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
+        (conn, ch)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.vhost]).output();
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+pub async fn publish(ch: &Channel, queue: &str, payload: &[u8]) {
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            payload,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(matches!(confirm, lapin::Confirmation::Ack(_)), "{confirm:?}");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The aggregator binary as a process; killed when dropped.
+pub struct Aggregator {
+    pub child: Child,
+    pub http: u16,
+    pub config: PathBuf,
+}
+
+impl Aggregator {
+    /// Starts one with its own ports; `top` holds extra top-level keys for the config.
+    pub fn start(env: &Env, dir: &Path, name: &str, top: &str) -> Self {
+        let (http, metrics) = (free_port(), free_port());
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "{top}\n[detection]\nredis_prefix = \"{}\"\nreload_interval = \"200ms\"\n\
+                 [ingest]\nprefetch = 16\nbatch_max = 8\nbatch_wait_ms = 5\nlegacy_queue = true\n\
+                 [http]\nlisten = \"127.0.0.1:{http}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
+                 [services]\namqp_url = \"{}\"\ndatabase_url = \"{}\"\nredis_url = \"{}\"\n",
+                env.redis_prefix, env.amqp_url, env.database_url, env.redis_url
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_auditflow-aggregator"))
+            .args(["--config", config.to_str().unwrap(), "run"])
+            .env_remove("AMQP_URL")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start auditflow-aggregator");
+        let mut a = Self { child, http, config };
+        a.wait_ready(dir, name);
+        a
+    }
+
+    fn wait_ready(&mut self, dir: &Path, name: &str) {
+        let start = Instant::now();
+        while !http_get(self.http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log =
+                    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+                panic!("the aggregator exited: {status}\n{log}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the aggregator is not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        let body = http_get(self.http, "/metrics").expect("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` holds, up to `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `(rule_id, fingerprint)` of every stored firing, sorted.
+pub async fn firings(pool: &PgPool) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT rule_id, fingerprint FROM firings ORDER BY rule_id, fingerprint, ts")
+        .fetch_all(pool)
+        .await
+        .expect("read firings")
+}
+
+/// `(fingerprint, occurrences)` of every alert, sorted.
+pub async fn alerts(pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT fingerprint, occurrences FROM alerts ORDER BY fingerprint")
+        .fetch_all(pool)
+        .await
+        .expect("read alerts")
+}
