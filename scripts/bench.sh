@@ -3,12 +3,17 @@
 #
 #   scripts/bench.sh agent [SECONDS]
 #   scripts/bench.sh broker [SECONDS]
+#   scripts/bench.sh detect [SECONDS]
 #
 # agent: runs the release agent's synthetic source at 1k, 10k and 100k events/s into the local
 # RabbitMQ over AMQP (spool with fsync on, publisher confirms), each for SECONDS (default 10),
 # and prints achieved rate, peak RSS and CPU. Its last line is
 #   agent: rate=<events/s> rss_mb=<x> cpu_pct_per_1k=<y>
 # for the 10k row. Brings up RabbitMQ like the test command does.
+# detect: rule-evaluation throughput of the aggregator on one thread, the legacy event mix
+# against the shipped rule pack, with in-memory state and with the local Redis, SECONDS each
+# (default 10). Its last line is
+#   detect: memory_events_per_s=<n> redis_events_per_s=<m>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -153,8 +158,17 @@ TOML
     printf "broker: events_per_s=%.0f rss_mb=%.1f\n", ev / wall, rss / 1024 }'
 }
 
+bench_detect() {
+  # shellcheck source=scripts/services.sh
+  source scripts/services.sh
+  svc_redis >/dev/null
+  cargo build --quiet --release -p aggregator --example bench_detect
+  "$ROOT/target/release/examples/bench_detect" "$seconds"
+}
+
 case "$what" in
   agent) bench_agent ;;
   broker) bench_broker ;;
-  *) echo "usage: scripts/bench.sh agent|broker [SECONDS]" >&2; exit 64 ;;
+  detect) bench_detect ;;
+  *) echo "usage: scripts/bench.sh agent|broker|detect [SECONDS]" >&2; exit 64 ;;
 esac

@@ -38,7 +38,19 @@ svc_apt_install() { # packages...
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-svc_random() { head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20; }
+# A random password per service, made once per checkout and kept (mode 600) under
+# target/services: stable across calls, so a second run of the suite (or a check script
+# sourcing this file) does not lock out one that is already running.
+svc_password() { # name
+  local dir file
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/services"
+  file="$dir/$1.password"
+  if ! [ -s "$file" ]; then
+    mkdir -p "$dir"
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20 >"$file")
+  fi
+  cat "$file"
+}
 
 # --- PostgreSQL ------------------------------------------------------------------------
 svc_postgres() {
@@ -62,7 +74,7 @@ svc_postgres() {
   fi
   svc_wait_port PostgreSQL "$port" 30
   local pw
-  pw=$(svc_random)
+  pw=$(svc_password postgres)
   su postgres -c "psql -q -p $port -v ON_ERROR_STOP=1" >/dev/null <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'auditflow') THEN
@@ -126,7 +138,7 @@ svc_rabbitmq() {
     svc_wait_port RabbitMQ 5672 60
   fi
   local pw
-  pw=$(svc_random)
+  pw=$(svc_password rabbitmq)
   svc_rabbitmqctl add_vhost auditflow_test >/dev/null 2>&1 || true
   if svc_rabbitmqctl list_users | awk '{print $1}' | grep -qx auditflow; then
     svc_rabbitmqctl change_password auditflow "$pw" >/dev/null

@@ -34,40 +34,35 @@ struct Expiring<T> {
     expires: Instant,
 }
 
-/// A window: members with their times, and the windows that already fired.
+/// A window: members with their times, the members already used up by a firing, and the
+/// triggers of past firings. A redelivered used-up member is quiet and a redelivered trigger
+/// reports the same firing again, so arrival order and redelivery do not change what fires.
 #[derive(Debug, Default)]
 struct Window {
     members: HashMap<String, i64>,
-    /// Fired windows `(first time, last time, trigger)`: their events are used up. A
-    /// redelivered event inside one is quiet (or, for the trigger, reports the same firing
-    /// again), so arrival order does not change what fires.
-    consumed: Vec<(i64, i64, String)>,
+    used: HashMap<String, i64>,
+    triggers: HashMap<String, i64>,
+    /// The newest time ever added.
+    newest: Option<i64>,
 }
 
 impl Window {
-    /// The verdict for an event whose time lies in a fired window, if it does.
-    fn used_up(&self, ts: i64, by: &str, count: u32) -> Option<Verdict> {
-        let mut inside = false;
-        for (a, b, trigger) in &self.consumed {
-            if *a <= ts && ts <= *b {
-                if trigger == by {
-                    return Some(Verdict::Fired(count));
-                }
-                inside = true;
-            }
-        }
-        inside.then_some(Verdict::Quiet)
-    }
-
-    fn newest(&self) -> Option<i64> {
-        let m = self.members.values().copied().max();
-        let c = self.consumed.iter().map(|c| c.1).max();
-        m.max(c)
-    }
-
-    fn prune(&mut self, horizon: i64, window: i64) {
+    fn prune(&mut self, horizon: i64) {
         self.members.retain(|_, t| *t >= horizon);
-        self.consumed.retain(|c| c.0 >= horizon - window);
+        self.used.retain(|_, t| *t >= horizon);
+        self.triggers.retain(|_, t| *t >= horizon);
+    }
+
+    /// Moves the members with times in `[a, b]` to `used`.
+    fn use_up(&mut self, a: i64, b: i64) {
+        let used = &mut self.used;
+        self.members.retain(|m, t| {
+            let inside = a <= *t && *t <= b;
+            if inside {
+                used.insert(m.clone(), *t);
+            }
+            !inside
+        });
     }
 }
 
@@ -240,6 +235,8 @@ pub(crate) fn merge_run(runs: &mut Vec<(u64, u64)>, first: u64, end: u64) {
 }
 
 /// The window algorithm shared (in Lua) with the Redis state; see [`Op::Window`].
+/// `distinct` windows count values, which recur legitimately, so only their triggers are
+/// checked for redelivery.
 #[allow(clippy::too_many_arguments)]
 fn window_add(
     w: &mut Window,
@@ -251,16 +248,21 @@ fn window_add(
     lateness: i64,
     check: bool,
 ) -> Verdict {
-    if let Some(v) = w.used_up(ts, by, count) {
-        return v;
+    if w.triggers.contains_key(by) {
+        return Verdict::Fired(count);
     }
-    let newest = w.newest();
-    if newest.is_some_and(|newest| ts < newest - window - lateness) {
+    if member == by && w.used.contains_key(member) {
+        return Verdict::Quiet;
+    }
+    if w.newest.is_some_and(|newest| ts < newest - window - lateness) {
         return Verdict::Late;
     }
     let slot = w.members.entry(member.to_owned()).or_insert(ts);
     *slot = (*slot).max(ts);
-    w.prune(newest.unwrap_or(ts).max(ts) - window - lateness, window);
+    if w.newest.is_none_or(|n| ts > n) {
+        w.newest = Some(ts);
+        w.prune(ts - window - lateness);
+    }
     if !check {
         return Verdict::Quiet;
     }
@@ -273,8 +275,8 @@ fn window_add(
         if last - times[i] <= window && times[i] <= ts && ts <= last {
             let first = times[i];
             let within = times[i..].iter().take_while(|t| **t <= first + window).count();
-            w.consumed.push((first, last, by.to_owned()));
-            w.members.retain(|_, t| *t < first || *t > last);
+            w.use_up(first, last);
+            w.triggers.insert(by.to_owned(), ts);
             return Verdict::Fired(within as u32);
         }
     }
@@ -282,13 +284,13 @@ fn window_add(
 }
 
 fn seq_then(w: &mut Window, by: &str, ts: i64, window: i64, count: u32) -> Verdict {
-    if w.consumed.iter().any(|c| c.2 == by) {
+    if w.triggers.contains_key(by) {
         return Verdict::Fired(count);
     }
     let n = w.members.values().filter(|t| **t >= ts - window && **t <= ts).count();
     if n >= count as usize {
-        w.consumed.push((ts - window, ts, by.to_owned()));
-        w.members.retain(|_, t| *t < ts - window || *t > ts);
+        w.use_up(ts - window, ts);
+        w.triggers.insert(by.to_owned(), ts);
         return Verdict::Fired(n as u32);
     }
     Verdict::Quiet

@@ -26,39 +26,32 @@ local function gated(v, gkey, suppress, by, ts)
   return v
 end
 
--- Fired windows are kept in `zk:c` as "first:last:trigger" scored by first; their events
--- are used up. Returns the verdict for an event inside one (the same firing again for its
--- trigger, quiet otherwise), or nil.
-local function used_up(ck, ts, by, count, window)
-  local inside = false
-  for _, c in ipairs(redis.call('ZRANGEBYSCORE', ck, num(ts - window), num(ts))) do
-    local a, b, trigger = string.match(c, '^(-?%d+):(-?%d+):(.*)$')
-    a, b = tonumber(a), tonumber(b)
-    if a <= ts and ts <= b then
-      if trigger == by then return count end
-      inside = true
-    end
-  end
-  if inside then return 0 end
-  return nil
+-- Per window key zk: zk (members, scored by time), zk:u (members used up by a firing, and
+-- "!<trigger>" for each firing's trigger), zk:t (the newest time ever added). A redelivered
+-- used-up member is quiet and a redelivered trigger reports the same firing again.
+local function use_up(zk, uk, a, b, by, ts)
+  local got = redis.call('ZRANGEBYSCORE', zk, num(a), num(b), 'WITHSCORES')
+  for j = 1, #got, 2 do redis.call('ZADD', uk, got[j + 1], got[j]) end
+  redis.call('ZREMRANGEBYSCORE', zk, num(a), num(b))
+  redis.call('ZADD', uk, num(ts), '!' .. by)
 end
 
 local function window_add(key, member, by, ts, window, count, lateness, ttl, check)
   local zk = prefix .. 'w:' .. key
-  local ck, tk = zk .. ':c', zk .. ':t'
-  local early = used_up(ck, ts, by, count, window)
-  if early then return early end
-  -- The newest time ever added (members and used-up windows alike).
+  local uk, tk = zk .. ':u', zk .. ':t'
+  local seen = redis.call('ZMSCORE', uk, '!' .. by, member)
+  if seen[1] then return count end
+  if member == by and seen[2] then return 0 end
   local newest = tonumber(redis.call('GET', tk) or '')
   if newest and ts < newest - window - lateness then return -1 end
   redis.call('ZADD', zk, 'GT', num(ts), member)
-  local base = ts
-  if newest and newest > base then base = newest end
-  redis.call('SET', tk, num(base), 'EX', ttl)
-  redis.call('ZREMRANGEBYSCORE', zk, '-inf', '(' .. num(base - window - lateness))
-  redis.call('ZREMRANGEBYSCORE', ck, '-inf', '(' .. num(base - window - lateness - window))
+  if newest == nil or ts > newest then
+    redis.call('SET', tk, num(ts), 'EX', ttl)
+    local horizon = '(' .. num(ts - window - lateness)
+    redis.call('ZREMRANGEBYSCORE', zk, '-inf', horizon)
+    redis.call('ZREMRANGEBYSCORE', uk, '-inf', horizon)
+  end
   redis.call('EXPIRE', zk, ttl)
-  if redis.call('EXISTS', ck) == 1 then redis.call('EXPIRE', ck, ttl) end
   if not check then return 0 end
   local got = redis.call('ZRANGEBYSCORE', zk, num(ts - window), num(ts + window), 'WITHSCORES')
   local s = {}
@@ -71,9 +64,8 @@ local function window_add(key, member, by, ts, window, count, lateness, ttl, che
       for c = a, #s do
         if s[c] <= s[a] + window then within = within + 1 else break end
       end
-      redis.call('ZADD', ck, num(s[a]), num(s[a]) .. ':' .. num(s[b]) .. ':' .. by)
-      redis.call('EXPIRE', ck, ttl)
-      redis.call('ZREMRANGEBYSCORE', zk, num(s[a]), num(s[b]))
+      use_up(zk, uk, s[a], s[b], by, ts)
+      redis.call('EXPIRE', uk, ttl)
       return within
     end
   end
@@ -82,17 +74,12 @@ end
 
 local function seq_then(key, by, ts, window, count, ttl)
   local zk = prefix .. 'w:' .. key
-  local ck = zk .. ':c'
-  for _, c in ipairs(redis.call('ZRANGEBYSCORE', ck, num(ts - window), num(ts - window))) do
-    local _, _, trigger = string.match(c, '^(-?%d+):(-?%d+):(.*)$')
-    if trigger == by then return count end
-  end
+  local uk = zk .. ':u'
+  if redis.call('ZSCORE', uk, '!' .. by) then return count end
   local n = redis.call('ZCOUNT', zk, num(ts - window), num(ts))
   if n >= count then
-    local a = ts - window
-    redis.call('ZADD', ck, num(a), num(a) .. ':' .. num(ts) .. ':' .. by)
-    redis.call('EXPIRE', ck, ttl)
-    redis.call('ZREMRANGEBYSCORE', zk, num(a), num(ts))
+    use_up(zk, uk, ts - window, ts, by, ts)
+    redis.call('EXPIRE', uk, ttl)
     return n
   end
   return 0
