@@ -1,0 +1,92 @@
+{{/*
+Shared pieces. Object names are fixed ("auditflow-<component>"); see values.yaml.
+*/}}
+
+{{/* Labels of every object: include "auditflow.labels" (dict "root" $ "component" "broker") */}}
+{{- define "auditflow.labels" -}}
+{{ include "auditflow.selectorLabels" . }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: auditflow
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end }}
+
+{{/* The labels a selector matches on. */}}
+{{- define "auditflow.selectorLabels" -}}
+app.kubernetes.io/name: auditflow-{{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end }}
+
+{{/* One of our images: include "auditflow.image" (dict "root" $ "component" "agent") */}}
+{{- define "auditflow.image" -}}
+{{- $tag := required "image.tag must be set to a release" .root.Values.image.tag | toString -}}
+{{- if eq $tag "latest" -}}{{- fail "image.tag: pin a release, not latest" -}}{{- end -}}
+{{- printf "%s/auditflow-%s:%s" .root.Values.image.registry .component $tag -}}
+{{- end }}
+
+{{/* A third-party image, which must carry a pinned tag. */}}
+{{- define "auditflow.pinnedImage" -}}
+{{- $parts := splitList ":" . -}}
+{{- if or (lt (len $parts) 2) (eq (last $parts) "latest") -}}
+{{- fail (printf "image %s: pin a tag, not latest" .) -}}
+{{- end -}}
+{{- . -}}
+{{- end }}
+
+{{/* Pod-level security context: include "auditflow.podSecurityContext" (dict "user" 10001 "group" 10001) */}}
+{{- define "auditflow.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .user }}
+runAsGroup: {{ .group }}
+fsGroup: {{ .group }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level security context, the same for every container. */}}
+{{- define "auditflow.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Prometheus scrape annotations: include "auditflow.scrape" (dict "root" $ "port" 9100) */}}
+{{- define "auditflow.scrape" -}}
+{{- if .root.Values.scrapeAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{/* URLs of the services, with the password taken from an earlier env var. */}}
+{{- define "auditflow.amqpUrl" -}}
+{{- with .Values.rabbitmq -}}
+amqp://{{ .username }}:$(RABBITMQ_PASSWORD)@{{ .host }}:{{ .port }}/{{ .vhost }}
+{{- end -}}
+{{- end }}
+{{- define "auditflow.databaseUrl" -}}
+{{- with .Values.postgres -}}
+postgres://{{ .username }}:$(POSTGRES_PASSWORD)@{{ .host }}:{{ .port }}/{{ .database }}
+{{- end -}}
+{{- end }}
+{{- define "auditflow.redisUrl" -}}
+{{- with .Values.redis -}}
+redis://:$(REDIS_PASSWORD)@{{ .host }}:{{ .port }}/0
+{{- end -}}
+{{- end }}
+
+{{/* env entries reading a password from one of the Secrets. */}}
+{{- define "auditflow.secretEnv" -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .key }}
+{{- end }}

@@ -1,0 +1,214 @@
+"""The policy check over every rendered object (our own checker: checkov's Kubernetes
+checks need its policy download or a large offline bundle, and these rules are few).
+
+Rules, for every container of every pod template (Deployment, DaemonSet, StatefulSet, Pod):
+  requests and limits for cpu and memory; liveness and readiness probes; runAsNonRoot;
+  allowPrivilegeEscalation false; privileged false; capabilities: drop ALL, add nothing;
+  seccomp RuntimeDefault; readOnlyRootFilesystem; an image with a pinned tag (not latest);
+  no hostNetwork/hostPID/hostIPC, no hostPort; no hostPath volume (see the exception);
+  a dedicated ServiceAccount without an API token.
+Secrets: no Secret object in a Kustomize render (they are created at install time); the
+  chart's generated Secrets are random (two renders differ in every value); no password,
+  token or key in an env `value`, in a URL's user info or in a ConfigMap.
+Plus: NodePort only for the dashboard on 30080; no RBAC bindings (nothing needs the API);
+  every workload is selected by a NetworkPolicy and the namespace has a default deny.
+
+THE EXCEPTION (written, narrow): the agent DaemonSet `auditflow-agent` may mount hostPath
+volumes, because collecting a node's audit trail means reading the node's files. Only the
+paths in AGENT_READ_ONLY_HOST_PATHS, each mounted readOnly: true, plus exactly one writable
+hostPath, its spool at AGENT_SPOOL (the spool must survive pod restarts and reboots,
+DESIGN §4). Every other rule above still applies to the agent. No other object may use
+hostPath. Adding a watched directory means adding it here, in review.
+
+Exception for `helm test` pods (annotation helm.sh/hook: test): they run once to completion,
+so liveness/readiness probes do not apply to them; all other rules do.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import render
+from render import Obj, ident
+
+AGENT = ("DaemonSet", "auditflow-agent")
+AGENT_READ_ONLY_HOST_PATHS = {"/var/log", "/etc", "/var/lib/rancher/k3s/server/logs"}
+AGENT_SPOOL = "/var/lib/auditflow/spool"
+
+SENSITIVE_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|COOKIE", re.I)
+URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@\s/]+)@", re.I)
+CONFIG_SECRET = re.compile(r"^\s*[\w.-]*(password|passwd|secret|token|api_key)\w*\s*[=:]\s*\"?([^\s\"#]+)", re.I | re.M)
+
+
+def _sc(spec: Obj, container: Obj, key: str) -> Any:
+    """A security setting: the container's, else the pod's."""
+    value = (container.get("securityContext") or {}).get(key)
+    if value is None:
+        value = (spec.get("securityContext") or {}).get(key)
+    return value
+
+
+def check_pod(obj: Obj, spec: Obj, problems: list[str]) -> None:
+    name = ident(obj)
+    is_test = (obj["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"
+    is_agent = (obj["kind"], obj["metadata"]["name"]) == AGENT
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            problems.append(f"{name}: {flag} is set")
+    if spec.get("automountServiceAccountToken") is not False:
+        problems.append(f"{name}: automountServiceAccountToken must be false")
+    if spec.get("serviceAccountName") in (None, "", "default"):
+        problems.append(f"{name}: needs its own ServiceAccount")
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for container in spec.get("initContainers", []) + spec.get("containers", []):
+        c = f"{name} container {container['name']}"
+        res = container.get("resources") or {}
+        for kind in ("requests", "limits"):
+            for r in ("cpu", "memory"):
+                if not (res.get(kind) or {}).get(r):
+                    problems.append(f"{c}: no {kind}.{r}")
+        if not is_test and container in spec.get("containers", []):
+            for probe in ("livenessProbe", "readinessProbe"):
+                if probe not in container:
+                    problems.append(f"{c}: no {probe}")
+        if _sc(spec, container, "runAsNonRoot") is not True:
+            problems.append(f"{c}: runAsNonRoot is not true")
+        if _sc(spec, container, "runAsUser") == 0:
+            problems.append(f"{c}: runs as uid 0")
+        csc = container.get("securityContext") or {}
+        if csc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{c}: allowPrivilegeEscalation is not false")
+        if csc.get("privileged"):
+            problems.append(f"{c}: privileged")
+        if csc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{c}: readOnlyRootFilesystem is not true")
+        caps = csc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{c}: capabilities not dropped (drop: [ALL])")
+        if caps.get("add"):
+            problems.append(f"{c}: adds capabilities {caps['add']}")
+        seccomp = (csc.get("seccompProfile") or (spec.get("securityContext") or {}).get("seccompProfile") or {})
+        if seccomp.get("type") != "RuntimeDefault":
+            problems.append(f"{c}: seccompProfile is not RuntimeDefault")
+        image = container.get("image", "")
+        tag = image.rsplit("/", 1)[-1].partition(":")[2] if "@" not in image else "digest"
+        if not tag or tag == "latest":
+            problems.append(f"{c}: image {image!r} has no pinned tag")
+        for port in container.get("ports", []):
+            if port.get("hostPort"):
+                problems.append(f"{c}: hostPort {port['hostPort']}")
+        for env in container.get("env", []):
+            if "value" in env and SENSITIVE_NAME.search(env["name"]) and env["value"]:
+                problems.append(f"{c}: env {env['name']} has a literal value; use a secretKeyRef")
+            m = URL_WITH_PASSWORD.search(str(env.get("value", "")))
+            if m and not re.fullmatch(r"\$\([A-Z0-9_]+\)", m.group(1)):
+                problems.append(f"{c}: env {env['name']} has a password in a URL; refer to a secret env var as $(VAR)")
+        # hostPath: only the agent, only the listed paths, read-only but for the spool.
+        for mount in container.get("volumeMounts", []):
+            vol = volumes.get(mount["name"], {})
+            if "hostPath" not in vol:
+                continue
+            path = vol["hostPath"]["path"]
+            if not is_agent:
+                problems.append(f"{c}: hostPath {path} (only the agent may mount host paths)")
+            elif path == AGENT_SPOOL:
+                if mount.get("readOnly"):
+                    problems.append(f"{c}: the spool must be writable")
+            elif path not in AGENT_READ_ONLY_HOST_PATHS:
+                problems.append(f"{c}: hostPath {path} is not in the agent's exception list")
+            elif mount.get("readOnly") is not True:
+                problems.append(f"{c}: hostPath {path} must be mounted readOnly")
+    if is_agent:
+        writable = [v["hostPath"]["path"] for v in volumes.values()
+                    if "hostPath" in v and v["hostPath"]["path"] not in AGENT_READ_ONLY_HOST_PATHS]
+        if writable != [AGENT_SPOOL]:
+            problems.append(f"{name}: writable hostPaths {writable}, expected only {AGENT_SPOOL}")
+
+
+def _selected(selector: Obj, labels: dict[str, str]) -> bool:
+    match = selector.get("matchLabels") or {}
+    return all(labels.get(k) == v for k, v in match.items()) and not selector.get("matchExpressions")
+
+
+def check_render(label: str, objects: list[Obj]) -> list[str]:
+    problems: list[str] = []
+    kustomize = label.startswith("kustomize-")
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    for obj in objects:
+        name = ident(obj)
+        spec = render.pod_spec(obj)
+        if spec is not None:
+            check_pod(obj, spec, problems)
+            labels = (obj["spec"].get("template", {}).get("metadata", {}).get("labels")
+                      if obj["kind"] != "Pod" else obj["metadata"].get("labels")) or {}
+            if policies and not any(_selected(p["spec"]["podSelector"], labels) and p["metadata"]["name"] != "auditflow-default-deny"
+                                    and p["metadata"]["name"] != "auditflow-allow-dns" for p in policies):
+                problems.append(f"{name}: no NetworkPolicy of its own selects it")
+        kind = obj["kind"]
+        if kind == "Secret" and kustomize:
+            problems.append(f"{name}: a Secret in the Kustomize files (create them at install time)")
+        if kind in ("RoleBinding", "ClusterRoleBinding", "Role", "ClusterRole"):
+            problems.append(f"{name}: RBAC object, but no AuditFlow process uses the Kubernetes API")
+        if kind == "Service" and obj["spec"].get("type") in ("NodePort", "LoadBalancer"):
+            ports = [p.get("nodePort") for p in obj["spec"]["ports"]]
+            if obj["metadata"]["name"] != "auditflow-dashboard" or ports != [30080]:
+                problems.append(f"{name}: exposed outside the cluster ({obj['spec']['type']} {ports})")
+        if kind == "ConfigMap":
+            for key, text in (obj.get("data") or {}).items():
+                for m in CONFIG_SECRET.finditer(text):
+                    problems.append(f"{name}: {key} sets {m.group(1)} to a value; secrets come from Secrets")
+                for m in URL_WITH_PASSWORD.finditer(text):
+                    problems.append(f"{name}: {key} has a URL with a password")
+    if policies and not any(p["metadata"]["name"] == "auditflow-default-deny" and
+                            set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"} for p in policies):
+        problems.append("no default-deny NetworkPolicy for ingress and egress")
+    if not policies:
+        problems.append("no NetworkPolicy at all")
+    return problems
+
+
+def check_generated_secrets() -> list[str]:
+    """The chart's Secrets are random at install time: two renders share no value, and none
+    is empty (except the broker's credentials while no node is known offline)."""
+    case = next(c for c in render.CHART_CASES if c.label == "chart-external-services")
+    first, second = (
+        {ident(o): o for o in render.helm_template(case) if o["kind"] == "Secret"} for _ in range(2)
+    )
+    problems = []
+    if not first:
+        problems.append("secrets.generate=true rendered no Secret")
+    for key, obj in first.items():
+        for data_key, value in (obj.get("data") or {}).items():
+            if not value:
+                problems.append(f"{key}: {data_key} is empty")
+            elif value == second[key]["data"][data_key]:
+                problems.append(f"{key}: {data_key} is the same in two renders: not generated")
+    without = render.helm_template(case, extra={"secrets": {"generate": False}})
+    problems.extend(f"{ident(o)}: rendered although secrets.generate=false" for o in without if o["kind"] == "Secret")
+    return problems
+
+
+def check(renders: dict[str, list[Obj]]) -> int:
+    failures = 0
+    for label, objects in renders.items():
+        problems = check_render(label, objects)
+        pods = sum(1 for o in objects if render.pod_spec(o) is not None)
+        if problems:
+            failures += 1
+            print(f"FAIL {label}: {len(problems)} problems")
+            for p in problems:
+                print(f"  {p}")
+        else:
+            print(f"ok   {label}: {len(objects)} objects, {pods} pod templates")
+    problems = check_generated_secrets()
+    if problems:
+        failures += 1
+        print("FAIL generated secrets:")
+        for p in problems:
+            print(f"  {p}")
+    else:
+        print("ok   generated secrets: random in every render, none with secrets.generate=false")
+    print(f"exception in force: hostPath only for {AGENT[0]}/{AGENT[1]}: read-only "
+          f"{', '.join(sorted(AGENT_READ_ONLY_HOST_PATHS))}; writable {AGENT_SPOOL} (spool)")
+    return failures
