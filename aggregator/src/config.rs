@@ -50,6 +50,8 @@ pub struct DetectionConfig {
     pub reload_interval: String,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
+    /// An agent whose last heartbeat is older than this is reported silent.
+    pub agent_silent_after: String,
 }
 
 impl Default for DetectionConfig {
@@ -58,6 +60,7 @@ impl Default for DetectionConfig {
             allowed_lateness: "5m".into(),
             reload_interval: "2s".into(),
             redis_prefix: "auditflow:".into(),
+            agent_silent_after: "3m".into(),
         }
     }
 }
@@ -66,6 +69,11 @@ impl DetectionConfig {
     /// `allowed_lateness` parsed (validated at load).
     pub fn lateness(&self) -> Duration {
         parse_duration(&self.allowed_lateness).unwrap_or(Duration::from_secs(300))
+    }
+
+    /// `agent_silent_after` parsed (validated at load).
+    pub fn silent_after(&self) -> Duration {
+        parse_duration(&self.agent_silent_after).unwrap_or(Duration::from_secs(180))
     }
 
     /// `reload_interval` parsed (validated at load).
@@ -168,6 +176,7 @@ impl Validate for Config {
         for (key, value) in [
             ("detection.allowed_lateness", &self.detection.allowed_lateness),
             ("detection.reload_interval", &self.detection.reload_interval),
+            ("detection.agent_silent_after", &self.detection.agent_silent_after),
         ] {
             if parse_duration(value).is_none() {
                 errors.push(format!("{key}: `{value}` is not a duration like 500ms, 30s or 5m"));

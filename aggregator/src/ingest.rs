@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wire::model::Timestamp;
 use wire::retry::Backoff;
-use wire::{Envelope, legacy, queues};
+use wire::{Envelope, Heartbeat, legacy, queues};
 
 use crate::pipeline::{Item, Pipeline};
 use crate::state::WindowState;
@@ -33,6 +33,8 @@ pub enum Feed {
     Native,
     /// Legacy JSON events on `audit_events`.
     Legacy,
+    /// Agents' heartbeats on `auditflow.heartbeats` (the fleet's last-seen record).
+    Heartbeats,
 }
 
 impl Feed {
@@ -40,6 +42,7 @@ impl Feed {
         match self {
             Feed::Native => queues::EVENTS,
             Feed::Legacy => queues::LEGACY_EVENTS,
+            Feed::Heartbeats => queues::HEARTBEATS,
         }
     }
 
@@ -47,6 +50,7 @@ impl Feed {
         match self {
             Feed::Native => "native",
             Feed::Legacy => "legacy",
+            Feed::Heartbeats => "heartbeats",
         }
     }
 }
@@ -72,11 +76,22 @@ pub struct ConsumerSettings {
 /// message bytes, so a redelivery gets the same id.
 const PAYLOAD_NAMESPACE: Uuid = Uuid::from_u128(0x51e0_77a2_c4d8_4f19_a3b5_6c7d_8e9f_0a1b);
 
+/// What a delivery holds.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Decoded {
+    Item(Item),
+    Heartbeat(Heartbeat),
+}
+
 /// A decoded delivery, or why it is refused.
-fn decode(feed: Feed, data: &[u8], max_frame: usize) -> Result<Item, (&'static str, String)> {
+fn decode(feed: Feed, data: &[u8], max_frame: usize) -> Result<Decoded, (&'static str, String)> {
     match feed {
         Feed::Native => wire::frame::decode_with_limit::<Envelope>(data, max_frame)
-            .map(Item::Envelope)
+            .map(|e| Decoded::Item(Item::Envelope(e)))
+            .map_err(|e| (e.reason(), e.to_string())),
+        Feed::Heartbeats => wire::frame::decode_with_limit::<Heartbeat>(data, max_frame)
+            .map(Decoded::Heartbeat)
             .map_err(|e| (e.reason(), e.to_string())),
         Feed::Legacy => {
             let event = legacy::from_legacy_json(data, Timestamp::now())
@@ -84,7 +99,7 @@ fn decode(feed: Feed, data: &[u8], max_frame: usize) -> Result<Item, (&'static s
             let id =
                 event.id.map_or_else(|| Uuid::new_v5(&PAYLOAD_NAMESPACE, data), Uuid::from_bytes);
             let node = event.host.clone().unwrap_or_else(|| "legacy".to_owned());
-            Ok(Item::Single { id, node, event })
+            Ok(Decoded::Item(Item::Single { id, node, event }))
         }
     }
 }
@@ -202,9 +217,13 @@ async fn consume<S: WindowState, K: AlertSink>(
             .inc_by(deliveries.len() as u64);
 
         let mut items = Vec::with_capacity(deliveries.len());
+        let mut seen = Vec::new();
         for d in &deliveries {
             match decode(settings.feed, &d.data, settings.max_frame) {
-                Ok(item) => items.push(item),
+                Ok(Decoded::Item(item)) => items.push(item),
+                Ok(Decoded::Heartbeat(h)) => {
+                    seen.push((h.node_id, h.ts.as_nanos() / 1_000_000_000))
+                }
                 Err((reason, detail)) => {
                     dead_letter(channel, settings.feed, &d.data, reason, &detail).await?;
                     channel
@@ -217,10 +236,15 @@ async fn consume<S: WindowState, K: AlertSink>(
             }
         }
 
+        metrics.heartbeats.inc_by(seen.len() as u64);
         let mut backoff = Backoff::new();
         loop {
-            match pipeline.process(&items).await {
-                Ok(_) => break,
+            let result = match pipeline.state.record_seen(&seen).await {
+                Ok(()) => pipeline.process(&items).await.map(|_| ()),
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(()) => break,
                 Err(e) => {
                     metrics.batch_failures.inc();
                     tracing::warn!(error = %format!("{e:#}"), "batch failed; retrying");

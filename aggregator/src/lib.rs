@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod fleet;
 pub mod http;
 pub mod ingest;
 pub mod pipeline;
@@ -110,7 +111,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         tracker.spawn(reloader.run(initial, cancel.clone()));
     }
 
-    let mut feeds = vec![Feed::Native];
+    tracker.spawn(fleet::run(pipeline.clone(), config.detection.silent_after(), cancel.clone()));
+    let mut feeds = vec![Feed::Native, Feed::Heartbeats];
     if config.ingest.legacy_queue {
         feeds.push(Feed::Legacy);
     }

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub rules_loaded: IntGauge,
     /// 1 while connected to RabbitMQ.
     pub rabbitmq_connected: IntGauge,
+    /// Agent heartbeats consumed.
+    pub heartbeats: IntCounter,
+    /// Agents whose last heartbeat is older than `detection.agent_silent_after`.
+    pub agents_silent: IntGauge,
 }
 
 impl Metrics {
@@ -63,7 +67,7 @@ impl Metrics {
                 "auditflow_aggregator_messages_in_total",
                 "Messages consumed from RabbitMQ.",
                 "queue",
-                &["native", "legacy"],
+                &["native", "legacy", "heartbeats"],
             ),
             events_in: counter("auditflow_aggregator_events_in_total", "Events evaluated."),
             duplicates: counter(
@@ -107,6 +111,14 @@ impl Metrics {
             rabbitmq_connected: gauge(
                 "auditflow_aggregator_rabbitmq_connected",
                 "1 while connected to RabbitMQ.",
+            ),
+            heartbeats: counter(
+                "auditflow_aggregator_heartbeats_total",
+                "Agent heartbeats consumed.",
+            ),
+            agents_silent: gauge(
+                "auditflow_aggregator_agents_silent",
+                "Agents whose heartbeats stopped.",
             ),
             registry,
         }

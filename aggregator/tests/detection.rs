@@ -321,3 +321,39 @@ async fn a_broken_rule_file_keeps_detection_on_the_last_good_set() {
     let rules_fired: Vec<String> = firings(&pool).await.into_iter().map(|(r, _)| r).collect();
     assert!(rules_fired.contains(&"X-1".to_owned()), "{rules_fired:?}");
 }
+
+#[tokio::test]
+async fn an_agent_whose_heartbeats_stop_is_reported_once() {
+    let _guard = HEAVY.lock().await;
+    let env = Env::new("silent").await;
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(&env, dir.path(), "agg", "");
+    let (_conn, ch) = env.publisher().await;
+    let now = Timestamp::now().as_nanos() / 1_000_000_000;
+    for (node, age) in [("pi-quiet", 600)] {
+        let hb = wire::Heartbeat {
+            node_id: node.into(),
+            version: "test".into(),
+            uptime_secs: 1,
+            spool_bytes: 0,
+            events_sent: 0,
+            dropped: DropCounts::default(),
+            rules_version: String::new(),
+            ts: Timestamp::from_unix(now - age, 0),
+        };
+        publish(&ch, queues::HEARTBEATS, &wire::frame::encode(&hb)).await;
+    }
+    let pool = env.pool().await;
+    wait_until(Duration::from_secs(20), "the silent agent's alert", async || {
+        !firings(&pool).await.is_empty()
+    })
+    .await;
+    // Several more watcher rounds (one a second): still exactly one firing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        firings(&pool).await,
+        [("FLEET-AGENT-SILENT-001".to_owned(), "FLEET-AGENT-SILENT-001/pi-quiet".to_owned())]
+    );
+    assert_eq!(agg.metric("auditflow_aggregator_heartbeats_total"), 1.0);
+    assert_eq!(agg.metric("auditflow_aggregator_agents_silent"), 1.0);
+}

@@ -21,6 +21,7 @@ struct Inner {
     values: HashMap<String, Expiring<HashMap<String, String>>>,
     gates: HashMap<String, Expiring<(i64, String)>>,
     spans: HashMap<(String, u64), Expiring<Runs>>,
+    seen: HashMap<String, i64>,
     /// Ops applied since the last sweep of expired keys.
     since_sweep: usize,
 }
@@ -314,6 +315,22 @@ impl WindowState for MemoryState {
             inner.mark(s, now);
         }
         Ok(())
+    }
+
+    async fn record_seen(&self, seen: &[(String, i64)]) -> Result<(), StateError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for (node, at) in seen {
+            let slot = inner.seen.entry(node.clone()).or_insert(*at);
+            *slot = (*slot).max(*at);
+        }
+        Ok(())
+    }
+
+    async fn last_seen(&self) -> Result<Vec<(String, i64)>, StateError> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, i64)> = inner.seen.iter().map(|(n, t)| (n.clone(), *t)).collect();
+        out.sort();
+        Ok(out)
     }
 }
 

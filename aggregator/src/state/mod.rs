@@ -174,6 +174,16 @@ pub trait WindowState: Send + Sync {
     /// Records spans as processed (after their effects are committed).
     fn mark_processed(&self, spans: &[Span])
     -> impl Future<Output = Result<(), StateError>> + Send;
+
+    /// Records when nodes were last heard from (unix seconds; a node's time only moves
+    /// forward).
+    fn record_seen(
+        &self,
+        seen: &[(String, i64)],
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+
+    /// Every node heard from, with when (unix seconds).
+    fn last_seen(&self) -> impl Future<Output = Result<Vec<(String, i64)>, StateError>> + Send;
 }
 
 /// The state the aggregator was configured with.
@@ -204,6 +214,20 @@ impl WindowState for AnyState {
         match self {
             AnyState::Memory(s) => s.mark_processed(spans).await,
             AnyState::Redis(s) => s.mark_processed(spans).await,
+        }
+    }
+
+    async fn record_seen(&self, seen: &[(String, i64)]) -> Result<(), StateError> {
+        match self {
+            AnyState::Memory(s) => s.record_seen(seen).await,
+            AnyState::Redis(s) => s.record_seen(seen).await,
+        }
+    }
+
+    async fn last_seen(&self) -> Result<Vec<(String, i64)>, StateError> {
+        match self {
+            AnyState::Memory(s) => s.last_seen().await,
+            AnyState::Redis(s) => s.last_seen().await,
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Keys: `{prefix}w:{rule}:{group}` (sorted set, window members), `…:r` (hash, the last
 //! firing), `{prefix}n:…` (hash, first-seen values), `{prefix}g:…` (hash, cooldown),
-//! `{prefix}d:{node}:{epoch}` (sorted set, processed runs). Sequence numbers and times must
+//! `{prefix}d:{node}:{epoch}` (sorted set, processed runs), `{prefix}fleet` (hash, nodes' last
+//! heartbeat). Sequence numbers and times must
 //! stay below 2^53 (Redis scores and Lua numbers are doubles); µs times and agent sequence
 //! numbers do by many orders of magnitude.
 
@@ -17,6 +18,16 @@ use super::{DEDUP_TTL_SECS, Gate, Op, Span, StateError, Verdict, WindowState, wi
 /// replicas' calls are not held up behind a huge batch.
 const OPS_PER_CALL: usize = 2_000;
 
+/// Raises each node's last-seen time in the fleet hash (never lowers it); the hash lives 30
+/// days after the last heartbeat of any node.
+const SEEN_LUA: &str = "
+for i = 2, #ARGV, 2 do
+  local old = tonumber(redis.call('HGET', ARGV[1], ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > old then redis.call('HSET', ARGV[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('EXPIRE', ARGV[1], 2592000)
+return 0";
+
 /// Redis-backed detection state.
 #[derive(Clone)]
 pub struct RedisState {
@@ -24,6 +35,7 @@ pub struct RedisState {
     prefix: String,
     window: Script,
     spans: Script,
+    seen: Script,
 }
 
 impl std::fmt::Debug for RedisState {
@@ -43,6 +55,7 @@ impl RedisState {
             prefix: prefix.to_owned(),
             window: Script::new(include_str!("window.lua")),
             spans: Script::new(include_str!("spans.lua")),
+            seen: Script::new(SEEN_LUA),
         })
     }
 
@@ -165,5 +178,31 @@ impl WindowState for RedisState {
             self.spans_call("mark", spans).await?;
         }
         Ok(())
+    }
+
+    async fn record_seen(&self, seen: &[(String, i64)]) -> Result<(), StateError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        // Only forward: a late heartbeat must not make a node look older than it is.
+        let mut inv = self.seen.prepare_invoke();
+        inv.arg(format!("{}fleet", self.prefix));
+        for (node, at) in seen {
+            inv.arg(node).arg(at);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn last_seen(&self) -> Result<Vec<(String, i64)>, StateError> {
+        let mut conn = self.conn.clone();
+        let map: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(format!("{}fleet", self.prefix))
+            .query_async(&mut conn)
+            .await?;
+        let mut out: Vec<(String, i64)> = map.into_iter().collect();
+        out.sort();
+        Ok(out)
     }
 }

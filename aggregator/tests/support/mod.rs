@@ -127,7 +127,12 @@ impl Env {
             .unwrap_or_else(|e| panic!("RabbitMQ: cannot connect: {e}"));
         let ch = conn.create_channel().await.unwrap();
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        for q in [wire::queues::EVENTS, wire::queues::LEGACY_EVENTS, wire::queues::EVENTS_DLQ] {
+        for q in [
+            wire::queues::EVENTS,
+            wire::queues::LEGACY_EVENTS,
+            wire::queues::EVENTS_DLQ,
+            wire::queues::HEARTBEATS,
+        ] {
             ch.queue_declare(
                 q.into(),
                 QueueDeclareOptions { durable: true, ..Default::default() },
@@ -194,7 +199,7 @@ impl Aggregator {
         std::fs::write(
             &config,
             format!(
-                "{top}\n[detection]\nredis_prefix = \"{}\"\nreload_interval = \"200ms\"\n\
+                "{top}\n[detection]\nredis_prefix = \"{}\"\nreload_interval = \"200ms\"\nagent_silent_after = \"2s\"\n\
                  [ingest]\nprefetch = 16\nbatch_max = 8\nbatch_wait_ms = 5\nlegacy_queue = true\n\
                  [http]\nlisten = \"127.0.0.1:{http}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
                  [services]\namqp_url = \"{}\"\ndatabase_url = \"{}\"\nredis_url = \"{}\"\n",
