@@ -100,14 +100,13 @@ tools() {
 k8scheck() { "$VENV/bin/python" -B "$ROOT/k8s/tests/k8scheck.py" "$@"; }
 
 # The launch test's own RabbitMQ user and vhost, PostgreSQL role and database, and Redis
-# database, on the servers services.sh runs: services_up gives its users new passwords on
-# every call, and other tests use its vhost, database and queues, so a test run beside this
-# one would otherwise lock us out or take our messages. Fresh vhost every run.
+# database, on the servers services.sh runs: other tests use its vhost, database and queues,
+# so a test run beside this one would otherwise take our messages. Fresh vhost every run.
 own_test_services() {
   local pw port
   export RABBITMQ_NODENAME="${RABBITMQ_NODENAME:-rabbit@localhost}"
   if svc_rabbitmqctl status >/dev/null 2>&1; then
-    pw=$(svc_random)
+    pw=$(svc_password k8s-rabbitmq)
     svc_rabbitmqctl delete_vhost auditflow_k8s >/dev/null 2>&1 || true
     svc_rabbitmqctl add_vhost auditflow_k8s >/dev/null
     svc_rabbitmqctl delete_user auditflow_k8s >/dev/null 2>&1 || true
@@ -119,7 +118,7 @@ own_test_services() {
   port=$(sed -E 's|.*:([0-9]+)/[^/]*$|\1|' <<<"$DATABASE_URL")
   if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 &&
     su postgres -c "psql -q -p $port -c 'SELECT 1'" >/dev/null 2>&1; then
-    pw=$(svc_random)
+    pw=$(svc_password k8s-postgres)
     su postgres -c "psql -q -p $port -v ON_ERROR_STOP=1" >/dev/null <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'auditflow_k8s') THEN
