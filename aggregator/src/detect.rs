@@ -269,3 +269,57 @@ impl Detector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wire::model::Source;
+
+    use super::*;
+    use crate::state::memory::MemoryState;
+
+    fn set(mode: &str) -> Arc<RuleSet> {
+        let text = format!(
+            "[[rule]]\nid = \"R\"\nname = \"r\"\nkind = \"match\"\nseverity = \"warning\"\n\
+             mode = \"{mode}\"\ngroup_by = [\"user\"]\nsummary = \"{{user}} did it {{count}}x\"\n\
+             when = {{ field = \"kind\", eq = \"login\" }}\n"
+        );
+        Arc::new(RuleSet::parse(&[("r.toml".into(), text)]).unwrap())
+    }
+
+    fn login() -> Event {
+        use wire::model::EventKind;
+        Event::new(
+            wire::model::Timestamp(0),
+            Source::AuthLog,
+            Severity::Info,
+            EventKind::Login {
+                user: "alice".into(),
+                src_ip: None,
+                method: None,
+                outcome: wire::model::Outcome::Success,
+                reason: None,
+            },
+        )
+    }
+
+    fn run(mode: &str) -> Outcome {
+        let d = Detector::new(set(mode), std::time::Duration::from_secs(60));
+        let e = login();
+        let inputs = [Input { id: Uuid::from_u128(1), node: "pi-1", event: &e }];
+        let plan = d.plan(&inputs);
+        let verdicts = MemoryState::new().apply_now(&plan.ops);
+        d.finish(&inputs, &plan, &verdicts)
+    }
+
+    #[test]
+    fn shadow_rules_are_counted_but_never_alert() {
+        let shadow = run("shadow");
+        assert!(shadow.firings.is_empty());
+        assert_eq!((shadow.shadow, shadow.per_rule.clone()), (1, vec![("R".to_owned(), 1)]));
+        let alert = run("alert");
+        assert_eq!(alert.firings.len(), 1);
+        let f = &alert.firings[0];
+        assert_eq!((f.title.as_str(), f.fingerprint.as_str()), ("alice did it 1x", "R/alice"));
+        assert_eq!(f.id, run("alert").firings[0].id, "firing ids are deterministic");
+    }
+}
