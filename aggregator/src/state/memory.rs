@@ -1,7 +1,8 @@
 //! The in-memory [`WindowState`]: one mutex around plain maps. Embedded mode and the rule
 //! tests use it; its semantics are the reference the Redis script follows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,34 +37,99 @@ struct Expiring<T> {
 }
 
 /// A window: members with their times, the members already used up by a firing, and the
-/// triggers of past firings. A redelivered used-up member is quiet and a redelivered trigger
-/// reports the same firing again, so arrival order and redelivery do not change what fires.
+/// triggers of past firings (kept among the used-up ones as `!<trigger>`, as the Lua script
+/// does). A redelivered used-up member is quiet and a redelivered trigger reports the same
+/// firing again, so arrival order and redelivery do not change what fires. Each map has a
+/// time-ordered twin so that pruning and window queries cost O(log n) plus what they touch,
+/// not a scan of the whole group (a brute-force storm makes groups large).
 #[derive(Debug, Default)]
 struct Window {
-    members: HashMap<String, i64>,
-    used: HashMap<String, i64>,
-    triggers: HashMap<String, i64>,
+    members: Timed,
+    used: Timed,
     /// The newest time ever added.
     newest: Option<i64>,
 }
 
-impl Window {
-    fn prune(&mut self, horizon: i64) {
-        self.members.retain(|_, t| *t >= horizon);
-        self.used.retain(|_, t| *t >= horizon);
-        self.triggers.retain(|_, t| *t >= horizon);
+/// A set of named times, by name and by time.
+#[derive(Debug, Default)]
+struct Timed {
+    by_name: HashMap<String, i64>,
+    by_time: BTreeSet<(i64, String)>,
+}
+
+/// A key of [`Timed::by_time`].
+type TimeKey = (i64, String);
+
+/// The keys with times in `[a, b]`.
+fn time_range(a: i64, b: i64) -> (Bound<TimeKey>, Bound<TimeKey>) {
+    (Bound::Included((a, String::new())), Bound::Excluded((b.saturating_add(1), String::new())))
+}
+
+impl Timed {
+    /// Sets `name`'s time, keeping the later one if it is already there.
+    fn raise(&mut self, name: &str, ts: i64) {
+        match self.by_name.get_mut(name) {
+            Some(t) if *t >= ts => {}
+            Some(t) => {
+                self.by_time.remove(&(*t, name.to_owned()));
+                *t = ts;
+                self.by_time.insert((ts, name.to_owned()));
+            }
+            None => {
+                self.by_name.insert(name.to_owned(), ts);
+                self.by_time.insert((ts, name.to_owned()));
+            }
+        }
     }
 
-    /// Moves the members with times in `[a, b]` to `used`.
-    fn use_up(&mut self, a: i64, b: i64) {
-        let used = &mut self.used;
-        self.members.retain(|m, t| {
-            let inside = a <= *t && *t <= b;
-            if inside {
-                used.insert(m.clone(), *t);
+    fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Drops everything older than `horizon`.
+    fn prune(&mut self, horizon: i64) {
+        while let Some((t, _)) = self.by_time.first() {
+            if *t >= horizon {
+                break;
             }
-            !inside
-        });
+            if let Some((_, name)) = self.by_time.pop_first() {
+                self.by_name.remove(&name);
+            }
+        }
+    }
+
+    /// Times in `[a, b]`, ascending.
+    fn times(&self, a: i64, b: i64) -> impl Iterator<Item = i64> + '_ {
+        self.by_time.range(time_range(a, b)).map(|(t, _)| *t)
+    }
+
+    /// Removes and returns the entries with times in `[a, b]`.
+    fn take(&mut self, a: i64, b: i64) -> Vec<(i64, String)> {
+        let taken: Vec<(i64, String)> = self.by_time.range(time_range(a, b)).cloned().collect();
+        for entry in &taken {
+            self.by_time.remove(entry);
+            self.by_name.remove(&entry.1);
+        }
+        taken
+    }
+}
+
+impl Window {
+    fn prune(&mut self, horizon: i64) {
+        self.members.prune(horizon);
+        self.used.prune(horizon);
+    }
+
+    /// Moves the members with times in `[a, b]` to `used` and records the trigger.
+    fn use_up(&mut self, a: i64, b: i64, by: &str, ts: i64) {
+        for (t, m) in self.members.take(a, b) {
+            self.used.raise(&m, t);
+        }
+        self.used.raise(&format!("!{by}"), ts);
+    }
+
+    fn fired_by(&self, by: &str) -> bool {
+        self.used.contains(&format!("!{by}"))
     }
 }
 
@@ -249,17 +315,16 @@ fn window_add(
     lateness: i64,
     check: bool,
 ) -> Verdict {
-    if w.triggers.contains_key(by) {
+    if w.fired_by(by) {
         return Verdict::Fired(count);
     }
-    if member == by && w.used.contains_key(member) {
+    if member == by && w.used.contains(member) {
         return Verdict::Quiet;
     }
     if w.newest.is_some_and(|newest| ts < newest - window - lateness) {
         return Verdict::Late;
     }
-    let slot = w.members.entry(member.to_owned()).or_insert(ts);
-    *slot = (*slot).max(ts);
+    w.members.raise(member, ts);
     if w.newest.is_none_or(|n| ts > n) {
         w.newest = Some(ts);
         w.prune(ts - window - lateness);
@@ -267,17 +332,14 @@ fn window_add(
     if !check {
         return Verdict::Quiet;
     }
-    let mut times: Vec<i64> =
-        w.members.values().copied().filter(|t| *t >= ts - window && *t <= ts + window).collect();
-    times.sort_unstable();
+    let times: Vec<i64> = w.members.times(ts - window, ts + window).collect();
     let n = count as usize;
     for i in 0..times.len() {
         let Some(&last) = times.get(i + n - 1) else { break };
         if last - times[i] <= window && times[i] <= ts && ts <= last {
             let first = times[i];
             let within = times[i..].iter().take_while(|t| **t <= first + window).count();
-            w.use_up(first, last);
-            w.triggers.insert(by.to_owned(), ts);
+            w.use_up(first, last, by, ts);
             return Verdict::Fired(within as u32);
         }
     }
@@ -285,13 +347,12 @@ fn window_add(
 }
 
 fn seq_then(w: &mut Window, by: &str, ts: i64, window: i64, count: u32) -> Verdict {
-    if w.triggers.contains_key(by) {
+    if w.fired_by(by) {
         return Verdict::Fired(count);
     }
-    let n = w.members.values().filter(|t| **t >= ts - window && **t <= ts).count();
+    let n = w.members.times(ts - window, ts).count();
     if n >= count as usize {
-        w.use_up(ts - window, ts);
-        w.triggers.insert(by.to_owned(), ts);
+        w.use_up(ts - window, ts, by, ts);
         return Verdict::Fired(n as u32);
     }
     Verdict::Quiet
