@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: brings up RabbitMQ, PostgreSQL and Redis on 127.0.0.1 (installing
 # them from Debian packages when missing), then runs the format check, clippy with warnings
-# denied, every test, the fuzz smoke run, the workflow lint and the Kubernetes checks. Prints how long each stage
+# denied, every test, the fuzz smoke run, the workflow lint, the Kubernetes checks and the
+# Ansible checks. Prints how long each stage
 # took. Tools it installs (cargo-fuzz, actionlint) are cached under target/tools.
 #
 #   scripts/test.sh            everything
@@ -101,4 +102,7 @@ stage "actionlint" actionlint_check
 # Deployment checks: manifests and chart rendered, validated, policy-checked and launched
 # with the binaries the tests just built (scripts/check-k8s.sh).
 stage "k8s" bash scripts/check-k8s.sh
+# Node setup: ansible-lint, syntax check, and the roles applied to throwaway Debian roots
+# (scripts/check-ansible.sh).
+stage "ansible" bash scripts/check-ansible.sh
 summary

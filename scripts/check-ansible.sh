@@ -1,0 +1,525 @@
+#!/usr/bin/env bash
+# Checks the Ansible playbooks in ansible/: ansible-lint (production profile) and a syntax
+# check; then real applies to throwaway Debian 12 roots through Ansible's chroot connection:
+# node_prep and auditflow_agent, checked file by file; the k3s roles on the same roots in check
+# mode and for real (the k3s download replaced by a local stand-in file, no network); all of it
+# again, which must change nothing; k3s with a wrong sha256, which must be refused; and
+# auditflow_platform and ci_runner against a recording kubectl and a fake runner API on
+# 127.0.0.1. Prints how long each step took.
+#
+# Needs root (chroot, debootstrap). Installs what is missing: python3-venv, debootstrap and
+# zstd from Debian; ansible and ansible-lint (pinned in ansible/requirements.txt) into
+# target/tools/ansible-venv. The Debian root is made once with debootstrap and kept as
+# target/tools/debian-bookworm-root-*.tar.zst; later runs unpack it. Scratch files and logs go
+# to target/ansible-test/ (recreated each run).
+#
+#   scripts/check-ansible.sh
+#   AUDITFLOW_AGENT_BIN=path/to/auditflow-agent scripts/check-ansible.sh
+#   DEBIAN_MIRROR=http://deb.debian.org/debian scripts/check-ansible.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TOOLS="$ROOT/target/tools"
+VENV="$TOOLS/ansible-venv"
+WORK="$ROOT/target/ansible-test"
+AGENT_BIN=${AUDITFLOW_AGENT_BIN:-$ROOT/target/debug/auditflow-agent}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# What the throwaway root holds beyond minbase: Ansible's Python (with python3-apt for the apt
+# module), systemd for systemctl and unit checks, and node_prep's packages so that the apply
+# needs no download.
+ROOT_PACKAGES=python3,python3-apt,systemd,systemd-timesyncd,rsyslog,ca-certificates
+# The cache's name changes with what goes into it (bump the recipe number when rootfs() changes).
+ROOT_CACHE="$TOOLS/debian-bookworm-root-$(printf 'recipe 2 %s %s' "$ROOT_PACKAGES" "$MIRROR" | sha256sum | cut -c1-12).tar.zst"
+# The three test hosts: a k3s server and a k3s agent (Raspberry Pi-like roots), and a host
+# outside Kubernetes that runs the AuditFlow agent under systemd.
+HOSTS=(server worker outside)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "check-ansible: needs root (chroot and debootstrap)" >&2
+  exit 1
+fi
+if ! [ -x "$AGENT_BIN" ]; then
+  echo "check-ansible: no agent binary at $AGENT_BIN (cargo build -p agent, or set AUDITFLOW_AGENT_BIN)" >&2
+  exit 1
+fi
+
+STAGES=()
+T0=$(date +%s)
+PASSED=0
+FAILED=0
+stage() { # name command...
+  local name=$1 start rc
+  shift
+  printf '\n==> %s\n' "$name"
+  start=$(date +%s)
+  set +e
+  "$@"
+  rc=$?
+  set -e
+  STAGES+=("$(printf '%-26s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo "FAILED ($rc)")")")
+  if [ $rc != 0 ]; then
+    summary
+    exit $rc
+  fi
+}
+CLEANUP_PID=""
+summary() {
+  if [ -n "$CLEANUP_PID" ]; then wait "$CLEANUP_PID" || true; fi
+  printf '\n==> step times\n'
+  printf '%s\n' "${STAGES[@]}"
+  printf '%-26s %5ss\n' total "$(($(date +%s) - T0))"
+  printf 'ansible: %d passed, %d failed\n' "$PASSED" "$FAILED"
+}
+# check DESCRIPTION command...: one named assertion. A failure is reported and counted, and
+# the step fails at its end.
+check() {
+  local what=$1
+  shift
+  if "$@" >/dev/null 2>&1; then
+    PASSED=$((PASSED + 1))
+  else
+    FAILED=$((FAILED + 1))
+    echo "FAILED: $what"
+    STEP_FAILED=1
+  fi
+}
+# mode_is ROOTFS PATH MODE OWNER GROUP: permissions and ownership, names resolved in the root.
+mode_is() {
+  [ "$(chroot "$1" stat -c '%a %U %G' "$2")" = "$3 $4 $5" ]
+}
+# has ROOTFS PATH LINE: the file has this exact line.
+has() {
+  grep -qxF -- "$3" "$1$2"
+}
+# lacks FILE TEXT: the file does not contain the text.
+lacks() {
+  ! grep -qF -- "$2" "$1"
+}
+
+# Each step below runs with errexit off (stage() collects its status), so commands whose
+# failure must end the step say so with `|| return 1`.
+
+# --- tools --------------------------------------------------------------------------------------
+tools() {
+  local missing=()
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v zstd >/dev/null || missing+=(zstd)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    apt-get update -qq || return 1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || return 1
+  fi
+  # The venv is rebuilt when the pins change (a stamp holds the requirements' sha256).
+  local want have=""
+  want=$(sha256sum ansible/requirements.txt | cut -d' ' -f1)
+  [ -f "$VENV/.requirements-sha256" ] && have=$(cat "$VENV/.requirements-sha256")
+  if [ "$want" != "$have" ] || ! [ -x "$VENV/bin/ansible-playbook" ]; then
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || return 1
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r ansible/requirements.txt || return 1
+    echo "$want" >"$VENV/.requirements-sha256"
+  fi
+  export PATH="$VENV/bin:$PATH"
+  # The chroot connection comes with the pinned ansible package (community.general).
+  if ! ansible-doc -t connection community.general.chroot >/dev/null 2>&1; then
+    echo "community.general.chroot is missing from the pinned ansible package" >&2
+    return 1
+  fi
+  ansible --version | head -n 1
+  NO_COLOR=1 ansible-lint --nocolor --version 2>/dev/null | head -n 1
+}
+
+# --- static checks ------------------------------------------------------------------------------
+lint() {
+  (cd ansible && ANSIBLE_NOCOLOR=1 ansible-lint --offline --profile production --strict --nocolor)
+}
+
+syntax() {
+  (cd ansible && ansible-playbook --syntax-check -i inventory/example/hosts.yml site.yml)
+}
+
+# --- the throwaway Debian roots -----------------------------------------------------------------
+rootfs() {
+  if ! [ -f "$ROOT_CACHE" ]; then
+    local build="$TOOLS/debian-root-build"
+    rm -rf "$build"
+    echo "debootstrap bookworm (minbase + $ROOT_PACKAGES) from $MIRROR"
+    if ! debootstrap --variant=minbase --include="$ROOT_PACKAGES" bookworm "$build" "$MIRROR" \
+      >"$TOOLS/debootstrap.log" 2>&1; then
+      tail -n 30 "$TOOLS/debootstrap.log"
+      return 1
+    fi
+    # Smaller and faster to unpack: no downloaded packages, documentation or translations.
+    chroot "$build" apt-get clean || return 1
+    rm -rf "$build"/usr/share/doc/* "$build"/usr/share/man/* "$build"/usr/share/locale/*
+    tar -C "$build" --zstd -cf "$ROOT_CACHE.tmp" . || return 1
+    mv "$ROOT_CACHE.tmp" "$ROOT_CACHE"
+    rm -rf "$build"
+    # Roots made by an older recipe are not used any more.
+    find "$TOOLS" -maxdepth 1 -name 'debian-bookworm-root-*.tar.zst' ! -path "$ROOT_CACHE" -delete
+  fi
+  echo "root file system: $ROOT_CACHE ($(du -h "$ROOT_CACHE" | cut -f1))"
+  # The last run's roots are deleted in the background (that can take long on a busy disk);
+  # summary waits for it.
+  if [ -e "$WORK" ]; then
+    mv "$WORK" "$WORK.old.$$"
+  fi
+  rm -rf "$WORK".old.* &
+  CLEANUP_PID=$!
+  mkdir -p "$WORK/cache"
+  local host r
+  for host in "${HOSTS[@]}"; do
+    r="$WORK/$host"
+    mkdir -p "$r"
+    tar -C "$r" --zstd -xf "$ROOT_CACHE" || return 1
+    printf '%s\n' 'proc            /proc           proc    defaults          0       0' \
+      '/var/swap       none            swap    sw                0       0' >"$r/etc/fstab"
+  done
+  # What a Raspberry Pi OS root has and node_prep edits: the kernel command line on the
+  # firmware partition, the dphys-swapfile unit.
+  for host in server worker; do
+    r="$WORK/$host"
+    mkdir -p "$r/boot/firmware"
+    echo 'console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes rootwait' \
+      >"$r/boot/firmware/cmdline.txt"
+    printf '[Unit]\nDescription=stand-in for dphys-swapfile\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n' \
+      >"$r/lib/systemd/system/dphys-swapfile.service"
+  done
+
+  # A stand-in for the k3s release binary, and its sha256: the roles verify and install it
+  # exactly as they would the real one.
+  printf '#!/bin/sh\necho "k3s stand-in for scripts/check-ansible.sh"\n' >"$WORK/k3s-standin"
+  K3S_SHA256=$(sha256sum "$WORK/k3s-standin" | cut -d' ' -f1)
+  K3S_TOKEN=$(head -c 32 /dev/urandom | sha256sum | cut -d' ' -f1)
+
+  cat >"$WORK/inventory.yml" <<INVENTORY
+all:
+  vars:
+    ansible_connection: community.general.chroot
+    ansible_python_interpreter: /usr/bin/python3
+    # The chroot connection is already root; there is no sudo in the roots.
+    ansible_become: false
+  children:
+    k3s_cluster:
+      children:
+        k3s_servers:
+          hosts:
+            server:
+              ansible_host: $WORK/server
+        k3s_agents:
+          hosts:
+            worker:
+              ansible_host: $WORK/worker
+    auditflow_agents:
+      hosts:
+        outside:
+          ansible_host: $WORK/outside
+INVENTORY
+}
+
+# play LOG ARGS...: ansible-playbook site.yml against the roots; output in $WORK/LOG.
+play() {
+  local log=$1
+  shift
+  (cd ansible && ANSIBLE_NOCOLOR=1 ansible-playbook -i "$WORK/inventory.yml" site.yml \
+    -e @tests/chroot-vars.yml \
+    -e "auditflow_agent_binary_src=$AGENT_BIN" \
+    -e "k3s_binary_url=file://$WORK/k3s-standin" \
+    -e "k3s_binary_sha256=$K3S_SHA256" \
+    -e "k3s_binary_cache_dir=$WORK/cache" \
+    -e "k3s_cluster_token=$K3S_TOKEN" \
+    "$@") >"$WORK/$log" 2>&1
+}
+# recap LOG HOST: the PLAY RECAP counters of one host.
+recap() {
+  grep -E "^$2 +:" "$WORK/$1" | tail -n 1 | tr -s ' '
+}
+# unchanged LOG HOST: the host's recap says changed=0.
+unchanged() {
+  grep -qE "^$2 +:.* changed=0 " "$WORK/$1"
+}
+show_failure() {
+  tail -n 40 "$WORK/$1"
+  echo "(full output: $WORK/$1)"
+}
+
+# --- node_prep + auditflow_agent, applied for real ---------------------------------------------
+apply_nodes() {
+  if ! play apply-nodes.log --tags node,agent; then
+    show_failure apply-nodes.log
+    return 1
+  fi
+  local host
+  for host in "${HOSTS[@]}"; do echo "first run:  $(recap apply-nodes.log "$host")"; done
+  local s="$WORK/server" o="$WORK/outside" unit=/etc/systemd/system/auditflow-agent.service
+  STEP_FAILED=0
+  # node_prep on a k3s node (a Raspberry Pi).
+  check "hostname written" has "$s" /etc/hostname auditflow-test
+  check "hosts entry" has "$s" /etc/hosts "$(printf '127.0.1.1\tauditflow-test')"
+  check "cgroup flags added once" grep -qE '^console=serial0.* rootwait cgroup_memory=1 cgroup_enable=memory$' "$s/boot/firmware/cmdline.txt"
+  check "cmdline still one line" test "$(wc -l <"$s/boot/firmware/cmdline.txt")" = 1
+  check "fstab swap commented out" has "$s" /etc/fstab '# /var/swap       none            swap    sw                0       0'
+  check "fstab other lines kept" grep -q '^proc ' "$s/etc/fstab"
+  check "swap.target masked" test "$(readlink "$s/etc/systemd/system/swap.target")" = /dev/null
+  check "dphys-swapfile masked" test "$(readlink "$s/etc/systemd/system/dphys-swapfile.service")" = /dev/null
+  check "timesyncd servers" grep -q '^NTP=0.debian.pool.ntp.org ' "$s/etc/systemd/timesyncd.conf.d/auditflow.conf"
+  check "timesyncd enabled" test -L "$s/etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service"
+  check "kernel settings for k3s" has "$s" /etc/sysctl.d/90-auditflow-k3s.conf 'vm.overcommit_memory = 1'
+  check "DaemonSet spool owned by uid 10001" test "$(stat -c '%a %u %g' "$s/var/lib/auditflow/spool")" = '750 10001 10001'
+  # node_prep on a host outside Kubernetes: the Kubernetes part is left out.
+  check "outside: swap left alone" has "$o" /etc/fstab '/var/swap       none            swap    sw                0       0'
+  check "outside: no k3s kernel settings" test ! -e "$o/etc/sysctl.d/90-auditflow-k3s.conf"
+  check "outside: time sync configured" test -f "$o/etc/systemd/timesyncd.conf.d/auditflow.conf"
+  # auditflow_agent: binary, account, folders, files and their permissions.
+  check "agent binary installed" cmp -s "$AGENT_BIN" "$o/usr/local/bin/auditflow-agent"
+  check "agent binary 0755 root" mode_is "$o" /usr/local/bin/auditflow-agent 755 root root
+  check "service account has no shell" test "$(chroot "$o" getent passwd auditflow | cut -d: -f7)" = /usr/sbin/nologin
+  check "config folder 0750 root:auditflow" mode_is "$o" /etc/auditflow 750 root auditflow
+  check "config 0640 root:auditflow" mode_is "$o" /etc/auditflow/agent.toml 640 root auditflow
+  check "credentials 0600 root:root" mode_is "$o" /etc/auditflow/agent.env 600 root root
+  check "spool 0750 auditflow" mode_is "$o" /var/lib/auditflow/spool 750 auditflow auditflow
+  check "unit 0644 root" mode_is "$o" "$unit" 644 root root
+  check "config node id" has "$o" /etc/auditflow/agent.toml 'node_id = "test-node"'
+  check "config filter rules" test "$(grep -c '^\[\[filter\]\]$' "$o/etc/auditflow/agent.toml")" = 2
+  check "config holds no secret" lacks "$o/etc/auditflow/agent.toml" test-password
+  check "password in the credentials file" has "$o" /etc/auditflow/agent.env 'AUDITFLOW_MQTT_PASSWORD=test-password-for-a-throwaway-root'
+  check "no secret in the output" lacks "$WORK/apply-nodes.log" test-password-for-a-throwaway-root
+  check "config valid for the agent" chroot "$o" /usr/local/bin/auditflow-agent check-config --config /etc/auditflow/agent.toml
+  local line
+  for line in 'User=auditflow' 'Group=auditflow' 'SupplementaryGroups=adm' \
+    'EnvironmentFile=/etc/auditflow/agent.env' \
+    'ExecStart=/usr/local/bin/auditflow-agent --config /etc/auditflow/agent.toml run' \
+    'NoNewPrivileges=yes' 'ProtectSystem=strict' 'ProtectHome=yes' 'PrivateTmp=yes' \
+    'ReadWritePaths=/var/lib/auditflow/spool' 'CapabilityBoundingSet=' 'AmbientCapabilities=' \
+    'RestartPreventExitStatus=64' 'WantedBy=multi-user.target'; do
+    check "unit: $line" has "$o" "$unit" "$line"
+  done
+  check "unit passes systemd-analyze verify" chroot "$o" systemd-analyze verify "$unit"
+  check "agent enabled at boot" test -L "$o/etc/systemd/system/multi-user.target.wants/auditflow-agent.service"
+  return "$STEP_FAILED"
+}
+
+# A configuration the agent rejects (exit 64 from check-config) must fail the run and leave
+# the installed file alone.
+bad_config() {
+  local before after
+  before=$(sha256sum "$WORK/outside/etc/auditflow/agent.toml")
+  STEP_FAILED=0
+  if play bad-config.log --tags agent -e auditflow_agent_batch_max_events=0; then
+    check "invalid config refused" false
+  else
+    check "invalid config refused" true
+  fi
+  check "refusal names the problem" grep -q 'batch.max_events: must be between 1 and 4096' "$WORK/bad-config.log"
+  after=$(sha256sum "$WORK/outside/etc/auditflow/agent.toml")
+  check "installed config untouched" test "$before" = "$after"
+  return "$STEP_FAILED"
+}
+
+# --- k3s_server (server) and k3s_agent (worker), on the roots node_prep prepared ---------------
+k3s_check_mode() {
+  if ! play k3s-check.log --tags k3s --check --diff; then
+    show_failure k3s-check.log
+    return 1
+  fi
+  echo "check mode: $(recap k3s-check.log server)"
+  echo "            $(recap k3s-check.log worker)"
+  STEP_FAILED=0
+  check "check mode changed nothing on the server" test ! -e "$WORK/server/usr/local/bin/k3s"
+  check "check mode changed nothing on the worker" test ! -e "$WORK/worker/etc/rancher/k3s/config.yaml"
+  check "check mode verified the download" test -f "$WORK/cache/k3s-amd64-${K3S_SHA256:0:16}"
+  check "check mode shows no token" lacks "$WORK/k3s-check.log" "$K3S_TOKEN"
+  return "$STEP_FAILED"
+}
+
+k3s_apply() {
+  if ! play k3s-apply.log --tags k3s; then
+    show_failure k3s-apply.log
+    return 1
+  fi
+  echo "first run:  $(recap k3s-apply.log server)"
+  echo "            $(recap k3s-apply.log worker)"
+  local a="$WORK/server" b="$WORK/worker" host r
+  STEP_FAILED=0
+  check "no token in the output" lacks "$WORK/k3s-apply.log" "$K3S_TOKEN"
+  for host in server worker; do
+    r="$WORK/$host"
+    check "$host: k3s binary is the verified file" cmp -s "$WORK/k3s-standin" "$r/usr/local/bin/k3s"
+    check "$host: k3s binary 0755 root" mode_is "$r" /usr/local/bin/k3s 755 root root
+    check "$host: kubectl links to k3s" test "$(readlink "$r/usr/local/bin/kubectl")" = /usr/local/bin/k3s
+    check "$host: k3s config 0600" mode_is "$r" /etc/rancher/k3s/config.yaml 600 root root
+  done
+  check "server token 0600" mode_is "$a" /etc/rancher/k3s/cluster-token 600 root root
+  check "server token content" has "$a" /etc/rancher/k3s/cluster-token "$K3S_TOKEN"
+  check "server config points at the token file" has "$a" /etc/rancher/k3s/config.yaml 'token-file: /etc/rancher/k3s/cluster-token'
+  check "server config holds no token" lacks "$a/etc/rancher/k3s/config.yaml" "$K3S_TOKEN"
+  check "server audit log wired" has "$a" /etc/rancher/k3s/config.yaml '- audit-log-path=/var/lib/rancher/k3s/server/logs/audit.log'
+  check "server audit policy 0600" mode_is "$a" /etc/rancher/k3s/audit-policy.yaml 600 root root
+  check "audit log readable by group adm" mode_is "$a" /var/lib/rancher/k3s/server/logs/audit.log 640 root adm
+  check "server unit" has "$a" /etc/systemd/system/k3s.service 'ExecStart=/usr/local/bin/k3s server'
+  check "server unit passes systemd-analyze verify" chroot "$a" systemd-analyze verify /etc/systemd/system/k3s.service
+  check "server enabled at boot" test -L "$a/etc/systemd/system/multi-user.target.wants/k3s.service"
+  check "worker token 0600" mode_is "$b" /etc/rancher/k3s/agent-join-token 600 root root
+  check "worker joins the server" has "$b" /etc/rancher/k3s/config.yaml 'server: https://k3s.test.invalid:6443'
+  check "worker unit" has "$b" /etc/systemd/system/k3s-agent.service 'ExecStart=/usr/local/bin/k3s agent'
+  check "worker unit passes systemd-analyze verify" chroot "$b" systemd-analyze verify /etc/systemd/system/k3s-agent.service
+  check "worker enabled at boot" test -L "$b/etc/systemd/system/multi-user.target.wants/k3s-agent.service"
+  return "$STEP_FAILED"
+}
+
+# Everything applied so far, run again: nothing may change (and the roles must not undo each
+# other's work).
+reapply_all() {
+  if ! play reapply.log --tags node,agent,k3s; then
+    show_failure reapply.log
+    return 1
+  fi
+  local host
+  STEP_FAILED=0
+  for host in "${HOSTS[@]}"; do
+    echo "second run: $(recap reapply.log "$host")"
+    check "second run changed=0 ($host)" unchanged reapply.log "$host"
+  done
+  return "$STEP_FAILED"
+}
+
+# A binary whose sha256 differs from the pin must be refused before it reaches a node.
+k3s_wrong_sha() {
+  local wrong
+  wrong=$(printf '%064d' 0)
+  STEP_FAILED=0
+  if play k3s-wrong-sha.log --tags k3s --limit worker -e "k3s_binary_sha256=$wrong" \
+    -e "k3s_binary_cache_dir=$WORK/cache-wrong"; then
+    check "wrong sha256 refused" false
+  else
+    check "wrong sha256 refused" true
+  fi
+  check "refusal names the checksum" grep -qF "did not match $wrong" "$WORK/k3s-wrong-sha.log"
+  check "nothing left in the cache" test -z "$(ls -A "$WORK/cache-wrong")"
+  check "installed binary untouched" cmp -s "$WORK/k3s-standin" "$WORK/worker/usr/local/bin/k3s"
+  return "$STEP_FAILED"
+}
+
+# --- auditflow_platform and ci_runner, against a recording kubectl and a fake runner API ---------
+# No cluster here: a kubectl stand-in in the server root records what the roles apply, a
+# stand-in for the CI provider's runner API serves on 127.0.0.1, and k8s/ is replaced by a
+# small fixture (k8s/ belongs to the Kubernetes checks). This checks the roles' own logic: what
+# they send, in which order, and that no secret leaks into the output.
+platform_and_runner() {
+  local a="$WORK/server" api_pid port rc=0
+  install -m 0755 ansible/tests/fake-kubectl.sh "$a/usr/local/bin/kubectl-fake"
+  mkdir -p "$a/opt/fake-bin"
+  ln -sf /usr/local/bin/kubectl-fake "$a/opt/fake-bin/kubectl"
+  : >"$a/var/log/kubectl-fake.log"
+  : >"$a/var/log/create-secrets-fake.log"
+  python3 ansible/tests/fake-runner-api.py 0 "$WORK/api.port" "$WORK/api.log" test-api-token &
+  api_pid=$!
+  for _ in $(seq 50); do
+    [ -s "$WORK/api.port" ] && break
+    sleep 0.1
+  done
+  port=$(cat "$WORK/api.port")
+  cat >"$WORK/platform-vars.json" <<JSON
+{
+  "auditflow_platform_kubectl": ["/usr/local/bin/kubectl-fake"],
+  "auditflow_platform_kubectl_dir": "/opt/fake-bin",
+  "auditflow_platform_k8s_dir": "$ROOT/ansible/tests/fixtures/k8s",
+  "auditflow_platform_cache_dir": "$WORK/platform-cache",
+  "auditflow_platform_secrets": [{"name": "auditflow-extra", "data": {"token": "s3cret-for-test"}}],
+  "auditflow_platform_helm_values": {"image": {"tag": "9.9.9"}},
+  "ci_runner_enabled": true,
+  "ci_runner_kubectl": ["/usr/local/bin/kubectl-fake"],
+  "ci_runner_api_url": "http://127.0.0.1:$port",
+  "ci_runner_scope": "repos/owner/repo",
+  "ci_runner_register_url": "https://ci.test.invalid/owner/repo",
+  "ci_runner_api_token": "test-api-token",
+  "ci_runner_verify_delay": 1
+}
+JSON
+  play platform-kustomize.log --tags platform,ci_runner -e "@$WORK/platform-vars.json" || rc=$?
+  if [ $rc = 0 ]; then
+    play platform-helm.log --tags platform -e "@$WORK/platform-vars.json" \
+      -e auditflow_platform_method=helm || rc=$?
+  fi
+  if [ $rc = 0 ]; then
+    cp "$a/var/lib/auditflow-deploy/helmchart.yaml" "$WORK/helmchart-1.yaml"
+    play platform-helm-again.log --tags platform -e "@$WORK/platform-vars.json" \
+      -e auditflow_platform_method=helm || rc=$?
+  fi
+  kill "$api_pid"
+  wait "$api_pid" 2>/dev/null || true
+  if [ $rc != 0 ]; then
+    local log
+    for log in platform-kustomize.log platform-helm.log platform-helm-again.log; do
+      if [ -f "$WORK/$log" ]; then show_failure "$log"; fi
+    done
+    return 1
+  fi
+  echo "kustomize + runner: $(recap platform-kustomize.log server)"
+  echo "helm:               $(recap platform-helm.log server)"
+  local k="$a/var/log/kubectl-fake.log" deploy=/var/lib/auditflow-deploy
+  STEP_FAILED=0
+  # The platform.
+  check "k8s/ copied to the server" test -f "$a$deploy/k8s/overlays/prod/kustomization.yaml"
+  check "Secrets made by create-secrets.sh, broker admits the outside host" \
+    grep -qx 'auditflow-prod test-server outside' "$a/var/log/create-secrets-fake.log"
+  check "Secret from a variable" grep -qF '"stringData": {"token": "s3cret-for-test"}' "$k"
+  check "overlay compared" grep -qx "ARGS diff -k $deploy/k8s/overlays/prod" "$k"
+  check "overlay applied" grep -qx "ARGS apply -k $deploy/k8s/overlays/prod" "$k"
+  check "rollout awaited" grep -qx 'ARGS -n auditflow-prod rollout status daemonset.apps/auditflow-agent --timeout=600s' "$k"
+  check "HelmChart 0600" mode_is "$a" "$deploy/helmchart.yaml" 600 root root
+  check "HelmChart carries the chart and the merged values" "$VENV/bin/python" -c '
+import base64, io, sys, tarfile, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+spec = doc["spec"]
+assert doc["kind"] == "HelmChart" and spec["targetNamespace"] == "auditflow-prod", doc
+names = tarfile.open(fileobj=io.BytesIO(base64.b64decode(spec["chartContent"]))).getnames()
+assert "auditflow/Chart.yaml" in names and "auditflow/templates/configmap.yaml" in names, names
+values = yaml.safe_load(spec["valuesContent"])
+assert values == {"replicas": 2, "image": {"tag": "9.9.9"}, "secrets": {"nodeNames": ["outside"]}}, values
+' "$a$deploy/helmchart.yaml"
+  check "chart packed reproducibly" cmp -s "$WORK/helmchart-1.yaml" "$a$deploy/helmchart.yaml"
+  check "HelmChart unchanged on the second run" \
+    bash -c "grep -A1 'Write the HelmChart object' '$WORK/platform-helm-again.log' | grep -q '^ok:'"
+  # The CI runner's lifecycle.
+  check "runners listed" grep -qx 'GET /repos/owner/repo/actions/runners?per_page=100' "$WORK/api.log"
+  check "stale registration removed" grep -qx 'DELETE /repos/owner/repo/actions/runners/1' "$WORK/api.log"
+  check "other runners kept" bash -c "! grep -qE '^DELETE .*/runners/(2|3)$' '$WORK/api.log'"
+  check "registration token fetched" grep -qx 'POST /repos/owner/repo/actions/runners/registration-token' "$WORK/api.log"
+  check "registration token stored in a Secret" grep -qF '"stringData": {"token": "REGTOKEN-FOR-TEST"}' "$k"
+  check "runner manifests valid" "$VENV/bin/python" -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = [d["kind"] for d in docs]
+assert kinds == ["Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Deployment"], kinds
+pod = docs[-1]["spec"]["template"]["spec"]
+c = pod["containers"][0]
+assert ":" in c["image"] and not c["image"].endswith(":latest"), c["image"]
+assert c["resources"]["limits"]["memory"] == "2Gi", c["resources"]
+assert c["securityContext"]["allowPrivilegeEscalation"] is False
+assert pod["securityContext"]["runAsNonRoot"] is True
+env = {e["name"]: e["value"] for e in c["env"]}
+assert env["RUNNER_URL"] == "https://ci.test.invalid/owner/repo", env
+' "$a$deploy/ci-runner/ci-runner.yaml"
+  check "runner verified online and idle" \
+    bash -c "grep -A1 'Verify that the runner is online and idle' '$WORK/platform-kustomize.log' | grep -q '^ok:'"
+  local log
+  for log in platform-kustomize.log platform-helm.log platform-helm-again.log; do
+    check "no secret in $log" bash -c "! grep -qE 's3cret-for-test|REGTOKEN-FOR-TEST|test-api-token' '$WORK/$log'"
+  done
+  return "$STEP_FAILED"
+}
+
+stage tools tools
+stage ansible-lint lint
+stage syntax-check syntax
+stage debian-roots rootfs
+stage apply-nodes apply_nodes
+stage invalid-agent-config bad_config
+stage k3s-check-mode k3s_check_mode
+stage k3s-apply k3s_apply
+stage idempotence reapply_all
+stage k3s-wrong-sha256 k3s_wrong_sha
+stage platform-and-ci-runner platform_and_runner
+summary
