@@ -138,21 +138,15 @@ impl Detector {
                 let gate = rule.suppress.map(|d| Gate { key: key.clone(), suppress: micros(d) });
                 let op = match &rule.spec {
                     Spec::Match => gate.map(|gate| Op::Gate { by: by(), ts, gate }),
-                    Spec::Threshold { count, window } => Some(Op::Window {
-                        key,
-                        member: by(),
-                        by: by(),
-                        ts,
-                        window: micros(*window),
-                        count: *count,
-                        lateness: self.lateness_us,
-                        gate,
-                    }),
-                    Spec::Distinct { field, count, window } => {
-                        let value = ev.get(field).key_text();
+                    Spec::Threshold { count, window } | Spec::Distinct { count, window, .. } => {
+                        // Threshold windows count events, distinct windows values.
+                        let member = match &rule.spec {
+                            Spec::Distinct { field, .. } => ev.get(field).key_text(),
+                            _ => by(),
+                        };
                         Some(Op::Window {
                             key,
-                            member: value,
+                            member,
                             by: by(),
                             ts,
                             window: micros(*window),

@@ -64,15 +64,19 @@ impl Env {
         let pool = PgPool::connect(&admin_db)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL: cannot connect to DATABASE_URL: {e}"));
-        // Databases earlier runs left behind (the test process's id is in every name).
+        // Databases earlier runs left behind: the test process's id ends every name, so a
+        // database whose process is gone is stale (one of a run still going is left alone).
         let stale: Vec<(String,)> = sqlx::query_as(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'auditflow\\_agg\\_%' AND datname NOT LIKE $1",
+            "SELECT datname FROM pg_database WHERE datname LIKE 'auditflow\\_agg\\_%'",
         )
-        .bind(format!("%\\_{}", std::process::id()))
         .fetch_all(&pool)
         .await
         .unwrap();
         for (name,) in stale {
+            let pid = name.rsplit('_').next().unwrap_or_default();
+            if pid.parse::<u32>().is_err() || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
             )))
