@@ -221,8 +221,10 @@ async fn consume<S: WindowState, K: AlertSink>(
         for d in &deliveries {
             match decode(settings.feed, &d.data, settings.max_frame) {
                 Ok(Decoded::Item(item)) => items.push(item),
+                // Heard from now: the aggregator's clock, not the node's (a Pi has no
+                // real-time clock and may report 1970 until it syncs).
                 Ok(Decoded::Heartbeat(h)) => {
-                    seen.push((h.node_id, h.ts.as_nanos() / 1_000_000_000))
+                    seen.push((h.node_id, Timestamp::now().as_nanos() / 1_000_000_000))
                 }
                 Err((reason, detail)) => {
                     dead_letter(channel, settings.feed, &d.data, reason, &detail).await?;
