@@ -43,31 +43,14 @@ if ! [ -x "$AGENT_BIN" ]; then
   exit 1
 fi
 
-STAGES=()
-T0=$(date +%s)
+# shellcheck source=scripts/stages.sh
+source "$ROOT/scripts/stages.sh"
 PASSED=0
 FAILED=0
-stage() { # name command...
-  local name=$1 start rc
-  shift
-  printf '\n==> %s\n' "$name"
-  start=$(date +%s)
-  set +e
-  "$@"
-  rc=$?
-  set -e
-  STAGES+=("$(printf '%-26s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo "FAILED ($rc)")")")
-  if [ $rc != 0 ]; then
-    summary
-    exit $rc
-  fi
-}
 CLEANUP_PID=""
 summary() {
   if [ -n "$CLEANUP_PID" ]; then wait "$CLEANUP_PID" || true; fi
-  printf '\n==> step times\n'
-  printf '%s\n' "${STAGES[@]}"
-  printf '%-26s %5ss\n' total "$(($(date +%s) - T0))"
+  stage_times "step times"
   printf 'ansible: %d passed, %d failed\n' "$PASSED" "$FAILED"
 }
 # check DESCRIPTION command...: one named assertion. A failure is reported and counted, and

@@ -42,32 +42,13 @@ TOOLS="$ROOT/target/tools"
 VENV="$TOOLS/k8s-venv"
 REQUIREMENTS="$ROOT/k8s/tests/requirements.txt"
 RENDERED="$ROOT/target/k8s/rendered"
-T0=$(date +%s)
-STEPS=()
+# shellcheck source=scripts/stages.sh
+source "$ROOT/scripts/stages.sh"
 
 log() { printf '[check-k8s] %s\n' "$*"; }
 
-summary() {
-  printf '\n==> check-k8s step times\n'
-  printf '%s\n' "${STEPS[@]}"
-  printf '%-12s %5ss\n' total "$(($(date +%s) - T0))"
-}
+summary() { stage_times "check-k8s step times"; }
 
-step() { # name command...
-  local name=$1 start rc
-  shift
-  printf '\n==> %s\n' "$name"
-  start=$(date +%s)
-  set +e
-  "$@"
-  rc=$?
-  set -e
-  STEPS+=("$(printf '%-12s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo "FAILED ($rc)")")")
-  if [ $rc != 0 ]; then
-    summary
-    exit $rc
-  fi
-}
 
 have_venv_module() { python3 -c 'import venv, ensurepip' >/dev/null 2>&1; }
 
@@ -159,12 +140,12 @@ rules() {
 }
 
 export KUBECTL="$VENV/bin/kubectl"
-step tools tools
-step render k8scheck render "$RENDERED"
-step lint k8scheck lint
-step validate k8scheck validate "$RENDERED"
-step policy k8scheck policy "$RENDERED"
-step agree k8scheck agree "$RENDERED"
-step launch launch
-step rules rules
+stage tools tools
+stage render k8scheck render "$RENDERED"
+stage lint k8scheck lint
+stage validate k8scheck validate "$RENDERED"
+stage policy k8scheck policy "$RENDERED"
+stage agree k8scheck agree "$RENDERED"
+stage launch launch
+stage rules rules
 summary

@@ -15,27 +15,10 @@ mkdir -p "$TOOLS"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PATH="$TOOLS/bin:$HOME/.cargo/bin:$PATH"
 
-STAGES=()
-T0=$(date +%s)
-stage() { # name command...
-  local name=$1 start rc
-  shift
-  printf '\n==> %s\n' "$name"
-  start=$(date +%s)
-  set +e
-  "$@"
-  rc=$?
-  set -e
-  STAGES+=("$(printf '%-28s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo "FAILED ($rc)")")")
-  if [ $rc != 0 ]; then
-    summary
-    exit $rc
-  fi
-}
+# shellcheck source=scripts/stages.sh
+source scripts/stages.sh
 summary() {
-  printf '\n==> stage times\n'
-  printf '%s\n' "${STAGES[@]}"
-  printf '%-28s %5ss\n' total "$(($(date +%s) - T0))"
+  stage_times "stage times"
   # The last line: the whole suite's count, in the plain form CI reads.
   [ -z "${TEST_TOTALS:-}" ] || echo "tests: $TEST_TOTALS"
 }

@@ -117,7 +117,6 @@ impl Detector {
     /// Matches every event against the rules for its kind and lists the state ops needed.
     pub fn plan(&self, inputs: &[Input<'_>]) -> Plan {
         let mut plan = Plan::default();
-        let mut key_buf = String::new();
         for (i, input) in inputs.iter().enumerate() {
             let ev = EventRef { node: input.node, event: input.event };
             let ts = input.event.ts.as_nanos() / 1_000;
@@ -131,9 +130,7 @@ impl Detector {
                 if !first && !then {
                     continue;
                 }
-                key_buf.clear();
-                key_buf.push_str(&rule.group_key(&ev));
-                let key = state_key(rule, &key_buf);
+                let key = state_key(rule, &rule.group_key(&ev));
                 let by = || input.id.simple().to_string();
                 let gate = rule.suppress.map(|d| Gate { key: key.clone(), suppress: micros(d) });
                 let op = match &rule.spec {

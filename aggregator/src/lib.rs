@@ -33,13 +33,16 @@ use crate::state::redis::RedisState;
 use crate::store::postgres::PgStore;
 use crate::telemetry::Metrics;
 
-/// Loads the rule set the configuration names: the directory, or the shipped pack.
-pub fn load_rules(config: &Config) -> anyhow::Result<RuleSet> {
+/// Loads the rule set the configuration names: the directory (with the digest of the files
+/// read, which the reloader starts from), or the shipped pack.
+pub fn load_rules(config: &Config) -> anyhow::Result<(RuleSet, Option<u32>)> {
     if config.rules_dir.is_empty() {
-        return Ok(RuleSet::shipped());
+        return Ok((RuleSet::shipped(), None));
     }
-    RuleSet::load_dir(std::path::Path::new(&config.rules_dir))
-        .map_err(|e| anyhow::anyhow!("rules in {}: {e}", config.rules_dir))
+    let problem = |e: rules::RuleErrors| anyhow::anyhow!("rules in {}: {e}", config.rules_dir);
+    let files = rules::read_dir(std::path::Path::new(&config.rules_dir)).map_err(problem)?;
+    let set = RuleSet::parse(&files).map_err(problem)?;
+    Ok((set, Some(reload::digest(&files))))
 }
 
 /// Runs the aggregator until `cancel` fires. Listeners are bound before anything else so that
@@ -58,7 +61,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .await
         .with_context(|| format!("bind metrics to {}", config.http.metrics_listen))?;
     let metrics = Metrics::new();
-    let set = load_rules(&config)?;
+    let (set, initial_digest) = load_rules(&config)?;
     metrics.rules_loaded.set(set.rules.len() as i64);
     let status =
         Arc::new(Mutex::new(RuleStatus { version: set.version.clone(), last_error: None }));
@@ -107,8 +110,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             status,
             metrics: metrics.clone(),
         };
-        let initial = reloader.current_digest();
-        tracker.spawn(reloader.run(initial, cancel.clone()));
+        tracker.spawn(reloader.run(initial_digest, cancel.clone()));
     }
 
     tracker.spawn(fleet::run(pipeline.clone(), config.detection.silent_after(), cancel.clone()));

@@ -42,7 +42,8 @@ pub struct Reloader {
     pub metrics: Metrics,
 }
 
-fn digest(files: &[(String, String)]) -> u32 {
+/// A digest of a rule directory's files, to notice changes.
+pub fn digest(files: &[(String, String)]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     for (n, t) in files {
         h.update(n.as_bytes());
@@ -111,10 +112,5 @@ impl Reloader {
             }
             self.check(&mut last);
         }
-    }
-
-    /// The digest of the directory's current files (for `initial`).
-    pub fn current_digest(&self) -> Option<u32> {
-        read_dir(&self.dir).ok().map(|f| digest(&f))
     }
 }

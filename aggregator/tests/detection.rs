@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Aggregator, Env, alerts, firings, publish, wait_until};
+use support::{Aggregator, Env, alerts, firings, message_count, publish, wait_until};
 use wire::model::{Event, EventKind, FileOp, Outcome, Severity, Source, Timestamp};
 use wire::{DropCounts, Envelope, queues};
 
@@ -145,32 +145,12 @@ async fn undecodable_messages_go_to_the_dead_letter_queue() {
         agg.metric("auditflow_aggregator_invalid_messages_total") >= 2.0
     })
     .await;
-    let q = ch
-        .queue_declare(
-            queues::EVENTS_DLQ.into(),
-            lapin::options::QueueDeclareOptions {
-                durable: true,
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(q.message_count(), 2, "both bad messages are in the dead-letter queue");
-    let q = ch
-        .queue_declare(
-            queues::EVENTS.into(),
-            lapin::options::QueueDeclareOptions {
-                durable: true,
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(q.message_count(), 0, "nothing is requeued");
+    assert_eq!(
+        message_count(&ch, queues::EVENTS_DLQ).await,
+        2,
+        "both bad messages are in the dead-letter queue"
+    );
+    assert_eq!(message_count(&ch, queues::EVENTS).await, 0, "nothing is requeued");
     assert_eq!(firings(&env.pool().await).await.len(), 1);
 }
 

@@ -159,6 +159,18 @@ fn nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
+/// Messages ready in a queue (a passive declare: the queue must exist).
+pub async fn message_count(ch: &Channel, queue: &str) -> u32 {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions { durable: true, passive: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("RabbitMQ: queue {queue}: {e}"))
+    .message_count()
+}
+
 pub async fn publish(ch: &Channel, queue: &str, payload: &[u8]) {
     let confirm = ch
         .basic_publish(

@@ -1,0 +1,30 @@
+# The stage runner shared by scripts/test.sh, check-k8s.sh and check-ansible.sh. Sourced;
+# the sourcing script defines `summary` (printed when a stage fails, and at its end).
+#
+#   stage NAME command...   runs the command with errexit off, records its time and status
+#                           in STAGES, and on failure prints the summary and exits with it.
+STAGES=()
+T0=$(date +%s)
+
+stage() { # name command...
+  local name=$1 start rc
+  shift
+  printf '\n==> %s\n' "$name"
+  start=$(date +%s)
+  set +e
+  "$@"
+  rc=$?
+  set -e
+  STAGES+=("$(printf '%-28s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo "FAILED ($rc)")")")
+  if [ $rc != 0 ]; then
+    summary
+    exit $rc
+  fi
+}
+
+# Prints the recorded stages and the total under a heading.
+stage_times() { # heading
+  printf '\n==> %s\n' "$1"
+  printf '%s\n' "${STAGES[@]}"
+  printf '%-28s %5ss\n' total "$(($(date +%s) - T0))"
+}
