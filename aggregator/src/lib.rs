@@ -30,7 +30,6 @@ use crate::pipeline::{Pipeline, Rules};
 use crate::reload::{Reloader, RuleStatus};
 use crate::rules::RuleSet;
 use crate::state::redis::RedisState;
-use crate::store::postgres::PgStore;
 use crate::telemetry::Metrics;
 
 /// Loads the rule set the configuration names: the directory (with the digest of the files
@@ -72,7 +71,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let state = RedisState::connect(&s.redis_url, &config.detection.redis_prefix)
         .await
         .context("connect to Redis")?;
-    let store = PgStore::connect(&s.database_url).await?;
+    let store = store::open(&s.database_url, Vec::new()).await?;
     let pipeline = Arc::new(Pipeline {
         state: state.clone(),
         sink: store.clone(),

@@ -172,8 +172,10 @@ fn migrate(config: &Config) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(aggregator::store::postgres::PgStore::connect(&config.services.database_url))
-    {
+    match rt.block_on(aggregator::store::postgres::PgStore::connect(
+        &config.services.database_url,
+        Vec::new(),
+    )) {
         Ok(_) => {
             println!("migrations applied");
             ExitCode::SUCCESS

@@ -1,18 +1,28 @@
-//! The alert store: folds firings into alerts by fingerprint (DESIGN §6). **Only this module
-//! contains SQL.** PostgreSQL in the cluster profile; the interface is what the detection
-//! pipeline hands its firings to.
+//! The alert store (DESIGN §6): folds firings into alerts by fingerprint, keeps each alert's
+//! lifecycle history, silences, the fleet table and the notification outbox. **Only this
+//! module contains SQL.** PostgreSQL in the cluster profile, SQLite in embedded mode; both run
+//! the same SQL (see `sql.rs`) and one conformance suite (`tests/store_conformance.rs`).
+//!
+//! The types here are the API's JSON on purpose: an alert is what the API shows.
 
 pub mod postgres;
+mod sql;
+pub mod sqlite;
 
 use std::future::Future;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use wire::model::{Heartbeat, Timestamp};
 
 use crate::detect::Firing;
 
-/// Evidence events kept per alert (the newest).
-pub const EVIDENCE_KEPT: usize = 10;
+/// Evidence events shown per alert (the newest firings).
+pub const EVIDENCE_KEPT: i64 = 10;
 
 /// What committing a batch of firings did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Committed {
     /// Alerts created.
     pub created: usize,
@@ -20,15 +30,514 @@ pub struct Committed {
     pub folded: usize,
     /// Firings already stored (redelivery): nothing changed.
     pub duplicates: usize,
+    /// Alerts created or changed, for the live stream.
+    pub changed: Vec<(Uuid, ChangeKind)>,
+}
+
+/// Why an alert shows up on the live stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A new alert.
+    Created,
+    /// A firing folded into it.
+    Folded,
+    /// Its status changed.
+    Status,
 }
 
 /// Where firings go. Committing is idempotent: a firing id already stored changes nothing.
 pub trait AlertSink: Send + Sync {
     /// Stores a batch of firings in one transaction.
     fn commit(&self, firings: &[Firing]) -> impl Future<Output = anyhow::Result<Committed>> + Send;
+
+    /// Records heartbeats in the fleet table (`at`: the aggregator's clock, Unix ms).
+    fn heartbeats(
+        &self,
+        beats: &[Heartbeat],
+        at: i64,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// The legacy JSON of a firing's triggering event (the evidence kept with an alert).
 pub fn evidence_json(f: &Firing) -> serde_json::Value {
     wire::legacy::to_legacy(&f.event, &f.node, f.event_id)
+}
+
+/// Now, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    Timestamp::now().as_nanos() / 1_000_000
+}
+
+/// Unix milliseconds as RFC 3339 (what the API shows).
+pub fn rfc3339(ms: i64) -> String {
+    Timestamp::from_unix(ms.div_euclid(1000), (ms.rem_euclid(1000) * 1_000_000) as u32).to_rfc3339()
+}
+
+fn ser_ms<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*ms))
+}
+
+fn ser_opt_ms<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+/// An alert's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// New, nobody has looked.
+    Open,
+    /// Somebody is on it.
+    Acknowledged,
+    /// Done; a new firing with the same fingerprint opens a new alert.
+    Resolved,
+}
+
+impl Status {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Acknowledged => "acknowledged",
+            Status::Resolved => "resolved",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(Status::Open),
+            "acknowledged" => Some(Status::Acknowledged),
+            "resolved" => Some(Status::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// A lifecycle action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// open → acknowledged.
+    Acknowledge,
+    /// open or acknowledged → resolved.
+    Resolve,
+    /// acknowledged or resolved → open.
+    Reopen,
+}
+
+impl Action {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Acknowledge => "acknowledge",
+            Action::Resolve => "resolve",
+            Action::Reopen => "reopen",
+        }
+    }
+
+    /// The statuses it applies to and the one it leads to.
+    pub fn transition(self) -> (&'static [Status], Status) {
+        match self {
+            Action::Acknowledge => (&[Status::Open], Status::Acknowledged),
+            Action::Resolve => (&[Status::Open, Status::Acknowledged], Status::Resolved),
+            Action::Reopen => (&[Status::Acknowledged, Status::Resolved], Status::Open),
+        }
+    }
+}
+
+/// An alert.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    /// The first firing's id.
+    pub id: Uuid,
+    /// Rule id and group values; alerts fold by it while open.
+    pub fingerprint: String,
+    /// The rule.
+    pub rule_id: String,
+    /// The rule's name.
+    pub rule_name: String,
+    /// The rule's description.
+    pub rule_description: String,
+    /// INFO, WARNING or CRITICAL.
+    pub severity: String,
+    /// The rule's summary, filled in.
+    pub title: String,
+    /// The rule's tags.
+    pub tags: Vec<String>,
+    /// The node of the first triggering event.
+    pub node: String,
+    /// The group-by values.
+    pub group: serde_json::Map<String, serde_json::Value>,
+    /// Lifecycle.
+    pub status: Status,
+    /// Firings folded into it.
+    pub occurrences: i64,
+    /// Event time of the first firing.
+    #[serde(serialize_with = "ser_ms")]
+    pub first_seen: i64,
+    /// Event time of the latest firing.
+    #[serde(serialize_with = "ser_ms")]
+    pub last_seen: i64,
+    /// When it was stored.
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    /// When it last changed.
+    #[serde(serialize_with = "ser_ms")]
+    pub updated_at: i64,
+    /// The first triggering event's id.
+    pub correlation_id: Uuid,
+    /// What to do about it.
+    pub remediation: Option<String>,
+    /// The runbook.
+    pub playbook_url: Option<String>,
+    /// A silence matched when it was created: no notifications were sent.
+    pub silenced: bool,
+    /// The first triggering event (legacy JSON).
+    pub raw_event: serde_json::Value,
+}
+
+/// One lifecycle change.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    /// When.
+    #[serde(serialize_with = "ser_ms")]
+    pub at: i64,
+    /// Who (the API token's name).
+    pub actor: String,
+    /// acknowledge, resolve or reopen.
+    pub action: String,
+    /// Status before.
+    pub from_status: String,
+    /// Status after.
+    pub to_status: String,
+    /// Why.
+    pub comment: String,
+}
+
+/// One notification delivery of an alert.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Delivery {
+    /// The channel's name.
+    pub channel: String,
+    /// pending, delivered, failed (gave up) or skipped.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// The last error, or why it was skipped.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    #[serde(serialize_with = "ser_opt_ms")]
+    pub delivered_at: Option<i64>,
+}
+
+/// An alert with its evidence, history and deliveries.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AlertDetail {
+    /// The alert.
+    #[serde(flatten)]
+    pub alert: Alert,
+    /// The newest triggering events (legacy JSON), newest first.
+    pub evidence: Vec<serde_json::Value>,
+    /// Lifecycle changes, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// Notification deliveries.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Filters for the alert list. Every field narrows; empty lists and `None` do not.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertQuery {
+    /// Any of these statuses.
+    pub status: Vec<Status>,
+    /// Any of these severities.
+    pub severity: Vec<String>,
+    /// This node.
+    pub node: Option<String>,
+    /// This rule id.
+    pub rule: Option<String>,
+    /// `last_seen` at or after (Unix ms).
+    pub since: Option<i64>,
+    /// `last_seen` before (Unix ms).
+    pub until: Option<i64>,
+    /// Case-insensitive substring of title, rule, node or group values.
+    pub text: Option<String>,
+    /// Page size.
+    pub limit: i64,
+    /// Continue after this alert (from [`AlertPage::next`]).
+    pub after: Option<Cursor>,
+}
+
+/// A position in the alert list (newest `last_seen` first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// `last_seen` of the last alert shown.
+    pub last_seen: i64,
+    /// Its id.
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// The opaque form handed to clients.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.last_seen, self.id.simple())
+    }
+
+    /// Parses what [`Cursor::encode`] made.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (ms, id) = s.split_once('_')?;
+        Some(Self { last_seen: ms.parse().ok()?, id: Uuid::try_parse(id).ok()? })
+    }
+}
+
+/// One page of alerts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertPage {
+    /// The alerts, newest `last_seen` first.
+    pub alerts: Vec<Alert>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<Cursor>,
+}
+
+/// What a lifecycle action did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transitioned {
+    /// Done; the alert as it is now.
+    Done(Box<Alert>),
+    /// No such alert.
+    NotFound,
+    /// The action does not apply to the alert's status (or reopening would make a second open
+    /// alert with its fingerprint).
+    Conflict(String),
+}
+
+/// One silence matcher: `field` equals `value`. Fields: `rule_id`, `node`, `severity`, or
+/// `group.NAME` for a group-by value. A `value` ending in `*` matches by prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Matcher {
+    /// What to compare.
+    pub field: String,
+    /// What it must be.
+    pub value: String,
+}
+
+impl Matcher {
+    /// Whether the field is one a matcher may name.
+    pub fn valid_field(field: &str) -> bool {
+        matches!(field, "rule_id" | "node" | "severity")
+            || field.strip_prefix("group.").is_some_and(|g| !g.is_empty())
+    }
+
+    fn matches(&self, f: &Firing) -> bool {
+        let actual = match self.field.as_str() {
+            "rule_id" => Some(f.rule_id.as_str()),
+            "node" => Some(f.node.as_str()),
+            "severity" => Some(f.severity.as_legacy()),
+            other => other
+                .strip_prefix("group.")
+                .and_then(|name| f.group.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())),
+        };
+        match (actual, self.value.strip_suffix('*')) {
+            (Some(a), Some(prefix)) => a.starts_with(prefix),
+            (Some(a), None) => a == self.value,
+            (None, _) => false,
+        }
+    }
+}
+
+/// A silence: alerts created while it is active and matching all its matchers are stored but
+/// not notified.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Silence {
+    /// Its id.
+    pub id: Uuid,
+    /// All must match.
+    pub matchers: Vec<Matcher>,
+    /// Why.
+    pub comment: String,
+    /// Who.
+    pub created_by: String,
+    /// When.
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    /// Until when.
+    #[serde(serialize_with = "ser_ms")]
+    pub expires_at: i64,
+}
+
+impl Silence {
+    /// Whether it silences this firing at `now`.
+    pub fn silences(&self, f: &Firing, now: i64) -> bool {
+        now < self.expires_at && self.matchers.iter().all(|m| m.matches(f))
+    }
+}
+
+/// An agent as its heartbeats describe it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Agent {
+    /// Node name.
+    pub node: String,
+    /// Agent version.
+    pub version: String,
+    /// Edge filter version.
+    pub rules_version: String,
+    /// First heartbeat (aggregator clock).
+    #[serde(serialize_with = "ser_ms")]
+    pub first_seen: i64,
+    /// Latest heartbeat (aggregator clock).
+    #[serde(serialize_with = "ser_ms")]
+    pub last_seen: i64,
+    /// Seconds since the agent started.
+    pub uptime_secs: i64,
+    /// Bytes waiting in its spool.
+    pub spool_bytes: i64,
+    /// Events sent since it started.
+    pub events_sent: i64,
+    /// Events per second between its last two heartbeats.
+    pub events_per_s: f64,
+    /// Drops since it started.
+    pub dropped: i64,
+    /// Drops per reason.
+    pub drops: serde_json::Value,
+}
+
+/// Alerts created in one time bucket, per severity.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Bucket {
+    /// Bucket start.
+    #[serde(serialize_with = "ser_ms")]
+    pub start: i64,
+    /// Severity.
+    pub severity: String,
+    /// Alerts created.
+    pub alerts: i64,
+    /// Firings (occurrences) of those alerts.
+    pub firings: i64,
+}
+
+/// Firings per rule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleCount {
+    /// The rule.
+    pub rule_id: String,
+    /// Firings stored.
+    pub firings: i64,
+    /// Event time of the latest.
+    #[serde(serialize_with = "ser_opt_ms")]
+    pub last_fired: Option<i64>,
+}
+
+/// A notification channel the store writes outbox rows for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Channel {
+    /// Its name.
+    pub name: String,
+    /// Whether silences apply (they do to notifications, not to the `audit_alerts` feed).
+    pub silenceable: bool,
+}
+
+/// An outbox row due for delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxItem {
+    /// Row id.
+    pub id: i64,
+    /// The alert.
+    pub alert_id: Uuid,
+    /// The channel.
+    pub channel: String,
+    /// Attempts before this one.
+    pub attempts: i64,
+}
+
+/// The store behind the API. Object-safe (boxed futures) so the API holds one
+/// `Arc<dyn Store>` for either backend.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Stores firings (see [`AlertSink::commit`]); `now` is the wall clock (Unix ms).
+    async fn commit_at(&self, firings: &[Firing], now: i64) -> anyhow::Result<Committed>;
+    /// Records heartbeats (see [`AlertSink::heartbeats`]).
+    async fn record_heartbeats(&self, beats: &[Heartbeat], at: i64) -> anyhow::Result<()>;
+    /// One page of alerts.
+    async fn list_alerts(&self, q: &AlertQuery) -> anyhow::Result<AlertPage>;
+    /// Alerts newest created first, by offset (the legacy API).
+    async fn list_alerts_offset(&self, limit: i64, offset: i64) -> anyhow::Result<Vec<Alert>>;
+    /// One alert with evidence, history and deliveries.
+    async fn alert(&self, id: Uuid) -> anyhow::Result<Option<AlertDetail>>;
+    /// Applies a lifecycle action.
+    async fn transition(
+        &self,
+        id: Uuid,
+        action: Action,
+        actor: &str,
+        comment: &str,
+        now: i64,
+    ) -> anyhow::Result<Transitioned>;
+    /// Adds a silence.
+    async fn add_silence(&self, silence: &Silence) -> anyhow::Result<()>;
+    /// Silences, newest first; expired ones only when asked.
+    async fn silences(&self, include_expired: bool, now: i64) -> anyhow::Result<Vec<Silence>>;
+    /// Ends a silence now; false when there is no such silence.
+    async fn expire_silence(&self, id: Uuid, now: i64) -> anyhow::Result<bool>;
+    /// The fleet, by node name.
+    async fn agents(&self) -> anyhow::Result<Vec<Agent>>;
+    /// Alerts created in `[from, to)` in buckets of `bucket` ms.
+    async fn stats(&self, from: i64, to: i64, bucket: i64) -> anyhow::Result<Vec<Bucket>>;
+    /// Firings per rule.
+    async fn rule_counts(&self) -> anyhow::Result<Vec<RuleCount>>;
+    /// Outbox rows due at `now`, claimed for `lease` ms so another replica skips them.
+    async fn claim_outbox(&self, now: i64, lease: i64, max: i64)
+    -> anyhow::Result<Vec<OutboxItem>>;
+    /// Marks a delivery done.
+    async fn delivered(&self, id: i64, now: i64) -> anyhow::Result<()>;
+    /// Records a failed attempt: retry at `retry_at`, or give up when it is `None`.
+    async fn delivery_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> anyhow::Result<()>;
+    /// Marks a delivery skipped (the channel's filter does not want the alert).
+    async fn delivery_skipped(&self, id: i64, why: &str) -> anyhow::Result<()>;
+    /// Checks the database answers (for `/readyz`).
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
+/// A store shared by the pipeline, the API and the notifier. (A newtype rather than an alias:
+/// `Arc<dyn Store>` in a generic async context trips the compiler's higher-ranked lifetime
+/// inference.)
+#[derive(Clone, Debug)]
+pub struct SharedStore(pub Arc<dyn Store>);
+
+impl std::ops::Deref for SharedStore {
+    type Target = dyn Store;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl AlertSink for SharedStore {
+    async fn commit(&self, firings: &[Firing]) -> anyhow::Result<Committed> {
+        self.commit_at(firings, now_ms()).await
+    }
+
+    async fn heartbeats(&self, beats: &[Heartbeat], at: i64) -> anyhow::Result<()> {
+        self.record_heartbeats(beats, at).await
+    }
+}
+
+/// Opens the store a URL names: `postgres://…` or `sqlite:PATH`; migrations are applied.
+pub async fn open(url: &str, channels: Vec<Channel>) -> anyhow::Result<SharedStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(SharedStore(Arc::new(postgres::PgStore::connect(url, channels).await?)))
+    } else if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = std::path::Path::new(path);
+        Ok(SharedStore(Arc::new(sqlite::SqliteStore::open(path, channels).await?)))
+    } else {
+        anyhow::bail!("unsupported database URL (expected postgres://… or sqlite:PATH)")
+    }
 }

@@ -1,0 +1,711 @@
+//! The SQL both backends run. PostgreSQL and SQLite accept the same statements here (`$N`
+//! placeholders, `ON CONFLICT … DO UPDATE`, `RETURNING`, row values, integer times), so the
+//! [`Store`](super::Store) implementation is written once, as a macro instantiated for each
+//! backend's pool type: sqlx's traits generic over the database make a generic function
+//! unreadable, while the macro keeps one readable body checked by the compiler twice.
+
+/// The alert columns every alert query selects, in [`alert_from_row`]'s order.
+pub(super) const ALERT_COLS: &str = "id, fingerprint, rule_id, rule_name, rule_description, \
+     severity, title, tags, node, group_values, status, occurrences, first_seen, last_seen, \
+     created_at, updated_at, correlation_id, remediation, playbook_url, silenced, raw_event";
+
+/// `text` as a LIKE pattern matching it anywhere, lower-cased, with `\` as the escape.
+pub(super) fn like_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// What the text filter searches: title, rule, node and group values, lower-cased.
+pub(super) fn search_text(f: &crate::detect::Firing) -> String {
+    let mut s = format!("{}\n{}\n{}\n{}", f.title, f.rule_id, f.rule_name, f.node);
+    for (k, v) in &f.group {
+        s.push('\n');
+        s.push_str(k);
+        s.push('=');
+        s.push_str(v);
+    }
+    s.to_lowercase()
+}
+
+/// Implements [`Store`](super::Store) for a type with fields `pool` (writes) and `read`
+/// (reads) of one sqlx pool type, and `channels: Vec<Channel>`.
+macro_rules! impl_store {
+    ($store:ty, $row:ty) => {
+        fn alert_from_row(row: &$row) -> anyhow::Result<$crate::store::Alert> {
+            use sqlx::Row;
+            use sqlx::types::Json;
+            let status: String = row.try_get("status")?;
+            let group: Json<serde_json::Map<String, serde_json::Value>> =
+                row.try_get("group_values")?;
+            Ok($crate::store::Alert {
+                id: row.try_get("id")?,
+                fingerprint: row.try_get("fingerprint")?,
+                rule_id: row.try_get("rule_id")?,
+                rule_name: row.try_get("rule_name")?,
+                rule_description: row.try_get("rule_description")?,
+                severity: row.try_get("severity")?,
+                title: row.try_get("title")?,
+                tags: row.try_get::<Json<Vec<String>>, _>("tags")?.0,
+                node: row.try_get("node")?,
+                group: group.0,
+                status: $crate::store::Status::parse(&status)
+                    .ok_or_else(|| anyhow::anyhow!("unknown alert status {status:?}"))?,
+                occurrences: row.try_get("occurrences")?,
+                first_seen: row.try_get("first_seen")?,
+                last_seen: row.try_get("last_seen")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+                correlation_id: row.try_get("correlation_id")?,
+                remediation: row.try_get("remediation")?,
+                playbook_url: row.try_get("playbook_url")?,
+                silenced: row.try_get("silenced")?,
+                raw_event: row.try_get::<Json<serde_json::Value>, _>("raw_event")?.0,
+            })
+        }
+
+        fn silence_from_row(row: &$row) -> anyhow::Result<$crate::store::Silence> {
+            use sqlx::Row;
+            use sqlx::types::Json;
+            Ok($crate::store::Silence {
+                id: row.try_get("id")?,
+                matchers: row.try_get::<Json<Vec<$crate::store::Matcher>>, _>("matchers")?.0,
+                comment: row.try_get("comment")?,
+                created_by: row.try_get("created_by")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        }
+
+        impl $store {
+            async fn fetch_alert(&self, id: uuid::Uuid) -> anyhow::Result<Option<$crate::store::Alert>> {
+                let sql = format!("SELECT {} FROM alerts WHERE id = $1", $crate::store::sql::ALERT_COLS);
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&self.read)
+                    .await
+                    .context("read alert")?;
+                row.as_ref().map(alert_from_row).transpose()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn commit_at(
+                &self,
+                firings: &[$crate::detect::Firing],
+                now: i64,
+            ) -> anyhow::Result<$crate::store::Committed> {
+                use sqlx::types::Json;
+                use $crate::store::{ChangeKind, Committed, evidence_json, sql::search_text};
+                let mut out = Committed::default();
+                if firings.is_empty() {
+                    return Ok(out);
+                }
+                let mut tx = self.pool.begin().await.context("begin")?;
+                let silences = {
+                    let rows = sqlx::query("SELECT * FROM silences WHERE expires_at > $1")
+                        .bind(now)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("read silences")?;
+                    rows.iter().map(silence_from_row).collect::<anyhow::Result<Vec<_>>>()?
+                };
+                for f in firings {
+                    let event = evidence_json(f);
+                    let ts = f.event.ts.as_nanos() / 1_000_000;
+                    let inserted = sqlx::query(
+                        "INSERT INTO firings (id, rule_id, fingerprint, ts, count, node, event_id,
+                             event, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(f.id)
+                    .bind(&f.rule_id)
+                    .bind(&f.fingerprint)
+                    .bind(ts)
+                    .bind(i64::from(f.count))
+                    .bind(&f.node)
+                    .bind(f.event_id)
+                    .bind(Json(&event))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .context("insert firing")?
+                    .rows_affected();
+                    if inserted == 0 {
+                        out.duplicates += 1;
+                        continue;
+                    }
+                    let group: serde_json::Map<String, serde_json::Value> =
+                        f.group.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                    let silenced = silences.iter().any(|s| s.silences(f, now));
+                    let (alert_id,): (uuid::Uuid,) = sqlx::query_as(
+                        "INSERT INTO alerts (id, fingerprint, rule_id, rule_name, rule_description,
+                             severity, title, tags, node, group_values, occurrences, first_seen,
+                             last_seen, created_at, updated_at, correlation_id, raw_event,
+                             remediation, playbook_url, silenced, search_text)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $12,
+                             $13, $14, $15, $16, $17, $18)
+                         ON CONFLICT (fingerprint) WHERE status <> 'resolved' DO UPDATE SET
+                             occurrences = alerts.occurrences + 1,
+                             last_seen = CASE WHEN excluded.last_seen > alerts.last_seen
+                                 THEN excluded.last_seen ELSE alerts.last_seen END,
+                             first_seen = CASE WHEN excluded.first_seen < alerts.first_seen
+                                 THEN excluded.first_seen ELSE alerts.first_seen END,
+                             title = excluded.title,
+                             updated_at = excluded.updated_at
+                         RETURNING id",
+                    )
+                    .bind(f.id)
+                    .bind(&f.fingerprint)
+                    .bind(&f.rule_id)
+                    .bind(&f.rule_name)
+                    .bind(&f.rule_description)
+                    .bind(f.severity.as_legacy())
+                    .bind(&f.title)
+                    .bind(Json(&f.tags))
+                    .bind(&f.node)
+                    .bind(Json(&group))
+                    .bind(ts)
+                    .bind(now)
+                    .bind(f.event_id)
+                    .bind(Json(&event))
+                    .bind(&f.remediation)
+                    .bind(&f.playbook_url)
+                    .bind(silenced)
+                    .bind(search_text(f))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .context("upsert alert")?;
+                    sqlx::query("UPDATE firings SET alert_id = $1 WHERE id = $2")
+                        .bind(alert_id)
+                        .bind(f.id)
+                        .execute(&mut *tx)
+                        .await
+                        .context("link firing")?;
+                    // The alert's id is its first firing's: it was created now exactly when
+                    // the id that came back is this firing's.
+                    if alert_id == f.id {
+                        out.created += 1;
+                        out.changed.push((alert_id, ChangeKind::Created));
+                        for ch in &self.channels {
+                            let skipped = silenced && ch.silenceable;
+                            sqlx::query(
+                                "INSERT INTO outbox (alert_id, channel, state, next_at, last_error,
+                                     created_at)
+                                 VALUES ($1, $2, $3, $4, $5, $4)
+                                 ON CONFLICT (alert_id, channel) DO NOTHING",
+                            )
+                            .bind(alert_id)
+                            .bind(&ch.name)
+                            .bind(if skipped { "skipped" } else { "pending" })
+                            .bind(now)
+                            .bind(skipped.then_some("silenced"))
+                            .execute(&mut *tx)
+                            .await
+                            .context("queue notification")?;
+                        }
+                    } else {
+                        out.folded += 1;
+                        if !out.changed.contains(&(alert_id, ChangeKind::Folded)) {
+                            out.changed.push((alert_id, ChangeKind::Folded));
+                        }
+                    }
+                }
+                tx.commit().await.context("commit")?;
+                Ok(out)
+            }
+
+            async fn record_heartbeats(
+                &self,
+                beats: &[wire::model::Heartbeat],
+                at: i64,
+            ) -> anyhow::Result<()> {
+                use sqlx::types::Json;
+                if beats.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await.context("begin")?;
+                for h in beats {
+                    let drops: serde_json::Map<String, serde_json::Value> = h
+                        .dropped
+                        .iter()
+                        .map(|(r, n)| (r.as_str().to_owned(), n.into()))
+                        .collect();
+                    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                    sqlx::query(
+                        "INSERT INTO agents (node, version, rules_version, first_seen, last_seen,
+                             uptime_secs, spool_bytes, events_sent, dropped, drops,
+                             prev_events_sent, prev_seen)
+                         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $7, $4)
+                         ON CONFLICT (node) DO UPDATE SET
+                             prev_events_sent = agents.events_sent,
+                             prev_seen = agents.last_seen,
+                             version = excluded.version,
+                             rules_version = excluded.rules_version,
+                             last_seen = excluded.last_seen,
+                             uptime_secs = excluded.uptime_secs,
+                             spool_bytes = excluded.spool_bytes,
+                             events_sent = excluded.events_sent,
+                             dropped = excluded.dropped,
+                             drops = excluded.drops",
+                    )
+                    .bind(&h.node_id)
+                    .bind(&h.version)
+                    .bind(&h.rules_version)
+                    .bind(at)
+                    .bind(clamp(h.uptime_secs))
+                    .bind(clamp(h.spool_bytes))
+                    .bind(clamp(h.events_sent))
+                    .bind(clamp(h.dropped.total()))
+                    .bind(Json(&drops))
+                    .execute(&mut *tx)
+                    .await
+                    .context("record heartbeat")?;
+                }
+                tx.commit().await.context("commit")?;
+                Ok(())
+            }
+
+            async fn list_alerts(
+                &self,
+                q: &$crate::store::AlertQuery,
+            ) -> anyhow::Result<$crate::store::AlertPage> {
+                use $crate::store::{AlertPage, Cursor, sql::{ALERT_COLS, like_pattern}};
+                let mut b = sqlx::QueryBuilder::new(format!("SELECT {ALERT_COLS} FROM alerts WHERE 1 = 1"));
+                if !q.status.is_empty() {
+                    b.push(" AND status IN (");
+                    let mut list = b.separated(", ");
+                    for s in &q.status {
+                        list.push_bind(s.as_str());
+                    }
+                    b.push(")");
+                }
+                if !q.severity.is_empty() {
+                    b.push(" AND severity IN (");
+                    let mut list = b.separated(", ");
+                    for s in &q.severity {
+                        list.push_bind(s.clone());
+                    }
+                    b.push(")");
+                }
+                if let Some(node) = &q.node {
+                    b.push(" AND node = ").push_bind(node.clone());
+                }
+                if let Some(rule) = &q.rule {
+                    b.push(" AND rule_id = ").push_bind(rule.clone());
+                }
+                if let Some(since) = q.since {
+                    b.push(" AND last_seen >= ").push_bind(since);
+                }
+                if let Some(until) = q.until {
+                    b.push(" AND last_seen < ").push_bind(until);
+                }
+                if let Some(text) = &q.text {
+                    b.push(" AND search_text LIKE ").push_bind(like_pattern(text));
+                    b.push(" ESCAPE '\\'");
+                }
+                if let Some(c) = q.after {
+                    b.push(" AND (last_seen < ").push_bind(c.last_seen);
+                    b.push(" OR (last_seen = ").push_bind(c.last_seen);
+                    b.push(" AND id < ").push_bind(c.id);
+                    b.push("))");
+                }
+                b.push(" ORDER BY last_seen DESC, id DESC LIMIT ").push_bind(q.limit + 1);
+                let rows = b.build().fetch_all(&self.read).await.context("list alerts")?;
+                let mut alerts =
+                    rows.iter().map(alert_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+                let more = alerts.len() as i64 > q.limit;
+                alerts.truncate(q.limit.max(0) as usize);
+                let next = if more {
+                    alerts.last().map(|a| Cursor { last_seen: a.last_seen, id: a.id })
+                } else {
+                    None
+                };
+                Ok(AlertPage { alerts, next })
+            }
+
+            async fn list_alerts_offset(
+                &self,
+                limit: i64,
+                offset: i64,
+            ) -> anyhow::Result<Vec<$crate::store::Alert>> {
+                let sql = format!(
+                    "SELECT {} FROM alerts ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2",
+                    $crate::store::sql::ALERT_COLS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(&self.read)
+                    .await
+                    .context("list alerts")?;
+                rows.iter().map(alert_from_row).collect()
+            }
+
+            async fn alert(
+                &self,
+                id: uuid::Uuid,
+            ) -> anyhow::Result<Option<$crate::store::AlertDetail>> {
+                use sqlx::Row;
+                use sqlx::types::Json;
+                use $crate::store::{AlertDetail, Delivery, HistoryEntry};
+                let Some(alert) = self.fetch_alert(id).await? else {
+                    return Ok(None);
+                };
+                let evidence = sqlx::query(
+                    "SELECT event FROM firings WHERE alert_id = $1 ORDER BY ts DESC, id DESC LIMIT $2",
+                )
+                .bind(id)
+                .bind($crate::store::EVIDENCE_KEPT)
+                .fetch_all(&self.read)
+                .await
+                .context("read evidence")?
+                .iter()
+                .map(|r| r.try_get::<Json<serde_json::Value>, _>("event").map(|j| j.0))
+                .collect::<Result<Vec<_>, _>>()?;
+                let history = sqlx::query(
+                    "SELECT at, actor, action, from_status, to_status, comment
+                     FROM alert_history WHERE alert_id = $1 ORDER BY id",
+                )
+                .bind(id)
+                .fetch_all(&self.read)
+                .await
+                .context("read history")?
+                .iter()
+                .map(|r| {
+                    Ok(HistoryEntry {
+                        at: r.try_get("at")?,
+                        actor: r.try_get("actor")?,
+                        action: r.try_get("action")?,
+                        from_status: r.try_get("from_status")?,
+                        to_status: r.try_get("to_status")?,
+                        comment: r.try_get("comment")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                let deliveries = sqlx::query(
+                    "SELECT channel, state, attempts, last_error, delivered_at
+                     FROM outbox WHERE alert_id = $1 ORDER BY channel",
+                )
+                .bind(id)
+                .fetch_all(&self.read)
+                .await
+                .context("read deliveries")?
+                .iter()
+                .map(|r| {
+                    Ok(Delivery {
+                        channel: r.try_get("channel")?,
+                        state: r.try_get("state")?,
+                        attempts: r.try_get("attempts")?,
+                        last_error: r.try_get("last_error")?,
+                        delivered_at: r.try_get("delivered_at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                Ok(Some(AlertDetail { alert, evidence, history, deliveries }))
+            }
+
+            async fn transition(
+                &self,
+                id: uuid::Uuid,
+                action: $crate::store::Action,
+                actor: &str,
+                comment: &str,
+                now: i64,
+            ) -> anyhow::Result<$crate::store::Transitioned> {
+                use $crate::store::{Status, Transitioned};
+                let mut tx = self.pool.begin().await.context("begin")?;
+                let current: Option<(String, String)> =
+                    sqlx::query_as("SELECT status, fingerprint FROM alerts WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .context("read alert")?;
+                let Some((status, fingerprint)) = current else {
+                    return Ok(Transitioned::NotFound);
+                };
+                let (from, to) = action.transition();
+                if !from.iter().any(|s| s.as_str() == status) {
+                    return Ok(Transitioned::Conflict(format!(
+                        "cannot {} an alert that is {status}",
+                        action.as_str()
+                    )));
+                }
+                if to == Status::Open && status == Status::Resolved.as_str() {
+                    let other: Option<(uuid::Uuid,)> = sqlx::query_as(
+                        "SELECT id FROM alerts WHERE fingerprint = $1 AND status <> 'resolved'",
+                    )
+                    .bind(&fingerprint)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .context("read alert")?;
+                    if let Some((other,)) = other {
+                        return Ok(Transitioned::Conflict(format!(
+                            "alert {other} with the same fingerprint is open; it collects new firings"
+                        )));
+                    }
+                }
+                let changed = sqlx::query(
+                    "UPDATE alerts SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+                )
+                .bind(to.as_str())
+                .bind(now)
+                .bind(id)
+                .bind(&status)
+                .execute(&mut *tx)
+                .await
+                .context("update alert")?
+                .rows_affected();
+                if changed == 0 {
+                    return Ok(Transitioned::Conflict("the alert changed meanwhile; retry".into()));
+                }
+                sqlx::query(
+                    "INSERT INTO alert_history (alert_id, at, actor, action, from_status, to_status,
+                         comment)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(actor)
+                .bind(action.as_str())
+                .bind(&status)
+                .bind(to.as_str())
+                .bind(comment)
+                .execute(&mut *tx)
+                .await
+                .context("record history")?;
+                tx.commit().await.context("commit")?;
+                match self.fetch_alert(id).await? {
+                    Some(alert) => Ok(Transitioned::Done(Box::new(alert))),
+                    None => Ok(Transitioned::NotFound),
+                }
+            }
+
+            async fn add_silence(&self, s: &$crate::store::Silence) -> anyhow::Result<()> {
+                sqlx::query(
+                    "INSERT INTO silences (id, matchers, comment, created_by, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(s.id)
+                .bind(sqlx::types::Json(&s.matchers))
+                .bind(&s.comment)
+                .bind(&s.created_by)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .execute(&self.pool)
+                .await
+                .context("add silence")?;
+                Ok(())
+            }
+
+            async fn silences(
+                &self,
+                include_expired: bool,
+                now: i64,
+            ) -> anyhow::Result<Vec<$crate::store::Silence>> {
+                let floor = if include_expired { i64::MIN } else { now };
+                let rows = sqlx::query(
+                    "SELECT * FROM silences WHERE expires_at > $1 ORDER BY created_at DESC, id",
+                )
+                .bind(floor)
+                .fetch_all(&self.read)
+                .await
+                .context("read silences")?;
+                rows.iter().map(silence_from_row).collect()
+            }
+
+            async fn expire_silence(&self, id: uuid::Uuid, now: i64) -> anyhow::Result<bool> {
+                let changed = sqlx::query(
+                    "UPDATE silences SET expires_at = CASE WHEN expires_at < $1 THEN expires_at
+                         ELSE $1 END WHERE id = $2",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .context("expire silence")?
+                .rows_affected();
+                Ok(changed > 0)
+            }
+
+            async fn agents(&self) -> anyhow::Result<Vec<$crate::store::Agent>> {
+                use sqlx::Row;
+                use sqlx::types::Json;
+                let rows = sqlx::query("SELECT * FROM agents ORDER BY node")
+                    .fetch_all(&self.read)
+                    .await
+                    .context("read agents")?;
+                rows.iter()
+                    .map(|r| {
+                        let sent: i64 = r.try_get("events_sent")?;
+                        let prev_sent: i64 = r.try_get("prev_events_sent")?;
+                        let last: i64 = r.try_get("last_seen")?;
+                        let prev: i64 = r.try_get("prev_seen")?;
+                        // A restarted agent counts from zero again: no rate for that interval.
+                        let events_per_s = if last > prev && sent >= prev_sent {
+                            (sent - prev_sent) as f64 * 1000.0 / (last - prev) as f64
+                        } else {
+                            0.0
+                        };
+                        Ok($crate::store::Agent {
+                            node: r.try_get("node")?,
+                            version: r.try_get("version")?,
+                            rules_version: r.try_get("rules_version")?,
+                            first_seen: r.try_get("first_seen")?,
+                            last_seen: last,
+                            uptime_secs: r.try_get("uptime_secs")?,
+                            spool_bytes: r.try_get("spool_bytes")?,
+                            events_sent: sent,
+                            events_per_s,
+                            dropped: r.try_get("dropped")?,
+                            drops: r.try_get::<Json<serde_json::Value>, _>("drops")?.0,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn stats(
+                &self,
+                from: i64,
+                to: i64,
+                bucket: i64,
+            ) -> anyhow::Result<Vec<$crate::store::Bucket>> {
+                let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+                    "SELECT CAST((first_seen - $1) / $3 AS BIGINT) AS b, severity,
+                         CAST(COUNT(*) AS BIGINT), CAST(SUM(occurrences) AS BIGINT)
+                     FROM alerts WHERE first_seen >= $1 AND first_seen < $2
+                     GROUP BY b, severity ORDER BY b, severity",
+                )
+                .bind(from)
+                .bind(to)
+                .bind(bucket)
+                .fetch_all(&self.read)
+                .await
+                .context("read stats")?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(b, severity, alerts, firings)| $crate::store::Bucket {
+                        start: from + b * bucket,
+                        severity,
+                        alerts,
+                        firings,
+                    })
+                    .collect())
+            }
+
+            async fn rule_counts(&self) -> anyhow::Result<Vec<$crate::store::RuleCount>> {
+                let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT rule_id, CAST(COUNT(*) AS BIGINT), MAX(ts) FROM firings
+                     GROUP BY rule_id ORDER BY rule_id",
+                )
+                .fetch_all(&self.read)
+                .await
+                .context("read rule counts")?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(rule_id, firings, last_fired)| $crate::store::RuleCount {
+                        rule_id,
+                        firings,
+                        last_fired,
+                    })
+                    .collect())
+            }
+
+            async fn claim_outbox(
+                &self,
+                now: i64,
+                lease: i64,
+                max: i64,
+            ) -> anyhow::Result<Vec<$crate::store::OutboxItem>> {
+                let due: Vec<(i64, uuid::Uuid, String, i64, i64)> = sqlx::query_as(
+                    "SELECT id, alert_id, channel, attempts, next_at FROM outbox
+                     WHERE state = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2",
+                )
+                .bind(now)
+                .bind(max)
+                .fetch_all(&self.pool)
+                .await
+                .context("read outbox")?;
+                let mut claimed = Vec::with_capacity(due.len());
+                for (id, alert_id, channel, attempts, next_at) in due {
+                    // Another replica may have claimed it since the read: the guard on
+                    // `next_at` makes exactly one claim win.
+                    let won = sqlx::query(
+                        "UPDATE outbox SET next_at = $1 WHERE id = $2 AND next_at = $3
+                             AND state = 'pending'",
+                    )
+                    .bind(now + lease)
+                    .bind(id)
+                    .bind(next_at)
+                    .execute(&self.pool)
+                    .await
+                    .context("claim outbox row")?
+                    .rows_affected();
+                    if won == 1 {
+                        claimed.push($crate::store::OutboxItem { id, alert_id, channel, attempts });
+                    }
+                }
+                Ok(claimed)
+            }
+
+            async fn delivered(&self, id: i64, now: i64) -> anyhow::Result<()> {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
+                         last_error = NULL, delivered_at = $1 WHERE id = $2",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .context("mark delivered")?;
+                Ok(())
+            }
+
+            async fn delivery_failed(
+                &self,
+                id: i64,
+                error: &str,
+                retry_at: Option<i64>,
+            ) -> anyhow::Result<()> {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1, state = $2,
+                         next_at = $3 WHERE id = $4",
+                )
+                .bind(error)
+                .bind(if retry_at.is_some() { "pending" } else { "failed" })
+                .bind(retry_at.unwrap_or(i64::MAX))
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .context("record delivery failure")?;
+                Ok(())
+            }
+
+            async fn delivery_skipped(&self, id: i64, why: &str) -> anyhow::Result<()> {
+                sqlx::query("UPDATE outbox SET state = 'skipped', last_error = $1 WHERE id = $2")
+                    .bind(why)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .context("mark delivery skipped")?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> anyhow::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.read).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;

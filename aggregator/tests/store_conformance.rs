@@ -1,0 +1,516 @@
+//! One conformance suite for both alert stores: every case runs against SQLite (a file in a
+//! temporary directory) and against the real PostgreSQL of `DATABASE_URL` (a database of its
+//! own per case, dropped afterwards). Fails loudly, naming PostgreSQL, when it is missing.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use aggregator::detect::Firing;
+use aggregator::store::{
+    Action, AlertQuery, ChangeKind, Channel, Cursor, Matcher, SharedStore, Silence, Status,
+    Transitioned,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+use wire::model::{Event, EventKind, Heartbeat, Outcome, Severity, Source, Timestamp};
+
+const NOW: i64 = 1_790_000_000_000;
+
+fn channels() -> Vec<Channel> {
+    vec![
+        Channel { name: "audit_alerts".into(), silenceable: false },
+        Channel { name: "ops-webhook".into(), silenceable: true },
+    ]
+}
+
+/// A firing of `rule` for `user` on `node` at `NOW + at_ms`, with an id of its own.
+fn firing(rule: &str, user: &str, node: &str, at_ms: i64, n: u128) -> Firing {
+    let ts = Timestamp::from_unix((NOW + at_ms) / 1000, ((NOW + at_ms) % 1000) as u32 * 1_000_000);
+    let event = Event::new(
+        ts,
+        Source::AuthLog,
+        Severity::Warning,
+        EventKind::Login {
+            user: user.into(),
+            src_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
+            method: Some("password".into()),
+            outcome: Outcome::Failure,
+            reason: None,
+        },
+    );
+    Firing {
+        id: Uuid::from_u128(n),
+        fingerprint: format!("{rule}/{user}/{node}"),
+        rule_id: rule.into(),
+        rule_name: format!("{rule} name"),
+        rule_description: "a test rule".into(),
+        severity: if rule.ends_with('1') { Severity::Critical } else { Severity::Warning },
+        tags: vec!["auth".into()],
+        group: vec![("user".into(), user.into()), ("host".into(), node.into())],
+        title: format!("failed logins for {user} on {node}"),
+        count: 3,
+        node: node.into(),
+        event_id: Uuid::from_u128(n + 1_000_000),
+        event,
+        remediation: Some("look".into()),
+        playbook_url: None,
+    }
+}
+
+struct Pg {
+    admin: PgPool,
+    name: String,
+}
+
+impl Pg {
+    async fn drop_db(&self) {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await;
+    }
+}
+
+/// Runs `case` against a fresh SQLite store, then a fresh PostgreSQL one.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite:{}", dir.path().join("alerts.db").display());
+                let store = aggregator::store::open(&url, super::channels()).await.unwrap();
+                super::$name(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let (store, pg) = super::pg_store(stringify!($name)).await;
+                super::$name(store).await;
+                pg.drop_db().await;
+            }
+        }
+    )*};
+}
+
+async fn pg_store(case: &str) -> (SharedStore, Pg) {
+    let url = std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: PostgreSQL is required for this test; run scripts/test.sh",
+    );
+    let admin = PgPool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: cannot connect to DATABASE_URL: {e}"));
+    let name = format!("auditflow_agg_store_{case}_{}", std::process::id());
+    let pg = Pg { admin, name };
+    pg.drop_db().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{}\"", pg.name)))
+        .execute(&pg.admin)
+        .await
+        .expect("create database");
+    let (base, _) = url.rsplit_once('/').expect("DATABASE_URL has a database path");
+    let store =
+        aggregator::store::open(&format!("{base}/{}", pg.name), channels()).await.expect("open");
+    (store, pg)
+}
+
+conformance!(
+    folding,
+    redelivery,
+    lifecycle,
+    filters_and_pages,
+    hostile_filters,
+    silences,
+    fleet,
+    stats_and_rule_counts,
+    outbox,
+    legacy_offsets,
+);
+
+async fn folding(store: SharedStore) {
+    let batch = [firing("R-1", "alice", "pi-a", 0, 1), firing("R-1", "alice", "pi-a", 5_000, 2)];
+    let c = store.commit_at(&batch, NOW).await.unwrap();
+    assert_eq!((c.created, c.folded, c.duplicates), (1, 1, 0));
+    assert_eq!(
+        c.changed,
+        [(Uuid::from_u128(1), ChangeKind::Created), (Uuid::from_u128(1), ChangeKind::Folded)]
+    );
+    // Earlier event time arriving later moves first_seen back.
+    let c = store.commit_at(&[firing("R-1", "alice", "pi-a", -2_000, 3)], NOW + 10).await.unwrap();
+    assert_eq!((c.created, c.folded), (0, 1));
+
+    let page = store.list_alerts(&AlertQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(page.alerts.len(), 1);
+    let a = &page.alerts[0];
+    assert_eq!(a.id, Uuid::from_u128(1));
+    assert_eq!(a.occurrences, 3);
+    assert_eq!((a.first_seen, a.last_seen), (NOW - 2_000, NOW + 5_000));
+    assert_eq!((a.created_at, a.updated_at), (NOW, NOW + 10));
+    assert_eq!(a.status, Status::Open);
+    assert_eq!(a.severity, "CRITICAL");
+    assert_eq!(a.tags, ["auth"]);
+    assert_eq!(a.group["user"], "alice");
+    assert_eq!(a.correlation_id, Uuid::from_u128(1_000_001));
+    assert_eq!(a.raw_event["user_id"], "alice");
+    assert!(!a.silenced);
+
+    let d = store.alert(a.id).await.unwrap().expect("detail");
+    // Evidence: newest event time first.
+    let ids: Vec<&str> = d.evidence.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            Uuid::from_u128(1_000_002).to_string(),
+            Uuid::from_u128(1_000_001).to_string(),
+            Uuid::from_u128(1_000_003).to_string()
+        ]
+    );
+    assert!(d.history.is_empty());
+    let chans: Vec<(&str, &str)> =
+        d.deliveries.iter().map(|d| (d.channel.as_str(), d.state.as_str())).collect();
+    assert_eq!(chans, [("audit_alerts", "pending"), ("ops-webhook", "pending")]);
+
+    // Another group is another alert.
+    let c = store.commit_at(&[firing("R-1", "bob", "pi-a", 0, 4)], NOW).await.unwrap();
+    assert_eq!(c.created, 1);
+    assert!(store.alert(Uuid::from_u128(99)).await.unwrap().is_none());
+}
+
+async fn redelivery(store: SharedStore) {
+    let batch = [firing("R-1", "alice", "pi-a", 0, 1), firing("R-1", "alice", "pi-a", 1, 2)];
+    store.commit_at(&batch, NOW).await.unwrap();
+    let again = store.commit_at(&batch, NOW + 1).await.unwrap();
+    assert_eq!((again.created, again.folded, again.duplicates), (0, 0, 2));
+    assert!(again.changed.is_empty());
+    let page = store.list_alerts(&AlertQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(page.alerts.len(), 1);
+    assert_eq!(page.alerts[0].occurrences, 2);
+    assert_eq!(page.alerts[0].updated_at, NOW);
+}
+
+async fn lifecycle(store: SharedStore) {
+    store.commit_at(&[firing("R-1", "alice", "pi-a", 0, 1)], NOW).await.unwrap();
+    let id = Uuid::from_u128(1);
+    let t = store.transition(id, Action::Reopen, "ops", "no", NOW + 1).await.unwrap();
+    assert!(matches!(t, Transitioned::Conflict(_)), "{t:?}");
+    let t = store.transition(id, Action::Acknowledge, "ops", "looking", NOW + 2).await.unwrap();
+    let Transitioned::Done(a) = t else { panic!("{t:?}") };
+    assert_eq!((a.status, a.updated_at), (Status::Acknowledged, NOW + 2));
+    let t = store.transition(id, Action::Acknowledge, "ops", "again", NOW + 3).await.unwrap();
+    assert!(matches!(t, Transitioned::Conflict(_)), "{t:?}");
+    // Acknowledged alerts still fold.
+    let c = store.commit_at(&[firing("R-1", "alice", "pi-a", 10, 2)], NOW + 4).await.unwrap();
+    assert_eq!(c.folded, 1);
+    let t = store.transition(id, Action::Resolve, "admin", "fixed", NOW + 5).await.unwrap();
+    assert!(matches!(t, Transitioned::Done(ref a) if a.status == Status::Resolved), "{t:?}");
+
+    // A firing after resolution opens a new alert.
+    let c = store.commit_at(&[firing("R-1", "alice", "pi-a", 20, 3)], NOW + 6).await.unwrap();
+    assert_eq!(c.created, 1);
+    // Reopening the old one would make two open alerts with one fingerprint.
+    let t = store.transition(id, Action::Reopen, "ops", "", NOW + 7).await.unwrap();
+    assert!(matches!(t, Transitioned::Conflict(ref m) if m.contains("same fingerprint")), "{t:?}");
+    let t = store.transition(Uuid::from_u128(3), Action::Resolve, "ops", "", NOW + 8).await;
+    assert!(matches!(t.unwrap(), Transitioned::Done(_)));
+    let t = store.transition(id, Action::Reopen, "ops", "not fixed", NOW + 9).await.unwrap();
+    assert!(matches!(t, Transitioned::Done(ref a) if a.status == Status::Open), "{t:?}");
+
+    let d = store.alert(id).await.unwrap().unwrap();
+    let h: Vec<(&str, &str, &str, &str, &str, i64)> = d
+        .history
+        .iter()
+        .map(|h| {
+            (
+                h.actor.as_str(),
+                h.action.as_str(),
+                h.from_status.as_str(),
+                h.to_status.as_str(),
+                h.comment.as_str(),
+                h.at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        h,
+        [
+            ("ops", "acknowledge", "open", "acknowledged", "looking", NOW + 2),
+            ("admin", "resolve", "acknowledged", "resolved", "fixed", NOW + 5),
+            ("ops", "reopen", "resolved", "open", "not fixed", NOW + 9),
+        ]
+    );
+    let t = store.transition(Uuid::from_u128(77), Action::Resolve, "ops", "", NOW).await.unwrap();
+    assert_eq!(t, Transitioned::NotFound);
+}
+
+async fn filters_and_pages(store: SharedStore) {
+    let mut batch = Vec::new();
+    for i in 0..25u128 {
+        let node = if i % 2 == 0 { "pi-a" } else { "pi-b" };
+        let rule = if i % 5 == 0 { "R-1" } else { "R-2" };
+        batch.push(firing(rule, &format!("user{i}"), node, i as i64 * 1000, i + 1));
+    }
+    // Two alerts with the same last_seen: the id breaks the tie.
+    batch.push(firing("R-2", "tie", "pi-c", 3000, 100));
+    store.commit_at(&batch, NOW).await.unwrap();
+    store.transition(Uuid::from_u128(2), Action::Acknowledge, "x", "", NOW).await.unwrap();
+
+    let q = |f: &dyn Fn(&mut AlertQuery)| {
+        let mut q = AlertQuery { limit: 100, ..Default::default() };
+        f(&mut q);
+        q
+    };
+    let count = |q: AlertQuery| {
+        let store = store.clone();
+        async move { store.list_alerts(&q).await.unwrap().alerts.len() }
+    };
+    assert_eq!(count(q(&|_| {})).await, 26);
+    assert_eq!(count(q(&|q| q.node = Some("pi-a".into()))).await, 13);
+    assert_eq!(count(q(&|q| q.rule = Some("R-1".into()))).await, 5);
+    assert_eq!(count(q(&|q| q.severity = vec!["CRITICAL".into()])).await, 5);
+    assert_eq!(count(q(&|q| q.severity = vec!["CRITICAL".into(), "WARNING".into()])).await, 26);
+    assert_eq!(count(q(&|q| q.status = vec![Status::Acknowledged])).await, 1);
+    assert_eq!(count(q(&|q| q.status = vec![Status::Open, Status::Resolved])).await, 25);
+    assert_eq!(count(q(&|q| q.since = Some(NOW + 20_000))).await, 5);
+    assert_eq!(count(q(&|q| q.until = Some(NOW + 2_000))).await, 2);
+    assert_eq!(count(q(&|q| q.text = Some("USER1".into()))).await, 11);
+    assert_eq!(count(q(&|q| q.text = Some("user12".into()))).await, 1);
+    assert_eq!(
+        count(q(&|q| {
+            q.node = Some("pi-b".into());
+            q.rule = Some("R-2".into());
+            q.since = Some(NOW + 10_000);
+        }))
+        .await,
+        6
+    );
+
+    // Pages of 4 walk every alert once, newest last_seen first.
+    let mut seen = Vec::new();
+    let mut after: Option<Cursor> = None;
+    loop {
+        let page =
+            store.list_alerts(&AlertQuery { limit: 4, after, ..Default::default() }).await.unwrap();
+        assert!(page.alerts.len() <= 4);
+        seen.extend(page.alerts.iter().map(|a| (a.last_seen, a.id)));
+        match page.next {
+            Some(c) => after = Some(Cursor::decode(&c.encode()).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 26);
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted);
+    sorted.dedup();
+    assert_eq!(sorted.len(), 26);
+}
+
+async fn hostile_filters(store: SharedStore) {
+    let mut f = firing("R-1", "o'brien%_\\", "pi-a", 0, 1);
+    f.title = "50% of logins for o'brien_x".into();
+    store.commit_at(&[f, firing("R-1", "bob", "pi-a", 0, 2)], NOW).await.unwrap();
+    for text in ["'; DROP TABLE alerts; --", "\" OR 1=1 --", "%", "_", "\\", "' OR ''='"] {
+        let q = AlertQuery { text: Some(text.into()), limit: 10, ..Default::default() };
+        let found = store.list_alerts(&q).await.unwrap().alerts.len();
+        let expected = usize::from(["%", "_", "\\"].contains(&text));
+        assert_eq!(found, expected, "text {text:?}");
+    }
+    for node in ["pi-a' OR '1'='1", "pi-a\"; --"] {
+        let q = AlertQuery { node: Some(node.into()), limit: 10, ..Default::default() };
+        assert!(store.list_alerts(&q).await.unwrap().alerts.is_empty());
+    }
+    let q = AlertQuery { severity: vec!["x') OR 1=1 --".into()], limit: 10, ..Default::default() };
+    assert!(store.list_alerts(&q).await.unwrap().alerts.is_empty());
+    assert_eq!(
+        store
+            .list_alerts(&AlertQuery { limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .alerts
+            .len(),
+        2,
+        "the table is still there"
+    );
+}
+
+async fn silences(store: SharedStore) {
+    let m = |field: &str, value: &str| Matcher { field: field.into(), value: value.into() };
+    let active = Silence {
+        id: Uuid::from_u128(500),
+        matchers: vec![m("rule_id", "R-1"), m("group.user", "ali*")],
+        comment: "maintenance".into(),
+        created_by: "ops".into(),
+        created_at: NOW - 10,
+        expires_at: NOW + 60_000,
+    };
+    let expired = Silence {
+        id: Uuid::from_u128(501),
+        matchers: vec![m("node", "pi-b")],
+        expires_at: NOW - 1,
+        ..active.clone()
+    };
+    store.add_silence(&active).await.unwrap();
+    store.add_silence(&expired).await.unwrap();
+    assert_eq!(store.silences(false, NOW).await.unwrap(), std::slice::from_ref(&active));
+    assert_eq!(store.silences(true, NOW).await.unwrap().len(), 2);
+
+    let batch = [
+        firing("R-1", "alice", "pi-a", 0, 1),
+        firing("R-1", "bob", "pi-a", 0, 2),
+        firing("R-2", "alice", "pi-b", 0, 3),
+    ];
+    store.commit_at(&batch, NOW).await.unwrap();
+    let state = |id: u128| {
+        let store = store.clone();
+        async move {
+            let d = store.alert(Uuid::from_u128(id)).await.unwrap().unwrap();
+            let chans: Vec<(String, String, Option<String>)> =
+                d.deliveries.into_iter().map(|d| (d.channel, d.state, d.last_error)).collect();
+            (d.alert.silenced, chans)
+        }
+    };
+    let pending = |c: &str| (c.to_owned(), "pending".to_owned(), None);
+    assert_eq!(
+        state(1).await,
+        (
+            true,
+            vec![
+                pending("audit_alerts"),
+                ("ops-webhook".into(), "skipped".into(), Some("silenced".into()))
+            ]
+        ),
+        "stored, fed to audit_alerts, not notified"
+    );
+    assert_eq!(state(2).await, (false, vec![pending("audit_alerts"), pending("ops-webhook")]));
+    assert_eq!(state(3).await, (false, vec![pending("audit_alerts"), pending("ops-webhook")]));
+
+    assert!(store.expire_silence(active.id, NOW + 5).await.unwrap());
+    assert!(!store.expire_silence(Uuid::from_u128(9), NOW + 5).await.unwrap());
+    assert!(store.silences(false, NOW + 5).await.unwrap().is_empty());
+    store.commit_at(&[firing("R-1", "alina", "pi-a", 0, 4)], NOW + 6).await.unwrap();
+    assert!(!state(4).await.0);
+}
+
+async fn fleet(store: SharedStore) {
+    let beat = |node: &str, sent: u64, dropped: u64| {
+        let mut h = Heartbeat {
+            node_id: node.into(),
+            version: "0.1.0".into(),
+            uptime_secs: 60,
+            spool_bytes: 4096,
+            events_sent: sent,
+            dropped: Default::default(),
+            rules_version: "abc".into(),
+            ts: Timestamp::from_unix(0, 0),
+        };
+        h.dropped.add(wire::model::DropReason::RateLimited, dropped);
+        h
+    };
+    store.record_heartbeats(&[beat("pi-b", 100, 0), beat("pi-a", 1000, 0)], NOW).await.unwrap();
+    store.record_heartbeats(&[beat("pi-a", 1500, 7)], NOW + 10_000).await.unwrap();
+    let agents = store.agents().await.unwrap();
+    assert_eq!(agents.len(), 2);
+    let a = &agents[0];
+    assert_eq!((a.node.as_str(), a.first_seen, a.last_seen), ("pi-a", NOW, NOW + 10_000));
+    assert_eq!((a.events_sent, a.dropped, a.spool_bytes), (1500, 7, 4096));
+    assert!((a.events_per_s - 50.0).abs() < 1e-9, "{}", a.events_per_s);
+    assert_eq!(a.drops["rate_limited"], 7);
+    assert_eq!(agents[1].node, "pi-b");
+    assert_eq!(agents[1].events_per_s, 0.0);
+}
+
+async fn stats_and_rule_counts(store: SharedStore) {
+    let batch = [
+        firing("R-1", "a", "pi-a", 0, 1),
+        firing("R-1", "a", "pi-a", 1_000, 2),
+        firing("R-2", "b", "pi-a", 30_000, 3),
+        firing("R-2", "c", "pi-a", 61_000, 4),
+        firing("R-2", "d", "pi-a", 600_000, 5),
+    ];
+    store.commit_at(&batch, NOW).await.unwrap();
+    let buckets: Vec<(i64, String, i64, i64)> = store
+        .stats(NOW, NOW + 120_000, 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.start - NOW, b.severity, b.alerts, b.firings))
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            (0, "CRITICAL".into(), 1, 2),
+            (0, "WARNING".into(), 1, 1),
+            (60_000, "WARNING".into(), 1, 1)
+        ]
+    );
+    let counts: Vec<(String, i64, Option<i64>)> = store
+        .rule_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.rule_id, c.firings, c.last_fired))
+        .collect();
+    assert_eq!(
+        counts,
+        [("R-1".into(), 2, Some(NOW + 1_000)), ("R-2".into(), 3, Some(NOW + 600_000))]
+    );
+}
+
+async fn outbox(store: SharedStore) {
+    store
+        .commit_at(&[firing("R-1", "a", "pi-a", 0, 1), firing("R-2", "b", "pi-a", 0, 2)], NOW)
+        .await
+        .unwrap();
+    assert!(store.claim_outbox(NOW - 1, 30_000, 10).await.unwrap().is_empty(), "not due yet");
+    let claimed = store.claim_outbox(NOW, 30_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    assert!(claimed.iter().all(|c| c.attempts == 0));
+    // Claimed rows are leased: a second claimer gets nothing until the lease ends.
+    assert!(store.claim_outbox(NOW + 1, 30_000, 10).await.unwrap().is_empty());
+
+    let (ok, rest) = claimed.split_first().unwrap();
+    store.delivered(ok.id, NOW + 2).await.unwrap();
+    store.delivery_failed(rest[0].id, "connection refused", Some(NOW + 1_000)).await.unwrap();
+    store.delivery_failed(rest[1].id, "HTTP 400", None).await.unwrap();
+    store.delivery_skipped(rest[2].id, "filtered out").await.unwrap();
+
+    let again = store.claim_outbox(NOW + 1_000, 30_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (rest[0].id, 1));
+    store.delivered(again[0].id, NOW + 1_001).await.unwrap();
+    assert!(store.claim_outbox(NOW + 100_000, 30_000, 10).await.unwrap().is_empty());
+
+    let mut states = Vec::new();
+    for id in [1, 2] {
+        let d = store.alert(Uuid::from_u128(id)).await.unwrap().unwrap();
+        for x in d.deliveries {
+            states.push((x.state, x.attempts, x.last_error, x.delivered_at.is_some()));
+        }
+    }
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("delivered".into(), 1, None, true),
+            ("delivered".into(), 2, None, true),
+            ("failed".into(), 1, Some("HTTP 400".into()), false),
+            ("skipped".into(), 0, Some("filtered out".into()), false),
+        ]
+    );
+}
+
+async fn legacy_offsets(store: SharedStore) {
+    for i in 0..5u128 {
+        store
+            .commit_at(&[firing("R-1", &format!("u{i}"), "pi-a", 0, i + 1)], NOW + i as i64)
+            .await
+            .unwrap();
+    }
+    let ids = |v: Vec<aggregator::store::Alert>| {
+        v.into_iter().map(|a| a.id.as_u128()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(store.list_alerts_offset(2, 0).await.unwrap()), [5, 4]);
+    assert_eq!(ids(store.list_alerts_offset(2, 2).await.unwrap()), [3, 2]);
+    assert_eq!(ids(store.list_alerts_offset(10, 4).await.unwrap()), [1]);
+    assert!(store.list_alerts_offset(10, 5).await.unwrap().is_empty());
+}
