@@ -26,8 +26,103 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Listeners.
     pub http: HttpConfig,
+    /// API access.
+    pub api: ApiConfig,
+    /// Webhook receivers.
+    pub hooks: HooksConfig,
     /// External services; all empty means embedded mode.
     pub services: ServicesConfig,
+}
+
+/// `[api]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// File of `name:token:role` lines.
+    pub tokens_file: String,
+    /// Serve the legacy `GET /alerts` without a token.
+    pub legacy_unauthenticated: bool,
+    /// `AUDITFLOW_API_TOKENS` (environment only: tokens are secrets).
+    #[serde(skip)]
+    pub tokens_env: String,
+}
+
+/// `[hooks]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// File holding the GitHub webhook secret.
+    pub github_secret_file: String,
+    /// File holding the GitLab webhook token.
+    pub gitlab_token_file: String,
+    /// `AUDITFLOW_GITHUB_SECRET` (environment only).
+    #[serde(skip)]
+    pub github_secret_env: String,
+    /// `AUDITFLOW_GITLAB_TOKEN` (environment only).
+    #[serde(skip)]
+    pub gitlab_token_env: String,
+}
+
+/// Secrets read from files and the environment.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    /// API tokens.
+    pub tokens: crate::http::auth::Tokens,
+    /// Webhook secrets.
+    pub hooks: crate::http::hooks::HookSecrets,
+}
+
+fn read_secret(key: &str, path: &str, errors: &mut Vec<String>) -> Option<String> {
+    if path.is_empty() {
+        return None;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
+        Ok(_) => {
+            errors.push(format!("{key}: `{path}` is empty"));
+            None
+        }
+        Err(e) => {
+            errors.push(format!("{key}: cannot read `{path}`: {e}"));
+            None
+        }
+    }
+}
+
+impl Config {
+    /// Reads the secrets the configuration points at; every problem is reported.
+    pub fn secrets(&self) -> Result<Secrets, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut text =
+            read_secret("api.tokens_file", &self.api.tokens_file, &mut errors).unwrap_or_default();
+        if !self.api.tokens_env.is_empty() {
+            text.push('\n');
+            text.push_str(&self.api.tokens_env);
+        }
+        let tokens = crate::http::auth::Tokens::parse(&text).unwrap_or_else(|e| {
+            errors.extend(e.into_iter().map(|e| format!("api tokens: {e}")));
+            Default::default()
+        });
+        let h = &self.hooks;
+        let pick = |env: &str, key: &str, file: &str, errors: &mut Vec<String>| {
+            if env.is_empty() { read_secret(key, file, errors) } else { Some(env.to_owned()) }
+        };
+        let hooks = crate::http::hooks::HookSecrets {
+            github: pick(
+                &h.github_secret_env,
+                "hooks.github_secret_file",
+                &h.github_secret_file,
+                &mut errors,
+            ),
+            gitlab: pick(
+                &h.gitlab_token_env,
+                "hooks.gitlab_token_file",
+                &h.gitlab_token_file,
+                &mut errors,
+            ),
+        };
+        if errors.is_empty() { Ok(Secrets { tokens, hooks }) } else { Err(errors) }
+    }
 }
 
 /// `[http]`
@@ -130,6 +225,8 @@ impl Default for Config {
             detection: DetectionConfig::default(),
             ingest: IngestConfig::default(),
             http: HttpConfig::default(),
+            api: ApiConfig::default(),
+            hooks: HooksConfig::default(),
             services: ServicesConfig::default(),
         }
     }
@@ -150,8 +247,18 @@ impl Config {
 }
 
 impl Validate for Config {
-    /// `AMQP_URL`, `DATABASE_URL`, `REDIS_URL`.
+    /// `AMQP_URL`, `DATABASE_URL`, `REDIS_URL`, `AUDITFLOW_API_TOKENS`,
+    /// `AUDITFLOW_GITHUB_SECRET`, `AUDITFLOW_GITLAB_TOKEN`.
     fn apply_env(&mut self, env: Env<'_>) {
+        for (name, slot) in [
+            ("AUDITFLOW_API_TOKENS", &mut self.api.tokens_env),
+            ("AUDITFLOW_GITHUB_SECRET", &mut self.hooks.github_secret_env),
+            ("AUDITFLOW_GITLAB_TOKEN", &mut self.hooks.gitlab_token_env),
+        ] {
+            if let Some(v) = env(name) {
+                *slot = v;
+            }
+        }
         let s = &mut self.services;
         for (name, slot) in [
             ("AMQP_URL", &mut s.amqp_url),
@@ -197,6 +304,9 @@ impl Validate for Config {
         }
         if self.data_dir.is_empty() {
             errors.push("data_dir: must not be empty".into());
+        }
+        if let Err(e) = self.secrets() {
+            errors.extend(e);
         }
         let s = &self.services;
         let checks: [(&str, &str, &[&str]); 3] = [

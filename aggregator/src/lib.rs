@@ -8,6 +8,7 @@ pub mod detect;
 pub mod fleet;
 pub mod http;
 pub mod ingest;
+pub mod legacy_alert;
 pub mod pipeline;
 pub mod reload;
 pub mod rules;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::detect::Detector;
-use crate::http::{AppState, Check};
+use crate::http::{ApiState, AppState, Check};
 use crate::ingest::{ConsumerSettings, Feed};
 use crate::pipeline::{Pipeline, Rules};
 use crate::reload::{Reloader, RuleStatus};
@@ -53,6 +54,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
              yet; set all three to run the cluster profile"
         );
     }
+    let secrets = config.secrets().map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
     let api = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("bind the API to {}", config.http.listen))?;
@@ -84,8 +86,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         let state = state.clone();
         Box::pin(async move { state.ping().await.map_err(|e| e.to_string()) })
     });
+    let pg = store.clone();
     let pg_check: Check = Arc::new(move || {
-        let store = store.clone();
+        let store = pg.clone();
         Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
     });
     let m = metrics.clone();
@@ -97,20 +100,41 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         metrics: metrics.clone(),
         checks: vec![("rabbitmq", amqp_check), ("redis", redis_check), ("postgresql", pg_check)],
     };
-    tracker.spawn(http::serve(api, http::router(app.clone()), cancel.clone()));
-    tracker.spawn(http::serve(metrics_listener, http::metrics_router(app), cancel.clone()));
 
-    if !config.rules_dir.is_empty() {
-        let reloader = Reloader {
+    let reloader = (!config.rules_dir.is_empty()).then(|| {
+        Arc::new(Reloader {
             dir: config.rules_dir.clone().into(),
             interval: config.detection.reload(),
             lateness,
-            rules,
-            status,
+            rules: rules.clone(),
+            status: status.clone(),
             metrics: metrics.clone(),
-        };
-        tracker.spawn(reloader.run(initial_digest, cancel.clone()));
+            last: Mutex::new(initial_digest),
+        })
+    });
+    if let Some(r) = &reloader {
+        tracker.spawn(r.clone().run(cancel.clone()));
     }
+    let api_state = ApiState {
+        store: store.clone(),
+        rules: rules.clone(),
+        rule_status: status,
+        reloader,
+        intake: pipeline.clone(),
+        tokens: Arc::new(secrets.tokens),
+        hooks: Arc::new(secrets.hooks),
+        metrics: metrics.clone(),
+        silent_after: config.detection.silent_after(),
+        legacy_open: config.api.legacy_unauthenticated,
+        cancel: cancel.clone(),
+    };
+    if api_state.tokens.is_empty() {
+        tracing::warn!(
+            "no API token configured (api.tokens_file, AUDITFLOW_API_TOKENS): every API call will be refused"
+        );
+    }
+    tracker.spawn(http::serve(api, http::router(app.clone(), api_state), cancel.clone()));
+    tracker.spawn(http::serve(metrics_listener, http::metrics_router(app), cancel.clone()));
 
     tracker.spawn(fleet::run(pipeline.clone(), config.detection.silent_after(), cancel.clone()));
     let mut feeds = vec![Feed::Native, Feed::Heartbeats];

@@ -221,3 +221,18 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
         Ok(stats)
     }
 }
+
+/// Somewhere to hand events for detection: the API's `POST /api/v1/events` and the webhook
+/// receivers use it without knowing the pipeline's state and store types.
+#[async_trait::async_trait]
+pub trait Intake: Send + Sync {
+    /// Processes items as one batch (see [`Pipeline::process`]).
+    async fn submit(&self, items: Vec<Item>) -> anyhow::Result<BatchStats>;
+}
+
+#[async_trait::async_trait]
+impl<S: WindowState + 'static, K: AlertSink + 'static> Intake for Pipeline<S, K> {
+    async fn submit(&self, items: Vec<Item>) -> anyhow::Result<BatchStats> {
+        self.process(&items).await
+    }
+}

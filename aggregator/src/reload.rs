@@ -40,6 +40,8 @@ pub struct Reloader {
     pub status: Arc<Mutex<RuleStatus>>,
     /// Counters.
     pub metrics: Metrics,
+    /// Digest of the files last read (valid or not), to notice changes.
+    pub last: Mutex<Option<u32>>,
 }
 
 /// A digest of a rule directory's files, to notice changes.
@@ -56,7 +58,12 @@ pub fn digest(files: &[(String, String)]) -> u32 {
 
 impl Reloader {
     /// Looks once; returns whether the active set changed.
-    pub fn check(&self, last: &mut Option<u32>) -> bool {
+    pub fn check(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_locked(&mut last)
+    }
+
+    fn check_locked(&self, last: &mut Option<u32>) -> bool {
         let files = match read_dir(&self.dir) {
             Ok(f) => f,
             Err(e) => {
@@ -102,15 +109,16 @@ impl Reloader {
         tracing::error!(dir = %self.dir.display(), error, "rule set refused; keeping the last good one");
     }
 
-    /// Polls until cancelled. `initial` is the digest of the set loaded at start-up.
-    pub async fn run(self, initial: Option<u32>, cancel: CancellationToken) {
-        let mut last = initial;
+    /// Polls until cancelled.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(self.interval) => {}
             }
-            self.check(&mut last);
+            let me = self.clone();
+            // Reading files blocks; keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || me.check()).await;
         }
     }
 }

@@ -37,6 +37,15 @@ pub struct Metrics {
     pub heartbeats: IntCounter,
     /// Agents whose last heartbeat is older than `detection.agent_silent_after`.
     pub agents_silent: IntGauge,
+    /// API requests refused for want of a token (`401`) or role (`403`).
+    pub api_denied: IntCounterVec,
+    /// Live-stream events a slow client missed (it was told to resync).
+    pub sse_lagged: IntCounter,
+    /// Webhook deliveries per provider and result (`accepted`, `refused`).
+    pub hooks: IntCounterVec,
+    /// Notification deliveries per channel kind and result (`delivered`, `retry`, `failed`,
+    /// `skipped`).
+    pub notifications: IntCounterVec,
 }
 
 impl Metrics {
@@ -120,6 +129,42 @@ impl Metrics {
                 "auditflow_aggregator_agents_silent",
                 "Agents whose heartbeats stopped.",
             ),
+            api_denied: counter_vec(
+                "auditflow_aggregator_api_denied_total",
+                "API requests refused for want of a token or role.",
+                "status",
+                &["401", "403"],
+            ),
+            sse_lagged: counter(
+                "auditflow_aggregator_sse_lagged_events_total",
+                "Live-stream events slow clients missed (told to resync).",
+            ),
+            hooks: {
+                let c = IntCounterVec::new(
+                    Opts::new("auditflow_aggregator_webhooks_total", "Webhook deliveries."),
+                    &["provider", "result"],
+                )
+                .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
+                for p in ["github", "gitlab"] {
+                    for r in ["accepted", "refused"] {
+                        c.with_label_values(&[p, r]);
+                    }
+                }
+                c
+            },
+            notifications: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "auditflow_aggregator_notifications_total",
+                        "Notification delivery attempts.",
+                    ),
+                    &["kind", "result"],
+                )
+                .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             registry,
         }
     }

@@ -506,37 +506,85 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> anyhow::Result<()>;
 }
 
-/// A store shared by the pipeline, the API and the notifier. (A newtype rather than an alias:
-/// `Arc<dyn Store>` in a generic async context trips the compiler's higher-ranked lifetime
-/// inference.)
+/// A change to an alert, as the live stream announces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The alert.
+    pub alert_id: Uuid,
+    /// What happened.
+    pub kind: ChangeKind,
+}
+
+/// A store shared by the pipeline, the API and the notifier. Every write through it is
+/// announced on a broadcast channel (the API's live stream). Announcements are best effort
+/// and local to this process; a client that falls behind is told to reload.
 #[derive(Clone, Debug)]
-pub struct SharedStore(pub Arc<dyn Store>);
+pub struct SharedStore {
+    inner: Arc<dyn Store>,
+    changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl SharedStore {
+    /// Wraps a store.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self { inner, changes: tokio::sync::broadcast::channel(1024).0 }
+    }
+
+    /// Changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn announce(&self, changed: &[(Uuid, ChangeKind)]) {
+        for &(alert_id, kind) in changed {
+            // No subscriber is not an error.
+            let _ = self.changes.send(Change { alert_id, kind });
+        }
+    }
+
+    /// Applies a lifecycle action and announces it.
+    pub async fn act(
+        &self,
+        id: Uuid,
+        action: Action,
+        actor: &str,
+        comment: &str,
+    ) -> anyhow::Result<Transitioned> {
+        let t = self.inner.transition(id, action, actor, comment, now_ms()).await?;
+        if matches!(t, Transitioned::Done(_)) {
+            self.announce(&[(id, ChangeKind::Status)]);
+        }
+        Ok(t)
+    }
+}
 
 impl std::ops::Deref for SharedStore {
     type Target = dyn Store;
 
     fn deref(&self) -> &Self::Target {
-        &*self.0
+        &*self.inner
     }
 }
 
 impl AlertSink for SharedStore {
     async fn commit(&self, firings: &[Firing]) -> anyhow::Result<Committed> {
-        self.commit_at(firings, now_ms()).await
+        let c = self.inner.commit_at(firings, now_ms()).await?;
+        self.announce(&c.changed);
+        Ok(c)
     }
 
     async fn heartbeats(&self, beats: &[Heartbeat], at: i64) -> anyhow::Result<()> {
-        self.record_heartbeats(beats, at).await
+        self.inner.record_heartbeats(beats, at).await
     }
 }
 
 /// Opens the store a URL names: `postgres://…` or `sqlite:PATH`; migrations are applied.
 pub async fn open(url: &str, channels: Vec<Channel>) -> anyhow::Result<SharedStore> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(SharedStore(Arc::new(postgres::PgStore::connect(url, channels).await?)))
+        Ok(SharedStore::new(Arc::new(postgres::PgStore::connect(url, channels).await?)))
     } else if let Some(path) = url.strip_prefix("sqlite:") {
         let path = std::path::Path::new(path);
-        Ok(SharedStore(Arc::new(sqlite::SqliteStore::open(path, channels).await?)))
+        Ok(SharedStore::new(Arc::new(sqlite::SqliteStore::open(path, channels).await?)))
     } else {
         anyhow::bail!("unsupported database URL (expected postgres://… or sqlite:PATH)")
     }

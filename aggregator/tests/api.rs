@@ -1,0 +1,540 @@
+//! The REST API, legacy read API, live stream and webhook receivers of the real aggregator
+//! binary (cluster profile: real RabbitMQ, Redis and PostgreSQL), driven over HTTP.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::{Duration, Instant};
+
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+use support::{Aggregator, Env, Resp, request, wait_until};
+
+const VIEWER: &str = "viewer-token-0123456789";
+const OPERATOR: &str = "operator-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+const GITHUB_SECRET: &str = "github-webhook-secret";
+const GITLAB_TOKEN: &str = "gitlab-webhook-token";
+
+fn tokens() -> String {
+    format!("view:{VIEWER}:viewer,ops:{OPERATOR}:operator,boss:{ADMIN}:admin")
+}
+
+fn start(env: &Env, dir: &std::path::Path, name: &str) -> Aggregator {
+    let tokens = tokens();
+    Aggregator::start_with(
+        env,
+        dir,
+        name,
+        "",
+        &[
+            ("AUDITFLOW_API_TOKENS", tokens.as_str()),
+            ("AUDITFLOW_GITHUB_SECRET", GITHUB_SECRET),
+            ("AUDITFLOW_GITLAB_TOKEN", GITLAB_TOKEN),
+        ],
+    )
+}
+
+fn get(a: &Aggregator, path: &str, token: &str) -> Resp {
+    request(a.http, "GET", path, Some(token), None, &[])
+}
+
+fn post(a: &Aggregator, path: &str, token: &str, body: &Value) -> Resp {
+    request(a.http, "POST", path, Some(token), Some(body.to_string().as_bytes()), &[])
+}
+
+fn failed_login(user: &str, host: &str, secs: u32, id: u32) -> Value {
+    json!({
+        "event_id": format!("00000000-0000-4000-8000-{id:012}"),
+        "timestamp": format!("2026-11-20T10:00:{secs:02}Z"),
+        "source_service": "auth",
+        "server_hostname": host,
+        "event_type": "user_login",
+        "severity": "WARNING",
+        "user_id": user,
+        "action_result": "FAILURE",
+        "details": {"ip_address": "203.0.113.9", "protocol": "ssh"}
+    })
+}
+
+fn assert_error(r: &Resp, status: u16) {
+    assert_eq!(r.status, status, "{r:?}");
+    let body = r.json();
+    assert!(body["error"].is_string() && body["message"].is_string(), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_lifecycle_filters_pages_and_legacy_shapes() {
+    let env = Env::new("api_life").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&env, dir.path(), "api");
+
+    // Three failed logins for alice on pi-a within 60 s: ANLY-SEC-001; bob on pi-b twice
+    // more than the rule needs; a sensitive file change on pi-b.
+    let mut events: Vec<Value> = (0..3).map(|i| failed_login("alice", "pi-a", i * 5, i)).collect();
+    events.extend((0..6).map(|i| failed_login("bob", "pi-b", i * 2, 100 + i)));
+    events.push(json!({
+        "event_id": "00000000-0000-4000-8000-000000000900",
+        "timestamp": "2026-11-20T10:01:00Z",
+        "source_service": "fim",
+        "server_hostname": "pi-b",
+        "event_type": "file_modified",
+        "severity": "CRITICAL",
+        "user_id": "root",
+        "action_result": "MODIFIED",
+        "details": {"resource": "/etc/shadow"}
+    }));
+    let r = post(&a, "/api/v1/events", OPERATOR, &Value::Array(events.clone()));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["accepted"], 10);
+    // The same events again are recognised.
+    let r = post(&a, "/api/v1/events", OPERATOR, &Value::Array(events));
+    assert_eq!(
+        (r.json()["accepted"].as_u64(), r.json()["duplicates"].as_u64()),
+        (Some(0), Some(10))
+    );
+    // A viewer may not submit.
+    assert_error(&post(&a, "/api/v1/events", VIEWER, &failed_login("x", "y", 0, 1)), 403);
+
+    let list = get(&a, "/api/v1/alerts", VIEWER).json();
+    let alerts = list["alerts"].as_array().unwrap();
+    let by_rule = |rule: &str| alerts.iter().filter(|x| x["rule_id"] == rule).count();
+    assert_eq!(by_rule("ANLY-SEC-001"), 2, "{list}");
+    assert_eq!(by_rule("ANLY-SEC-002"), 1, "{list}");
+    let bob = alerts
+        .iter()
+        .find(|x| x["rule_id"] == "ANLY-SEC-001" && x["group"]["user"] == "bob")
+        .expect("bob's alert");
+    assert!(bob["occurrences"].as_i64().unwrap() >= 2, "bob's burst folds: {bob}");
+
+    // Filters.
+    let count = |q: &str| {
+        let r = get(&a, &format!("/api/v1/alerts?{q}"), VIEWER);
+        assert_eq!(r.status, 200, "{q}: {r:?}");
+        r.json()["alerts"].as_array().unwrap().len()
+    };
+    assert_eq!(count("node=pi-a"), 1);
+    assert_eq!(count("rule=ANLY-SEC-002"), 1);
+    assert_eq!(count("severity=critical"), alerts.len());
+    assert_eq!(count("severity=INFO"), 0);
+    assert_eq!(count("status=open"), alerts.len());
+    assert_eq!(count("q=ALICE"), 1);
+    assert_eq!(count("since=2026-11-20T10:00:30Z"), 1);
+    assert_eq!(count("until=2026-11-20T10:00:30Z"), 2);
+    for hostile in [
+        "node=pi-a%27%20OR%20%271%27%3D%271",
+        "q=%27%3B%20DROP%20TABLE%20alerts%3B%20--",
+        "rule=%22%20OR%201%3D1",
+    ] {
+        assert_eq!(count(hostile), 0, "{hostile}");
+    }
+    for bad in [
+        "status=closed",
+        "severity=LOUD",
+        "limit=0",
+        "limit=501",
+        "since=yesterday",
+        "cursor=zzz",
+        "colour=red",
+        "node=a&node=b",
+    ] {
+        assert_error(&get(&a, &format!("/api/v1/alerts?{bad}"), VIEWER), 400);
+    }
+
+    // Pages of one walk every alert once.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/alerts?limit=1".to_owned();
+    loop {
+        let page = get(&a, &path, VIEWER).json();
+        seen.extend(page["alerts"].as_array().unwrap().iter().map(|x| x["id"].clone()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/alerts?limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), alerts.len());
+    let all: Vec<Value> = alerts.iter().map(|x| x["id"].clone()).collect();
+    assert_eq!(seen, all);
+
+    // Detail and lifecycle.
+    let alice = alerts.iter().find(|x| x["group"]["user"] == "alice").unwrap();
+    let id = alice["id"].as_str().unwrap();
+    let d = get(&a, &format!("/api/v1/alerts/{id}"), VIEWER).json();
+    assert_eq!(d["evidence"][0]["user_id"], "alice");
+    assert_eq!(d["raw_event"]["details"]["ip_address"], "203.0.113.9");
+    assert_error(&get(&a, "/api/v1/alerts/not-a-uuid", VIEWER), 400);
+    assert_error(&get(&a, "/api/v1/alerts/00000000-0000-4000-8000-999999999999", VIEWER), 404);
+
+    let ack = format!("/api/v1/alerts/{id}/ack");
+    assert_error(&post(&a, &ack, VIEWER, &json!({"comment": "mine"})), 403);
+    assert_error(&request(a.http, "POST", &ack, None, None, &[]), 401);
+    assert_error(&post(&a, &ack, OPERATOR, &json!({"comment": 5})), 400);
+    let r = post(&a, &ack, OPERATOR, &json!({"comment": "looking <b>now</b>"}));
+    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("acknowledged")), "{r:?}");
+    assert_error(&post(&a, &ack, OPERATOR, &json!({})), 409);
+    let r =
+        request(a.http, "POST", &format!("/api/v1/alerts/{id}/resolve"), Some(ADMIN), None, &[]);
+    assert_eq!(r.json()["status"], "resolved", "{r:?}");
+    let r =
+        post(&a, &format!("/api/v1/alerts/{id}/reopen"), OPERATOR, &json!({"comment": "again"}));
+    assert_eq!(r.json()["status"], "open", "{r:?}");
+    let d = get(&a, &format!("/api/v1/alerts/{id}"), VIEWER).json();
+    let history: Vec<(String, String, String)> = d["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["actor"].as_str().unwrap().into(),
+                h["to_status"].as_str().unwrap().into(),
+                h["comment"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("ops".into(), "acknowledged".into(), "looking <b>now</b>".into()),
+            ("boss".into(), "resolved".into(), String::new()),
+            ("ops".into(), "open".into(), "again".into()),
+        ]
+    );
+    assert_eq!(count("status=acknowledged,resolved"), 0);
+
+    // Silences.
+    let r = post(
+        &a,
+        "/api/v1/silences",
+        OPERATOR,
+        &json!({"matchers": [{"field": "node", "value": "pi-*"}], "comment": "maintenance", "duration": "2h"}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let silence = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(get(&a, "/api/v1/silences", VIEWER).json()["silences"][0]["created_by"], "ops");
+    assert_error(
+        &post(
+            &a,
+            "/api/v1/silences",
+            VIEWER,
+            &json!({"matchers": [{"field": "node", "value": "x"}], "duration": "1h"}),
+        ),
+        403,
+    );
+    for bad in [
+        json!({"matchers": [], "duration": "1h"}),
+        json!({"matchers": [{"field": "colour", "value": "x"}], "duration": "1h"}),
+        json!({"matchers": [{"field": "node", "value": "x"}]}),
+        json!({"matchers": [{"field": "node", "value": "x"}], "duration": "400d"}),
+        json!({"matchers": [{"field": "node", "value": "x"}], "duration": "1h", "extra": 1}),
+    ] {
+        assert_error(&post(&a, "/api/v1/silences", OPERATOR, &bad), 400);
+    }
+    let r = request(
+        a.http,
+        "DELETE",
+        &format!("/api/v1/silences/{silence}"),
+        Some(OPERATOR),
+        None,
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(get(&a, "/api/v1/silences", VIEWER).json()["silences"].as_array().unwrap().is_empty());
+
+    // Rules: counts, test, reload (the shipped pack cannot be reloaded).
+    let rules = get(&a, "/api/v1/rules", VIEWER).json();
+    let sec1 =
+        rules["rules"].as_array().unwrap().iter().find(|r| r["id"] == "ANLY-SEC-001").unwrap();
+    assert!(sec1["firings"].as_i64().unwrap() >= 2, "{sec1}");
+    assert_eq!(rules["source"], "shipped");
+    let r = post(
+        &a,
+        "/api/v1/rules/test",
+        VIEWER,
+        &json!({"event": {"event_type": "file_modified", "action_result": "MODIFIED", "server_hostname": "pi-z", "details": {"resource": "/etc/passwd"}}}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.json()["matched"].as_array().unwrap().contains(&json!("ANLY-SEC-002")), "{r:?}");
+    assert_eq!(r.json()["fired"][0]["rule_id"], "ANLY-SEC-002", "{r:?}");
+    assert_error(&post(&a, "/api/v1/rules/reload", OPERATOR, &json!({})), 403);
+    assert_error(&post(&a, "/api/v1/rules/reload", ADMIN, &json!({})), 409);
+
+    // Stats.
+    let s = get(
+        &a,
+        "/api/v1/stats?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z&bucket=1h",
+        VIEWER,
+    )
+    .json();
+    let total: i64 =
+        s["buckets"].as_array().unwrap().iter().map(|b| b["alerts"].as_i64().unwrap()).sum();
+    assert_eq!(total, alerts.len() as i64, "{s}");
+    assert!(s["buckets"][0]["start"].as_str().unwrap().starts_with("2026-11-20T10:00:00"), "{s}");
+    assert_error(&get(&a, "/api/v1/stats?bucket=1ms&from=2026-01-01T00:00:00Z", VIEWER), 400);
+
+    // The legacy read API: flat legacy fields, newest first, its 400 and 404.
+    let legacy = get(&a, "/alerts?limit=10&offset=0", VIEWER).json();
+    let rows = legacy.as_array().unwrap();
+    assert_eq!(rows.len(), alerts.len());
+    for row in rows {
+        let keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut expected = aggregator::legacy_alert::FLAT_KEYS.to_vec();
+        expected.sort_unstable();
+        let mut keys = keys.clone();
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+        assert_eq!(row["alert_type"], "SECURITY");
+    }
+    let shadow = rows.iter().find(|r| r["rule_id"] == "ANLY-SEC-002").unwrap();
+    assert_eq!(shadow["resource_type"], "file");
+    assert_eq!(shadow["resource_id"], "/etc/shadow");
+    assert_eq!(shadow["server_hostname"], "pi-b");
+    assert_eq!(shadow["alert_name"], "Sensitive File Modification Detection");
+    assert_eq!(shadow["action_observed"], "file_modified:MODIFIED");
+    let one = get(&a, &format!("/alerts/{}", shadow["alert_id"].as_str().unwrap()), VIEWER);
+    assert_eq!(one.json()["alert_id"], shadow["alert_id"]);
+    assert_eq!(get(&a, "/alerts?limit=1&offset=1", VIEWER).json().as_array().unwrap().len(), 1);
+    for bad in ["limit=abc", "limit=-1", "offset=-5", "limit=1.5"] {
+        assert_error(&get(&a, &format!("/alerts?{bad}"), VIEWER), 400);
+    }
+    assert_error(&get(&a, "/alerts/not-a-uuid", VIEWER), 404);
+    assert_error(&get(&a, "/alerts/00000000-0000-4000-8000-999999999999", VIEWER), 404);
+    assert_error(&request(a.http, "GET", "/alerts", None, None, &[]), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_exists_and_enforces_its_role() {
+    let env = Env::new("api_auth").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&env, dir.path(), "api");
+    let doc = request(a.http, "GET", "/api/v1/openapi.json", None, None, &[]).json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut checked = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let concrete = path.replace("{id}", "00000000-0000-4000-8000-000000000001");
+            let m = method.to_uppercase();
+            let body = (m == "POST").then_some(b"{}".as_slice());
+            let send = |token: Option<&str>| {
+                if let Some(token) = token.filter(|_| path == "/api/v1/stream") {
+                    // The stream never ends; see only its status line.
+                    return stream_status(a.http, token);
+                }
+                request(a.http, &m, &concrete, token, body, &[]).status
+            };
+            let role = op["x-required-role"].as_str();
+            let strongest = send(Some(ADMIN));
+            assert!(![405].contains(&strongest), "{m} {path}: documented but answered {strongest}");
+            if strongest == 404 {
+                let r = request(a.http, &m, &concrete, Some(ADMIN), body, &[]);
+                assert_ne!(
+                    r.json()["message"],
+                    "no such route",
+                    "{m} {path} is documented but not routed"
+                );
+            }
+            match role {
+                None => {
+                    assert!(op["security"].as_array().unwrap().is_empty(), "{m} {path}");
+                }
+                Some(role) => {
+                    let r = request(a.http, &m, &concrete, None, body, &[]);
+                    assert_error(&r, 401);
+                    assert!(r.head.contains("www-authenticate: Bearer"), "{}", r.head);
+                    assert_error(
+                        &request(a.http, &m, &concrete, Some("wrong-token-0123456789"), body, &[]),
+                        401,
+                    );
+                    let viewer = send(Some(VIEWER));
+                    let operator = send(Some(OPERATOR));
+                    match role {
+                        "viewer" => assert!(
+                            viewer != 401 && viewer != 403,
+                            "{m} {path}: viewer got {viewer}"
+                        ),
+                        "operator" => {
+                            assert_eq!(viewer, 403, "{m} {path}");
+                            assert!(operator != 401 && operator != 403, "{m} {path}");
+                        }
+                        "admin" => {
+                            assert_eq!((viewer, operator), (403, 403), "{m} {path}");
+                        }
+                        other => panic!("unknown role {other}"),
+                    }
+                    assert!(strongest != 401 && strongest != 403, "{m} {path}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} operations documented");
+    // Undocumented paths are 404 with a JSON body; open endpoints need no token.
+    assert_error(&request(a.http, "GET", "/api/v1/nothing", Some(ADMIN), None, &[]), 404);
+    assert_eq!(request(a.http, "GET", "/healthz", None, None, &[]).status, 200);
+    assert_eq!(request(a.http, "GET", "/metrics", None, None, &[]).status, 200);
+    let who = get(&a, "/api/v1/whoami", OPERATOR).json();
+    assert_eq!((who["name"].as_str(), who["role"].as_str()), (Some("ops"), Some("operator")));
+
+    // Hostile bodies: clear 4xx JSON, nothing stored.
+    let big = vec![b'['; 2 << 20];
+    assert_error(&request(a.http, "POST", "/api/v1/events", Some(OPERATOR), Some(&big), &[]), 413);
+    assert_error(
+        &request(a.http, "POST", "/api/v1/events", Some(OPERATOR), Some(b"{not json"), &[]),
+        400,
+    );
+    let nested = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    assert_error(
+        &request(a.http, "POST", "/api/v1/events", Some(OPERATOR), Some(nested.as_bytes()), &[]),
+        400,
+    );
+    assert_error(
+        &request(
+            a.http,
+            "POST",
+            "/api/v1/events",
+            Some(OPERATOR),
+            Some(b"{}"),
+            &[("Content-Type", "text/plain")],
+        ),
+        415,
+    );
+    let many = Value::Array((0..1001).map(|i| failed_login("m", "h", 0, i)).collect());
+    assert_error(&post(&a, "/api/v1/events", OPERATOR, &many), 400);
+    let mixed = json!([failed_login("m", "h", 0, 1), {"event_type": 5}]);
+    let r = post(&a, "/api/v1/events", OPERATOR, &mixed);
+    assert_error(&r, 400);
+    assert!(r.json()["message"].as_str().unwrap().contains("event 1"), "{r:?}");
+    assert!(get(&a, "/api/v1/alerts", VIEWER).json()["alerts"].as_array().unwrap().is_empty());
+    assert!(a.metric("auditflow_aggregator_api_denied_total{status=\"401\"}") > 0.0);
+}
+
+/// Opens the live stream and returns its status code.
+fn stream_status(port: u16, token: &str) -> u16 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_stream_heartbeats_and_webhooks() {
+    let env = Env::new("api_live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&env, dir.path(), "api");
+
+    // The live stream announces a new alert.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", a.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {VIEWER}\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while !lines.iter().any(|l: &String| l.starts_with("event: hello")) {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "stream closed: {lines:?}");
+        lines.push(line.clone());
+    }
+    assert!(lines[0].starts_with("HTTP/1.1 200"), "{lines:?}");
+    let events: Vec<Value> = (0..3).map(|i| failed_login("carol", "pi-c", i, 300 + i)).collect();
+    assert_eq!(post(&a, "/api/v1/events", OPERATOR, &Value::Array(events)).status, 200);
+    let start = Instant::now();
+    let data = loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "stream closed");
+        if let Some(d) = line.trim_end().strip_prefix("data: ").filter(|d| d.contains("alert")) {
+            break serde_json::from_str::<Value>(d).unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no alert on the stream");
+    };
+    assert_eq!(data["change"], "created", "{data}");
+    assert_eq!(data["alert"]["group"]["user"], "carol", "{data}");
+
+    // Heartbeats from RabbitMQ show up in the fleet.
+    let (_conn, ch) = env.publisher().await;
+    let beat = wire::model::Heartbeat {
+        node_id: "pi-c".into(),
+        version: "0.1.0".into(),
+        uptime_secs: 5,
+        spool_bytes: 123,
+        events_sent: 10,
+        dropped: Default::default(),
+        rules_version: "r1".into(),
+        ts: wire::model::Timestamp::now(),
+    };
+    support::publish(&ch, wire::queues::HEARTBEATS, &wire::frame::encode(&beat)).await;
+    wait_until(Duration::from_secs(10), "the agent in the fleet", async || {
+        get(&a, "/api/v1/agents", VIEWER).json()["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["node"] == "pi-c" && x["spool_bytes"] == 123 && x["state"] == "ok")
+    })
+    .await;
+
+    // GitHub: the real push fixture, signed; the same delivery twice; bad signatures.
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/github-webhooks/push-payload.json"
+    ))
+    .expect("the GitHub webhook fixture");
+    let sign = |body: &[u8], secret: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256={sig}")
+    };
+    let hook = |body: &[u8], sig: Option<&str>, delivery: &str| {
+        let mut headers = vec![("X-GitHub-Event", "push"), ("X-GitHub-Delivery", delivery)];
+        if let Some(s) = sig {
+            headers.push(("X-Hub-Signature-256", s));
+        }
+        request(a.http, "POST", "/hooks/github", None, Some(body), &headers)
+    };
+    let good = sign(&fixture, GITHUB_SECRET);
+    let r = hook(&fixture, Some(&good), "d-1");
+    assert_eq!((r.status, r.json()["accepted"].as_u64()), (200, Some(1)), "{r:?}");
+    let r = hook(&fixture, Some(&good), "d-1");
+    assert_eq!(r.json()["duplicate"], true, "{r:?}");
+    assert_error(&hook(&fixture, Some(&sign(&fixture, "wrong")), "d-2"), 401);
+    assert_error(&hook(&fixture, None, "d-3"), 401);
+    let mut tampered = fixture.clone();
+    tampered[10] ^= 1;
+    assert_error(&hook(&tampered, Some(&good), "d-4"), 401);
+    // A signed body that is not JSON is a 400 after the signature check.
+    assert_error(&hook(b"not json", Some(&sign(b"not json", GITHUB_SECRET)), "d-5"), 400);
+    assert_eq!(
+        a.metric("auditflow_aggregator_webhooks_total{provider=\"github\",result=\"refused\"}"),
+        3.0
+    );
+
+    // A force push to the default branch fires GIT-FORCE-PUSH-001.
+    let force = json!({
+        "ref": "refs/heads/main", "forced": true,
+        "repository": {"full_name": "acme/site", "default_branch": "main"},
+        "sender": {"login": "mallory"}, "pusher": {"name": "mallory"}
+    })
+    .to_string();
+    let r = hook(force.as_bytes(), Some(&sign(force.as_bytes(), GITHUB_SECRET)), "d-6");
+    assert_eq!(r.json()["firings"], 1, "{r:?}");
+    let list = get(&a, "/api/v1/alerts?rule=GIT-FORCE-PUSH-001", VIEWER).json();
+    assert_eq!(list["alerts"][0]["group"]["user"], "mallory", "{list}");
+
+    // GitLab: token check.
+    let gl = json!({"project": {"path_with_namespace": "acme/site", "default_branch": "main"}, "user_username": "eve", "ref": "refs/heads/main"}).to_string();
+    let gitlab = |token: &str| {
+        request(
+            a.http,
+            "POST",
+            "/hooks/gitlab",
+            None,
+            Some(gl.as_bytes()),
+            &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", token)],
+        )
+    };
+    assert_error(&gitlab("nope"), 401);
+    assert_eq!(gitlab(GITLAB_TOKEN).status, 200);
+}
