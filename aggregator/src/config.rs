@@ -30,6 +30,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Webhook receivers.
     pub hooks: HooksConfig,
+    /// Notifications.
+    pub notify: NotifyConfig,
     /// External services; all empty means embedded mode.
     pub services: ServicesConfig,
 }
@@ -45,6 +47,42 @@ pub struct ApiConfig {
     /// `AUDITFLOW_API_TOKENS` (environment only: tokens are secrets).
     #[serde(skip)]
     pub tokens_env: String,
+}
+
+/// `[notify]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Publish each new alert to the `audit_alerts` queue (cluster profile).
+    pub audit_alerts: bool,
+    /// Attempts per delivery before it is given up.
+    pub max_attempts: u32,
+    /// Notification channels.
+    pub channels: Vec<crate::notify::ChannelConfig>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self { audit_alerts: true, max_attempts: 10, channels: Vec::new() }
+    }
+}
+
+impl NotifyConfig {
+    /// The outbox channels of a new alert: `audit_alerts` (when enabled and RabbitMQ is
+    /// there), then the configured ones, to which silences apply.
+    pub fn outbox_channels(&self, amqp: bool) -> Vec<crate::store::Channel> {
+        let feed = (self.audit_alerts && amqp).then(|| crate::store::Channel {
+            name: crate::notify::AUDIT_ALERTS.into(),
+            silenceable: false,
+        });
+        feed.into_iter()
+            .chain(
+                self.channels
+                    .iter()
+                    .map(|c| crate::store::Channel { name: c.name.clone(), silenceable: true }),
+            )
+            .collect()
+    }
 }
 
 /// `[hooks]`
@@ -227,6 +265,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             api: ApiConfig::default(),
             hooks: HooksConfig::default(),
+            notify: NotifyConfig::default(),
             services: ServicesConfig::default(),
         }
     }
@@ -307,6 +346,15 @@ impl Validate for Config {
         }
         if let Err(e) = self.secrets() {
             errors.extend(e);
+        }
+        if self.notify.max_attempts == 0 {
+            errors.push("notify.max_attempts: must be at least 1".into());
+        }
+        for (i, c) in self.notify.channels.iter().enumerate() {
+            errors.extend(c.problems());
+            if self.notify.channels[..i].iter().any(|o| o.name == c.name) {
+                errors.push(format!("notify.channels: name `{}` used twice", c.name));
+            }
         }
         let s = &self.services;
         let checks: [(&str, &str, &[&str]); 3] = [

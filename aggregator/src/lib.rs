@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod http;
 pub mod ingest;
 pub mod legacy_alert;
+pub mod notify;
 pub mod pipeline;
 pub mod reload;
 pub mod rules;
@@ -73,7 +74,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let state = RedisState::connect(&s.redis_url, &config.detection.redis_prefix)
         .await
         .context("connect to Redis")?;
-    let store = store::open(&s.database_url, Vec::new()).await?;
+    let store = store::open(&s.database_url, config.notify.outbox_channels(true)).await?;
     let pipeline = Arc::new(Pipeline {
         state: state.clone(),
         sink: store.clone(),
@@ -136,6 +137,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     tracker.spawn(http::serve(api, http::router(app.clone(), api_state), cancel.clone()));
     tracker.spawn(http::serve(metrics_listener, http::metrics_router(app), cancel.clone()));
 
+    let notifier = Arc::new(notify::Notifier {
+        store: store.clone(),
+        channels: config.notify.channels.clone(),
+        amqp: config.notify.audit_alerts.then(|| notify::AmqpPublisher::new(&s.amqp_url)),
+        max_attempts: config.notify.max_attempts,
+        metrics: metrics.clone(),
+    });
+    tracker.spawn(notifier.run(cancel.clone()));
     tracker.spawn(fleet::run(pipeline.clone(), config.detection.silent_after(), cancel.clone()));
     let mut feeds = vec![Feed::Native, Feed::Heartbeats];
     if config.ingest.legacy_queue {

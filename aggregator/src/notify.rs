@@ -1,0 +1,451 @@
+//! The notifier: delivers the outbox (DESIGN §6). Every new alert gets one outbox row per
+//! channel in the same transaction that creates it; this task claims due rows, sends them and
+//! records the result, retrying with exponential backoff until `max_attempts`. A crash
+//! between sending and recording sends again (at least once); receivers can deduplicate on
+//! the alert id.
+//!
+//! Channels: the `audit_alerts` RabbitMQ queue (legacy alert JSON plus ours, publisher
+//! confirms), a generic JSON webhook, a Slack-compatible webhook, and e-mail over SMTP.
+//! Webhooks and SMTP speak plain HTTP/SMTP to a receiver or relay inside the cluster; TLS to
+//! outside services is not in this build (point them at a local relay).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use crate::legacy_alert;
+use crate::store::{Alert, OutboxItem, SharedStore, now_ms};
+use crate::telemetry::Metrics;
+
+/// The name of the `audit_alerts` channel.
+pub const AUDIT_ALERTS: &str = "audit_alerts";
+
+/// `[[notify.channels]]`: one notification channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Unique name, shown in deliveries.
+    pub name: String,
+    /// `webhook`, `slack` or `email`.
+    pub kind: String,
+    /// Webhook URL (`http://host:port/path`), for `webhook` and `slack`.
+    #[serde(default)]
+    pub url: String,
+    /// SMTP relay `host:port`, for `email`.
+    #[serde(default)]
+    pub smtp: String,
+    /// Sender address, for `email`.
+    #[serde(default)]
+    pub from: String,
+    /// Recipients, for `email`.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Only alerts at least this severe (`INFO`, `WARNING`, `CRITICAL`).
+    #[serde(default)]
+    pub min_severity: Option<String>,
+    /// Only alerts of these rules (empty: any).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Only alerts with at least one of these tags (empty: any).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn rank(severity: &str) -> u8 {
+    match severity.to_ascii_uppercase().as_str() {
+        "CRITICAL" => 2,
+        "WARNING" => 1,
+        _ => 0,
+    }
+}
+
+impl ChannelConfig {
+    /// Every problem with it.
+    pub fn problems(&self) -> Vec<String> {
+        let at = format!("notify.channels `{}`", self.name);
+        let mut errors = Vec::new();
+        if self.name.is_empty() || self.name == AUDIT_ALERTS {
+            errors.push(format!("{at}: needs a name other than {AUDIT_ALERTS}"));
+        }
+        match self.kind.as_str() {
+            "webhook" | "slack" => {
+                if parse_http_url(&self.url).is_none() {
+                    errors.push(format!(
+                        "{at}: url must be http://host[:port]/path (use a relay inside the cluster for https services)"
+                    ));
+                }
+            }
+            "email" => {
+                if !self.smtp.contains(':') || self.from.is_empty() || self.to.is_empty() {
+                    errors.push(format!("{at}: email needs smtp (host:port), from and to"));
+                }
+                let bad = |a: &str| a.contains(['\r', '\n', '<', '>']) || !a.contains('@');
+                if bad(&self.from) || self.to.iter().any(|t| bad(t)) {
+                    errors.push(format!("{at}: from and to must be plain addresses"));
+                }
+            }
+            other => errors.push(format!("{at}: kind `{other}` is not webhook, slack or email")),
+        }
+        if let Some(s) = &self.min_severity
+            && !matches!(s.to_ascii_uppercase().as_str(), "INFO" | "WARNING" | "CRITICAL")
+        {
+            errors.push(format!("{at}: min_severity must be INFO, WARNING or CRITICAL"));
+        }
+        errors
+    }
+
+    /// Whether the channel wants this alert; `Err(why not)` otherwise.
+    pub fn wants(&self, a: &Alert) -> Result<(), String> {
+        if let Some(min) = &self.min_severity
+            && rank(&a.severity) < rank(min)
+        {
+            return Err(format!("severity below {min}"));
+        }
+        if !self.rules.is_empty() && !self.rules.contains(&a.rule_id) {
+            return Err("rule not in the channel's list".into());
+        }
+        if !self.tags.is_empty() && !a.tags.iter().any(|t| self.tags.contains(t)) {
+            return Err("no tag in the channel's list".into());
+        }
+        Ok(())
+    }
+}
+
+/// `http://host[:port]/path` as (host, port, path).
+pub fn parse_http_url(url: &str) -> Option<(String, u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 80),
+    };
+    if host.is_empty() || host.contains(['@', ' ']) {
+        return None;
+    }
+    Some((host.to_owned(), port, path.to_owned()))
+}
+
+/// The text of a notification.
+fn text(a: &Alert) -> String {
+    format!(
+        "[{}] {} ({}), node {}, {} occurrence(s), first seen {}. Alert {}",
+        a.severity,
+        a.title,
+        a.rule_id,
+        a.node,
+        a.occurrences,
+        crate::store::rfc3339(a.first_seen),
+        a.id
+    )
+}
+
+async fn post_json(url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+    let (host, port, path) = parse_http_url(url).context("bad url")?;
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .context("connect timed out")?
+    .context("connect")?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("HTTP handshake")?;
+    let driver = tokio::spawn(conn);
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("auditflow-aggregator/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(Bytes::from(body.to_string())))
+        .context("build request")?;
+    let resp = tokio::time::timeout(Duration::from_secs(15), sender.send_request(req))
+        .await
+        .context("no answer within 15 s")?
+        .context("send")?;
+    let status = resp.status();
+    let _ = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
+    driver.abort();
+    if status.is_success() { Ok(()) } else { anyhow::bail!("HTTP {status}") }
+}
+
+async fn send_mail(c: &ChannelConfig, a: &Alert) -> anyhow::Result<()> {
+    let stream =
+        tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&c.smtp))
+            .await
+            .context("connect timed out")?
+            .context("connect")?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    // Reads one (possibly multi-line) reply and checks its code class.
+    async fn reply(
+        lines: &mut tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+        want: char,
+    ) -> anyhow::Result<()> {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .context("SMTP server silent")??
+                .context("SMTP server closed the connection")?;
+            if line.len() >= 4 && line.as_bytes()[3] == b'-' {
+                continue;
+            }
+            if line.starts_with(want) {
+                return Ok(());
+            }
+            anyhow::bail!("SMTP: {line}");
+        }
+    }
+    reply(&mut lines, '2').await?;
+    write.write_all(b"EHLO auditflow\r\n").await?;
+    reply(&mut lines, '2').await?;
+    write.write_all(format!("MAIL FROM:<{}>\r\n", c.from).as_bytes()).await?;
+    reply(&mut lines, '2').await?;
+    for to in &c.to {
+        write.write_all(format!("RCPT TO:<{to}>\r\n").as_bytes()).await?;
+        reply(&mut lines, '2').await?;
+    }
+    write.write_all(b"DATA\r\n").await?;
+    reply(&mut lines, '3').await?;
+    // Header values come from our config and the alert; strip line breaks so no field can
+    // inject headers, and dot-stuff the body.
+    let clean = |s: &str| s.replace(['\r', '\n'], " ");
+    let body: String = text(a)
+        .lines()
+        .map(|l| if l.starts_with('.') { format!(".{l}\r\n") } else { format!("{l}\r\n") })
+        .collect();
+    let msg = format!(
+        "From: {}\r\nTo: {}\r\nSubject: {}\r\nMessage-ID: <{}@auditflow>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}.\r\n",
+        clean(&c.from),
+        clean(&c.to.join(", ")),
+        clean(&format!("[AuditFlow {}] {}", a.severity, a.title)),
+        a.id,
+        body
+    );
+    write.write_all(msg.as_bytes()).await?;
+    reply(&mut lines, '2').await?;
+    write.write_all(b"QUIT\r\n").await?;
+    Ok(())
+}
+
+/// A lazily (re)connected publisher to `audit_alerts` with publisher confirms.
+#[derive(Debug)]
+pub struct AmqpPublisher {
+    url: String,
+    link: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+}
+
+impl AmqpPublisher {
+    /// A publisher for a RabbitMQ URL; it connects on first use.
+    pub fn new(url: &str) -> Self {
+        Self { url: url.to_owned(), link: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn connect(&self) -> anyhow::Result<(Connection, Channel)> {
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            Connection::connect(&self.url, ConnectionProperties::default()),
+        )
+        .await
+        .context("connect timed out")?
+        .context("connect")?;
+        let ch = conn.create_channel().await.context("open channel")?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.context("confirm_select")?;
+        // Exactly as the legacy services declare it (durable, no arguments).
+        ch.queue_declare(
+            AUDIT_ALERTS.into(),
+            QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+            FieldTable::default(),
+        )
+        .await
+        .context("declare audit_alerts")?;
+        Ok((conn, ch))
+    }
+
+    async fn publish(&self, body: &[u8], id: &str) -> anyhow::Result<()> {
+        let mut link = self.link.lock().await;
+        if link.as_ref().is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected()) {
+            *link = Some(self.connect().await?);
+        }
+        let (_, ch) = link.as_ref().expect("connected above");
+        let result = async {
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    AUDIT_ALERTS.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into())
+                        .with_message_id(id.into()),
+                )
+                .await
+                .context("publish")?
+                .await
+                .context("confirm")?;
+            match confirm {
+                lapin::Confirmation::Ack(_) => Ok(()),
+                other => anyhow::bail!("RabbitMQ did not confirm: {other:?}"),
+            }
+        }
+        .await;
+        if result.is_err() {
+            *link = None;
+        }
+        result
+    }
+}
+
+/// The notifier's settings.
+#[derive(Debug)]
+pub struct Notifier {
+    /// Alerts and the outbox.
+    pub store: SharedStore,
+    /// Configured channels.
+    pub channels: Vec<ChannelConfig>,
+    /// The `audit_alerts` publisher (cluster profile).
+    pub amqp: Option<AmqpPublisher>,
+    /// Attempts before a delivery is given up.
+    pub max_attempts: u32,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// Delay before retry `attempt` (1-based): 1 s, 2 s, 4 s, … at most 10 min.
+pub fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(10)).min(Duration::from_secs(600))
+}
+
+impl Notifier {
+    async fn deliver(&self, item: &OutboxItem, a: &Alert) -> Result<(), String> {
+        if item.channel == AUDIT_ALERTS {
+            let Some(amqp) = &self.amqp else { return Err("no RabbitMQ configured".into()) };
+            let body = legacy_alert::nested(a).to_string();
+            return amqp
+                .publish(body.as_bytes(), &a.id.to_string())
+                .await
+                .map_err(|e| format!("{e:#}"));
+        }
+        let Some(c) = self.channels.iter().find(|c| c.name == item.channel) else {
+            return Err("channel no longer configured".into());
+        };
+        let result = match c.kind.as_str() {
+            "webhook" => {
+                post_json(
+                    &c.url,
+                    &json!({"kind": "alert", "alert": a, "legacy": legacy_alert::nested(a)}),
+                )
+                .await
+            }
+            "slack" => post_json(&c.url, &json!({"text": text(a)})).await,
+            _ => send_mail(c, a).await,
+        };
+        result.map_err(|e| format!("{e:#}"))
+    }
+
+    /// Sends what is due once; returns how many rows it handled.
+    pub async fn tick(&self) -> anyhow::Result<usize> {
+        let due = self.store.claim_outbox(now_ms(), 60_000, 32).await?;
+        for item in &due {
+            let kind = if item.channel == AUDIT_ALERTS {
+                AUDIT_ALERTS
+            } else {
+                self.channels.iter().find(|c| c.name == item.channel).map_or("unknown", |c| match c
+                    .kind
+                    .as_str()
+                {
+                    "webhook" => "webhook",
+                    "slack" => "slack",
+                    _ => "email",
+                })
+            };
+            let count =
+                |result: &str| self.metrics.notifications.with_label_values(&[kind, result]).inc();
+            let Some(detail) = self.store.alert(item.alert_id).await? else {
+                self.store.delivery_failed(item.id, "alert not found", None).await?;
+                count("failed");
+                continue;
+            };
+            let a = &detail.alert;
+            if let Some(c) = self.channels.iter().find(|c| c.name == item.channel)
+                && let Err(why) = c.wants(a)
+            {
+                self.store.delivery_skipped(item.id, &why).await?;
+                count("skipped");
+                continue;
+            }
+            match self.deliver(item, a).await {
+                Ok(()) => {
+                    self.store.delivered(item.id, now_ms()).await?;
+                    count("delivered");
+                }
+                Err(e) => {
+                    let attempt = u32::try_from(item.attempts + 1).unwrap_or(u32::MAX);
+                    let retry = (attempt < self.max_attempts)
+                        .then(|| now_ms() + retry_delay(attempt).as_millis() as i64);
+                    tracing::warn!(channel = %item.channel, alert = %item.alert_id, attempt, error = %e,
+                        gave_up = retry.is_none(), "notification failed");
+                    self.store.delivery_failed(item.id, &e, retry).await?;
+                    count(if retry.is_some() { "retry" } else { "failed" });
+                }
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Delivers until cancelled: at once when alerts are created, else every second.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut changes = self.store.subscribe();
+        loop {
+            match self.tick().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "notifier: outbox unavailable"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = changes.recv() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_http_url("http://h:8080/x/y"), Some(("h".into(), 8080, "/x/y".into())));
+        assert_eq!(parse_http_url("http://h"), Some(("h".into(), 80, "/".into())));
+        assert_eq!(parse_http_url("https://h/x"), None);
+        assert_eq!(parse_http_url("http://u@h/x"), None);
+        assert_eq!(parse_http_url("http://h:x/"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_to_ten_minutes() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(2), Duration::from_secs(2));
+        assert_eq!(retry_delay(5), Duration::from_secs(16));
+        assert_eq!(retry_delay(30), Duration::from_secs(600));
+    }
+}
