@@ -32,6 +32,8 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// Notifications.
     pub notify: NotifyConfig,
+    /// Embedded mode.
+    pub embedded: EmbeddedConfig,
     /// External services; all empty means embedded mode.
     pub services: ServicesConfig,
 }
@@ -47,6 +49,24 @@ pub struct ApiConfig {
     /// `AUDITFLOW_API_TOKENS` (environment only: tokens are secrets).
     #[serde(skip)]
     pub tokens_env: String,
+}
+
+/// `[embedded]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// The in-process MQTT broker's listener, for agents.
+    pub mqtt_listen: String,
+    /// Run an in-process agent for this host with demo traffic.
+    pub demo: bool,
+    /// Demo events per second.
+    pub demo_rate: f64,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self { mqtt_listen: "127.0.0.1:1883".into(), demo: true, demo_rate: 50.0 }
+    }
 }
 
 /// `[notify]`
@@ -266,6 +286,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             hooks: HooksConfig::default(),
             notify: NotifyConfig::default(),
+            embedded: EmbeddedConfig::default(),
             services: ServicesConfig::default(),
         }
     }
@@ -346,6 +367,15 @@ impl Validate for Config {
         }
         if let Err(e) = self.secrets() {
             errors.extend(e);
+        }
+        if self.embedded.mqtt_listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "embedded.mqtt_listen: `{}` is not an address:port",
+                self.embedded.mqtt_listen
+            ));
+        }
+        if !(self.embedded.demo_rate > 0.0 && self.embedded.demo_rate <= 100_000.0) {
+            errors.push("embedded.demo_rate: must be above 0 and at most 100000".into());
         }
         if self.notify.max_attempts == 0 {
             errors.push("notify.max_attempts: must be at least 1".into());

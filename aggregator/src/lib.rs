@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod embedded;
 pub mod fleet;
 pub mod http;
 pub mod ingest;
@@ -31,6 +32,7 @@ use crate::ingest::{ConsumerSettings, Feed};
 use crate::pipeline::{Pipeline, Rules};
 use crate::reload::{Reloader, RuleStatus};
 use crate::rules::RuleSet;
+use crate::state::memory::MemoryState;
 use crate::state::redis::RedisState;
 use crate::telemetry::Metrics;
 
@@ -46,15 +48,75 @@ pub fn load_rules(config: &Config) -> anyhow::Result<(RuleSet, Option<u32>)> {
     Ok((set, Some(reload::digest(&files))))
 }
 
-/// Runs the aggregator until `cancel` fires. Listeners are bound before anything else so that
-/// a taken port is reported at once.
-pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    if config.is_embedded() {
-        anyhow::bail!(
-            "embedded mode (no AMQP_URL, DATABASE_URL, REDIS_URL) is not available in this build \
-             yet; set all three to run the cluster profile"
+/// What both profiles share once started: the pieces the API, notifier and watchers need.
+struct Core {
+    metrics: Metrics,
+    rules: Arc<Rules>,
+    status: Arc<Mutex<RuleStatus>>,
+    reloader: Option<Arc<Reloader>>,
+}
+
+/// Starts the API and metrics servers, the rule reloader, the notifier and the fleet watcher.
+#[allow(clippy::too_many_arguments)]
+fn start_common<S: state::WindowState + 'static>(
+    config: &Config,
+    core: Core,
+    pipeline: Arc<Pipeline<S, store::SharedStore>>,
+    tokens: http::auth::Tokens,
+    hooks: http::hooks::HookSecrets,
+    checks: Vec<(&'static str, Check)>,
+    listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
+    amqp: Option<notify::AmqpPublisher>,
+    landing: bool,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    let store = pipeline.sink.clone();
+    let app = AppState { metrics: core.metrics.clone(), checks };
+    if let Some(r) = &core.reloader {
+        tracker.spawn(r.clone().run(cancel.clone()));
+    }
+    let api_state = ApiState {
+        store: store.clone(),
+        rules: core.rules,
+        rule_status: core.status,
+        reloader: core.reloader,
+        intake: pipeline.clone(),
+        tokens: Arc::new(tokens),
+        hooks: Arc::new(hooks),
+        metrics: core.metrics.clone(),
+        silent_after: config.detection.silent_after(),
+        legacy_open: config.api.legacy_unauthenticated,
+        cancel: cancel.clone(),
+    };
+    if api_state.tokens.is_empty() {
+        tracing::warn!(
+            "no API token configured (api.tokens_file, AUDITFLOW_API_TOKENS): every API call will be refused"
         );
     }
+    let mut router = http::router(app.clone(), api_state);
+    if landing {
+        router = router
+            .route("/", axum::routing::get(|| async { axum::response::Html(embedded::LANDING) }));
+    }
+    let (api, metrics_listener) = listeners;
+    tracker.spawn(http::serve(api, router, cancel.clone()));
+    tracker.spawn(http::serve(metrics_listener, http::metrics_router(app), cancel.clone()));
+    let notifier = Arc::new(notify::Notifier {
+        store,
+        channels: config.notify.channels.clone(),
+        amqp,
+        max_attempts: config.notify.max_attempts,
+        metrics: core.metrics,
+    });
+    tracker.spawn(notifier.run(cancel.clone()));
+    tracker.spawn(fleet::run(pipeline, config.detection.silent_after(), cancel.clone()));
+}
+
+/// Runs the aggregator until `cancel` fires: the cluster profile when the services are
+/// configured, else embedded mode. Listeners are bound before anything else so that a taken
+/// port is reported at once.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let secrets = config.secrets().map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
     let api = tokio::net::TcpListener::bind(&config.http.listen)
         .await
@@ -69,39 +131,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         Arc::new(Mutex::new(RuleStatus { version: set.version.clone(), last_error: None }));
     let lateness = config.detection.lateness();
     let rules = Arc::new(Rules::new(Detector::new(Arc::new(set), lateness)));
-
-    let s = &config.services;
-    let state = RedisState::connect(&s.redis_url, &config.detection.redis_prefix)
-        .await
-        .context("connect to Redis")?;
-    let store = store::open(&s.database_url, config.notify.outbox_channels(true)).await?;
-    let pipeline = Arc::new(Pipeline {
-        state: state.clone(),
-        sink: store.clone(),
-        rules: rules.clone(),
-        metrics: metrics.clone(),
-    });
-
-    let tracker = TaskTracker::new();
-    let redis_check: Check = Arc::new(move || {
-        let state = state.clone();
-        Box::pin(async move { state.ping().await.map_err(|e| e.to_string()) })
-    });
-    let pg = store.clone();
-    let pg_check: Check = Arc::new(move || {
-        let store = pg.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
-    });
-    let m = metrics.clone();
-    let amqp_check: Check = Arc::new(move || {
-        let connected = m.rabbitmq_connected.get() > 0;
-        Box::pin(async move { if connected { Ok(()) } else { Err("not connected".into()) } })
-    });
-    let app = AppState {
-        metrics: metrics.clone(),
-        checks: vec![("rabbitmq", amqp_check), ("redis", redis_check), ("postgresql", pg_check)],
-    };
-
     let reloader = (!config.rules_dir.is_empty()).then(|| {
         Arc::new(Reloader {
             dir: config.rules_dir.clone().into(),
@@ -113,39 +142,68 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             last: Mutex::new(initial_digest),
         })
     });
-    if let Some(r) = &reloader {
-        tracker.spawn(r.clone().run(cancel.clone()));
+    let core = Core { metrics: metrics.clone(), rules: rules.clone(), status, reloader };
+    let tracker = TaskTracker::new();
+    if config.is_embedded() {
+        run_embedded(&config, core, secrets, (api, metrics_listener), &tracker, &cancel).await?;
+    } else {
+        run_cluster(&config, core, secrets, (api, metrics_listener), &tracker, &cancel).await?;
     }
-    let api_state = ApiState {
-        store: store.clone(),
-        rules: rules.clone(),
-        rule_status: status,
-        reloader,
-        intake: pipeline.clone(),
-        tokens: Arc::new(secrets.tokens),
-        hooks: Arc::new(secrets.hooks),
-        metrics: metrics.clone(),
-        silent_after: config.detection.silent_after(),
-        legacy_open: config.api.legacy_unauthenticated,
-        cancel: cancel.clone(),
-    };
-    if api_state.tokens.is_empty() {
-        tracing::warn!(
-            "no API token configured (api.tokens_file, AUDITFLOW_API_TOKENS): every API call will be refused"
-        );
-    }
-    tracker.spawn(http::serve(api, http::router(app.clone(), api_state), cancel.clone()));
-    tracker.spawn(http::serve(metrics_listener, http::metrics_router(app), cancel.clone()));
+    tracker.close();
+    cancel.cancelled().await;
+    tracker.wait().await;
+    Ok(())
+}
 
-    let notifier = Arc::new(notify::Notifier {
-        store: store.clone(),
-        channels: config.notify.channels.clone(),
-        amqp: config.notify.audit_alerts.then(|| notify::AmqpPublisher::new(&s.amqp_url)),
-        max_attempts: config.notify.max_attempts,
+async fn run_cluster(
+    config: &Config,
+    core: Core,
+    secrets: config::Secrets,
+    listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let s = &config.services;
+    let state = RedisState::connect(&s.redis_url, &config.detection.redis_prefix)
+        .await
+        .context("connect to Redis")?;
+    let store = store::open(&s.database_url, config.notify.outbox_channels(true)).await?;
+    let metrics = core.metrics.clone();
+    let pipeline = Arc::new(Pipeline {
+        state: state.clone(),
+        sink: store.clone(),
+        rules: core.rules.clone(),
         metrics: metrics.clone(),
     });
-    tracker.spawn(notifier.run(cancel.clone()));
-    tracker.spawn(fleet::run(pipeline.clone(), config.detection.silent_after(), cancel.clone()));
+    let redis_check: Check = Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move { state.ping().await.map_err(|e| e.to_string()) })
+    });
+    let pg_check: Check = Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    });
+    let m = metrics.clone();
+    let amqp_check: Check = Arc::new(move || {
+        let connected = m.rabbitmq_connected.get() > 0;
+        Box::pin(async move { if connected { Ok(()) } else { Err("not connected".into()) } })
+    });
+    let amqp = config.notify.audit_alerts.then(|| notify::AmqpPublisher::new(&s.amqp_url));
+    let (http_addr, metrics_addr) =
+        (config.http.listen.clone(), config.http.metrics_listen.clone());
+    start_common(
+        config,
+        core,
+        pipeline.clone(),
+        secrets.tokens,
+        secrets.hooks,
+        vec![("rabbitmq", amqp_check), ("redis", redis_check), ("postgresql", pg_check)],
+        listeners,
+        amqp,
+        false,
+        tracker,
+        cancel,
+    );
     let mut feeds = vec![Feed::Native, Feed::Heartbeats];
     if config.ingest.legacy_queue {
         feeds.push(Feed::Legacy);
@@ -168,9 +226,108 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             }
         });
     }
-    tracing::info!(api = %config.http.listen, metrics = %config.http.metrics_listen, "aggregator running");
-    tracker.close();
-    cancel.cancelled().await;
-    tracker.wait().await;
+    tracing::info!(api = %http_addr, metrics = %metrics_addr, "aggregator running (cluster profile)");
+    Ok(())
+}
+
+async fn run_embedded(
+    config: &Config,
+    core: Core,
+    secrets: config::Secrets,
+    listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let e = &config.embedded;
+    let dir = embedded::DataDir::open(&config.data_dir)?;
+    let store = store::open(&dir.database_url(), config.notify.outbox_channels(false)).await?;
+    let (tokens, generated) = embedded::tokens(secrets.tokens, &dir)?;
+    let node = agent::node_name(&agent::Config::default());
+    let (credentials, password) = dir.credentials(&node)?;
+    let mqtt_addr: std::net::SocketAddr = e.mqtt_listen.parse().context("embedded.mqtt_listen")?;
+    let broker_metrics = broker::telemetry::Metrics::new();
+    let (link_tx, link_rx) = broker::mqtt::start(
+        &broker::mqtt::MqttSettings {
+            listen: mqtt_addr,
+            credentials: Arc::new(credentials),
+            max_payload_bytes: config.ingest.max_frame_bytes,
+            max_connections: 256,
+            max_inflight: 64,
+        },
+        &broker_metrics,
+    )?;
+    let metrics = core.metrics.clone();
+    let pipeline = Arc::new(Pipeline {
+        state: MemoryState::new(),
+        sink: store.clone(),
+        rules: core.rules.clone(),
+        metrics: metrics.clone(),
+    });
+    let sqlite = store.clone();
+    let sqlite_check: Check = Arc::new(move || {
+        let store = sqlite.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    });
+    let api_addr = listeners.0.local_addr()?;
+    start_common(
+        config,
+        core,
+        pipeline.clone(),
+        tokens,
+        secrets.hooks,
+        vec![("sqlite", sqlite_check)],
+        listeners,
+        None,
+        true,
+        tracker,
+        cancel,
+    );
+    {
+        let pipeline = pipeline.clone();
+        let cancel = cancel.clone();
+        let max_frame = config.ingest.max_frame_bytes;
+        tracker.spawn(async move {
+            if let Err(e) =
+                embedded::bridge(link_tx, link_rx, pipeline, max_frame, cancel.clone()).await
+            {
+                tracing::error!(error = %format!("{e:#}"), "embedded bridge failed");
+                cancel.cancel();
+            }
+        });
+    }
+    if e.demo {
+        let mqtt = format!("127.0.0.1:{}", mqtt_addr.port());
+        let agent_config = embedded::agent_config(&dir, &node, &mqtt, &password, e.demo_rate);
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            if let Err(e) = agent::run(agent_config, cancel).await {
+                tracing::error!(error = %format!("{e:#}"), "the in-process agent failed");
+            }
+        });
+    }
+    let host = if api_addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        api_addr.ip().to_string()
+    };
+    let mut banner = format!(
+        "\nAuditFlow is running (embedded mode, data in {}).\n  Open:        http://{host}:{}/\n",
+        dir.root.display(),
+        api_addr.port()
+    );
+    if let Some(token) = generated {
+        banner.push_str(&format!(
+            "  API token:   {token}   (admin; kept in {})\n  Try:         curl -H 'Authorization: Bearer {token}' http://{host}:{}/api/v1/alerts\n",
+            dir.root.join("admin.token").display(),
+            api_addr.port()
+        ));
+    }
+    banner.push_str(&format!(
+        "  MQTT:        {mqtt_addr} for agents (node:password lines in {})\n  Demo agent:  {}\n",
+        dir.root.join("agents.credentials").display(),
+        if e.demo { format!("{node}, {} synthetic events/s", e.demo_rate) } else { "off".into() }
+    ));
+    println!("{banner}");
+    tracing::info!(api = %api_addr, mqtt = %mqtt_addr, "aggregator running (embedded)");
     Ok(())
 }

@@ -18,6 +18,22 @@ struct Cli {
     /// Print the documented default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// Data directory of embedded mode (SQLite store, tokens, the demo agent's spool);
+    /// overrides `data_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the API (and, in embedded mode, the landing page); overrides `http.listen`.
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Address of /metrics; overrides `http.metrics_listen`.
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Embedded mode's MQTT listener for agents; overrides `embedded.mqtt_listen`.
+    #[arg(long, global = true, value_name = "ADDR")]
+    mqtt_listen: Option<std::net::SocketAddr>,
+    /// Embedded mode without the in-process demo agent; sets `embedded.demo = false`.
+    #[arg(long, global = true)]
+    no_demo: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -67,10 +83,26 @@ fn main() -> ExitCode {
     if let Some(Command::Rules { action }) = &cli.command {
         return rules_command(action);
     }
-    let config = match load(cli.config.as_deref()) {
+    let mut config = match load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Command-line flags win over the file (they are typed, so nothing new to validate).
+    if let Some(d) = &cli.data_dir {
+        config.data_dir = d.display().to_string();
+    }
+    if let Some(a) = cli.listen {
+        config.http.listen = a.to_string();
+    }
+    if let Some(a) = cli.metrics_listen {
+        config.http.metrics_listen = a.to_string();
+    }
+    if let Some(a) = cli.mqtt_listen {
+        config.embedded.mqtt_listen = a.to_string();
+    }
+    if cli.no_demo {
+        config.embedded.demo = false;
+    }
     match cli.command.unwrap_or(Command::Run) {
         Command::PrintDefaultConfig => ExitCode::SUCCESS,
         Command::CheckConfig => {
@@ -231,8 +263,9 @@ async fn wait_for_signal() {
 /// Logs as JSON when stderr is not a terminal, human-readable otherwise; `RUST_LOG` filters.
 fn init_tracing() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn,sqlx=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,lapin=warn,sqlx=warn,rumqttd=warn")
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.init();

@@ -37,16 +37,21 @@ pub const HEARTBEAT_FILTER: &str = "auditflow/v1/heartbeat/+";
 
 /// What a publish turned out to be.
 #[derive(Debug)]
-enum Incoming {
+pub enum Incoming {
+    /// A valid envelope from the node its topic names.
     Envelope { node: String, envelope: Envelope, frame: Vec<u8> },
+    /// A valid heartbeat.
     Heartbeat { frame: Vec<u8> },
+    /// An envelope that failed validation (for the dead-letter queue).
     Invalid { reason: &'static str, detail: String, topic: String, frame: Vec<u8> },
+    /// Not for the bridge (wrong topic, bad heartbeat): counted, dropped.
     Ignored(&'static str),
 }
 
 /// Validates one publish: the topic names the node, the frame decodes, and the node id inside
-/// is the node of the topic.
-fn classify(topic: &[u8], payload: &[u8], max_frame: usize) -> Incoming {
+/// is the node of the topic. (Public for the aggregator's embedded mode, which bridges into
+/// its pipeline instead of RabbitMQ.)
+pub fn classify(topic: &[u8], payload: &[u8], max_frame: usize) -> Incoming {
     let Ok(topic) = std::str::from_utf8(topic) else { return Incoming::Ignored("unknown_topic") };
     let invalid = |reason, detail: String| Incoming::Invalid {
         reason,

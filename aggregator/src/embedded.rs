@@ -1,0 +1,256 @@
+//! Embedded mode (DESIGN §2): with no service configured, one process runs everything —
+//! the MQTT broker for agents (rumqttd, from the broker crate), a bridge from it straight into
+//! the detection pipeline, in-memory state, SQLite under the data directory, the API, and an
+//! in-process agent for this host producing demo traffic.
+//!
+//! The bridge keeps the cluster profile's delivery guarantee: an agent's envelopes are acked
+//! only after the batch holding them is committed to SQLite (DESIGN §4), so the in-process
+//! agent's spool, and any outside agent's, replays what a crash lost.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use broker::acks::AckBook;
+use broker::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER, Incoming, classify};
+use rumqttd::Notification;
+use rumqttd::local::{LinkRx, LinkTx};
+use tokio_util::sync::CancellationToken;
+use wire::model::{Heartbeat, Timestamp};
+use wire::retry::Backoff;
+
+use crate::http::auth::{Role, Tokens, generate_token};
+use crate::pipeline::{Item, Pipeline};
+use crate::state::WindowState;
+use crate::store::{AlertSink, SharedStore};
+
+/// Files under the data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    /// The directory.
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    /// Creates the directory (private to this user) if needed.
+    pub fn open(root: &str) -> anyhow::Result<Self> {
+        let root = PathBuf::from(root);
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("create the data directory {}", root.display()))?;
+        restrict(&root, 0o700);
+        Ok(Self { root })
+    }
+
+    /// The SQLite URL of the alert store.
+    pub fn database_url(&self) -> String {
+        format!("sqlite:{}", self.root.join("auditflow.db").display())
+    }
+
+    /// The local agent's spool.
+    pub fn spool(&self) -> PathBuf {
+        self.root.join("spool")
+    }
+
+    /// Reads a secret kept in the data directory, creating it on first use. Returns the
+    /// secret and whether it was created now.
+    pub fn secret(&self, name: &str) -> anyhow::Result<(String, bool)> {
+        let path = self.root.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok((s.trim().to_owned(), false)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        }
+        let token = generate_token().context("read random bytes for a token")?;
+        write_private(&path, &format!("{token}\n"))?;
+        Ok((token, true))
+    }
+
+    /// `agents.credentials`: `node:password` lines the MQTT listener accepts. The local
+    /// agent's line is added on first start; add lines for outside agents.
+    pub fn credentials(
+        &self,
+        node: &str,
+    ) -> anyhow::Result<(broker::credentials::Credentials, String)> {
+        let path = self.root.join("agents.credentials");
+        let mut text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                "# node:password, one per line; agents log in with their node name.\n".into()
+            }
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        };
+        let existing = text.lines().find_map(|l| {
+            l.split_once(':').filter(|(n, _)| *n == node).map(|(_, p)| p.trim().to_owned())
+        });
+        let password = match existing {
+            Some(p) => p,
+            None => {
+                let p = generate_token().context("read random bytes for a password")?;
+                text.push_str(&format!("{node}:{p}\n"));
+                write_private(&path, &text)?;
+                p
+            }
+        };
+        let creds = broker::credentials::Credentials::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.join("; ")))?;
+        Ok((creds, password))
+    }
+}
+
+fn restrict(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
+    restrict(&tmp, 0o600);
+    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// The API tokens of embedded mode: the configured ones, or else an admin token kept in the
+/// data directory. Returns the token to print, if it is the generated one.
+pub fn tokens(configured: Tokens, dir: &DataDir) -> anyhow::Result<(Tokens, Option<String>)> {
+    if !configured.is_empty() {
+        return Ok((configured, None));
+    }
+    let (token, _) = dir.secret("admin.token")?;
+    let mut t = Tokens::default();
+    t.add("admin", &token, Role::Admin);
+    Ok((t, Some(token)))
+}
+
+/// Envelopes and heartbeats per pipeline batch at most.
+const BATCH: usize = 256;
+/// How long a batch waits to fill.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+
+/// Moves agents' publishes from the in-process broker into the pipeline, acking each agent
+/// after its envelopes are committed. Runs until cancelled.
+pub async fn bridge<S: WindowState + 'static>(
+    mut tx: LinkTx,
+    mut rx: LinkRx,
+    pipeline: Arc<Pipeline<S, SharedStore>>,
+    max_frame: usize,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    tx.subscribe(EVENTS_FILTER).context("subscribe to agents' events")?;
+    tx.subscribe(HEARTBEAT_FILTER).context("subscribe to agents' heartbeats")?;
+    let mut book = AckBook::default();
+    let metrics = pipeline.metrics.clone();
+    loop {
+        let mut incoming = Vec::new();
+        let first = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            n = rx.next() => n.context("the MQTT broker's link closed")?,
+        };
+        incoming.extend(first);
+        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+        while incoming.len() < BATCH {
+            match tokio::time::timeout_at(deadline, rx.next()).await {
+                Ok(n) => incoming.extend(n.context("the MQTT broker's link closed")?),
+                Err(_) => break,
+            }
+        }
+        let mut items = Vec::new();
+        let mut streams = Vec::new();
+        let mut beats: Vec<Heartbeat> = Vec::new();
+        for n in incoming {
+            let Notification::Forward(f) = n else { continue };
+            match classify(&f.publish.topic, &f.publish.payload, max_frame) {
+                Incoming::Envelope { node, envelope, .. } => {
+                    streams.push((node, envelope.epoch, envelope.first_seq, envelope.end_seq()));
+                    items.push(Item::Envelope(envelope));
+                }
+                Incoming::Heartbeat { frame } => {
+                    if let Ok(h) = wire::frame::decode_with_limit::<Heartbeat>(&frame, max_frame) {
+                        beats.push(h);
+                    }
+                }
+                Incoming::Invalid { reason, detail, topic, .. } => {
+                    metrics.invalid.inc();
+                    tracing::warn!(reason, detail = %detail, topic = %topic, "envelope refused");
+                }
+                Incoming::Ignored(reason) => {
+                    metrics.invalid.inc();
+                    tracing::debug!(reason, "publish ignored");
+                }
+            }
+        }
+        metrics.messages_in.with_label_values(&["native"]).inc_by(streams.len() as u64);
+        metrics.heartbeats.inc_by(beats.len() as u64);
+        let now_secs = Timestamp::now().as_nanos() / 1_000_000_000;
+        let seen: Vec<(String, i64)> =
+            beats.iter().map(|h| (h.node_id.clone(), now_secs)).collect();
+        let mut backoff = Backoff::new();
+        loop {
+            let result = async {
+                pipeline.state.record_seen(&seen).await?;
+                pipeline.sink.heartbeats(&beats, crate::store::now_ms()).await?;
+                pipeline.process(&items).await
+            }
+            .await;
+            match result {
+                Ok(_) => break,
+                Err(e) => {
+                    metrics.batch_failures.inc();
+                    tracing::warn!(error = %format!("{e:#}"), "batch failed; retrying");
+                    tokio::select! {
+                        // Unacked envelopes are resent by their agents.
+                        () = cancel.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+        for (node, epoch, first, end) in streams {
+            if let Some(up_to_seq) = book.confirmed(&node, epoch, first, end) {
+                let ack = wire::encode(&wire::Ack { epoch, up_to_seq });
+                tx.publish(wire::ack_topic(&node), ack).context("publish ack")?;
+            }
+        }
+    }
+}
+
+/// The in-process agent's configuration: this host's name, its spool under the data
+/// directory, the embedded broker, demo traffic at `rate` events/s.
+pub fn agent_config(
+    dir: &DataDir,
+    node: &str,
+    mqtt: &str,
+    password: &str,
+    rate: f64,
+) -> agent::Config {
+    let mut c = agent::Config { node_id: node.to_owned(), ..Default::default() };
+    c.http.listen = "127.0.0.1:0".into();
+    c.spool.dir = dir.spool().display().to_string();
+    c.transport.kind = "mqtt".into();
+    c.transport.mqtt_url = format!("mqtt://{mqtt}");
+    c.transport.mqtt_password = password.to_owned();
+    c.synthetic.enabled = true;
+    c.synthetic.rate_per_sec = rate;
+    c.synthetic.seed = Timestamp::now().as_nanos() as u64;
+    c
+}
+
+/// The page at `/` in embedded mode, until the dashboard is built into this binary.
+pub const LANDING: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>AuditFlow</title></head>
+<body style="font-family: sans-serif; max-width: 44em; margin: 2em auto; line-height: 1.5">
+<h1>AuditFlow (embedded mode)</h1>
+<p>The aggregator is running with its broker, store and a demo agent in this process.
+The browser dashboard is not part of this build yet; the REST API is:</p>
+<ul>
+<li><a href="/api/v1/openapi.json">/api/v1/openapi.json</a> &mdash; the API document</li>
+<li><code>curl -H "Authorization: Bearer TOKEN" http://HOST/api/v1/alerts</code> &mdash; alerts
+(the admin token was printed at start and is kept in the data directory as
+<code>admin.token</code>)</li>
+<li><a href="/metrics">/metrics</a>, <a href="/readyz">/readyz</a></li>
+</ul>
+</body></html>
+"#;
