@@ -8,6 +8,11 @@
 #   auditflow-rabbitmq  password        RabbitMQ's `auditflow` user
 #   auditflow-postgres  password        PostgreSQL's `auditflow` user
 #   auditflow-redis     password        Redis's password
+#   auditflow-api       admin-token     the aggregator API's admin token
+#                       tokens          AUDITFLOW_API_TOKENS (`admin:TOKEN:admin`; add
+#                                       `name:token:role` entries for more users)
+#                       github-secret   the GitHub webhook secret (set the same in GitHub)
+#                       gitlab-token    the GitLab webhook secret token
 #
 # Usage: k8s/create-secrets.sh NAMESPACE [NODE...]
 #   NODE...  the nodes the broker admits; default: every node of the cluster (kubectl get nodes)
@@ -53,6 +58,20 @@ for name in rabbitmq postgres redis; do
     echo "secret auditflow-$name created"
   fi
 done
+
+if kubectl -n "$ns" get secret auditflow-api >/dev/null 2>&1; then
+  echo "secret auditflow-api exists: kept"
+else
+  admin_token=$(random_password)
+  printf '%s' "$admin_token" >"$tmp/admin-token"
+  printf 'admin:%s:admin' "$admin_token" >"$tmp/tokens"
+  random_password >"$tmp/github-secret"
+  random_password >"$tmp/gitlab-token"
+  kubectl -n "$ns" create secret generic auditflow-api \
+    --from-file=admin-token="$tmp/admin-token" --from-file=tokens="$tmp/tokens" \
+    --from-file=github-secret="$tmp/github-secret" --from-file=gitlab-token="$tmp/gitlab-token" >/dev/null
+  echo "secret auditflow-api created (admin token: kubectl -n $ns get secret auditflow-api -o jsonpath='{.data.admin-token}' | base64 -d)"
+fi
 
 agent_password=$(existing auditflow-mqtt agent-password)
 [ -n "$agent_password" ] || agent_password=$(random_password)

@@ -160,6 +160,8 @@ class Context:
         same keys: the broker's credentials list the node with the agents' password)."""
         if (name, key) == ("auditflow-mqtt", "credentials"):
             return f"{NODE_NAME}:{self.secret('auditflow-mqtt', 'agent-password')}\n"
+        if (name, key) == ("auditflow-api", "tokens"):
+            return f"admin:{self.secret('auditflow-api', 'admin-token')}:admin"
         if (name, key) not in self.secret_values:
             alphabet = string.ascii_letters + string.digits
             self.secret_values[(name, key)] = "".join(secrets.choice(alphabet) for _ in range(24))
