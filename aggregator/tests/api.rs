@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
-use support::{Aggregator, Env, Resp, request, wait_until};
+use support::{Aggregator, Env, Resp, failed_login, request, wait_until};
 
 const VIEWER: &str = "viewer-token-0123456789";
 const OPERATOR: &str = "operator-token-0123456789";
@@ -41,20 +41,6 @@ fn get(a: &Aggregator, path: &str, token: &str) -> Resp {
 
 fn post(a: &Aggregator, path: &str, token: &str, body: &Value) -> Resp {
     request(a.http, "POST", path, Some(token), Some(body.to_string().as_bytes()), &[])
-}
-
-fn failed_login(user: &str, host: &str, secs: u32, id: u32) -> Value {
-    json!({
-        "event_id": format!("00000000-0000-4000-8000-{id:012}"),
-        "timestamp": format!("2026-11-20T10:00:{secs:02}Z"),
-        "source_service": "auth",
-        "server_hostname": host,
-        "event_type": "user_login",
-        "severity": "WARNING",
-        "user_id": user,
-        "action_result": "FAILURE",
-        "details": {"ip_address": "203.0.113.9", "protocol": "ssh"}
-    })
 }
 
 fn assert_error(r: &Resp, status: u16) {

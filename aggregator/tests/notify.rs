@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Aggregator, Env, free_port, message_count, request, wait_until};
+use support::{Aggregator, Env, failed_login, free_port, message_count, request, wait_until};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -83,20 +83,6 @@ async fn smtp_sink(listener: TcpListener, out: mpsc::UnboundedSender<String>) {
             }
         });
     }
-}
-
-fn failed_login(user: &str, host: &str, secs: u32, id: u32) -> Value {
-    json!({
-        "event_id": format!("00000000-0000-4000-8000-{id:012}"),
-        "timestamp": format!("2026-11-20T10:00:{secs:02}Z"),
-        "source_service": "auth",
-        "server_hostname": host,
-        "event_type": "user_login",
-        "severity": "WARNING",
-        "user_id": user,
-        "action_result": "FAILURE",
-        "details": {"ip_address": "198.51.100.4"}
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +187,7 @@ async fn alerts_reach_every_channel_with_retries_filters_and_silences() {
         assert!(msg.get(key).is_some(), "audit_alerts message lacks {key}: {msg}");
     }
     assert_eq!(msg["analysis_rule"]["rule_id"], "ANLY-SEC-001");
-    assert_eq!(msg["triggered_by"]["client_ip"], "198.51.100.4");
+    assert_eq!(msg["triggered_by"]["client_ip"], "203.0.113.9");
     assert_eq!(msg["alert_type"], "SECURITY");
 
     // Slack (CRITICAL only): pi-a's alert, not the silenced one.

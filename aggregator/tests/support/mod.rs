@@ -200,6 +200,22 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     Some(out)
 }
 
+/// A legacy `user_login`/`FAILURE` event for `user` on `host` at 2026-11-20T10:00:`secs`Z from
+/// 203.0.113.9, with `event_id` made from `id`.
+pub fn failed_login(user: &str, host: &str, secs: u32, id: u32) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": format!("00000000-0000-4000-8000-{id:012}"),
+        "timestamp": format!("2026-11-20T10:00:{secs:02}Z"),
+        "source_service": "auth",
+        "server_hostname": host,
+        "event_type": "user_login",
+        "severity": "WARNING",
+        "user_id": user,
+        "action_result": "FAILURE",
+        "details": {"ip_address": "203.0.113.9", "protocol": "ssh"}
+    })
+}
+
 /// An HTTP response.
 #[derive(Debug)]
 pub struct Resp {
