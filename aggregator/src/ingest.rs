@@ -146,19 +146,23 @@ where
     Ok(())
 }
 
-async fn connect(settings: &ConsumerSettings) -> anyhow::Result<(Connection, Channel)> {
+/// Opens a connection and a channel in publisher-confirm mode, declaring `queues` exactly as
+/// their other users declare them (durable, no arguments), or RabbitMQ refuses the
+/// declaration. Shared by the consumers and the `audit_alerts` publisher.
+pub(crate) async fn open_confirming(
+    url: &str,
+    queues: &[&str],
+) -> anyhow::Result<(Connection, Channel)> {
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
-        Connection::connect(&settings.amqp_url, ConnectionProperties::default()),
+        Connection::connect(url, ConnectionProperties::default()),
     )
     .await
     .context("connect timed out")?
     .context("connect")?;
     let channel = conn.create_channel().await.context("open channel")?;
     channel.confirm_select(ConfirmSelectOptions::default()).await.context("confirm_select")?;
-    // Declared exactly as their other users declare them (durable, no arguments), or
-    // RabbitMQ refuses the declaration.
-    for queue in [settings.feed.queue(), queues::EVENTS_DLQ] {
+    for &queue in queues {
         channel
             .queue_declare(
                 queue.into(),
@@ -168,6 +172,12 @@ async fn connect(settings: &ConsumerSettings) -> anyhow::Result<(Connection, Cha
             .await
             .with_context(|| format!("declare {queue}"))?;
     }
+    Ok((conn, channel))
+}
+
+async fn connect(settings: &ConsumerSettings) -> anyhow::Result<(Connection, Channel)> {
+    let (conn, channel) =
+        open_confirming(&settings.amqp_url, &[settings.feed.queue(), queues::EVENTS_DLQ]).await?;
     channel.basic_qos(settings.prefetch, BasicQosOptions::default()).await.context("basic_qos")?;
     Ok((conn, channel))
 }

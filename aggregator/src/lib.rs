@@ -57,6 +57,7 @@ struct Core {
 }
 
 /// Starts the API and metrics servers, the rule reloader, the notifier and the fleet watcher.
+/// `/readyz` checks `checks` and then the store, under the name `store_name`.
 #[allow(clippy::too_many_arguments)]
 fn start_common<S: state::WindowState + 'static>(
     config: &Config,
@@ -64,7 +65,8 @@ fn start_common<S: state::WindowState + 'static>(
     pipeline: Arc<Pipeline<S, store::SharedStore>>,
     tokens: http::auth::Tokens,
     hooks: http::hooks::HookSecrets,
-    checks: Vec<(&'static str, Check)>,
+    mut checks: Vec<(&'static str, Check)>,
+    store_name: &'static str,
     listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
     amqp: Option<notify::AmqpPublisher>,
     landing: bool,
@@ -72,6 +74,12 @@ fn start_common<S: state::WindowState + 'static>(
     cancel: &CancellationToken,
 ) {
     let store = pipeline.sink.clone();
+    let pinged = store.clone();
+    let store_check: Check = Arc::new(move || {
+        let store = pinged.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    });
+    checks.push((store_name, store_check));
     let app = AppState { metrics: core.metrics.clone(), checks };
     if let Some(r) = &core.reloader {
         tracker.spawn(r.clone().run(cancel.clone()));
@@ -179,10 +187,6 @@ async fn run_cluster(
         let state = state.clone();
         Box::pin(async move { state.ping().await.map_err(|e| e.to_string()) })
     });
-    let pg_check: Check = Arc::new(move || {
-        let store = store.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
-    });
     let m = metrics.clone();
     let amqp_check: Check = Arc::new(move || {
         let connected = m.rabbitmq_connected.get() > 0;
@@ -197,7 +201,8 @@ async fn run_cluster(
         pipeline.clone(),
         secrets.tokens,
         secrets.hooks,
-        vec![("rabbitmq", amqp_check), ("redis", redis_check), ("postgresql", pg_check)],
+        vec![("rabbitmq", amqp_check), ("redis", redis_check)],
+        "postgresql",
         listeners,
         amqp,
         false,
@@ -263,11 +268,6 @@ async fn run_embedded(
         rules: core.rules.clone(),
         metrics: metrics.clone(),
     });
-    let sqlite = store.clone();
-    let sqlite_check: Check = Arc::new(move || {
-        let store = sqlite.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
-    });
     let api_addr = listeners.0.local_addr()?;
     start_common(
         config,
@@ -275,7 +275,8 @@ async fn run_embedded(
         pipeline.clone(),
         tokens,
         secrets.hooks,
-        vec![("sqlite", sqlite_check)],
+        Vec::new(),
+        "sqlite",
         listeners,
         None,
         true,

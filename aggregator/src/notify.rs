@@ -15,9 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel, Connection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -257,31 +256,10 @@ impl AmqpPublisher {
         Self { url: url.to_owned(), link: tokio::sync::Mutex::new(None) }
     }
 
-    async fn connect(&self) -> anyhow::Result<(Connection, Channel)> {
-        let conn = tokio::time::timeout(
-            Duration::from_secs(10),
-            Connection::connect(&self.url, ConnectionProperties::default()),
-        )
-        .await
-        .context("connect timed out")?
-        .context("connect")?;
-        let ch = conn.create_channel().await.context("open channel")?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await.context("confirm_select")?;
-        // Exactly as the legacy services declare it (durable, no arguments).
-        ch.queue_declare(
-            AUDIT_ALERTS.into(),
-            QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
-            FieldTable::default(),
-        )
-        .await
-        .context("declare audit_alerts")?;
-        Ok((conn, ch))
-    }
-
     async fn publish(&self, body: &[u8], id: &str) -> anyhow::Result<()> {
         let mut link = self.link.lock().await;
         if link.as_ref().is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected()) {
-            *link = Some(self.connect().await?);
+            *link = Some(crate::ingest::open_confirming(&self.url, &[AUDIT_ALERTS]).await?);
         }
         let (_, ch) = link.as_ref().expect("connected above");
         let result = async {
@@ -378,12 +356,12 @@ impl Notifier {
             };
             let count =
                 |result: &str| self.metrics.notifications.with_label_values(&[kind, result]).inc();
-            let Some(detail) = self.store.alert(item.alert_id).await? else {
+            let Some(alert) = self.store.find_alert(item.alert_id).await? else {
                 self.store.delivery_failed(item.id, "alert not found", None).await?;
                 count("failed");
                 continue;
             };
-            let a = &detail.alert;
+            let a = &alert;
             if let Some(c) = self.channels.iter().find(|c| c.name == item.channel)
                 && let Err(why) = c.wants(a)
             {

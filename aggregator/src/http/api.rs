@@ -490,11 +490,11 @@ async fn stream(
                 c = rx.recv() => c,
             };
             let event = match change {
-                Ok(change) => match s.store.alert(change.alert_id).await {
-                    Ok(Some(d)) => SseEvent::default()
+                Ok(change) => match s.store.find_alert(change.alert_id).await {
+                    Ok(Some(alert)) => SseEvent::default()
                         .event("alert")
                         .id(change.alert_id.to_string())
-                        .json_data(json!({"change": change.kind, "alert": d.alert}))
+                        .json_data(json!({"change": change.kind, "alert": alert}))
                         .unwrap_or_else(|_| SseEvent::default().event("resync").data("{}")),
                     Ok(None) => continue,
                     Err(e) => {
@@ -580,8 +580,8 @@ async fn legacy_list(State(s): State<ApiState>, q: Params) -> ApiResult<Json<Val
 async fn legacy_get(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let not_found = || ApiError::NotFound("Alert not found".into());
     let id = Uuid::try_parse(&id).map_err(|_| not_found())?;
-    match s.store.alert(id).await? {
-        Some(d) => Ok(Json(legacy_alert::flat(&d.alert))),
+    match s.store.find_alert(id).await? {
+        Some(a) => Ok(Json(legacy_alert::flat(&a))),
         None => Err(not_found()),
     }
 }

@@ -15,6 +15,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 use wire::model::{Event, EventKind, Severity, Source, Timestamp};
 
+use super::auth::constant_time_eq;
 use super::{ApiError, ApiState, RouteDoc};
 use crate::pipeline::Item;
 
@@ -45,29 +46,18 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-        .collect()
-}
-
 /// Whether `signature` (`sha256=HEX`) is the HMAC-SHA256 of `body` under `secret`; compared
 /// in constant time.
 pub fn github_signature_ok(secret: &str, body: &[u8], signature: Option<&str>) -> bool {
-    let Some(sig) = signature.and_then(|s| s.strip_prefix("sha256=")).and_then(hex_decode) else {
+    // An HMAC-SHA256 is 32 bytes; GitHub sends it as 64 lower-case hex digits.
+    let Some(sig) =
+        signature.and_then(|s| s.strip_prefix("sha256=")).and_then(wire::model::Digest::from_hex)
+    else {
         return false;
     };
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return false };
     mac.update(body);
-    mac.verify_slice(&sig).is_ok()
-}
-
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    mac.verify_slice(&sig.0).is_ok()
 }
 
 fn text(v: &Value, path: &[&str]) -> Option<String> {
@@ -200,7 +190,7 @@ async fn gitlab(
         return Err(refuse(&s, "gitlab", "no token configured"));
     };
     match header(&headers, "x-gitlab-token") {
-        Some(t) if same_secret(t, secret) => {}
+        Some(t) if constant_time_eq(t.as_bytes(), secret.as_bytes()) => {}
         _ => return Err(refuse(&s, "gitlab", "missing or wrong X-Gitlab-Token")),
     }
     let Some(event) = header(&headers, "x-gitlab-event") else {

@@ -465,6 +465,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_alerts(&self, q: &AlertQuery) -> anyhow::Result<AlertPage>;
     /// Alerts newest created first, by offset (the legacy API).
     async fn list_alerts_offset(&self, limit: i64, offset: i64) -> anyhow::Result<Vec<Alert>>;
+    /// One alert, without evidence, history and deliveries.
+    async fn find_alert(&self, id: Uuid) -> anyhow::Result<Option<Alert>>;
     /// One alert with evidence, history and deliveries.
     async fn alert(&self, id: Uuid) -> anyhow::Result<Option<AlertDetail>>;
     /// Applies a lifecycle action.

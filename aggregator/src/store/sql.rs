@@ -84,9 +84,14 @@ macro_rules! impl_store {
             })
         }
 
-        impl $store {
-            async fn fetch_alert(&self, id: uuid::Uuid) -> anyhow::Result<Option<$crate::store::Alert>> {
-                let sql = format!("SELECT {} FROM alerts WHERE id = $1", $crate::store::sql::ALERT_COLS);
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn find_alert(
+                &self,
+                id: uuid::Uuid,
+            ) -> anyhow::Result<Option<$crate::store::Alert>> {
+                let sql =
+                    format!("SELECT {} FROM alerts WHERE id = $1", $crate::store::sql::ALERT_COLS);
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(id)
                     .fetch_optional(&self.read)
@@ -94,10 +99,7 @@ macro_rules! impl_store {
                     .context("read alert")?;
                 row.as_ref().map(alert_from_row).transpose()
             }
-        }
 
-        #[async_trait::async_trait]
-        impl $crate::store::Store for $store {
             async fn commit_at(
                 &self,
                 firings: &[$crate::detect::Firing],
@@ -358,7 +360,7 @@ macro_rules! impl_store {
                 use sqlx::Row;
                 use sqlx::types::Json;
                 use $crate::store::{AlertDetail, Delivery, HistoryEntry};
-                let Some(alert) = self.fetch_alert(id).await? else {
+                let Some(alert) = self.find_alert(id).await? else {
                     return Ok(None);
                 };
                 let evidence = sqlx::query(
@@ -484,7 +486,7 @@ macro_rules! impl_store {
                 .await
                 .context("record history")?;
                 tx.commit().await.context("commit")?;
-                match self.fetch_alert(id).await? {
+                match self.find_alert(id).await? {
                     Some(alert) => Ok(Transitioned::Done(Box::new(alert))),
                     None => Ok(Transitioned::NotFound),
                 }
