@@ -23,7 +23,7 @@ use wire::retry::Backoff;
 use crate::http::auth::{Role, Tokens, generate_token};
 use crate::pipeline::{Item, Pipeline};
 use crate::state::WindowState;
-use crate::store::{AlertSink, SharedStore};
+use crate::store::SharedStore;
 
 /// Files under the data directory.
 #[derive(Clone, Debug)]
@@ -183,14 +183,10 @@ pub async fn bridge<S: WindowState + 'static>(
         }
         metrics.messages_in.with_label_values(&["native"]).inc_by(streams.len() as u64);
         metrics.heartbeats.inc_by(beats.len() as u64);
-        let now_secs = Timestamp::now().as_nanos() / 1_000_000_000;
-        let seen: Vec<(String, i64)> =
-            beats.iter().map(|h| (h.node_id.clone(), now_secs)).collect();
         let mut backoff = Backoff::new();
         loop {
             let result = async {
-                pipeline.state.record_seen(&seen).await?;
-                pipeline.sink.heartbeats(&beats, crate::store::now_ms()).await?;
+                pipeline.heard(&beats).await?;
                 pipeline.process(&items).await
             }
             .await;

@@ -227,17 +227,11 @@ async fn consume<S: WindowState, K: AlertSink>(
             .inc_by(deliveries.len() as u64);
 
         let mut items = Vec::with_capacity(deliveries.len());
-        let mut seen = Vec::new();
         let mut beats = Vec::new();
         for d in &deliveries {
             match decode(settings.feed, &d.data, settings.max_frame) {
                 Ok(Decoded::Item(item)) => items.push(item),
-                // Heard from now: the aggregator's clock, not the node's (a Pi has no
-                // real-time clock and may report 1970 until it syncs).
-                Ok(Decoded::Heartbeat(h)) => {
-                    seen.push((h.node_id.clone(), Timestamp::now().as_nanos() / 1_000_000_000));
-                    beats.push(h);
-                }
+                Ok(Decoded::Heartbeat(h)) => beats.push(h),
                 Err((reason, detail)) => {
                     dead_letter(channel, settings.feed, &d.data, reason, &detail).await?;
                     channel
@@ -250,15 +244,12 @@ async fn consume<S: WindowState, K: AlertSink>(
             }
         }
 
-        metrics.heartbeats.inc_by(seen.len() as u64);
+        metrics.heartbeats.inc_by(beats.len() as u64);
         let mut backoff = Backoff::new();
         loop {
-            let result = match pipeline.state.record_seen(&seen).await {
-                Ok(()) => match pipeline.sink.heartbeats(&beats, crate::store::now_ms()).await {
-                    Ok(()) => pipeline.process(&items).await.map(|_| ()),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e.into()),
+            let result = match pipeline.heard(&beats).await {
+                Ok(()) => pipeline.process(&items).await.map(|_| ()),
+                Err(e) => Err(e),
             };
             match result {
                 Ok(()) => break,

@@ -142,6 +142,20 @@ fn covered(runs: &[(u64, u64)], seq: u64) -> bool {
 }
 
 impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
+    /// Records heartbeats: the nodes as heard from now, on the aggregator's clock, not the
+    /// node's (a Pi has no real-time clock and may report 1970 until it syncs), in the state
+    /// (for the silent-agent watcher) and in the store (the fleet table).
+    pub async fn heard(&self, beats: &[wire::model::Heartbeat]) -> anyhow::Result<()> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let now = Timestamp::now().as_nanos();
+        let seen: Vec<(String, i64)> =
+            beats.iter().map(|h| (h.node_id.clone(), now / 1_000_000_000)).collect();
+        self.state.record_seen(&seen).await?;
+        self.sink.heartbeats(beats, now / 1_000_000).await
+    }
+
     /// Processes a batch end to end. On error nothing was marked processed: retry the batch.
     pub async fn process(&self, items: &[Item]) -> anyhow::Result<BatchStats> {
         let mut all_spans = Vec::new();

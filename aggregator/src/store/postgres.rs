@@ -40,11 +40,6 @@ impl PgStore {
             .context("apply migrations")?;
         Ok(())
     }
-
-    /// The pool (tests read through it).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 impl_store!(PgStore, PgRow);
