@@ -105,7 +105,9 @@ impl Broker {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the broker exited: {status}");
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "the broker is not ready");
+            // After RabbitMQ was away the bridge reconnects with backoff capped at 30 s
+            // (wire::retry), so readiness may take that long plus the reconnect itself.
+            assert!(start.elapsed() < Duration::from_secs(60), "the broker is not ready");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
