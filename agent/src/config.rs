@@ -28,6 +28,8 @@ pub struct Config {
     pub synthetic: SyntheticConfig,
     /// The edge filter: ordered rules, `[[filter]]` in the file.
     pub filter: Vec<crate::filter::FilterRule>,
+    /// A scripted scenario, `[[scenario]]` in the file (tests and demos).
+    pub scenario: Vec<crate::scenario::Step>,
 }
 
 /// `[http]`
@@ -113,6 +115,7 @@ impl Default for Config {
             },
             synthetic: SyntheticConfig { enabled: false, rate_per_sec: 1.0, seed: 42, limit: 0 },
             filter: Vec::new(),
+            scenario: Vec::new(),
         }
     }
 }
@@ -199,6 +202,9 @@ impl Validate for Config {
         }
         for (i, rule) in self.filter.iter().enumerate() {
             errors.extend(rule.validate(&format!("filter[{i}]")));
+        }
+        for (i, step) in self.scenario.iter().enumerate() {
+            errors.extend(step.validate(&format!("scenario[{i}]")));
         }
         if !(self.synthetic.rate_per_sec > 0.0 && self.synthetic.rate_per_sec <= 1_000_000.0) {
             errors.push("synthetic.rate_per_sec: must be above 0 and at most 1000000".into());

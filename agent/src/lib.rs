@@ -12,6 +12,7 @@ pub mod http;
 pub mod mqtt;
 pub mod parse;
 pub mod pipeline;
+pub mod scenario;
 pub mod spool;
 pub mod synthetic;
 pub mod telemetry;
@@ -51,8 +52,8 @@ pub fn node_name(config: &Config) -> String {
         .unwrap_or_else(|| "unknown-node".to_owned())
 }
 
-/// Runs the agent until `cancel` fires (or, with a synthetic limit, until every event is
-/// acknowledged), then drains: the open batch goes to the spool, in-flight confirms get a
+/// Runs the agent until `cancel` fires (or, with only finite sources — a synthetic limit, a
+/// scenario — until every event is acknowledged), then drains: the open batch goes to the spool, in-flight confirms get a
 /// moment to arrive.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let node_id = node_name(&config);
@@ -118,6 +119,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             stop_pipeline.clone(),
         )));
     }
+    if !config.scenario.is_empty() {
+        sources.push(tracker.spawn(scenario::run(
+            config.scenario.clone(),
+            events_tx.clone(),
+            metrics.clone(),
+            stop_pipeline.clone(),
+        )));
+    }
     drop(events_tx);
 
     let batcher = tracker.spawn(pipeline::run_batcher(
@@ -174,12 +183,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     };
     tracker.close();
 
-    // With a synthetic limit and no other source, the agent finishes by itself once every
-    // event is acknowledged (benchmarks and tests use this).
-    let finite = config.synthetic.enabled && config.synthetic.limit > 0;
+    // With only finite sources (a synthetic limit, a scenario), the agent finishes by itself
+    // once every event is acknowledged (benchmarks and tests use this).
+    let endless = config.synthetic.enabled && config.synthetic.limit == 0;
+    let finite = !sources.is_empty() && !endless;
     if finite {
         for s in sources {
-            s.await.context("synthetic source task")??;
+            s.await.context("source task")??;
         }
         stop_pipeline.cancel();
         batcher.await.context("batcher task")??;

@@ -187,6 +187,16 @@ pub async fn publish(ch: &Channel, queue: &str, payload: &[u8]) {
     assert!(matches!(confirm, lapin::Confirmation::Ack(_)), "{confirm:?}");
 }
 
+/// A sibling binary of the workspace (`cargo test --workspace` builds every member's
+/// binaries before it runs any test).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is missing: build it with `cargo build --workspace`", bin.display());
+    bin
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -300,12 +310,25 @@ impl Aggregator {
 
     /// Like [`Aggregator::start`], with extra environment variables.
     pub fn start_with(env: &Env, dir: &Path, name: &str, top: &str, vars: &[(&str, &str)]) -> Self {
+        Self::start_silent_after(env, dir, name, top, vars, "2s")
+    }
+
+    /// Like [`Aggregator::start_with`], with the time after which a node without heartbeats
+    /// counts as silent (tests with real agents, which beat every 10 s, need more than 2 s).
+    pub fn start_silent_after(
+        env: &Env,
+        dir: &Path,
+        name: &str,
+        top: &str,
+        vars: &[(&str, &str)],
+        silent_after: &str,
+    ) -> Self {
         let (http, metrics) = (free_port(), free_port());
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "{top}\n[detection]\nredis_prefix = \"{}\"\nreload_interval = \"200ms\"\nagent_silent_after = \"2s\"\n\
+                "{top}\n[detection]\nredis_prefix = \"{}\"\nreload_interval = \"200ms\"\nagent_silent_after = \"{silent_after}\"\n\
                  [ingest]\nprefetch = 16\nbatch_max = 8\nbatch_wait_ms = 5\nlegacy_queue = true\n\
                  [http]\nlisten = \"127.0.0.1:{http}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
                  [services]\namqp_url = \"{}\"\ndatabase_url = \"{}\"\nredis_url = \"{}\"\n",
