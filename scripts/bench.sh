@@ -14,6 +14,14 @@
 # against the shipped rule pack, with in-memory state and with the local Redis, SECONDS each
 # (default 10). Its last line is
 #   detect: memory_events_per_s=<n> redis_events_per_s=<m>
+# e2e [SECONDS] [AGENTS] [RATE]: the whole pipeline as release processes on this machine, the
+# cluster profile (agents → broker → RabbitMQ → aggregator with Redis and PostgreSQL) and then
+# the embedded profile (agents → aggregator with its in-process broker and SQLite): AGENTS
+# agents (default 2) at RATE events/s each (default 100000) for SECONDS (default 20), with
+# latency probes (see aggregator/examples/bench_e2e.rs). Prints a table per profile; the last
+# two lines are
+#   e2e: profile=cluster events_per_s=<n> p99_ms=<x>
+#   e2e: profile=embedded events_per_s=<n> p99_ms=<x>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -166,9 +174,29 @@ bench_detect() {
   "$ROOT/target/release/examples/bench_detect" "$seconds"
 }
 
+bench_e2e() {
+  local seconds=${2:-20} agents=${3:-2} rate=${4:-100000}
+  # shellcheck source=scripts/services.sh
+  source scripts/services.sh
+  services_up >/dev/null
+  cargo build --quiet --release -p broker -p aggregator --bins --example bench_e2e
+  cargo build --quiet --profile release-agent -p agent
+  local bench="$ROOT/target/release/examples/bench_e2e" lines=()
+  for profile in cluster embedded; do
+    local out
+    out=$("$bench" "$profile" "$ROOT/target/release" "$ROOT/target/release-agent" "$agents" "$rate" "$seconds")
+    echo "$out"
+    lines+=("$(tail -n 1 <<<"$out")")
+  done
+  echo
+  echo "(machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); everything on this one machine)"
+  printf '%s\n' "${lines[@]}"
+}
+
 case "$what" in
   agent) bench_agent ;;
   broker) bench_broker ;;
   detect) bench_detect ;;
-  *) echo "usage: scripts/bench.sh agent|broker|detect [SECONDS]" >&2; exit 64 ;;
+  e2e) bench_e2e "$@" ;;  # its own defaults: 20 s, 2 agents, 100000 events/s each
+  *) echo "usage: scripts/bench.sh agent|broker|detect|e2e [SECONDS]" >&2; exit 64 ;;
 esac

@@ -152,6 +152,7 @@ async fn send_loop(
                 .context("publish")?;
             cursor = record.end_seq();
             metrics.sent.inc_by(u64::from(record.count));
+            metrics.sent_bytes.inc_by(frame.len() as u64);
             if inflight.is_empty() {
                 oldest_sent = tokio::time::Instant::now();
             }

@@ -92,6 +92,9 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// Stop after this many events; 0 runs until the agent stops.
     pub limit: u64,
+    /// `legacy`: the seven legacy templates (they fire rules: demo traffic); `normal`: only
+    /// ordinary traffic no shipped rule fires on (background load for benchmarks).
+    pub mix: String,
 }
 
 impl Default for Config {
@@ -113,7 +116,13 @@ impl Default for Config {
                 amqp_queue: wire::queues::EVENTS.into(),
                 amqp_heartbeat_queue: wire::queues::HEARTBEATS.into(),
             },
-            synthetic: SyntheticConfig { enabled: false, rate_per_sec: 1.0, seed: 42, limit: 0 },
+            synthetic: SyntheticConfig {
+                enabled: false,
+                rate_per_sec: 1.0,
+                seed: 42,
+                limit: 0,
+                mix: "legacy".into(),
+            },
             filter: Vec::new(),
             scenario: Vec::new(),
         }
@@ -202,6 +211,12 @@ impl Validate for Config {
         }
         for (i, rule) in self.filter.iter().enumerate() {
             errors.extend(rule.validate(&format!("filter[{i}]")));
+        }
+        if !["legacy", "normal"].contains(&self.synthetic.mix.as_str()) {
+            errors.push(format!(
+                "synthetic.mix: `{}` is not `legacy` or `normal`",
+                self.synthetic.mix
+            ));
         }
         for (i, step) in self.scenario.iter().enumerate() {
             errors.extend(step.validate(&format!("scenario[{i}]")));

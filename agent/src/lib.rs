@@ -113,6 +113,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
                 rate_per_sec: config.synthetic.rate_per_sec,
                 seed: config.synthetic.seed,
                 limit: config.synthetic.limit,
+                normal_only: config.synthetic.mix == "normal",
             },
             events_tx.clone(),
             metrics.clone(),
@@ -212,6 +213,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     tracing::info!(
         spooled = metrics.spooled.get(),
         sent = metrics.sent.get(),
+        sent_bytes = metrics.sent_bytes.get(),
         acked = metrics.acked.get(),
         pending_batches = s.pending().count(),
         "agent stopped"

@@ -103,11 +103,13 @@ pub async fn run_sender(
                     };
                     let Some((record, frame)) = next else { break };
                     let frame = frame.context("read a spooled batch")?;
+                    let bytes = frame.len() as u64;
                     if client.try_publish(&events_topic, QoS::AtLeastOnce, false, frame).is_err() {
                         break;
                     }
                     cursor = record.end_seq();
                     metrics.sent.inc_by(u64::from(record.count));
+                    metrics.sent_bytes.inc_by(bytes);
                     if inflight.is_empty() {
                         last_progress = Instant::now();
                     }

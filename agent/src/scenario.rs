@@ -132,7 +132,7 @@ impl Step {
 }
 
 /// The `i`-th ordinary event: a fixed rotation, so a run is reproducible.
-fn normal_event(i: u64, ts: Timestamp) -> Event {
+pub(crate) fn normal_event(i: u64, ts: Timestamp) -> Event {
     const ADMINS: [&str; 3] = ["pi", "admin", "ansible"];
     const UNITS: [&str; 3] = ["nginx", "cron", "k3s-agent"];
     const FILES: [&str; 2] = ["/var/www/html/index.html", "/etc/hosts"];

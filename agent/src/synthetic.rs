@@ -22,6 +22,9 @@ pub struct SyntheticSettings {
     pub seed: u64,
     /// Stop after this many events; 0 runs until cancelled.
     pub limit: u64,
+    /// Only ordinary traffic (the scenario's `normal` events) instead of the seven legacy
+    /// templates: the background load of a quiet fleet, which fires no shipped rule.
+    pub normal_only: bool,
 }
 
 /// Emits events until cancelled or the limit is reached.
@@ -48,7 +51,11 @@ pub async fn run(
         let due = if settings.limit > 0 { due.min(settings.limit) } else { due };
         let batch_start = emitted;
         while emitted < due {
-            let event = synth.next_event(Timestamp::now());
+            let event = if settings.normal_only {
+                crate::scenario::normal_event(emitted, Timestamp::now())
+            } else {
+                synth.next_event(Timestamp::now())
+            };
             tokio::select! {
                 () = cancel.cancelled() => break,
                 sent = out.send(event) => {

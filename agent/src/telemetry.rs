@@ -16,6 +16,9 @@ pub struct Metrics {
     pub spooled: IntCounter,
     /// Events published upstream (including replays).
     pub sent: IntCounter,
+    /// Envelope bytes published upstream (including replays): wire bytes per event is this
+    /// over `sent`.
+    pub sent_bytes: IntCounter,
     /// Events acknowledged upstream and removed from the spool.
     pub acked: IntCounter,
     /// Events dropped or merged at the edge, per reason.
@@ -58,6 +61,10 @@ impl Metrics {
                 "Events written to the spool.",
             ),
             sent: counter("auditflow_agent_sent_events_total", "Events published upstream."),
+            sent_bytes: counter(
+                "auditflow_agent_sent_bytes_total",
+                "Envelope bytes published upstream.",
+            ),
             acked: counter(
                 "auditflow_agent_acked_events_total",
                 "Events acknowledged upstream and removed from the spool.",

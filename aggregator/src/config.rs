@@ -256,7 +256,7 @@ impl Default for IngestConfig {
         Self {
             prefetch: 512,
             batch_max: 256,
-            batch_wait_ms: 20,
+            batch_wait_ms: 2,
             legacy_queue: false,
             max_frame_bytes: 1 << 20,
         }
