@@ -232,21 +232,3 @@ pub fn agent_config(
     c.synthetic.seed = Timestamp::now().as_nanos() as u64;
     c
 }
-
-/// The page at `/` in embedded mode, until the dashboard is built into this binary.
-pub const LANDING: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>AuditFlow</title></head>
-<body style="font-family: sans-serif; max-width: 44em; margin: 2em auto; line-height: 1.5">
-<h1>AuditFlow (embedded mode)</h1>
-<p>The aggregator is running with its broker, store and a demo agent in this process.
-The browser dashboard is not part of this build yet; the REST API is:</p>
-<ul>
-<li><a href="/api/v1/openapi.json">/api/v1/openapi.json</a> &mdash; the API document</li>
-<li><code>curl -H "Authorization: Bearer TOKEN" http://HOST/api/v1/alerts</code> &mdash; alerts
-(the admin token was printed at start and is kept in the data directory as
-<code>admin.token</code>)</li>
-<li><a href="/metrics">/metrics</a>, <a href="/readyz">/readyz</a></li>
-</ul>
-</body></html>
-"#;

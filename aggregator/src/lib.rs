@@ -69,7 +69,7 @@ fn start_common<S: state::WindowState + 'static>(
     store_name: &'static str,
     listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
     amqp: Option<notify::AmqpPublisher>,
-    landing: bool,
+    with_dashboard: bool,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) {
@@ -103,9 +103,9 @@ fn start_common<S: state::WindowState + 'static>(
         );
     }
     let mut router = http::router(app.clone(), api_state);
-    if landing {
-        router = router
-            .route("/", axum::routing::get(|| async { axum::response::Html(embedded::LANDING) }));
+    if with_dashboard {
+        // Embedded mode serves the dashboard from the API's own origin.
+        router = router.merge(dashboard::assets());
     }
     let (api, metrics_listener) = listeners;
     tracker.spawn(http::serve(api, router, cancel.clone()));

@@ -47,12 +47,64 @@ fn main() -> ExitCode {
             println!("configuration is valid");
             ExitCode::SUCCESS
         }
-        Command::Run => {
-            let _ = config;
-            eprintln!(
-                "auditflow-dashboard: `run` is not implemented in this build yet (see the open issues)"
-            );
-            ExitCode::from(69)
+        Command::Run => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_tracing();
+    let rt =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("auditflow-dashboard: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let result = rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let signals = cancel.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received, stopping");
+            signals.cancel();
+        });
+        dashboard::serve(config, cancel).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "dashboard failed");
+            eprintln!("auditflow-dashboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs as JSON when stderr is not a terminal, human-readable otherwise; `RUST_LOG` filters.
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

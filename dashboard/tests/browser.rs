@@ -1,0 +1,512 @@
+//! The dashboard in a real browser: Debian's chromium, headless, driven through chromedriver
+//! (WebDriver) against the real aggregator binary with real data, and a real agent process
+//! reporting to it. Needs `chromium` and `chromedriver` (scripts/test.sh installs them); fails
+//! loudly without. Every step saves a screenshot under `target/screenshots/`.
+//!
+//! * `embedded_dashboard_in_a_browser`: the aggregator in embedded mode serves the dashboard.
+//!   Every page loads without console errors; filtering narrows the table; a new alert appears
+//!   without a reload; acknowledging changes status and history; a viewer cannot acknowledge;
+//!   event text with `<script>` and `<img onerror>` is shown as text and runs nothing; the
+//!   alerts page fits a phone's width.
+//! * `standalone_dashboard_proxies_the_api`: `auditflow-dashboard` in front of the aggregator
+//!   (the cluster layout): sign-in, the table and the live stream through its proxy.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "browser-admin-token-0123456789";
+const OPERATOR: &str = "browser-operator-token-0123456789";
+const VIEWER: &str = "browser-viewer-token-0123456789";
+const XSS_IMG: &str = "<img src=x onerror=\"window.__pwned=1\">";
+const XSS_SCRIPT: &str = "<script>window.__pwned=2</script>";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A sibling binary of the workspace (`cargo test --workspace` builds them all first).
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
+    assert!(bin.exists(), "{} is missing: build it with `cargo build --workspace`", bin.display());
+    bin
+}
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/browser-… → target
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
+/// Processes killed at the end however the test ends.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One HTTP/1.0 request (the body is the rest of the connection).
+fn request(port: u16, method: &str, path: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn wait_http(port: u16, path: &str, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && request(port, "GET", path, "", None).0 == 200
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited: {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{what} is not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A legacy failed-login event (three of them within a minute fire ANLY-SEC-001).
+fn failed_login(user: &str, host: &str, n: u32) -> Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    json!({
+        "timestamp": format!("{}", time_rfc3339(now - 10 + u64::from(n))),
+        "source_service": "sshd",
+        "server_hostname": host,
+        "event_type": "user_login",
+        "severity": "WARNING",
+        "user_id": user,
+        "action_result": "FAILURE",
+        "details": {"ip_address": "203.0.113.9", "note": n}
+    })
+}
+
+fn time_rfc3339(secs: u64) -> String {
+    // Civil date from days since the epoch (Howard Hinnant's algorithm), to avoid a dependency.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Three failed logins for `user` on `host`: one ANLY-SEC-001 alert.
+fn burst(port: u16, user: &str, host: &str) {
+    let events: Vec<Value> = (0..3).map(|n| failed_login(user, host, n)).collect();
+    let (status, body) = request(port, "POST", "/api/v1/events", OPERATOR, Some(&json!(events)));
+    assert_eq!(status, 200, "submit events: {body}");
+}
+
+fn alerts(port: u16, query: &str) -> Vec<Value> {
+    let (status, body) =
+        request(port, "GET", &format!("/api/v1/alerts?limit=500{query}"), ADMIN, None);
+    assert_eq!(status, 200, "{body}");
+    body["alerts"].as_array().unwrap().clone()
+}
+
+fn wait_for_alerts(port: u16, query: &str, n: usize) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let a = alerts(port, query);
+        if a.len() >= n {
+            return a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "expected {n} alerts for {query}, have {}",
+            a.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The aggregator in embedded mode with three tokens, no demo traffic.
+fn start_embedded(dir: &Path, procs: &mut Procs) -> (u16, u16) {
+    let (http, metrics, mqtt) = (free_port(), free_port(), free_port());
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("agents.credentials"), "pi-browser:browser-agent-password\n").unwrap();
+    let mut child = Command::new(workspace_bin("auditflow-aggregator"))
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{http}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")])
+        .args(["--no-demo", "run"])
+        .env_remove("AMQP_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env(
+            "AUDITFLOW_API_TOKENS",
+            format!("boss:{ADMIN}:admin,ops:{OPERATOR}:operator,view:{VIEWER}:viewer"),
+        )
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("aggregator.log")).unwrap())
+        .spawn()
+        .expect("start auditflow-aggregator");
+    wait_http(http, "/readyz", &mut child, "the aggregator");
+    procs.0.push(child);
+    (http, mqtt)
+}
+
+/// A real agent reporting to the embedded broker (the fleet page's row).
+fn start_agent(dir: &Path, mqtt: u16, procs: &mut Procs) {
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"pi-browser\"\n[http]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\nfsync = false\n\
+             [transport]\nmqtt_url = \"mqtt://127.0.0.1:{mqtt}\"\nmqtt_password = \"browser-agent-password\"\n\
+             [synthetic]\nenabled = true\nmix = \"normal\"\nrate_per_sec = 20.0\n",
+            dir.join("spool").display()
+        ),
+    )
+    .unwrap();
+    procs.0.push(
+        Command::new(workspace_bin("auditflow-agent"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+            .spawn()
+            .expect("start auditflow-agent"),
+    );
+}
+
+/// chromedriver on a free port, and a headless chromium session through it.
+async fn browser(procs: &mut Procs) -> Client {
+    let port = free_port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("chromedriver: {e}; install Debian's chromium and chromium-driver (scripts/test.sh does)")
+        });
+    procs.0.push(driver);
+    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+        "browserName": "chrome",
+        "goog:loggingPrefs": {"browser": "ALL"},
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000", "--no-first-run", "--disable-extensions"]
+        }
+    }))
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let connector = hyper_util_connector();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(30), "no browser session: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn hyper_util_connector() -> hyper_util::client::legacy::connect::HttpConnector {
+    hyper_util::client::legacy::connect::HttpConnector::new()
+}
+
+/// chromedriver's browser console log (`/session/{id}/se/log`), as (level, message).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
+    }
+}
+
+/// Fails on any console error or warning since the last call (CSP violations included).
+async fn no_console_errors(c: &Client, page: &str) {
+    let log = c.issue_cmd(BrowserLog).await.expect("read the browser log");
+    let bad: Vec<&Value> = log
+        .as_array()
+        .map(|a| {
+            a.iter().filter(|e| matches!(e["level"].as_str(), Some("SEVERE" | "WARNING"))).collect()
+        })
+        .unwrap_or_default();
+    assert!(bad.is_empty(), "{page}: console errors: {bad:#?}");
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let dir = target_dir().join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn wait_css(c: &Client, css: &str) -> fantoccini::elements::Element {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no `{css}` on the page within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_js(c: &Client, what: &str, script: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = c.execute(script, vec![]).await.expect("run script");
+        if !(v.is_null() || v == json!(false)) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sign_in(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{base}/#/overview")).await.unwrap();
+    // A previous session's token is dropped first.
+    c.execute("sessionStorage.clear()", vec![]).await.unwrap();
+    c.goto(&format!("{base}/#/overview")).await.unwrap();
+    c.refresh().await.unwrap();
+    let input = wait_css(c, "#token").await;
+    input.send_keys(token).await.unwrap();
+    c.find(Locator::Css("#signin")).await.unwrap().click().await.unwrap();
+    wait_css(c, "#card-open").await;
+}
+
+async fn rows(c: &Client) -> Vec<String> {
+    let v = c
+        .execute(
+            "return [...document.querySelectorAll('#alert-rows tr')].map(r => r.cells[3].textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_dashboard_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs(Vec::new());
+    let (http, mqtt) = start_embedded(dir.path(), &mut procs);
+    start_agent(dir.path(), mqtt, &mut procs);
+    let base = format!("http://127.0.0.1:{http}");
+
+    // Real data: alerts on three hosts, one whose user name is hostile markup.
+    for (user, host) in
+        [("alice", "web-01"), ("bob", "web-01"), ("carol", "web-02"), ("dave", "db-01")]
+    {
+        burst(http, user, host);
+    }
+    burst(http, &format!("{XSS_IMG}{XSS_SCRIPT}"), "web-03");
+    wait_for_alerts(http, "", 5);
+    let c = browser(&mut procs).await;
+
+    // Sign in; every page loads without console errors.
+    sign_in(&c, &base, ADMIN).await;
+    wait_js(
+        &c,
+        "the fleet card to count the agent",
+        "return document.querySelector('#card-fleet .value')?.textContent !== '0'",
+    )
+    .await;
+    no_console_errors(&c, "overview").await;
+    screenshot(&c, "overview").await;
+    for (page, css, shot) in [
+        ("#/alerts", "#alert-rows tr", "alerts"),
+        ("#/fleet", "#agents tr[data-node='pi-browser']", "fleet"),
+        ("#/rules", "#rules tbody tr", "rules"),
+    ] {
+        c.goto(&format!("{base}/{page}")).await.unwrap();
+        wait_css(&c, css).await;
+        no_console_errors(&c, page).await;
+        screenshot(&c, shot).await;
+    }
+
+    // Filtering narrows the table.
+    c.goto(&format!("{base}/#/alerts")).await.unwrap();
+    wait_css(&c, "#alert-rows tr").await;
+    let all = rows(&c).await;
+    assert!(all.len() >= 5, "{all:?}");
+    c.find(Locator::Css("#f-node")).await.unwrap().send_keys("web-01").await.unwrap();
+    c.find(Locator::Css("#apply")).await.unwrap().click().await.unwrap();
+    wait_js(&c, "the filter", "return location.hash.includes('node=web-01') && document.querySelectorAll('#alert-rows tr').length === 2").await;
+    let filtered = rows(&c).await;
+    assert_eq!(filtered, vec!["web-01", "web-01"]);
+    screenshot(&c, "alerts-filtered").await;
+    no_console_errors(&c, "filtered alerts").await;
+
+    // A new alert appears without a reload.
+    c.goto(&format!("{base}/#/alerts")).await.unwrap();
+    wait_css(&c, "#alert-rows tr").await;
+    c.execute("window.__sameDocument = true", vec![]).await.unwrap();
+    burst(http, "erin", "live-host");
+    wait_js(&c, "the live row", "return [...document.querySelectorAll('#alert-rows tr')].some(r => r.textContent.includes('live-host'))").await;
+    assert_eq!(
+        c.execute("return window.__sameDocument === true", vec![]).await.unwrap(),
+        json!(true),
+        "the page reloaded"
+    );
+    screenshot(&c, "alerts-live").await;
+
+    // Acknowledging (as an operator) changes status and history.
+    sign_in(&c, &base, OPERATOR).await;
+    let target = alerts(http, "&node=web-02").remove(0);
+    let id = target["id"].as_str().unwrap().to_owned();
+    c.goto(&format!("{base}/#/alerts/{id}")).await.unwrap();
+    wait_css(&c, "#ack").await;
+    no_console_errors(&c, "alert detail").await;
+    c.find(Locator::Css("#comment")).await.unwrap().send_keys("looking into it").await.unwrap();
+    c.find(Locator::Css("#ack")).await.unwrap().click().await.unwrap();
+    wait_js(
+        &c,
+        "the acknowledged status",
+        "return document.querySelector('#alert-status')?.textContent.includes('acknowledged')",
+    )
+    .await;
+    let history = wait_css(&c, "table#history").await.text().await.unwrap();
+    assert!(history.contains("looking into it") && history.contains("ops"), "{history}");
+    let (_, detail) = request(http, "GET", &format!("/api/v1/alerts/{id}"), ADMIN, None);
+    assert_eq!(detail["status"], "acknowledged");
+    screenshot(&c, "alert-acknowledged").await;
+
+    // A viewer sees no action buttons, and the API refuses the action anyway.
+    sign_in(&c, &base, VIEWER).await;
+    let other = alerts(http, "&node=db-01").remove(0);
+    let other_id = other["id"].as_str().unwrap().to_owned();
+    c.goto(&format!("{base}/#/alerts/{other_id}")).await.unwrap();
+    wait_css(&c, "#read-only").await;
+    assert!(c.find(Locator::Css("#ack")).await.is_err(), "a viewer got an Acknowledge button");
+    let (status, _) =
+        request(http, "POST", &format!("/api/v1/alerts/{other_id}/ack"), VIEWER, Some(&json!({})));
+    assert_eq!(status, 403);
+    screenshot(&c, "alert-viewer").await;
+    no_console_errors(&c, "viewer detail").await;
+
+    // Hostile event text is shown as text and runs nothing.
+    let hostile = alerts(http, "&node=web-03").remove(0);
+    c.goto(&format!("{base}/#/alerts/{}", hostile["id"].as_str().unwrap())).await.unwrap();
+    let title = wait_css(&c, "#alert-title").await.text().await.unwrap();
+    assert!(title.contains(XSS_IMG) && title.contains(XSS_SCRIPT), "{title}");
+    let injected = c
+        .execute("return document.querySelectorAll('main img, main script').length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(injected, json!(0), "markup from an event became elements");
+    c.goto(&format!("{base}/#/alerts")).await.unwrap();
+    wait_css(&c, "#alert-rows tr").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        c.execute("return window.__pwned === undefined", vec![]).await.unwrap(),
+        json!(true),
+        "event text ran as script"
+    );
+    screenshot(&c, "alert-hostile-text").await;
+
+    // Phone width: nothing wider than the screen.
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/#/alerts")).await.unwrap();
+    wait_css(&c, "#alert-rows tr").await;
+    let fits = c
+        .execute("return document.documentElement.scrollWidth <= window.innerWidth + 1", vec![])
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the alerts page is wider than a phone");
+    screenshot(&c, "alerts-phone").await;
+    no_console_errors(&c, "phone width").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_dashboard_proxies_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs(Vec::new());
+    let (api, _) = start_embedded(dir.path(), &mut procs);
+    burst(api, "frank", "pi-7");
+    wait_for_alerts(api, "", 1);
+    let port = free_port();
+    let config = dir.path().join("dashboard.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{port}\"\napi_url = \"http://127.0.0.1:{api}\"\n"),
+    )
+    .unwrap();
+    let mut dash = Command::new(workspace_bin("auditflow-dashboard"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("dashboard.log")).unwrap())
+        .spawn()
+        .expect("start auditflow-dashboard");
+    wait_http(port, "/readyz", &mut dash, "the dashboard");
+    procs.0.push(dash);
+
+    // The proxy forwards the API with the caller's token, and only the API.
+    assert_eq!(request(port, "GET", "/api/v1/alerts", "wrong-token-0123456789", None).0, 401);
+    assert_eq!(request(port, "GET", "/api/v1/alerts", VIEWER, None).0, 200);
+    assert_eq!(request(port, "GET", "/hooks/github", ADMIN, None).0, 404);
+
+    let base = format!("http://127.0.0.1:{port}");
+    let c = browser(&mut procs).await;
+    sign_in(&c, &base, OPERATOR).await;
+    no_console_errors(&c, "standalone overview").await;
+    c.goto(&format!("{base}/#/alerts")).await.unwrap();
+    wait_css(&c, "#alert-rows tr").await;
+    c.execute("window.__sameDocument = true", vec![]).await.unwrap();
+    burst(api, "grace", "pi-8");
+    wait_js(&c, "the live row through the proxy", "return [...document.querySelectorAll('#alert-rows tr')].some(r => r.textContent.includes('pi-8'))").await;
+    assert_eq!(
+        c.execute("return window.__sameDocument === true", vec![]).await.unwrap(),
+        json!(true)
+    );
+    no_console_errors(&c, "standalone alerts").await;
+    screenshot(&c, "standalone-alerts").await;
+    c.close().await.unwrap();
+}
