@@ -149,6 +149,14 @@ svc_rabbitmq() {
   export AMQP_URL="amqp://auditflow:$pw@127.0.0.1:5672/auditflow_test"
 }
 
+# Headless chromium and chromedriver for the dashboard's browser tests (Debian's packages).
+svc_browser() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    svc_apt_install chromium chromium-driver
+  fi
+  svc_log "browser: $(chromium --version 2>/dev/null | head -n 1), $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
+}
+
 services_up() {
   svc_postgres
   svc_redis

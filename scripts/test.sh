@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: brings up RabbitMQ, PostgreSQL and Redis on 127.0.0.1 (installing
-# them from Debian packages when missing), then runs the format check, clippy with warnings
+# them from Debian packages when missing) and headless chromium with chromedriver (for the
+# dashboard's browser tests), then runs the format check, clippy with warnings
 # denied, every test, the fuzz smoke run, the workflow lint, the Kubernetes checks and the
 # Ansible checks. Prints how long each stage
 # took. Tools it installs (cargo-fuzz, actionlint) are cached under target/tools.
@@ -60,6 +61,7 @@ run_tests() {
   [ "$rc" != 124 ] || echo "tests: timed out after ${TEST_TIMEOUT:-1800} s"
   # Nothing a test started may outlive the suite.
   pkill -f "$ROOT/target/debug/auditflow-" 2>/dev/null || true
+  pkill -f "$ROOT/target/browser-profiles/" 2>/dev/null || true
   TEST_TOTALS=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
     END { printf "%d passed, %d failed", p, f }' "$log")
   echo "tests: $TEST_TOTALS"
@@ -76,6 +78,7 @@ actionlint_check() {
 }
 
 stage "services" services_up
+stage "browser" svc_browser
 stage "fmt" cargo fmt --all --check
 stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 TEST_TOTALS=""

@@ -22,7 +22,7 @@ struct Cli {
     /// overrides `data_dir`.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Address of the API (and, in embedded mode, the landing page); overrides `http.listen`.
+    /// Address of the API (and, in embedded mode, the dashboard); overrides `http.listen`.
     #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// Address of /metrics; overrides `http.metrics_listen`.

@@ -43,14 +43,17 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().to_path_buf()
 }
 
-/// Processes killed at the end however the test ends.
-struct Procs(Vec<Child>);
+/// Processes killed, and directories removed, at the end however the test ends.
+struct Procs(Vec<Child>, Vec<PathBuf>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
         for c in &mut self.0 {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for d in &self.1 {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
@@ -209,6 +212,12 @@ fn start_agent(dir: &Path, mqtt: u16, procs: &mut Procs) {
 /// chromedriver on a free port, and a headless chromium session through it.
 async fn browser(procs: &mut Procs) -> Client {
     let port = free_port();
+    // A profile under target/, so that scripts/test.sh can find and stop a browser that a
+    // failed test left behind.
+    let profile =
+        target_dir().join("browser-profiles").join(format!("{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&profile).unwrap();
+    procs.1.push(profile.clone());
     let driver = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -224,7 +233,8 @@ async fn browser(procs: &mut Procs) -> Client {
         "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", "--no-first-run", "--disable-extensions"]
+                     "--window-size=1280,1000", "--no-first-run", "--disable-extensions",
+                     format!("--user-data-dir={}", profile.display())]
         }
     }))
     .unwrap();
@@ -334,7 +344,7 @@ async fn rows(c: &Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_dashboard_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let mut procs = Procs(Vec::new());
+    let mut procs = Procs(Vec::new(), Vec::new());
     let (http, mqtt) = start_embedded(dir.path(), &mut procs);
     start_agent(dir.path(), mqtt, &mut procs);
     let base = format!("http://127.0.0.1:{http}");
@@ -467,7 +477,7 @@ async fn embedded_dashboard_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_dashboard_proxies_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let mut procs = Procs(Vec::new());
+    let mut procs = Procs(Vec::new(), Vec::new());
     let (api, _) = start_embedded(dir.path(), &mut procs);
     burst(api, "frank", "pi-7");
     wait_for_alerts(api, "", 1);

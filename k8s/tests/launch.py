@@ -18,10 +18,9 @@ Then its liveness and readiness probes are called at the declared paths and port
 workload-specific check runs (the agent must log in to the broker with the password from its
 Secret, which the broker reads from its credentials Secret).
 
-Workloads not marked `launch` (today the dashboard, whose `run` exits 69) are not started,
-and the output says so; their configuration and environment are still checked with the
-binary's `check-config`. Adding a workload is one line in WORKLOADS (or flipping `launch`
-once its binary's `run` does real work).
+Workloads not marked `launch` (none today) are not started, and the output says so; their
+configuration and environment are still checked with the binary's `check-config`. Adding a
+workload is one line in WORKLOADS.
 """
 
 from __future__ import annotations
@@ -79,8 +78,7 @@ WORKLOADS = [
     Workload("Deployment", "auditflow-broker", launch=True),
     Workload("DaemonSet", "auditflow-agent", launch=True, check=_agent_logged_in),
     Workload("Deployment", "auditflow-aggregator", launch=True),
-    Workload("Deployment", "auditflow-dashboard", launch=False,
-             reason="its `run` is not implemented in this build (exits 69)"),
+    Workload("Deployment", "auditflow-dashboard", launch=True),
 ]
 
 # Images we do not build: nothing to launch here (no container runtime); their probes are
