@@ -53,8 +53,8 @@ pub fn node_name(config: &Config) -> String {
 }
 
 /// Runs the agent until `cancel` fires (or, with only finite sources — a synthetic limit, a
-/// scenario — until every event is acknowledged), then drains: the open batch goes to the spool, in-flight confirms get a
-/// moment to arrive.
+/// scenario — until every event is acknowledged), then drains: the open batch goes to the
+/// spool, in-flight confirms get a moment to arrive.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let node_id = node_name(&config);
     let metrics = Metrics::new();

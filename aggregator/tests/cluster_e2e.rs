@@ -11,7 +11,9 @@
 //!
 //! After each phase the API must show exactly the expected alerts with the right folded
 //! counts, nothing on pi-c, and the store exactly one firing per expected firing: the
-//! redelivered messages after the kill fire nothing twice.
+//! redelivered messages after the kill fire nothing twice. Finally `auditflow-dashboard` in
+//! front of this aggregator shows the same in a real browser (overview, alerts, the folded
+//! alert's detail, fleet, rules) without console errors.
 
 mod support;
 
@@ -21,6 +23,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{Aggregator, Env, free_port, request, wait_until, workspace_bin};
+
+mod browser {
+    include!("../../tests/browser_support.rs");
+}
 
 const ADMIN: &str = "e2e-admin-token-0123456789";
 const NODES: [(&str, &str); 3] =
@@ -254,4 +260,61 @@ async fn three_agents_through_the_broker_survive_an_aggregator_sigkill() {
         "cluster e2e: aggregator killed at {killed_at:?}; all alerts exact after {:?}",
         started.elapsed()
     );
+
+    // The dashboard on this profile's real data.
+    let port = free_port();
+    let config = dir.path().join("dashboard.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{port}\"\napi_url = \"http://127.0.0.1:{}\"\n", agg.http),
+    )
+    .unwrap();
+    procs.0.push(
+        Command::new(workspace_bin("auditflow-dashboard"))
+            .args(["--config", config.to_str().unwrap(), "run"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("dashboard.log")).unwrap())
+            .spawn()
+            .expect("start auditflow-dashboard"),
+    );
+    wait_until(Duration::from_secs(20), "the dashboard ready", async || {
+        support::http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    })
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let b = browser::Browser::start().await;
+    let c = b.client.clone();
+    browser::sign_in(&c, &base, ADMIN).await;
+    browser::wait_js(
+        &c,
+        "the open-alert count",
+        "return document.querySelector('#card-open .value')?.textContent === '4'",
+    )
+    .await;
+    browser::no_console_errors(&c, "cluster overview").await;
+    browser::screenshot(&c, "cluster-overview").await;
+    c.goto(&format!("{base}/#/alerts")).await.unwrap();
+    let nodes = browser::wait_js(
+        &c,
+        "four alert rows",
+        "const r = [...document.querySelectorAll('#alert-rows tr')].map(r => r.cells[3].textContent).sort(); return r.length === 4 && r",
+    )
+    .await;
+    assert_eq!(nodes, serde_json::json!(["pi-a", "pi-a", "pi-b", "pi-b"]));
+    browser::screenshot(&c, "cluster-alerts").await;
+    c.goto(&format!("{base}/#/alerts?rule=ANLY-SEC-001&q=root")).await.unwrap();
+    browser::wait_css(&c, "#alert-rows tr a").await.click().await.unwrap();
+    let count = browser::wait_css(&c, "#alert-count").await.text().await.unwrap();
+    assert_eq!(count, "5", "the folded brute force");
+    browser::screenshot(&c, "cluster-alert").await;
+    c.goto(&format!("{base}/#/fleet")).await.unwrap();
+    for node in ["pi-a", "pi-b", "pi-c"] {
+        browser::wait_css(&c, &format!("#agents tr[data-node='{node}']")).await;
+    }
+    browser::screenshot(&c, "cluster-fleet").await;
+    c.goto(&format!("{base}/#/rules")).await.unwrap();
+    browser::wait_css(&c, "#rules tbody tr").await;
+    browser::no_console_errors(&c, "cluster pages").await;
+    c.close().await.unwrap();
 }

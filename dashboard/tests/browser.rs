@@ -16,8 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
+
+mod browser {
+    include!("../../tests/browser_support.rs");
+}
+use browser::{Browser, no_console_errors, screenshot, sign_in, wait_css, wait_js};
 
 const ADMIN: &str = "browser-admin-token-0123456789";
 const OPERATOR: &str = "browser-operator-token-0123456789";
@@ -37,23 +42,14 @@ fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/browser-… → target
-    exe.ancestors().nth(3).unwrap().to_path_buf()
-}
-
-/// Processes killed, and directories removed, at the end however the test ends.
-struct Procs(Vec<Child>, Vec<PathBuf>);
+/// Processes killed at the end however the test ends.
+struct Procs(Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
         for c in &mut self.0 {
             let _ = c.kill();
             let _ = c.wait();
-        }
-        for d in &self.1 {
-            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
@@ -209,127 +205,6 @@ fn start_agent(dir: &Path, mqtt: u16, procs: &mut Procs) {
     );
 }
 
-/// chromedriver on a free port, and a headless chromium session through it.
-async fn browser(procs: &mut Procs) -> Client {
-    let port = free_port();
-    // A profile under target/, so that scripts/test.sh can find and stop a browser that a
-    // failed test left behind.
-    let profile =
-        target_dir().join("browser-profiles").join(format!("{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&profile).unwrap();
-    procs.1.push(profile.clone());
-    let driver = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("chromedriver: {e}; install Debian's chromium and chromium-driver (scripts/test.sh does)")
-        });
-    procs.0.push(driver);
-    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
-        "browserName": "chrome",
-        "goog:loggingPrefs": {"browser": "ALL"},
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", "--no-first-run", "--disable-extensions",
-                     format!("--user-data-dir={}", profile.display())]
-        }
-    }))
-    .unwrap();
-    let start = Instant::now();
-    loop {
-        let connector = hyper_util_connector();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(c) => return c,
-            Err(e) => {
-                assert!(start.elapsed() < Duration::from_secs(30), "no browser session: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-fn hyper_util_connector() -> hyper_util::client::legacy::connect::HttpConnector {
-    hyper_util::client::legacy::connect::HttpConnector::new()
-}
-
-/// chromedriver's browser console log (`/session/{id}/se/log`), as (level, message).
-#[derive(Debug)]
-struct BrowserLog;
-
-impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(
-        &self,
-        base: &url::Url,
-        session: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
-    }
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
-    }
-}
-
-/// Fails on any console error or warning since the last call (CSP violations included).
-async fn no_console_errors(c: &Client, page: &str) {
-    let log = c.issue_cmd(BrowserLog).await.expect("read the browser log");
-    let bad: Vec<&Value> = log
-        .as_array()
-        .map(|a| {
-            a.iter().filter(|e| matches!(e["level"].as_str(), Some("SEVERE" | "WARNING"))).collect()
-        })
-        .unwrap_or_default();
-    assert!(bad.is_empty(), "{page}: console errors: {bad:#?}");
-}
-
-async fn screenshot(c: &Client, name: &str) {
-    let png = c.screenshot().await.expect("screenshot");
-    let dir = target_dir().join("screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-}
-
-async fn wait_css(c: &Client, css: &str) -> fantoccini::elements::Element {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "no `{css}` on the page within 15 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_js(c: &Client, what: &str, script: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let v = c.execute(script, vec![]).await.expect("run script");
-        if !(v.is_null() || v == json!(false)) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn sign_in(c: &Client, base: &str, token: &str) {
-    c.goto(&format!("{base}/#/overview")).await.unwrap();
-    // A previous session's token is dropped first.
-    c.execute("sessionStorage.clear()", vec![]).await.unwrap();
-    c.goto(&format!("{base}/#/overview")).await.unwrap();
-    c.refresh().await.unwrap();
-    let input = wait_css(c, "#token").await;
-    input.send_keys(token).await.unwrap();
-    c.find(Locator::Css("#signin")).await.unwrap().click().await.unwrap();
-    wait_css(c, "#card-open").await;
-}
-
 async fn rows(c: &Client) -> Vec<String> {
     let v = c
         .execute(
@@ -344,7 +219,7 @@ async fn rows(c: &Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_dashboard_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let mut procs = Procs(Vec::new(), Vec::new());
+    let mut procs = Procs(Vec::new());
     let (http, mqtt) = start_embedded(dir.path(), &mut procs);
     start_agent(dir.path(), mqtt, &mut procs);
     let base = format!("http://127.0.0.1:{http}");
@@ -357,7 +232,8 @@ async fn embedded_dashboard_in_a_browser() {
     }
     burst(http, &format!("{XSS_IMG}{XSS_SCRIPT}"), "web-03");
     wait_for_alerts(http, "", 5);
-    let c = browser(&mut procs).await;
+    let b = Browser::start().await;
+    let c = b.client.clone();
 
     // Sign in; every page loads without console errors.
     sign_in(&c, &base, ADMIN).await;
@@ -477,7 +353,7 @@ async fn embedded_dashboard_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_dashboard_proxies_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let mut procs = Procs(Vec::new(), Vec::new());
+    let mut procs = Procs(Vec::new());
     let (api, _) = start_embedded(dir.path(), &mut procs);
     burst(api, "frank", "pi-7");
     wait_for_alerts(api, "", 1);
@@ -504,7 +380,8 @@ async fn standalone_dashboard_proxies_the_api() {
     assert_eq!(request(port, "GET", "/hooks/github", ADMIN, None).0, 404);
 
     let base = format!("http://127.0.0.1:{port}");
-    let c = browser(&mut procs).await;
+    let b = Browser::start().await;
+    let c = b.client.clone();
     sign_in(&c, &base, OPERATOR).await;
     no_console_errors(&c, "standalone overview").await;
     c.goto(&format!("{base}/#/alerts")).await.unwrap();
