@@ -26,6 +26,8 @@ pub struct Config {
     pub transport: TransportConfig,
     /// The synthetic source.
     pub synthetic: SyntheticConfig,
+    /// The tailing sources.
+    pub sources: SourcesConfig,
     /// The edge filter: ordered rules, `[[filter]]` in the file.
     pub filter: Vec<crate::filter::FilterRule>,
     /// A scripted scenario, `[[scenario]]` in the file (tests and demos).
@@ -97,6 +99,49 @@ pub struct SyntheticConfig {
     pub mix: String,
 }
 
+/// `[sources]`: the logs the agent tails.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// sshd, sudo and su in the auth log.
+    pub auth: TailConfig,
+    /// dpkg's log.
+    pub dpkg: TailConfig,
+    /// The Kubernetes API server's audit log (JSON lines).
+    pub k8s_audit: TailConfig,
+}
+
+/// One tailing source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailConfig {
+    /// Whether it runs.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The log file.
+    pub path: String,
+    /// On first start (no saved position): `end` skips the history already in the file,
+    /// `beginning` reads it.
+    #[serde(default = "start_at_end")]
+    pub start_at: String,
+}
+
+fn start_at_end() -> String {
+    "end".into()
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        let tail =
+            |path: &str| TailConfig { enabled: false, path: path.into(), start_at: start_at_end() };
+        Self {
+            auth: tail("/var/log/auth.log"),
+            dpkg: tail("/var/log/dpkg.log"),
+            k8s_audit: tail("/var/lib/rancher/k3s/server/logs/audit.log"),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -123,6 +168,7 @@ impl Default for Config {
                 limit: 0,
                 mix: "legacy".into(),
             },
+            sources: SourcesConfig::default(),
             filter: Vec::new(),
             scenario: Vec::new(),
         }
@@ -217,6 +263,18 @@ impl Validate for Config {
                 "synthetic.mix: `{}` is not `legacy` or `normal`",
                 self.synthetic.mix
             ));
+        }
+        for (name, t) in [
+            ("auth", &self.sources.auth),
+            ("dpkg", &self.sources.dpkg),
+            ("k8s_audit", &self.sources.k8s_audit),
+        ] {
+            if t.enabled && !t.path.starts_with('/') {
+                errors.push(format!("sources.{name}.path: must be an absolute path"));
+            }
+            if !["end", "beginning"].contains(&t.start_at.as_str()) {
+                errors.push(format!("sources.{name}.start_at: must be `end` or `beginning`"));
+            }
         }
         for (i, step) in self.scenario.iter().enumerate() {
             errors.extend(step.validate(&format!("scenario[{i}]")));

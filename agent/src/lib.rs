@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod scenario;
 pub mod spool;
 pub mod synthetic;
+pub mod tail;
 pub mod telemetry;
 
 use std::path::Path;
@@ -128,6 +129,27 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             stop_pipeline.clone(),
         )));
     }
+    let mut tails = Vec::new();
+    for (name, t, format) in [
+        ("auth", &config.sources.auth, parse::Format::Auth),
+        ("dpkg", &config.sources.dpkg, parse::Format::Dpkg),
+        ("k8s-audit", &config.sources.k8s_audit, parse::Format::K8sAudit),
+    ] {
+        if !t.enabled {
+            continue;
+        }
+        let settings = tail::TailSettings {
+            name,
+            path: t.path.clone().into(),
+            format,
+            state_path: Path::new(&config.spool.dir).join(format!("tail-{name}.pos")),
+            from_beginning: t.start_at == "beginning",
+        };
+        tails.push(
+            tail::spawn(settings, events_tx.clone(), metrics.clone(), stop_pipeline.clone())
+                .with_context(|| format!("start the {name} source"))?,
+        );
+    }
     drop(events_tx);
 
     let batcher = tracker.spawn(pipeline::run_batcher(
@@ -186,7 +208,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 
     // With only finite sources (a synthetic limit, a scenario), the agent finishes by itself
     // once every event is acknowledged (benchmarks and tests use this).
-    let endless = config.synthetic.enabled && config.synthetic.limit == 0;
+    let endless = (config.synthetic.enabled && config.synthetic.limit == 0) || !tails.is_empty();
     let finite = !sources.is_empty() && !endless;
     if finite {
         for s in sources {
@@ -209,6 +231,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     stop_sender.cancel();
     sender.await.context("sender task")??;
     tracker.wait().await;
+    for t in tails {
+        // They stop at the next poll once the pipeline is cancelled.
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     let s = spool.lock().map_err(|_| anyhow::anyhow!("spool lock poisoned"))?;
     tracing::info!(
         spooled = metrics.spooled.get(),

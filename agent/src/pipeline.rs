@@ -47,13 +47,33 @@ pub struct Submitted {
     pub done: oneshot::Sender<SpooledAt>,
 }
 
+/// What a source hands the batcher.
+// Events are the hot path (100,000 a second); boxing them to shrink the rare marks would
+// cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Collected {
+    /// An event: filtered, then batched.
+    Event(Event),
+    /// Answered with `true` once everything the source sent before it is in the spool, `false`
+    /// when that failed. A tailing source moves its saved file position only then, so a
+    /// crash can repeat lines but never skip them.
+    Mark(oneshot::Sender<bool>),
+}
+
+impl From<Event> for Collected {
+    fn from(e: Event) -> Self {
+        Collected::Event(e)
+    }
+}
+
 /// Runs until `events` closes or `cancel` fires; then writes the open batch to the spool.
 /// Events from `api` bypass the edge filter (someone asked for them explicitly) and are
 /// answered once their batch is on disk.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_batcher(
     mut settings: BatchSettings,
-    mut events: mpsc::Receiver<Event>,
+    mut events: mpsc::Receiver<Collected>,
     mut api: mpsc::Receiver<Submitted>,
     start_drops: DropCounts,
     spool: SharedSpool,
@@ -64,6 +84,9 @@ pub async fn run_batcher(
     let mut batch: Vec<Event> = Vec::with_capacity(settings.max_events);
     // Callers waiting on events of the open batch, by index in the batch.
     let mut waiters: Vec<Waiter> = Vec::new();
+    // Marks waiting for the open batch; and whether the last batch made it to the spool.
+    let mut marks: Vec<oneshot::Sender<bool>> = Vec::new();
+    let mut last_ok = true;
     let mut api_open = true;
     let mut events_open = true;
     metrics.count_drops(&start_drops);
@@ -74,15 +97,21 @@ pub async fn run_batcher(
             biased;
             () = cancel.cancelled() => {
                 // Take what the sources already handed over, then stop.
-                while let Ok(e) = events.try_recv() {
-                    batch.push(e);
+                while let Ok(c) = events.try_recv() {
+                    match c {
+                        Collected::Event(e) => batch.push(e),
+                        Collected::Mark(m) => marks.push(m),
+                    }
                 }
                 while let Ok(s) = api.try_recv() {
                     waiters.push((batch.len(), s.done));
                     batch.push(s.event);
                 }
                 let (b, d, w) = (&mut batch, &mut pending_drops, &mut waiters);
-                close_batch(&settings, b, d, w, &spool, &metrics, &wake_sender).await?;
+                let ok = close_batch(&settings, b, d, w, &spool, &metrics, &wake_sender).await?;
+                for m in marks.drain(..) {
+                    let _ = m.send(ok);
+                }
                 return Ok(());
             }
             () = sleep_until(deadline) => true,
@@ -101,7 +130,16 @@ pub async fn run_batcher(
                 }
             },
             received = events.recv(), if events_open => match received {
-                Some(event) => {
+                Some(Collected::Mark(m)) => {
+                    // Nothing open: what came before is already settled.
+                    if batch.is_empty() && deadline.is_none() {
+                        let _ = m.send(last_ok);
+                    } else {
+                        marks.push(m);
+                    }
+                    continue;
+                }
+                Some(Collected::Event(event)) => {
                     if let Some(reason) = settings.filter.check(&event) {
                         pending_drops.add(reason, 1);
                         metrics.dropped.with_label_values(&[reason.as_str()]).inc();
@@ -126,7 +164,10 @@ pub async fn run_batcher(
         if close || finished {
             deadline = None;
             let (b, d, w) = (&mut batch, &mut pending_drops, &mut waiters);
-            close_batch(&settings, b, d, w, &spool, &metrics, &wake_sender).await?;
+            last_ok = close_batch(&settings, b, d, w, &spool, &metrics, &wake_sender).await?;
+            for m in marks.drain(..) {
+                let _ = m.send(last_ok);
+            }
         }
         if finished {
             return Ok(());
@@ -141,7 +182,8 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Spools the open batch, answers its API callers and wakes the sender.
+/// Spools the open batch, answers its API callers and wakes the sender. `true` when the
+/// batch is in the spool (or there was nothing to spool).
 async fn close_batch(
     settings: &BatchSettings,
     batch: &mut Vec<Event>,
@@ -150,11 +192,12 @@ async fn close_batch(
     spool: &SharedSpool,
     metrics: &Metrics,
     wake_sender: &Notify,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
+    let empty = batch.is_empty();
     let at = flush(settings, batch, drops, spool, metrics).await?;
     answer(waiters, at);
     wake_sender.notify_one();
-    Ok(())
+    Ok(empty || at.is_some())
 }
 
 /// Tells the waiting API callers where their events went: `(epoch, first_seq + index)` when

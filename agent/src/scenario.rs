@@ -217,7 +217,7 @@ fn schedule(steps: &[Step]) -> Vec<(Duration, usize, u64)> {
 /// (backpressure), never drops.
 pub async fn run(
     steps: Vec<Step>,
-    out: mpsc::Sender<Event>,
+    out: mpsc::Sender<crate::pipeline::Collected>,
     metrics: Metrics,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -232,7 +232,7 @@ pub async fn run(
         let event = steps[*s].event(*i, Timestamp::now());
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            sent = out.send(event) => if sent.is_err() { return Ok(()) },
+            sent = out.send(event.into()) => if sent.is_err() { return Ok(()) },
         }
         counter.inc();
     }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wire::synth::Synth;
-use wire::{Event, Source, Timestamp};
+use wire::{Source, Timestamp};
 
 use crate::telemetry::Metrics;
 
@@ -30,7 +30,7 @@ pub struct SyntheticSettings {
 /// Emits events until cancelled or the limit is reached.
 pub async fn run(
     settings: SyntheticSettings,
-    out: mpsc::Sender<Event>,
+    out: mpsc::Sender<crate::pipeline::Collected>,
     metrics: Metrics,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -58,7 +58,7 @@ pub async fn run(
             };
             tokio::select! {
                 () = cancel.cancelled() => break,
-                sent = out.send(event) => {
+                sent = out.send(event.into()) => {
                     if sent.is_err() {
                         return Ok(());
                     }

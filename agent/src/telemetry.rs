@@ -23,6 +23,8 @@ pub struct Metrics {
     pub acked: IntCounter,
     /// Events dropped or merged at the edge, per reason.
     pub dropped: IntCounterVec,
+    /// Log lines a tailing source did not understand (or skipped as overlong), per source.
+    pub unparsed: IntCounterVec,
     /// Bytes in the spool.
     pub spool_bytes: IntGauge,
     /// Connections (re)established to the upstream.
@@ -73,6 +75,11 @@ impl Metrics {
                 "auditflow_agent_dropped_events_total",
                 "Events dropped or merged at the edge.",
                 "reason",
+            ),
+            unparsed: counter_vec(
+                "auditflow_agent_unparsed_lines_total",
+                "Log lines not understood (or longer than 64 KiB), per source.",
+                "source",
             ),
             spool_bytes: gauge("auditflow_agent_spool_bytes", "Bytes in the spool."),
             connects: counter(
