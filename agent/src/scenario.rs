@@ -186,16 +186,10 @@ pub(crate) fn normal_event(i: u64, ts: Timestamp) -> Event {
 
 /// A made-up content hash, different for every (path, time, version).
 fn digest(path: &str, ts: Timestamp, version: u8) -> Digest {
-    let mut state = wire::synth::Rng::new(
-        path.bytes().fold(ts.as_nanos() as u64 ^ u64::from(version), |h, b| {
-            h.rotate_left(5) ^ u64::from(b)
-        }),
-    );
-    let mut out = [0u8; 32];
-    for chunk in out.chunks_exact_mut(8) {
-        chunk.copy_from_slice(&state.next_u64().to_le_bytes());
-    }
-    Digest(out)
+    let seed = path
+        .bytes()
+        .fold(ts.as_nanos() as u64 ^ u64::from(version), |h, b| h.rotate_left(5) ^ u64::from(b));
+    wire::synth::Rng::new(seed).digest()
 }
 
 /// When each event of the script is due, in order: `(offset, step index, event index)`.

@@ -23,6 +23,7 @@
 //! are not UTF-8 are replaced. A line the parser does not understand is counted
 //! (`auditflow_agent_unparsed_lines_total{source}`), never fatal.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -288,12 +289,6 @@ impl Parser {
     }
 }
 
-fn current_year() -> i32 {
-    let secs = wire::Timestamp::now().as_nanos() / 1_000_000_000;
-    // Good enough for syslog's year inference (the parser handles the December→January step).
-    (1970 + secs / 31_556_952) as i32
-}
-
 /// Runs the source on its own thread until `cancel` fires or the pipeline closes.
 pub fn spawn(
     settings: TailSettings,
@@ -315,13 +310,14 @@ fn run(
     let saved = Position::load(&s.state_path);
     tracing::info!(source = s.name, path = %s.path.display(), saved = ?saved, "tailing");
     let mut tailer = Tailer::new(&s.path, saved, s.from_beginning);
-    let mut parser = Parser { format: s.format, auth: AuthParser::new(current_year()) };
+    let mut parser =
+        Parser { format: s.format, auth: AuthParser::new(time::OffsetDateTime::now_utc().year()) };
     let collected = metrics.collected.with_label_values(&[s.name]);
     let unparsed = metrics.unparsed.with_label_values(&[s.name]);
     let mut lines = Vec::new();
     let mut events = Vec::new();
     // Marks sent, oldest first, with the position each one makes safe to save.
-    let mut pending: Vec<(oneshot::Receiver<bool>, Position)> = Vec::new();
+    let mut pending: VecDeque<(oneshot::Receiver<bool>, Position)> = VecDeque::new();
     let mut saved_at = saved;
     let mut last_error = Instant::now() - Duration::from_secs(60);
     let mut overlong_seen = 0;
@@ -360,17 +356,17 @@ fn run(
             if out.blocking_send(Collected::Mark(tx)).is_err() {
                 return;
             }
-            pending.push((rx, pos));
+            pending.push_back((rx, pos));
         }
         // Save the newest position whose events are all spooled.
         let mut newest = None;
-        while let Some((rx, pos)) = pending.first_mut() {
+        while let Some((rx, pos)) = pending.front_mut() {
             match rx.try_recv() {
                 Ok(true) => newest = Some(*pos),
                 Ok(false) | Err(oneshot::error::TryRecvError::Closed) => {}
                 Err(oneshot::error::TryRecvError::Empty) => break,
             }
-            pending.remove(0);
+            pending.pop_front();
         }
         if let Some(pos) = newest {
             match pos.save(&s.state_path) {

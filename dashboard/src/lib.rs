@@ -16,7 +16,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 pub use config::Config;
@@ -173,8 +173,7 @@ async fn proxy(State(up): State<Upstream>, req: Request) -> Response {
 
 /// Ready when the aggregator answers its `/readyz` with 200.
 async fn readyz(State(up): State<Upstream>) -> (StatusCode, String) {
-    let uri = Uri::from_static("/readyz");
-    match forward(&up, Method::GET, uri.path(), &axum::http::HeaderMap::new(), Bytes::new()).await {
+    match forward(&up, Method::GET, "/readyz", &axum::http::HeaderMap::new(), Bytes::new()).await {
         Ok(r) if r.status() == StatusCode::OK => (StatusCode::OK, "ready\n".into()),
         Ok(r) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -93,7 +93,7 @@ fn wait_http(port: u16, path: &str, child: &mut Child, what: &str) {
 fn failed_login(user: &str, host: &str, n: u32) -> Value {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     json!({
-        "timestamp": format!("{}", time_rfc3339(now - 10 + u64::from(n))),
+        "timestamp": wire::Timestamp::from_unix((now - 10 + u64::from(n)) as i64, 0).to_rfc3339(),
         "source_service": "sshd",
         "server_hostname": host,
         "event_type": "user_login",
@@ -102,22 +102,6 @@ fn failed_login(user: &str, host: &str, n: u32) -> Value {
         "action_result": "FAILURE",
         "details": {"ip_address": "203.0.113.9", "note": n}
     })
-}
-
-fn time_rfc3339(secs: u64) -> String {
-    // Civil date from days since the epoch (Howard Hinnant's algorithm), to avoid a dependency.
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Three failed logins for `user` on `host`: one ANLY-SEC-001 alert.

@@ -105,6 +105,15 @@ impl Rng {
         (self.next_u64() % (n as u64)) as usize
     }
 
+    /// 32 random bytes as a content digest (synthetic file hashes).
+    pub fn digest(&mut self) -> Digest {
+        let mut out = [0u8; 32];
+        for chunk in out.chunks_exact_mut(8) {
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        Digest(out)
+    }
+
     /// A uniformly chosen element.
     pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len())]
@@ -176,8 +185,8 @@ impl Synth {
                     EventKind::FileChange {
                         path: vocab::FILES[i].to_owned(),
                         op: FileOp::Modified,
-                        old_hash: Some(digest(rng)),
-                        new_hash: Some(digest(rng)),
+                        old_hash: Some(rng.digest()),
+                        new_hash: Some(rng.digest()),
                         size_delta: None,
                     },
                 )
@@ -222,12 +231,4 @@ impl Synth {
 
 fn ip(rng: &mut Rng) -> IpAddr {
     rng.pick(&vocab::IPS).parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
-
-fn digest(rng: &mut Rng) -> Digest {
-    let mut out = [0u8; 32];
-    for chunk in out.chunks_exact_mut(8) {
-        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    Digest(out)
 }
