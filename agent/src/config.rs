@@ -74,6 +74,8 @@ pub struct TransportConfig {
     pub mqtt_url: String,
     /// This node's MQTT password, for `mqtt`; `AUDITFLOW_MQTT_PASSWORD` overrides it.
     pub mqtt_password: String,
+    /// CA certificates (PEM) trusted for `mqtts://`; empty trusts the system's roots.
+    pub mqtt_ca_file: String,
     /// RabbitMQ, for `amqp`; `AMQP_URL` overrides it.
     pub amqp_url: String,
     /// Queue envelopes go to, for `amqp`.
@@ -157,6 +159,7 @@ impl Default for Config {
                 kind: "mqtt".into(),
                 mqtt_url: "mqtt://auditflow-broker:1883".into(),
                 mqtt_password: String::new(),
+                mqtt_ca_file: String::new(),
                 amqp_url: String::new(),
                 amqp_queue: wire::queues::EVENTS.into(),
                 amqp_heartbeat_queue: wire::queues::HEARTBEATS.into(),

@@ -17,6 +17,7 @@ pub mod spool;
 pub mod synthetic;
 pub mod tail;
 pub mod telemetry;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -196,6 +197,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
                 &config.transport.mqtt_url,
                 &node_id,
                 &config.transport.mqtt_password,
+                &config.transport.mqtt_ca_file,
             )?,
             Arc::clone(&spool),
             Arc::clone(&wake),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,20 +40,33 @@ pub struct MqttSettings {
     pub node_id: String,
     /// This node's password.
     pub password: String,
+    /// TLS client configuration, for `mqtts://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl MqttSettings {
-    /// Parses `mqtt://host[:port]`.
-    pub fn from_url(url: &str, node_id: &str, password: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .context("only mqtt:// URLs are supported by this build (no TLS yet)")?;
+    /// Parses `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` (TLS,
+    /// port 8883 by default, the broker's certificate checked against `ca_file`, or the
+    /// system's roots when that is empty; see [`crate::tls`]).
+    pub fn from_url(
+        url: &str,
+        node_id: &str,
+        password: &str,
+        ca_file: &str,
+    ) -> anyhow::Result<Self> {
+        let (rest, default_port, tls) = if let Some(rest) = url.strip_prefix("mqtt://") {
+            (rest, 1883, None)
+        } else if let Some(rest) = url.strip_prefix("mqtts://") {
+            (rest, 8883, Some(crate::tls::client_config(ca_file)?))
+        } else {
+            anyhow::bail!("the MQTT URL `{url}` is neither mqtt:// nor mqtts://");
+        };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
                 (h.trim_start_matches('[').trim_end_matches(']'), p.parse().context("MQTT port")?)
             }
-            _ => (rest, 1883),
+            _ => (rest, default_port),
         };
         anyhow::ensure!(!host.is_empty(), "no host in the MQTT URL `{url}`");
         Ok(Self {
@@ -61,6 +74,7 @@ impl MqttSettings {
             port,
             node_id: node_id.to_owned(),
             password: password.to_owned(),
+            tls,
         })
     }
 }
@@ -86,6 +100,11 @@ pub async fn run_sender(
             .set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(wire::MAX_FRAME_BYTES + 4096, wire::MAX_FRAME_BYTES + 4096)
             .set_inflight(u16::try_from(WINDOW + 8).unwrap_or(u16::MAX));
+        if let Some(tls) = &settings.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::clone(tls),
+            )));
+        }
         let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2 + 16);
         let mut connected = false;
         let mut cursor = 0u64;
@@ -211,13 +230,17 @@ mod tests {
 
     #[test]
     fn urls() {
-        let s = MqttSettings::from_url("mqtt://broker:1884", "n", "p").unwrap();
+        let s = MqttSettings::from_url("mqtt://broker:1884", "n", "p", "").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("broker", 1884));
-        let s = MqttSettings::from_url("mqtt://auditflow-broker", "n", "p").unwrap();
+        assert!(s.tls.is_none());
+        let s = MqttSettings::from_url("mqtt://auditflow-broker", "n", "p", "").unwrap();
         assert_eq!(s.port, 1883);
-        let s = MqttSettings::from_url("mqtt://[::1]:1999", "n", "p").unwrap();
+        let s = MqttSettings::from_url("mqtt://[::1]:1999", "n", "p", "").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("::1", 1999));
-        assert!(MqttSettings::from_url("mqtts://b", "n", "p").is_err());
-        assert!(MqttSettings::from_url("mqtt://", "n", "p").is_err());
+        assert!(MqttSettings::from_url("tcp://b", "n", "p", "").is_err());
+        assert!(MqttSettings::from_url("mqtt://", "n", "p", "").is_err());
+        // mqtts:// needs a CA it can read.
+        let e = MqttSettings::from_url("mqtts://b", "n", "p", "/nonexistent/ca.pem").unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent/ca.pem"), "{e:#}");
     }
 }

@@ -258,6 +258,9 @@ async fn run_embedded(
             max_payload_bytes: config.ingest.max_frame_bytes,
             max_connections: 256,
             max_inflight: 64,
+            // Embedded mode is the single-box profile (listening on loopback by default);
+            // agents on other machines over TLS go through `auditflow-broker`.
+            tls: None,
         },
         &broker_metrics,
     )?;

@@ -42,6 +42,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             max_payload_bytes: config.mqtt.max_payload_bytes as usize,
             max_connections: config.mqtt.max_connections as usize,
             max_inflight: usize::from(config.mqtt.max_inflight),
+            tls: (!config.mqtt.tls_cert.is_empty()).then(|| mqtt::TlsFiles {
+                cert: config.mqtt.tls_cert.clone().into(),
+                key: config.mqtt.tls_key.clone().into(),
+            }),
         },
         &metrics,
     )?;

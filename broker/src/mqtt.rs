@@ -5,11 +5,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use prometheus::IntGauge;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 
 use crate::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER};
 use crate::credentials::Credentials;
@@ -31,6 +34,41 @@ pub struct MqttSettings {
     pub max_connections: usize,
     /// Most unacknowledged QoS 1 publishes per connection.
     pub max_inflight: usize,
+    /// MQTT over TLS with this certificate chain and key (PEM files); `None` for plain MQTT.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The listener's certificate chain and private key, PEM files. rumqttd reads them for every
+/// connection it accepts, so a renewed certificate (a Secret updated in place) takes effect
+/// without a restart.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// rumqttd reports unreadable or malformed files only in its log, once per connection
+    /// attempt: check them at start so that a bad Secret is an error the operator sees.
+    fn check(&self) -> anyhow::Result<TlsConfig> {
+        let pem = |path: &PathBuf, what: &str, marker: &str| -> anyhow::Result<String> {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read the TLS {what} {}", path.display()))?;
+            anyhow::ensure!(
+                text.contains(marker),
+                "the TLS {what} {} holds no PEM `{marker}` block",
+                path.display()
+            );
+            Ok(path.display().to_string())
+        };
+        Ok(TlsConfig::Rustls {
+            capath: None,
+            certpath: pem(&self.cert, "certificate", "-----BEGIN CERTIFICATE-----")?,
+            keypath: pem(&self.key, "key", "PRIVATE KEY-----")?,
+        })
+    }
 }
 
 /// Starts rumqttd on its own thread (its `start` blocks forever and cannot be stopped) and
@@ -40,6 +78,8 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
     // a taken port is an error the operator sees.
     std::net::TcpListener::bind(settings.listen)
         .with_context(|| format!("the MQTT address {} is not available", settings.listen))?;
+    let tls = settings.tls.as_ref().map(TlsFiles::check).transpose()?;
+    let tls_on = tls.is_some();
 
     let credentials = Arc::clone(&settings.credentials);
     let accepted = metrics.clients_accepted.clone();
@@ -65,7 +105,7 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
     let server = ServerSettings {
         name: "agents".to_owned(),
         listen: settings.listen,
-        tls: None,
+        tls,
         next_connection_delay_ms: 1,
         connections,
     };
@@ -107,6 +147,103 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
             }
         })
         .context("start the MQTT broker thread")?;
-    tracing::info!(addr = %settings.listen, "MQTT listener for agents");
+    spawn_connection_gauge(settings.listen.port(), metrics.clients_connected.clone());
+    tracing::info!(addr = %settings.listen, tls = tls_on, "MQTT listener for agents");
     Ok(link)
+}
+
+/// How often [`spawn_connection_gauge`] samples.
+const GAUGE_PERIOD: Duration = Duration::from_secs(2);
+
+/// Keeps `gauge` at the number of client connections open on the MQTT port.
+///
+/// rumqttd reports connects (the auth handler sees them) but has no hook for disconnects, and
+/// its router meters are only pushed while messages flow, so the last client to leave would
+/// stay counted. The kernel knows: the gauge counts the established TCP connections whose
+/// local port is the listener's, from `/proc/net/tcp` and `/proc/net/tcp6` of the process's
+/// network namespace (the pod's, on Kubernetes), sampled every two seconds. A client counts
+/// from its TCP connect; one that fails authentication is closed at once. Elsewhere than
+/// Linux the gauge stays at -1.
+fn spawn_connection_gauge(port: u16, gauge: IntGauge) {
+    let spawned = std::thread::Builder::new().name("mqtt-clients".to_owned()).spawn(move || {
+        loop {
+            gauge.set(established_on(port).map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
+            std::thread::sleep(GAUGE_PERIOD);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the connected-clients gauge");
+    }
+}
+
+/// Established TCP connections with local port `port`; `None` when `/proc/net` is unreadable.
+fn established_on(port: u16) -> Option<usize> {
+    let mut total = None;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            *total.get_or_insert(0) += count_established(&text, port);
+        }
+    }
+    total
+}
+
+/// Counts the rows of a `/proc/net/tcp{,6}` table in state `01` (ESTABLISHED) whose local
+/// address ends in `:PORT` (hex). Rows it cannot read are skipped.
+fn count_established(table: &str, port: u16) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter(|row| {
+            let mut cols = row.split_whitespace();
+            let local = cols.nth(1);
+            let state = cols.nth(1);
+            let local_port = local
+                .and_then(|l| l.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && state == Some("01")
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_established_connections_on_the_port() {
+        // Shape of /proc/net/tcp: a listener on 1883 (0A), two clients connected to it (01,
+        // local port 075B), the client side of one of them (remote port 075B), a connection
+        // closing (06), and a torn row.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:075B 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:075B 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1
+   2: 0100007F:D2F0 0100007F:075B 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
+   3: 0A00000B:075B 0A000017:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0 20 4 30 10 -1
+   4: 0A00000B:075B 0A000018:9C41 06 00000000:00000000 00:00000000 00000000     0        0 5 1 0 20 4 30 10 -1
+   5: garbage
+";
+        assert_eq!(count_established(table, 1883), 2);
+        assert_eq!(count_established(table, 8883), 0);
+        assert_eq!(count_established("", 1883), 0);
+    }
+
+    #[test]
+    fn tls_files_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let bad_cert = dir.path().join("bad.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            .unwrap();
+        std::fs::write(&bad_cert, "not a certificate").unwrap();
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+            .unwrap();
+        let files = TlsFiles { cert: cert.clone(), key: dir.path().join("missing.pem") };
+        let e = format!("{:#}", files.check().unwrap_err());
+        assert!(e.contains("missing.pem"), "{e}");
+        let files = TlsFiles { cert: bad_cert, key: key.clone() };
+        let e = format!("{:#}", files.check().unwrap_err());
+        assert!(e.contains("holds no PEM `-----BEGIN CERTIFICATE-----` block"), "{e}");
+        assert!(TlsFiles { cert, key }.check().is_ok());
+    }
 }

@@ -9,6 +9,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// MQTT clients that passed authentication (connections accepted).
     pub clients_accepted: IntCounter,
+    /// MQTT client connections open now (see `mqtt::spawn_connection_gauge`).
+    pub clients_connected: IntGauge,
     /// MQTT connections refused, per reason (`auth`).
     pub clients_refused: IntCounterVec,
     /// Envelopes received from agents.
@@ -63,6 +65,10 @@ impl Metrics {
             clients_accepted: counter(
                 "auditflow_broker_clients_accepted_total",
                 "MQTT connections that passed authentication.",
+            ),
+            clients_connected: gauge(
+                "auditflow_broker_clients_connected",
+                "MQTT client connections open on the listener (established TCP, sampled every 2 s; -1 where unknown).",
             ),
             clients_refused: counter_vec(
                 "auditflow_broker_clients_refused_total",

@@ -82,13 +82,18 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path, amqp_url: &str, credentials: &str) -> Self {
+        Self::start_with(dir, amqp_url, credentials, "")
+    }
+
+    /// With more `[mqtt]` settings (TOML lines).
+    fn start_with(dir: &Path, amqp_url: &str, credentials: &str, mqtt_extra: &str) -> Self {
         let (mqtt, http) = (free_port(), free_port());
         std::fs::write(dir.join("credentials"), credentials).unwrap();
         let config = dir.join("broker.toml");
         std::fs::write(
             &config,
             format!(
-                "[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\ncredentials_file = \"{}\"\n\
+                "[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\ncredentials_file = \"{}\"\n{mqtt_extra}\
                  [http]\nlisten = \"127.0.0.1:{http}\"\n[amqp]\nurl = \"{amqp_url}\"\n",
                 dir.join("credentials").display()
             ),
@@ -157,13 +162,28 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 fn start_agent(dir: &Path, node: &str, mqtt: u16, password: &str, events: u64, rate: u32) -> Child {
+    let url = format!("mqtt://127.0.0.1:{mqtt}");
+    start_agent_with(dir, node, &url, "", password, events, rate)
+}
+
+/// With the broker's URL and a CA file for `mqtts://`.
+fn start_agent_with(
+    dir: &Path,
+    node: &str,
+    url: &str,
+    ca_file: &str,
+    password: &str,
+    events: u64,
+    rate: u32,
+) -> Child {
     let config = dir.join(format!("{node}.toml"));
     std::fs::write(
         &config,
         format!(
             "node_id = \"{node}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [spool]\ndir = \"{}\"\nfsync = false\n\
-             [transport]\nkind = \"mqtt\"\nmqtt_url = \"mqtt://127.0.0.1:{mqtt}\"\nmqtt_password = \"{password}\"\n\
+             [transport]\nkind = \"mqtt\"\nmqtt_url = \"{url}\"\nmqtt_ca_file = \"{ca_file}\"\n\
+             mqtt_password = \"{password}\"\n\
              [synthetic]\nenabled = true\nrate_per_sec = {rate}.0\nlimit = {events}\n",
             dir.join(node).display()
         ),
@@ -412,4 +432,97 @@ async fn strangers_and_impostors_are_refused() {
     reasons.sort();
     assert_eq!(reasons, ["node_mismatch", "undecodable"]);
     let _ = conn.close(200, "done".into()).await;
+}
+
+/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it, written as PEM
+/// files into `dir`: returns (CA certificate, server certificate, server key) paths.
+fn test_pki(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, format!("AuditFlow test CA {tag}"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    server.distinguished_name.push(DnType::CommonName, "auditflow-broker");
+    let cert = server.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join(format!("ca-{tag}.pem")),
+        dir.join(format!("server-{tag}.pem")),
+        dir.join(format!("server-{tag}.key")),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// Polls a broker metric until it has `value` (the connected-clients gauge is sampled every
+/// 2 s).
+fn wait_metric(broker: &Broker, name: &str, value: f64, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let now = broker.metric(name);
+        if now == value {
+            return;
+        }
+        assert!(start.elapsed() < limit, "{name} is {now}, not {value}, after {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_deliver_over_tls_and_only_to_the_broker_they_trust() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("tls");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(dir.path(), "good");
+    let (other_ca, _, _) = test_pki(dir.path(), "other");
+    let broker = Broker::start_with(
+        dir.path(),
+        &vhost.url,
+        CREDENTIALS,
+        &format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display()),
+    );
+    assert_eq!(broker.metric("auditflow_broker_clients_connected"), 0.0);
+
+    // Plain MQTT to the TLS listener gets nowhere.
+    assert!(!try_connect(broker.mqtt, "pi-a", Some(("pi-a", "alpha"))).await, "plain MQTT");
+
+    // An agent that trusts another CA refuses the broker's certificate: it never gets as far
+    // as authenticating.
+    let url = format!("mqtts://localhost:{}", broker.mqtt);
+    let mut impostor = Agents(vec![start_agent_with(
+        dir.path(),
+        "pi-b",
+        &url,
+        other_ca.to_str().unwrap(),
+        password("pi-b"),
+        1_000,
+        1_000,
+    )]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(impostor.0[0].try_wait().unwrap().is_none(), "the agent keeps retrying");
+    assert_eq!(broker.metric("auditflow_broker_clients_accepted_total"), 0.0);
+    drop(impostor);
+
+    // The agent that trusts the test CA delivers everything over TLS; while it runs it is the
+    // one client connected, and once it stopped, none is.
+    let mut agents = Agents(vec![start_agent_with(
+        dir.path(),
+        "pi-a",
+        &url,
+        ca.to_str().unwrap(),
+        password("pi-a"),
+        20_000,
+        4_000,
+    )]);
+    wait_metric(&broker, "auditflow_broker_clients_connected", 1.0, Duration::from_secs(5));
+    wait_all(&mut agents.0, Duration::from_secs(60));
+    wait_metric(&broker, "auditflow_broker_clients_connected", 0.0, Duration::from_secs(5));
+    assert_eq!(broker.metric("auditflow_broker_events_out_total") as u64, 20_000);
+    let seen = drain_events(&vhost.url).await;
+    assert_complete(dir.path(), &["pi-a"], &seen);
 }
