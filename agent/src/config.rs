@@ -99,6 +99,8 @@ pub struct SyntheticConfig {
     /// `legacy`: the seven legacy templates (they fire rules: demo traffic); `normal`: only
     /// ordinary traffic no shipped rule fires on (background load for benchmarks).
     pub mix: String,
+    /// Shedding priority at the spool's cap (0–9, higher is kept longer); scenarios too.
+    pub priority: u8,
 }
 
 /// `[sources]`: the logs the agent tails.
@@ -111,6 +113,45 @@ pub struct SourcesConfig {
     pub dpkg: TailConfig,
     /// The Kubernetes API server's audit log (JSON lines).
     pub k8s_audit: TailConfig,
+    /// Watched files.
+    pub files: FilesConfig,
+}
+
+/// `[sources.files]`: files whose content and ownership are watched.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Whether it runs.
+    pub enabled: bool,
+    /// Absolute paths of files, or of directories whose files (not subdirectories) are
+    /// watched.
+    pub paths: Vec<String>,
+    /// Seconds between two hash sweeps of every watched file.
+    pub sweep_interval_s: u64,
+    /// Shedding priority at the spool's cap (0–9, higher is kept longer).
+    pub priority: u8,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            paths: [
+                "/etc/passwd",
+                "/etc/shadow",
+                "/etc/group",
+                "/etc/sudoers",
+                "/etc/sudoers.d",
+                "/etc/ssh/sshd_config",
+                "/etc/ssh/sshd_config.d",
+                "/root/.ssh/authorized_keys",
+            ]
+            .map(String::from)
+            .to_vec(),
+            sweep_interval_s: 300,
+            priority: 9,
+        }
+    }
 }
 
 /// One tailing source.
@@ -126,6 +167,10 @@ pub struct TailConfig {
     /// `beginning` reads it.
     #[serde(default = "start_at_end")]
     pub start_at: String,
+    /// Shedding priority at the spool's cap (0–9, higher is kept longer); unset takes the
+    /// source's default (auth 8, k8s_audit 7, dpkg 6).
+    #[serde(default)]
+    pub priority: Option<u8>,
 }
 
 fn start_at_end() -> String {
@@ -134,12 +179,70 @@ fn start_at_end() -> String {
 
 impl Default for SourcesConfig {
     fn default() -> Self {
-        let tail =
-            |path: &str| TailConfig { enabled: false, path: path.into(), start_at: start_at_end() };
+        let tail = |path: &str, priority: u8| TailConfig {
+            enabled: false,
+            path: path.into(),
+            start_at: start_at_end(),
+            priority: Some(priority),
+        };
         Self {
-            auth: tail("/var/log/auth.log"),
-            dpkg: tail("/var/log/dpkg.log"),
-            k8s_audit: tail("/var/lib/rancher/k3s/server/logs/audit.log"),
+            auth: tail("/var/log/auth.log", 8),
+            dpkg: tail("/var/log/dpkg.log", 6),
+            k8s_audit: tail("/var/lib/rancher/k3s/server/logs/audit.log", 7),
+            files: FilesConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Each source's shedding priority, as configured.
+    pub fn priorities(&self) -> Priorities {
+        let s = &self.sources;
+        Priorities {
+            synthetic: self.synthetic.priority,
+            auth: s.auth.priority.unwrap_or(8),
+            dpkg: s.dpkg.priority.unwrap_or(6),
+            k8s_audit: s.k8s_audit.priority.unwrap_or(7),
+            files: s.files.priority,
+        }
+    }
+}
+
+/// Shedding priorities (0–9, higher is kept longer): when the spool is at its cap, a batch
+/// loses its lowest-priority events first, and within a priority its least severe ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Priorities {
+    /// The synthetic source and scenarios.
+    pub synthetic: u8,
+    /// The auth log.
+    pub auth: u8,
+    /// dpkg's log.
+    pub dpkg: u8,
+    /// The Kubernetes audit log.
+    pub k8s_audit: u8,
+    /// Watched files.
+    pub files: u8,
+}
+
+impl Default for Priorities {
+    fn default() -> Self {
+        Config::default().priorities()
+    }
+}
+
+impl Priorities {
+    /// The priority of an event from `source`. Events submitted over the HTTP API are 5; the
+    /// agent's reports on itself are 9.
+    pub fn of(&self, source: wire::Source) -> u8 {
+        use wire::Source;
+        match source {
+            Source::Synthetic => self.synthetic,
+            Source::AuthLog => self.auth,
+            Source::Dpkg => self.dpkg,
+            Source::K8sAudit => self.k8s_audit,
+            Source::FileWatch => self.files,
+            Source::Agent => 9,
+            Source::Api | Source::Legacy | Source::Webhook => 5,
         }
     }
 }
@@ -170,6 +273,7 @@ impl Default for Config {
                 seed: 42,
                 limit: 0,
                 mix: "legacy".into(),
+                priority: 2,
             },
             sources: SourcesConfig::default(),
             filter: Vec::new(),
@@ -278,6 +382,27 @@ impl Validate for Config {
             if !["end", "beginning"].contains(&t.start_at.as_str()) {
                 errors.push(format!("sources.{name}.start_at: must be `end` or `beginning`"));
             }
+            if t.priority.is_some_and(|p| p > 9) {
+                errors.push(format!("sources.{name}.priority: must be between 0 and 9"));
+            }
+        }
+        let files = &self.sources.files;
+        if files.priority > 9 {
+            errors.push("sources.files.priority: must be between 0 and 9".into());
+        }
+        if self.synthetic.priority > 9 {
+            errors.push("synthetic.priority: must be between 0 and 9".into());
+        }
+        if files.enabled && files.paths.is_empty() {
+            errors.push("sources.files.paths: name at least one file or directory".into());
+        }
+        for p in &files.paths {
+            if !p.starts_with('/') || p.contains('\n') {
+                errors.push(format!("sources.files.paths: `{p}` is not an absolute path"));
+            }
+        }
+        if !(1..=86_400).contains(&files.sweep_interval_s) {
+            errors.push("sources.files.sweep_interval_s: must be between 1 and 86400".into());
         }
         for (i, step) in self.scenario.iter().enumerate() {
             errors.extend(step.validate(&format!("scenario[{i}]")));

@@ -7,6 +7,7 @@
 
 pub mod amqp;
 pub mod config;
+pub mod files;
 pub mod filter;
 pub mod http;
 pub mod mqtt;
@@ -19,7 +20,7 @@ pub mod tail;
 pub mod telemetry;
 pub mod tls;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,19 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
                 .with_context(|| format!("start the {name} source"))?,
         );
     }
+    if config.sources.files.enabled {
+        let f = &config.sources.files;
+        let settings = files::WatchSettings {
+            paths: f.paths.iter().map(PathBuf::from).collect(),
+            sweep: Duration::from_secs(f.sweep_interval_s),
+            state_path: Path::new(&config.spool.dir).join("files.state"),
+        };
+        // A thread like the tailing sources': it ends at the next check once cancelled.
+        tails.push(
+            files::spawn(settings, events_tx.clone(), metrics.clone(), stop_pipeline.clone())
+                .context("start the watched-files source")?,
+        );
+    }
     drop(events_tx);
 
     let batcher = tracker.spawn(pipeline::run_batcher(
@@ -159,6 +173,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             max_events: config.batch.max_events as usize,
             max_age: Duration::from_millis(config.batch.max_age_ms),
             filter: filter::Filter::new(&config.filter),
+            priorities: config.priorities(),
         },
         events_rx,
         api_rx,
@@ -209,7 +224,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     tracker.close();
 
     // With only finite sources (a synthetic limit, a scenario), the agent finishes by itself
-    // once every event is acknowledged (benchmarks and tests use this).
+    // once every event is acknowledged (benchmarks and tests use this). `tails` holds the
+    // source threads (tailing and watched files): those run until stopped.
     let endless = (config.synthetic.enabled && config.synthetic.limit == 0) || !tails.is_empty();
     let finite = !sources.is_empty() && !endless;
     if finite {

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wire::{DropCounts, DropReason, Envelope, Event, Severity};
 
+use crate::config::Priorities;
 use crate::filter::Filter;
 use crate::spool::{AppendError, Spool};
 use crate::telemetry::Metrics;
@@ -29,6 +30,8 @@ pub struct BatchSettings {
     pub max_age: Duration,
     /// The edge filter, applied to every event before it joins a batch.
     pub filter: Filter,
+    /// Which events are shed first at the spool's cap.
+    pub priorities: Priorities,
 }
 
 /// Where an API event was spooled: `(epoch, seq)`, or `None` when it was not.
@@ -235,8 +238,11 @@ async fn flush_batch(
     let carried = std::mem::take(drops);
     let spool = Arc::clone(spool);
     let node_id = settings.node_id.clone();
-    let (result, left_drops) =
-        tokio::task::spawn_blocking(move || spool_batch(&spool, &node_id, events, carried)).await?;
+    let priorities = settings.priorities;
+    let (result, left_drops) = tokio::task::spawn_blocking(move || {
+        spool_batch(&spool, &node_id, &priorities, events, carried)
+    })
+    .await?;
     *drops = left_drops;
     let outcome = match result {
         Ok(o) => o,
@@ -267,12 +273,14 @@ pub struct Spooled {
     pub at: Option<(u64, u64)>,
 }
 
-/// Encodes and appends a batch, shedding the lowest-severity events while the spool is full.
-/// Returns the outcome and the drop counts still to be carried upstream (empty once an
-/// envelope carrying them was spooled).
+/// Encodes and appends a batch. While the spool is full it sheds the batch's events in
+/// [`shed_rank`] order — the lowest-priority source first, within it the least severe — and
+/// tries again, down to an envelope of drop counts alone. Returns the outcome and the drop
+/// counts still to be carried upstream (empty once an envelope carrying them was spooled).
 pub fn spool_batch(
     spool: &Mutex<Spool>,
     node_id: &str,
+    priorities: &Priorities,
     mut events: Vec<Event>,
     mut drops: DropCounts,
 ) -> (anyhow::Result<Spooled>, DropCounts) {
@@ -281,8 +289,11 @@ pub fn spool_batch(
         Err(poisoned) => poisoned.into_inner(),
     };
     let mut shed = DropCounts::default();
-    // Shedding order: informational events first, then warnings, then everything.
-    let mut levels = [Some(Severity::Info), Some(Severity::Warning), None].into_iter();
+    // The ranks present, lowest first: each failed append sheds the next one.
+    let mut ranks: Vec<u16> = events.iter().map(|e| shed_rank(priorities, e)).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    let mut ranks = ranks.into_iter().map(Some).chain([None]);
     loop {
         let envelope = Envelope {
             node_id: node_id.to_owned(),
@@ -308,8 +319,9 @@ pub fn spool_batch(
             Err(AppendError::Full { .. }) => {
                 events = envelope.events;
                 let before = events.len();
-                match levels.next() {
-                    Some(Some(level)) => events.retain(|e| e.severity > level),
+                match ranks.next() {
+                    Some(Some(rank)) => events.retain(|e| shed_rank(priorities, e) > rank),
+                    Some(None) if events.is_empty() => continue,
                     Some(None) => events.clear(),
                     None => {
                         // Not even the drop counts fit: keep carrying them in memory.
@@ -331,5 +343,93 @@ pub fn spool_batch(
                 return (Err(anyhow::Error::new(e).context("append to the spool")), drops);
             }
         }
+    }
+}
+
+/// Shedding order at the spool's cap: lower goes first. The source's priority, then the
+/// event's severity.
+fn shed_rank(priorities: &Priorities, event: &Event) -> u16 {
+    let severity = match event.severity {
+        Severity::Info => 0,
+        Severity::Warning => 1,
+        Severity::Critical => 2,
+    };
+    u16::from(priorities.of(event.source)) * 4 + severity
+}
+
+#[cfg(test)]
+mod tests {
+    use wire::{EventKind, Outcome, Source, Timestamp};
+
+    use super::*;
+
+    fn event(source: Source, severity: Severity) -> Event {
+        let kind = EventKind::Login {
+            user: "u".repeat(2000),
+            src_ip: None,
+            method: None,
+            outcome: Outcome::Failure,
+            reason: None,
+        };
+        Event::new(Timestamp::from_unix(0, 0), source, severity, kind)
+    }
+
+    #[test]
+    fn at_the_cap_the_lowest_priority_goes_first_then_the_least_severe() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+        let spool = Mutex::new(spool);
+        let priorities = Priorities::default();
+        // Fill the spool to about five events under its cap with synthetic events.
+        let one = vec![event(Source::Synthetic, Severity::Info)];
+        let (r, _) = spool_batch(&spool, "n", &priorities, one, DropCounts::default());
+        assert_eq!(r.unwrap().spooled, 1);
+        let per_event = spool.lock().unwrap().bytes();
+        let n = ((1 << 20) / per_event) as usize - 20;
+        let filler: Vec<Event> = (0..n).map(|_| event(Source::Synthetic, Severity::Info)).collect();
+        let (r, _) = spool_batch(&spool, "n", &priorities, filler, DropCounts::default());
+        assert_eq!(r.unwrap().spooled, n as u64);
+        let room = || {
+            let s = spool.lock().unwrap();
+            s.max_bytes() - s.bytes()
+        };
+        while room() > 10_000 {
+            let one = vec![event(Source::Synthetic, Severity::Info)];
+            let (r, _) = spool_batch(&spool, "n", &priorities, one, DropCounts::default());
+            assert_eq!(r.unwrap().spooled, 1);
+        }
+        let room = room();
+        // A batch that fits only in part: 8 synthetic, 4 auth info, 4 auth critical, 4 file
+        // changes (each event is about 2 KB).
+        let mut batch = Vec::new();
+        batch.extend((0..8).map(|_| event(Source::Synthetic, Severity::Critical)));
+        batch.extend((0..4).map(|_| event(Source::AuthLog, Severity::Info)));
+        batch.extend((0..4).map(|_| event(Source::AuthLog, Severity::Critical)));
+        batch.extend((0..4).map(|_| event(Source::FileWatch, Severity::Info)));
+        assert!(room < 20 * 2000, "the batch must not fit whole (room {room})");
+        let (r, carried) = spool_batch(&spool, "n", &priorities, batch, DropCounts::default());
+        let out = r.unwrap();
+        assert!(carried.is_empty(), "the drop counts travelled in the envelope");
+        let shed = out.shed.get(DropReason::SpoolFull);
+        assert_eq!(out.spooled + shed, 20);
+        // What was kept: the file changes first, then auth critical, then auth info; the
+        // synthetic events go before any auth event.
+        let frame = {
+            let s = spool.lock().unwrap();
+            let record = *s.pending().last().unwrap();
+            s.read(&record).unwrap()
+        };
+        let kept: Vec<(Source, Severity)> = wire::decode(&frame)
+            .map(|e: Envelope| e.events.iter().map(|e| (e.source, e.severity)).collect())
+            .unwrap();
+        let expected: Vec<(Source, Severity)> = [
+            [(Source::AuthLog, Severity::Info); 4].as_slice(),
+            &[(Source::AuthLog, Severity::Critical); 4],
+            &[(Source::FileWatch, Severity::Info); 4],
+        ]
+        .concat();
+        let tail = &expected[expected.len() - kept.len()..];
+        assert_eq!(kept, tail, "kept {} of 20", kept.len());
+        assert!((1..12).contains(&kept.len()), "kept {}: shedding was partial", kept.len());
     }
 }

@@ -1,7 +1,12 @@
-//! The auth-log source end to end: the agent process tails a log that grows, is rotated by
-//! rename (with a late write to the old file), grows while the agent is killed with SIGKILL,
-//! and is then truncated in place (copytruncate). Every failed login written to the log must
-//! arrive in RabbitMQ at least once, none missing. Needs `AMQP_URL` (scripts/test.sh).
+//! The file sources end to end, with the agent as a process delivering to RabbitMQ.
+//!
+//! * The auth log: it grows, is rotated by rename (with a late write to the old file), grows
+//!   while the agent is killed with SIGKILL, and is then truncated in place (copytruncate).
+//!   Every failed login written to the log must arrive at least once, none missing.
+//! * Watched files: changes seen by inotify while the agent runs, and changes made while it
+//!   was killed, reported at its next start.
+//!
+//! Needs `AMQP_URL` (scripts/test.sh).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
-use wire::EventKind;
+use wire::{EventKind, FileOp};
 
 struct Agent(Child);
 
@@ -124,6 +129,118 @@ async fn every_logged_failure_arrives_through_rotation_sigkill_and_truncation() 
     let repeated = seen.values().filter(|n| **n > 1).count();
     eprintln!("tailing: 300 of 300 failed logins arrived; {repeated} more than once (the SIGKILL)");
     assert!(seen.keys().all(|u| u.starts_with('u')), "{seen:?}");
+    let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    let _ = channel
+        .queue_delete(format!("{queue}.hb").as_str().into(), QueueDeleteOptions::default())
+        .await;
+}
+
+/// Takes envelopes off `queue` until `done` says the events seen so far are enough, or
+/// panics after 30 s with what was seen.
+async fn collect_until<T: std::fmt::Debug>(
+    channel: &lapin::Channel,
+    queue: &str,
+    seen: &mut T,
+    mut add: impl FnMut(&mut T, &wire::Event),
+    done: impl Fn(&T) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(seen) {
+        assert!(Instant::now() < deadline, "after 30 s only {seen:?}");
+        match channel.basic_get(queue.into(), BasicGetOptions::default()).await {
+            Ok(Some(m)) => {
+                let envelope: wire::Envelope = wire::decode(&m.delivery.data).expect("valid frame");
+                for e in &envelope.events {
+                    add(seen, e);
+                }
+                m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_file_changes_arrive_live_and_after_a_sigkill() {
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| {
+        panic!("AMQP_URL is not set: RabbitMQ is required for this test; run scripts/test.sh")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    let sudoers_d = etc.join("sudoers.d");
+    std::fs::create_dir_all(&sudoers_d).unwrap();
+    let passwd = etc.join("passwd");
+    std::fs::write(&passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap(); // not watched
+    let queue = format!("auditflow.test.files.{}", std::process::id());
+    let config = dir.path().join("agent.toml");
+    // An hour between sweeps: what arrives while the agent runs was seen by inotify.
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"pi-files\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\nfsync = false\n[batch]\nmax_age_ms = 100\n\
+             [transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\namqp_queue = \"{queue}\"\n\
+             amqp_heartbeat_queue = \"{queue}.hb\"\n\
+             [sources.files]\nenabled = true\npaths = [\"{}\", \"{}\"]\nsweep_interval_s = 3600\n",
+            dir.path().join("spool").display(),
+            passwd.display(),
+            sudoers_d.display(),
+        ),
+    )
+    .unwrap();
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    type Seen = BTreeMap<(String, String, String), u32>;
+    let add = |seen: &mut Seen, e: &wire::Event| {
+        if let EventKind::FileChange { path, op, .. } = &e.kind {
+            let name = Path::new(path).file_name().unwrap().to_string_lossy().into_owned();
+            let by =
+                e.attrs.iter().find(|(k, _)| k == "detected_by").map(|(_, v)| format!("{v:?}"));
+            *seen.entry((name, format!("{op:?}"), by.unwrap_or_default())).or_default() += 1;
+        }
+    };
+
+    // First start: the baseline, nothing reported. Then a passwd replaced by rename (the way
+    // vipw does it), a new sudoers rule, and a change to an unwatched file.
+    let mut agent = start_agent(&config);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let tmp = etc.join("passwd.new");
+    std::fs::write(&tmp, "root:x:0:0:root:/root:/bin/bash\nmallory:x:0:0::/:/bin/sh\n").unwrap();
+    std::fs::rename(&tmp, &passwd).unwrap();
+    let rule = sudoers_d.join("90-mallory");
+    std::fs::write(&rule, "mallory ALL=(ALL) NOPASSWD: ALL\n").unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:mallory\n").unwrap();
+    let mut seen = Seen::new();
+    collect_until(&channel, &queue, &mut seen, add, |s| s.len() >= 2).await;
+
+    // Killed; meanwhile the rule's mode changes and passwd is removed; the next start reports
+    // both from the saved state. (The state is saved right after the events are spooled; the
+    // pause keeps a kill from landing between the two, which would repeat a report.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rule, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&passwd).unwrap();
+    let _agent = start_agent(&config);
+    collect_until(&channel, &queue, &mut seen, add, |s| s.len() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    collect_until(&channel, &queue, &mut seen, add, |_| true).await;
+
+    let by = |how: &str| format!("{:?}", wire::Value::Str(how.into()));
+    let mut expected: Vec<(String, String, String)> = [
+        ("90-mallory", FileOp::Created, "inotify"),
+        ("90-mallory", FileOp::Attrib, "start"),
+        ("passwd", FileOp::Modified, "inotify"),
+        ("passwd", FileOp::Deleted, "start"),
+    ]
+    .into_iter()
+    .map(|(name, op, how)| (name.to_owned(), format!("{op:?}"), by(how)))
+    .collect();
+    expected.sort();
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), expected, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "each change reported once: {seen:?}");
     let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
     let _ = channel
         .queue_delete(format!("{queue}.hb").as_str().into(), QueueDeleteOptions::default())
