@@ -126,6 +126,10 @@ pub struct FilesConfig {
     /// Absolute paths of files, or of directories whose files (not subdirectories) are
     /// watched.
     pub paths: Vec<String>,
+    /// Where the host's root file system is mounted, in a container (`/host`); empty or `/`
+    /// on the host itself. `paths` are the host's paths, read under this prefix and reported
+    /// without it.
+    pub host_root: String,
     /// Seconds between two hash sweeps of every watched file.
     pub sweep_interval_s: u64,
     /// Shedding priority at the spool's cap (0–9, higher is kept longer).
@@ -148,6 +152,7 @@ impl Default for FilesConfig {
             ]
             .map(String::from)
             .to_vec(),
+            host_root: String::new(),
             sweep_interval_s: 300,
             priority: 9,
         }
@@ -400,6 +405,9 @@ impl Validate for Config {
             if !p.starts_with('/') || p.contains('\n') {
                 errors.push(format!("sources.files.paths: `{p}` is not an absolute path"));
             }
+        }
+        if !files.host_root.is_empty() && !files.host_root.starts_with('/') {
+            errors.push("sources.files.host_root: must be empty or an absolute path".into());
         }
         if !(1..=86_400).contains(&files.sweep_interval_s) {
             errors.push("sources.files.sweep_interval_s: must be between 1 and 86400".into());

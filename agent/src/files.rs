@@ -65,15 +65,28 @@ pub struct FileState {
 #[derive(Debug)]
 pub struct FileSet {
     roots: Vec<PathBuf>,
+    /// Prefix taken off the paths in events (the host's root, in a container).
+    host_root: PathBuf,
     known: BTreeMap<PathBuf, FileState>,
     /// Files already reported as unreadable (logged once each).
     unreadable: BTreeSet<PathBuf>,
 }
 
 impl FileSet {
-    /// A set over `roots` (files or directories), knowing `known`.
-    pub fn new(roots: Vec<PathBuf>, known: BTreeMap<PathBuf, FileState>) -> Self {
-        Self { roots, known, unreadable: BTreeSet::new() }
+    /// A set over `roots` (files or directories, as the host names them) read under
+    /// `host_root` (`/` on the host itself), knowing `known` (by the paths it reads).
+    pub fn new(roots: &[PathBuf], host_root: &Path, known: BTreeMap<PathBuf, FileState>) -> Self {
+        let roots =
+            roots.iter().map(|r| host_root.join(r.strip_prefix("/").unwrap_or(r))).collect();
+        Self { roots, host_root: host_root.to_owned(), known, unreadable: BTreeSet::new() }
+    }
+
+    /// The path as the host names it.
+    fn on_host(&self, path: &Path) -> String {
+        match path.strip_prefix(&self.host_root) {
+            Ok(rest) => Path::new("/").join(rest).to_string_lossy().into_owned(),
+            Err(_) => path.to_string_lossy().into_owned(),
+        }
     }
 
     /// What is known now (what a state file would hold).
@@ -138,7 +151,7 @@ impl FileSet {
                 Some(state) => self.known.insert(path.clone(), state),
                 None => self.known.remove(&path),
             };
-            if let Some(event) = change(&path, before, now, detected_by) {
+            if let Some(event) = change(&self.on_host(&path), before, now, detected_by) {
                 out.push(event);
             }
         }
@@ -194,7 +207,7 @@ fn hash_file(path: &Path) -> std::io::Result<Digest> {
 
 /// The event for a file going from `before` to `now`, if that is a change.
 fn change(
-    path: &Path,
+    path: &str,
     before: Option<FileState>,
     now: Option<FileState>,
     detected_by: &str,
@@ -229,13 +242,7 @@ fn change(
             }
         }
     };
-    let kind = EventKind::FileChange {
-        path: path.to_string_lossy().into_owned(),
-        op,
-        old_hash,
-        new_hash,
-        size_delta,
-    };
+    let kind = EventKind::FileChange { path: path.to_owned(), op, old_hash, new_hash, size_delta };
     let mut event = Event::new(Timestamp::now(), Source::FileWatch, Severity::Warning, kind);
     event.attrs = attrs;
     Some(event)
@@ -295,8 +302,10 @@ pub fn save_state(path: &Path, known: &BTreeMap<PathBuf, FileState>) -> std::io:
 /// Settings of the source.
 #[derive(Clone, Debug)]
 pub struct WatchSettings {
-    /// Files and directories watched.
+    /// Files and directories watched, as the host names them.
     pub paths: Vec<PathBuf>,
+    /// Where the host's root is mounted (`/` on the host).
+    pub host_root: PathBuf,
     /// Time between sweeps.
     pub sweep: Duration,
     /// Where the state is kept.
@@ -323,7 +332,7 @@ fn run(
 ) {
     let saved = load_state(&s.state_path);
     let first_start = saved.is_none();
-    let mut set = FileSet::new(s.paths.clone(), saved.unwrap_or_default());
+    let mut set = FileSet::new(&s.paths, &s.host_root, saved.unwrap_or_default());
     let collected = metrics.collected.with_label_values(&[Source::FileWatch.as_str()]);
     let mut events = Vec::new();
     set.check(None, "start", &mut events);
@@ -408,7 +417,7 @@ fn run(
                 }
                 Ok(false) => {
                     if let Some(saved) = load_state(&s.state_path) {
-                        set = FileSet::new(s.paths.clone(), saved);
+                        set = FileSet::new(&s.paths, &s.host_root, saved);
                     }
                 }
                 Err(_) => return,
@@ -441,7 +450,8 @@ mod tests {
         std::fs::create_dir(&sudoers_d).unwrap();
         std::fs::write(&passwd, "root:x:0:0\n").unwrap();
         std::fs::create_dir(sudoers_d.join("subdir")).unwrap();
-        let mut set = FileSet::new(vec![passwd.clone(), sudoers_d.clone()], BTreeMap::new());
+        let mut set =
+            FileSet::new(&[passwd.clone(), sudoers_d.clone()], Path::new("/"), BTreeMap::new());
         let mut out = Vec::new();
         set.check(None, "start", &mut out);
         assert_eq!(ops(&out), [("passwd".to_owned(), FileOp::Created)]);
@@ -507,7 +517,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let watched = dir.path().join("with space");
         std::fs::write(&watched, "one").unwrap();
-        let mut set = FileSet::new(vec![watched.clone()], BTreeMap::new());
+        let mut set = FileSet::new(&[watched.clone()], Path::new("/"), BTreeMap::new());
         set.check(None, "start", &mut Vec::new());
         let state = dir.path().join("files.state");
         save_state(&state, set.known()).unwrap();
@@ -517,7 +527,7 @@ mod tests {
 
         // Changed while "stopped": the next start reports it.
         std::fs::write(&watched, "two!").unwrap();
-        let mut set = FileSet::new(vec![watched.clone()], loaded);
+        let mut set = FileSet::new(&[watched.clone()], Path::new("/"), loaded);
         let mut out = Vec::new();
         set.check(None, "start", &mut out);
         assert_eq!(ops(&out), [("with space".to_owned(), FileOp::Modified)]);
@@ -529,10 +539,34 @@ mod tests {
     }
 
     #[test]
+    fn in_a_container_paths_are_read_under_the_host_root_and_reported_as_on_the_host() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(host.path().join("etc")).unwrap();
+        std::fs::write(host.path().join("etc/shadow"), "root:*:1::::::\n").unwrap();
+        let mut set = FileSet::new(&[PathBuf::from("/etc/shadow")], host.path(), BTreeMap::new());
+        let mut out = Vec::new();
+        set.check(None, "start", &mut out);
+        match &out[..] {
+            [e] => match &e.kind {
+                EventKind::FileChange { path, op: FileOp::Created, .. } => {
+                    assert_eq!(path, "/etc/shadow")
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert!(set.known().contains_key(&host.path().join("etc/shadow")));
+    }
+
+    #[test]
     fn only_watched_paths_count() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("shadow");
-        let set = FileSet::new(vec![file.clone(), dir.path().join("missing-dir")], BTreeMap::new());
+        let set = FileSet::new(
+            &[file.clone(), dir.path().join("missing-dir")],
+            Path::new("/"),
+            BTreeMap::new(),
+        );
         assert!(set.covers(&file));
         assert!(!set.covers(&dir.path().join("shadow-")));
         // A root that is not a directory (here: missing) does not cover files under it.

@@ -156,6 +156,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         let f = &config.sources.files;
         let settings = files::WatchSettings {
             paths: f.paths.iter().map(PathBuf::from).collect(),
+            host_root: PathBuf::from(if f.host_root.is_empty() { "/" } else { &f.host_root }),
             sweep: Duration::from_secs(f.sweep_interval_s),
             state_path: Path::new(&config.spool.dir).join("files.state"),
         };
