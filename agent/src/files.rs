@@ -517,7 +517,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let watched = dir.path().join("with space");
         std::fs::write(&watched, "one").unwrap();
-        let mut set = FileSet::new(&[watched.clone()], Path::new("/"), BTreeMap::new());
+        let mut set = FileSet::new(std::slice::from_ref(&watched), Path::new("/"), BTreeMap::new());
         set.check(None, "start", &mut Vec::new());
         let state = dir.path().join("files.state");
         save_state(&state, set.known()).unwrap();
@@ -527,7 +527,7 @@ mod tests {
 
         // Changed while "stopped": the next start reports it.
         std::fs::write(&watched, "two!").unwrap();
-        let mut set = FileSet::new(&[watched.clone()], Path::new("/"), loaded);
+        let mut set = FileSet::new(std::slice::from_ref(&watched), Path::new("/"), loaded);
         let mut out = Vec::new();
         set.check(None, "start", &mut out);
         assert_eq!(ops(&out), [("with space".to_owned(), FileOp::Modified)]);
