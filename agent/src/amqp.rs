@@ -88,10 +88,25 @@ pub async fn run_sender(
     Ok(())
 }
 
+/// The AMQP frame size the agent asks for unless the URL sets `frame_max`. lapin keeps a
+/// send and a receive buffer of 32 frames each: at RabbitMQ's default of 128 KiB that is 8 MiB
+/// of a Pi's memory; at 16 KiB it is 1 MiB, and an envelope of a few tens of KiB simply
+/// travels in a few body frames.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
+/// The URL with `frame_max` set to [`FRAME_MAX`] when it does not set one itself.
+fn with_frame_max(url: &str) -> anyhow::Result<lapin::uri::AMQPUri> {
+    let mut uri: lapin::uri::AMQPUri =
+        url.parse().map_err(|e: String| anyhow::anyhow!("the AMQP URL is invalid: {e}"))?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Ok(uri)
+}
+
 async fn connect(settings: &AmqpSettings) -> anyhow::Result<(Connection, Channel)> {
+    let uri = with_frame_max(&settings.url)?;
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
-        Connection::connect(&settings.url, ConnectionProperties::default()),
+        Connection::connect_uri(uri, ConnectionProperties::default()),
     )
     .await
     .context("connect timed out")?
@@ -236,5 +251,19 @@ fn lock(spool: &SharedSpool) -> std::sync::MutexGuard<'_, crate::spool::Spool> {
     match spool.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_max_is_small_unless_the_url_says_otherwise() {
+        let uri = with_frame_max("amqp://u:p@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
+        let uri = with_frame_max("amqp://u:p@127.0.0.1:5672/%2f?frame_max=131072").unwrap();
+        assert_eq!(uri.query.frame_max, Some(131_072));
+        assert!(with_frame_max("http://nope").is_err());
     }
 }
