@@ -269,15 +269,35 @@ apply_nodes() {
   check "password in the credentials file" has "$o" /etc/auditflow/agent.env 'AUDITFLOW_MQTT_PASSWORD=test-password-for-a-throwaway-root'
   check "no secret in the output" lacks "$WORK/apply-nodes.log" test-password-for-a-throwaway-root
   check "config valid for the agent" chroot "$o" /usr/local/bin/auditflow-agent check-config --config /etc/auditflow/agent.toml
+  # The sources, as the role's defaults switch them on.
+  check "config sources: auth, dpkg and files on, k8s_audit off" "$VENV/bin/python" -c '
+import sys, tomllib
+s = tomllib.load(open(sys.argv[1], "rb"))["sources"]
+assert s["auth"] == {"enabled": True, "path": "/var/log/auth.log", "start_at": "end"}, s["auth"]
+assert s["dpkg"] == {"enabled": True, "path": "/var/log/dpkg.log", "start_at": "end"}, s["dpkg"]
+assert s["k8s_audit"]["enabled"] is False, s["k8s_audit"]
+f = s["files"]
+assert f["enabled"] is True and f["sweep_interval_s"] == 300, f
+assert f["paths"] == ["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/sudoers", "/etc/sudoers.d",
+                      "/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d", "/root/.ssh/authorized_keys"], f
+' "$o/etc/auditflow/agent.toml"
+  # The broker's CA (chroot-vars.yml sets one).
+  check "CA certificate 0644 root" mode_is "$o" /etc/auditflow/mqtt-ca.pem 644 root root
+  check "CA certificate written" has "$o" /etc/auditflow/mqtt-ca.pem '-----BEGIN CERTIFICATE-----'
+  check "config points at the CA" has "$o" /etc/auditflow/agent.toml 'mqtt_ca_file = "/etc/auditflow/mqtt-ca.pem"'
   local line
+  # With the files source on: CAP_DAC_READ_SEARCH and nothing else, homes read-only (it
+  # watches /root/.ssh/authorized_keys).
   for line in 'User=auditflow' 'Group=auditflow' 'SupplementaryGroups=adm' \
     'EnvironmentFile=/etc/auditflow/agent.env' \
     'ExecStart=/usr/local/bin/auditflow-agent --config /etc/auditflow/agent.toml run' \
-    'NoNewPrivileges=yes' 'ProtectSystem=strict' 'ProtectHome=yes' 'PrivateTmp=yes' \
-    'ReadWritePaths=/var/lib/auditflow/spool' 'CapabilityBoundingSet=' 'AmbientCapabilities=' \
+    'NoNewPrivileges=yes' 'ProtectSystem=strict' 'ProtectHome=read-only' 'PrivateTmp=yes' \
+    'ReadWritePaths=/var/lib/auditflow/spool' 'CapabilityBoundingSet=CAP_DAC_READ_SEARCH' \
+    'AmbientCapabilities=CAP_DAC_READ_SEARCH' 'SystemCallFilter=~@privileged @resources' \
     'RestartPreventExitStatus=64' 'WantedBy=multi-user.target'; do
     check "unit: $line" has "$o" "$unit" "$line"
   done
+  check "unit: one capability setting each" test "$(grep -cE '^(CapabilityBoundingSet|AmbientCapabilities)=' "$o$unit")" = 2
   check "unit passes systemd-analyze verify" chroot "$o" systemd-analyze verify "$unit"
   check "agent enabled at boot" test -L "$o/etc/systemd/system/multi-user.target.wants/auditflow-agent.service"
   return "$STEP_FAILED"
@@ -297,6 +317,31 @@ bad_config() {
   check "refusal names the problem" grep -q 'batch.max_events: must be between 1 and 4096' "$WORK/bad-config.log"
   after=$(sha256sum "$WORK/outside/etc/auditflow/agent.toml")
   check "installed config untouched" test "$before" = "$after"
+  return "$STEP_FAILED"
+}
+
+# The files source off and no CA, in check mode (the outside root keeps what apply-nodes
+# installed, for the idempotence step): the unit would go back to no capabilities at all and
+# ProtectHome=yes, and the CA file would be removed.
+agent_without_files() {
+  local unit=/etc/systemd/system/auditflow-agent.service before after
+  before=$(sha256sum "$WORK/outside$unit" "$WORK/outside/etc/auditflow/agent.toml")
+  if ! play agent-without-files.log --tags agent --limit outside --check --diff \
+    -e auditflow_agent_source_files=false -e auditflow_agent_mqtt_ca_pem=; then
+    show_failure agent-without-files.log
+    return 1
+  fi
+  local log="$WORK/agent-without-files.log"
+  STEP_FAILED=0
+  check "files off: config would disable it" grep -qx -- '+enabled = false' "$log"
+  check "files off: no capability bounding set" grep -qx -- '+CapabilityBoundingSet=' "$log"
+  check "files off: no ambient capabilities" grep -qx -- '+AmbientCapabilities=' "$log"
+  check "files off: CAP_DAC_READ_SEARCH dropped" grep -qx -- '-AmbientCapabilities=CAP_DAC_READ_SEARCH' "$log"
+  check "files off: homes hidden again" grep -qx -- '+ProtectHome=yes' "$log"
+  check "no CA: config has no mqtt_ca_file" grep -qx -- '-mqtt_ca_file = "/etc/auditflow/mqtt-ca.pem"' "$log"
+  check "no CA: the file would be removed" bash -c "sed -n '/Remove a CA certificate no longer configured/,/^TASK/p' '$log' | grep -q '^changed: \[outside\]'"
+  after=$(sha256sum "$WORK/outside$unit" "$WORK/outside/etc/auditflow/agent.toml")
+  check "check mode changed nothing" test "$before" = "$after"
   return "$STEP_FAILED"
 }
 
@@ -500,6 +545,7 @@ stage syntax-check syntax
 stage debian-roots rootfs
 stage apply-nodes apply_nodes
 stage invalid-agent-config bad_config
+stage agent-without-files agent_without_files
 stage k3s-check-mode k3s_check_mode
 stage k3s-apply k3s_apply
 stage idempotence reapply_all

@@ -13,7 +13,10 @@ cluster is mapped, and each mapping is checked rather than trusted:
   targetPort → containerPort → its free port) or, for RabbitMQ, PostgreSQL and Redis, the
   test server scripts/services.sh started, after checking that the URL's user and password
   are the ones the manifests give that server;
-* a path under a volume mount → the same path under the temporary directory.
+* a path under a volume mount → the same path under the temporary directory;
+* a directory that holds only mount points in the container (`/host` of the agent's
+  `/host/etc`, `/host/var/log`, … as its sources.files.host_root) → a directory of links to
+  those mounts, so that paths under it reach the same volumes.
 Then its liveness and readiness probes are called at the declared paths and ports, and any
 workload-specific check runs (the agent must log in to the broker with the password from its
 Secret, which the broker reads from its credentials Secret).
@@ -234,18 +237,24 @@ class Prepared:
 class Mapper:
     """Maps what only exists in a cluster onto this machine, checking as it goes."""
 
-    def __init__(self, ctx: Context, workload: Workload, container: Obj, mounts: dict[str, Path], ports: dict[int, int]):
+    def __init__(self, ctx: Context, workload: Workload, container: Obj, mounts: dict[str, Path],
+                 ports: dict[int, int], view: Path):
         self.ctx = ctx
         self.workload = workload
         self.container = container
         self.mounts = mounts
         self.ports = ports
+        self.view = view
         self.listened: set[int] = set()
 
     def path(self, value: str) -> str:
         for mount in sorted(self.mounts, key=len, reverse=True):
             if value == mount or value.startswith(mount.rstrip("/") + "/"):
                 return str(self.mounts[mount]) + value[len(mount):]
+        # A parent of mount points (the images are FROM scratch: nothing else is there).
+        parent = value.rstrip("/") + "/"
+        if value != "/" and any(mount.startswith(parent) for mount in self.mounts):
+            return str(self.view) + value.rstrip("/")
         return value
 
     def listen(self, value: str) -> str:
@@ -368,7 +377,16 @@ def prepare(ctx: Context, workload: Workload, obj: Obj, root: Path) -> Prepared:
             for p in [where, *where.rglob("*")]:
                 os.chown(p, uid, gid if gid is not None else uid)
 
-    mapper = Mapper(ctx, workload, container, mounts, ports)
+    # The container's directories above its mounts: links to the volumes (see Mapper.path).
+    view = root / "container-view"
+    for mount_path in sorted(mounts, key=len):
+        rel = Path(mount_path.strip("/"))
+        if rel == Path(".") or any((view / q).is_symlink() for q in [rel, *rel.parents]):
+            continue  # "/", or inside a mount already linked
+        link = view / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(mounts[mount_path])
+    mapper = Mapper(ctx, workload, container, mounts, ports, view)
     # The binary's configuration file (--config): its strings are mapped; other mounted
     # files (rules, credentials) are data and stay as they are.
     args = container.get("args", [])
