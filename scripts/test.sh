@@ -2,8 +2,8 @@
 # The whole test suite: brings up RabbitMQ, PostgreSQL and Redis on 127.0.0.1 (installing
 # them from Debian packages when missing) and headless chromium with chromedriver (for the
 # dashboard's browser tests), then runs the format check, clippy with warnings
-# denied, every test, the fuzz smoke run, the workflow lint, the Kubernetes checks and the
-# Ansible checks. Prints how long each stage
+# denied, every test, the fuzz smoke run, the workflow lint, the Kubernetes checks, the
+# Ansible checks and the arm64 builds and images. Prints how long each stage
 # took. Tools it installs (cargo-fuzz, actionlint) are cached under target/tools.
 #
 #   scripts/test.sh            everything
@@ -93,4 +93,7 @@ stage "k8s" bash scripts/check-k8s.sh
 # Node setup: ansible-lint, syntax check, and the roles applied to throwaway Debian roots
 # (scripts/check-ansible.sh).
 stage "ansible" bash scripts/check-ansible.sh
+# arm64 and amd64 static builds, the images (buildah), the arm64 agent under qemu-user and the
+# images under podman (scripts/check-images.sh).
+stage "images" bash scripts/check-images.sh
 summary
