@@ -96,4 +96,6 @@ stage "ansible" bash scripts/check-ansible.sh
 # arm64 and amd64 static builds, the images (buildah), the arm64 agent under qemu-user and the
 # images under podman (scripts/check-images.sh).
 stage "images" bash scripts/check-images.sh
+# The node image's own files: the first-boot setup against throwaway roots.
+stage "pi-image" bash pi-image/tests/firstboot.sh
 summary

@@ -315,7 +315,7 @@ impl Default for SyntheticConfig {
 
 impl Validate for Config {
     /// `NODE_NAME` (when `node_id` is empty), `AMQP_URL`, `AUDITFLOW_MQTT_URL`,
-    /// `AUDITFLOW_MQTT_PASSWORD`.
+    /// `AUDITFLOW_MQTT_PASSWORD`, `AUDITFLOW_MQTT_CA_FILE`.
     fn apply_env(&mut self, get: wire::config::Env<'_>) {
         if let Some(v) = get("NODE_NAME").filter(|_| self.node_id.is_empty()) {
             self.node_id = v;
@@ -328,6 +328,9 @@ impl Validate for Config {
         }
         if let Some(v) = get("AUDITFLOW_MQTT_PASSWORD") {
             self.transport.mqtt_password = v;
+        }
+        if let Some(v) = get("AUDITFLOW_MQTT_CA_FILE") {
+            self.transport.mqtt_ca_file = v;
         }
     }
 

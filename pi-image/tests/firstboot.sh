@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Fast test of the node image's own files (the test command's "pi-image" stage): runs
+# auditflow-firstboot against throwaway root file systems with sample boot configs, in
+# agent mode, in k3s-agent mode, again after success (nothing changes) and with broken
+# configs (nothing changes, every problem is named), and checks that the agent accepts the
+# environment file it writes. Needs the agent binary (AGENT_BIN, default target/debug).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT_DIR=$PWD
+FIRSTBOOT="$ROOT_DIR/pi-image/firstboot/auditflow-firstboot"
+AGENT_BIN=${AGENT_BIN:-$ROOT_DIR/target/debug/auditflow-agent}
+[ -x "$AGENT_BIN" ] || { echo "no agent binary at $AGENT_BIN (cargo build -p agent)" >&2; exit 1; }
+command -v systemctl >/dev/null || { echo "systemctl is required (systemd)" >&2; exit 1; }
+
+passed=0 failed=0
+check() { # description command...
+  local what=$1
+  shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what"; fi
+}
+mode_of() { stat -c %a "$1"; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# A root file system as the image has it before first boot: the units to enable, a hosts file
+# with Debian's 127.0.1.1 line, the boot partition.
+new_root() {
+  local r="$work/$1"
+  mkdir -p "$r/etc/systemd/system" "$r/boot/firmware" "$r/var/lib" "$r/root"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n' >"$r/etc/hosts"
+  echo debian >"$r/etc/hostname"
+  for unit in auditflow-agent k3s-agent; do
+    printf '[Unit]\nDescription=%s\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n' \
+      "$unit" >"$r/etc/systemd/system/$unit.service"
+  done
+  install -m 0644 pi-image/firstboot/auditflow-firstboot.service "$r/etc/systemd/system/"
+  echo "$r"
+}
+firstboot() { AUDITFLOW_ROOT="$1" sh "$FIRSTBOOT"; }
+snapshot() { (cd "$1" && find . -printf '%p %m %s %l\n' | sort && cat etc/hostname etc/hosts boot/firmware/auditflow.txt) | sha256sum; }
+
+# --- agent mode, with a CA and an SSH key -----------------------------------------------
+r=$(new_root agent)
+cat >"$r/boot/firmware/auditflow.txt" <<'EOF'
+# sample
+hostname = pi-test-1
+mode = "agent"
+broker_url = mqtts://broker.lan:8883
+mqtt_password = s3cret-Pa55
+broker_ca = ca.pem
+ssh_authorized_key = ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOn3c8N0Ld7XzLr2m7S0h0+Qp1bKJ8b0p0aKxq9m0Q1a admin@laptop
+EOF
+printf -- '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' >"$r/boot/firmware/ca.pem"
+out=$(firstboot "$r")
+check "agent: says what it did" grep -q 'set up as pi-test-1 (agent)' <<<"$out"
+check "agent: hostname" test "$(cat "$r/etc/hostname")" = pi-test-1
+check "agent: hosts line replaced" grep -qP '^127\.0\.1\.1\tpi-test-1$' "$r/etc/hosts"
+check "agent: no stale hosts line" bash -c "! grep -q debian '$r/etc/hosts'"
+check "agent: env file is root-only" test "$(mode_of "$r/etc/auditflow/agent.env")" = 600
+check "agent: env file content" diff <(grep -v '^#' "$r/etc/auditflow/agent.env") <(printf 'AUDITFLOW_MQTT_URL=mqtts://broker.lan:8883\nAUDITFLOW_MQTT_PASSWORD=s3cret-Pa55\nAUDITFLOW_MQTT_CA_FILE=/etc/auditflow/mqtt-ca.pem\n')
+check "agent: CA installed" cmp -s "$r/boot/firmware/ca.pem" "$r/etc/auditflow/mqtt-ca.pem"
+check "agent: agent service enabled" test -L "$r/etc/systemd/system/multi-user.target.wants/auditflow-agent.service"
+check "agent: k3s not enabled" test ! -e "$r/etc/systemd/system/multi-user.target.wants/k3s-agent.service"
+check "agent: password gone from the boot partition" bash -c "! grep -q s3cret '$r/boot/firmware/auditflow.txt'"
+check "agent: the rest of the boot file kept" grep -q '^hostname = pi-test-1$' "$r/boot/firmware/auditflow.txt"
+check "agent: ssh key installed" grep -q '^ssh-ed25519 AAAAC3' "$r/root/.ssh/authorized_keys"
+check "agent: ssh key file mode" test "$(mode_of "$r/root/.ssh/authorized_keys")" = 600
+check "agent: done marker" test -s "$r/var/lib/auditflow/firstboot.done"
+# The agent itself accepts what was written (the image's agent.toml leaves these to the env).
+printf 'node_id = ""\n[spool]\ndir = "%s/spool"\n[transport]\nkind = "mqtt"\n' "$work" >"$work/agent.toml"
+check "agent: the agent accepts the environment" \
+  env -i $(grep -v '^#' "$r/etc/auditflow/agent.env") "$AGENT_BIN" check-config --config "$work/agent.toml"
+# A second boot changes nothing.
+before=$(snapshot "$r")
+out=$(firstboot "$r")
+check "agent: second run is a no-op" test "$before" = "$(snapshot "$r")"
+check "agent: second run says so" grep -q 'already set up' <<<"$out"
+
+# --- k3s-agent mode ------------------------------------------------------------------------
+r=$(new_root k3s)
+printf 'hostname=pi-k3s-2\nmode=k3s-agent\nk3s_url=https://k3s.lan:6443\nk3s_token=K10abc::server:def\n' \
+  >"$r/boot/firmware/auditflow.txt"
+firstboot "$r" >/dev/null
+check "k3s: config is root-only" test "$(mode_of "$r/etc/rancher/k3s/config.yaml")" = 600
+check "k3s: config content" diff <(grep -v '^#' "$r/etc/rancher/k3s/config.yaml") <(printf 'server: "https://k3s.lan:6443"\ntoken: "K10abc::server:def"\nnode-name: "pi-k3s-2"\n')
+check "k3s: k3s-agent enabled" test -L "$r/etc/systemd/system/multi-user.target.wants/k3s-agent.service"
+check "k3s: agent service not enabled" test ! -e "$r/etc/systemd/system/multi-user.target.wants/auditflow-agent.service"
+check "k3s: token gone from the boot partition" bash -c "! grep -q K10abc '$r/boot/firmware/auditflow.txt'"
+check "k3s: no agent env file" test ! -e "$r/etc/auditflow/agent.env"
+
+# --- broken configs: every problem named, nothing changed ---------------------------------
+r=$(new_root broken)
+printf 'hostname = Pi_Node\nbroker_url = http://x\nfavourite_colour = blue\njust words\nssh_authorized_key = not-a-key\n' \
+  >"$r/boot/firmware/auditflow.txt"
+before=$(snapshot "$r")
+if err=$(firstboot "$r" 2>&1); then rc=0; else rc=$?; fi
+check "broken: fails" test "$rc" = 1
+for problem in "hostname: 'Pi_Node' is not a DNS label" "broker_url: 'http://x'" "mqtt_password: required" \
+  "line 3: unknown key 'favourite_colour'" "line 4: not key = value" "ssh_authorized_key: not an OpenSSH"; do
+  check "broken: names '$problem'" grep -qF "$problem" <<<"$err"
+done
+check "broken: nothing changed" test "$before" = "$(snapshot "$r")"
+check "broken: not marked done" test ! -e "$r/var/lib/auditflow/firstboot.done"
+
+r=$(new_root no-config)
+if firstboot "$r" >/dev/null 2>&1; then rc=0; else rc=$?; fi
+check "no config: fails clearly" test "$rc" = 1
+
+# The unit: runs once, before the services it configures.
+unit=pi-image/firstboot/auditflow-firstboot.service
+check "unit: once" grep -q '^ConditionPathExists=!/var/lib/auditflow/firstboot.done$' "$unit"
+check "unit: before the agent" grep -q '^Before=auditflow-agent.service k3s-agent.service' "$unit"
+
+echo "pi-image firstboot: $passed passed, $failed failed"
+[ "$failed" = 0 ]
