@@ -41,9 +41,12 @@ svc_apt_install() { # packages...
 # A random password per service, made once per checkout and kept (mode 600) under
 # target/services: stable across calls, so a second run of the suite (or a check script
 # sourcing this file) does not lock out one that is already running.
+# The test services are the machine's, shared by every checkout on it (a CI clone next to a
+# working copy, say), so their passwords are kept per machine and user, not per checkout: a
+# second checkout must not change the password the first one's tests are using.
 svc_password() { # name
   local dir file
-  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/services"
+  dir="${XDG_STATE_HOME:-$HOME/.local/state}/auditflow-test-services"
   file="$dir/$1.password"
   if ! [ -s "$file" ]; then
     mkdir -p "$dir"
