@@ -27,6 +27,10 @@ const WINDOW: usize = 32;
 /// A confirm not back within this long means the connection is gone (lapin does not always
 /// fail pending confirms when the broker drops the connection): reconnect and resend.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(20);
+/// Handing a message to lapin normally takes microseconds; on a connection that broke
+/// mid-message (a body spans several frames) the future may never finish. Past this, the
+/// session is over: reconnect and resend.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the AMQP transport.
 #[derive(Clone, Debug)]
@@ -71,7 +75,12 @@ pub async fn run_sender(
                 )
                 .await;
                 metrics.connected.set(0);
-                let _ = conn.close(200, "agent stopping".into()).await;
+                // A close on a dead connection may wait forever for RabbitMQ's answer.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    conn.close(200, "agent stopping".into()),
+                )
+                .await;
                 match result {
                     Ok(()) => return Ok(()),
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "RabbitMQ session ended"),
@@ -155,15 +164,16 @@ async fn send_loop(
             };
             let Some((record, frame)) = next else { break };
             let frame = frame.context("read a spooled batch")?;
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    settings.queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &frame,
-                    properties.clone(),
-                )
+            let publish = channel.basic_publish(
+                "".into(),
+                settings.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &frame,
+                properties.clone(),
+            );
+            let confirm = tokio::time::timeout(PUBLISH_TIMEOUT, publish)
                 .await
+                .map_err(|_| anyhow::anyhow!("publish did not complete in {PUBLISH_TIMEOUT:?}"))?
                 .context("publish")?;
             cursor = record.end_seq();
             metrics.sent.inc_by(u64::from(record.count));
@@ -214,15 +224,16 @@ async fn send_loop(
                     let frame = heartbeats.borrow_and_update().clone();
                     if let Some(frame) = frame {
                         // Heartbeats are not spooled; a lost one is replaced 10 s later.
-                        let _confirm = channel
-                            .basic_publish(
-                                "".into(),
-                                settings.heartbeat_queue.as_str().into(),
-                                BasicPublishOptions::default(),
-                                &frame,
-                                BasicProperties::default().with_content_type(wire::CONTENT_TYPE.into()),
-                            )
+                        let publish = channel.basic_publish(
+                            "".into(),
+                            settings.heartbeat_queue.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &frame,
+                            BasicProperties::default().with_content_type(wire::CONTENT_TYPE.into()),
+                        );
+                        let _confirm = tokio::time::timeout(PUBLISH_TIMEOUT, publish)
                             .await
+                            .map_err(|_| anyhow::anyhow!("heartbeat publish did not complete in {PUBLISH_TIMEOUT:?}"))?
                             .context("publish heartbeat")?;
                     }
                 }
