@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Builds a bootable arm64 SD-card image for Raspberry Pi 4/5 with the AuditFlow agent built
+# in, from Debian packages only, on an amd64 Debian machine without mounting anything:
+#
+# 1. root file system: debootstrap bookworm arm64 (--foreign; the second stage runs under
+#    qemu-user through binfmt_misc), with systemd, ssh, Debian's arm64 kernel and
+#    raspi-firmware (the Pi's boot firmware; it copies kernel, initrd and device trees to
+#    /boot/firmware). Kept in target/pi-image/rootfs-<digest>.tar and reused while
+#    the suite, the package list and raspi-firmware's settings are unchanged.
+# 2. AuditFlow: the static arm64 agent (scripts/build-images.sh --binaries-only), the agent's
+#    unit and configuration (pi-image/rootfs/), the first-boot setup (pi-image/firstboot/),
+#    an `auditflow` system user in the adm group.
+# 3. partitions: the FAT boot partition made with `mkfs.vfat -C` and filled with `mcopy`,
+#    the ext4 root made with `mkfs.ext4 -d`, both written into the image after `sfdisk`.
+#    Fixed labels, UUIDs, volume id and SOURCE_DATE_EPOCH timestamps: the same inputs give
+#    the same image.
+#
+#   pi-image/build.sh                 target/pi-image/auditflow-node-arm64.img
+#   pi-image/build.sh --boot-test     then boot it under qemu-system-aarch64 (pi-image/boot-test.sh)
+#
+# Needs root (chroot for the second stage) and these Debian packages, installed when
+# missing: debootstrap qemu-user-static dosfstools mtools e2fsprogs fdisk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT_DIR=$PWD
+OUT="$ROOT_DIR/target/pi-image"
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
+PACKAGES=systemd,systemd-sysv,systemd-timesyncd,rsyslog,udev,kmod,iproute2,netbase,ifupdown,isc-dhcp-client,openssh-server,ca-certificates,dbus,linux-image-arm64,raspi-firmware,e2fsprogs,dosfstools
+BOOT_MB=256
+ROOT_MB=${ROOT_MB:-1536}
+# Fixed identifiers: the same inputs give the same image.
+BOOT_VOLID=A0D17F10
+ROOT_UUID=5f1e6a2c-4b8d-4e59-9a0f-0a0d17f10001
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+
+log() { echo "[pi-image] $*"; }
+[ "$(id -u)" = 0 ] || { echo "pi-image/build.sh needs root (chroot)" >&2; exit 1; }
+
+need=()
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v mkfs.vfat >/dev/null || need+=(dosfstools)
+command -v mcopy >/dev/null || need+=(mtools)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v sfdisk >/dev/null || need+=(fdisk)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The second stage runs arm64 programs: qemu's binfmt handler (F: opened now, so it works
+# inside the chroot).
+if ! [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  cat /usr/lib/binfmt.d/qemu-aarch64.conf >/proc/sys/fs/binfmt_misc/register
+fi
+
+mkdir -p "$OUT"
+rootfs="$OUT/rootfs"
+# The Debian root depends only on these; it is cached under their digest.
+RASPI_DEFAULTS='ROOTPART=LABEL=RASPIROOT
+CONSOLES="ttyS1,115200 tty0"'
+key=$(printf '%s\n' "$SUITE" "$PACKAGES" "$RASPI_DEFAULTS" | sha256sum | cut -c1-12)
+cache="$OUT/rootfs-$key.tar"
+
+# --- 1. the Debian root ----------------------------------------------------------------------
+if ! [ -f "$cache" ]; then
+  rm -rf "$rootfs"
+  log "debootstrap $SUITE arm64 (first stage) from $MIRROR"
+  debootstrap --arch=arm64 --foreign --variant=minbase --components=main,non-free-firmware \
+    --include="$PACKAGES" \
+    "$SUITE" "$rootfs" "$MIRROR" >"$OUT/debootstrap.log" 2>&1 ||
+    { tail -n 30 "$OUT/debootstrap.log"; exit 1; }
+  # Where raspi-firmware points the kernel at the root, and its consoles (the Pi's UART and
+  # the screen; ttyAMA0 for qemu's virt machine).
+  mkdir -p "$rootfs/etc/default"
+  printf '%s\n' "$RASPI_DEFAULTS" >"$rootfs/etc/default/raspi-firmware"
+  log "second stage under qemu-user (slow: every package is configured by emulated arm64)"
+  chroot "$rootfs" /debootstrap/debootstrap --second-stage >>"$OUT/debootstrap.log" 2>&1 ||
+    { tail -n 30 "$OUT/debootstrap.log"; exit 1; }
+  tar -C "$rootfs" --numeric-owner -cf "$cache.tmp" . && mv "$cache.tmp" "$cache"
+else
+  log "Debian root from $cache"
+  rm -rf "$rootfs" && mkdir -p "$rootfs" && tar -C "$rootfs" --numeric-owner -xf "$cache"
+fi
+
+# --- 2. AuditFlow ----------------------------------------------------------------------------
+BINARIES=agent ARCHES=arm64 bash scripts/build-images.sh --binaries-only
+install -m 0755 target/images/bin/auditflow-agent "$rootfs/usr/local/bin/auditflow-agent"
+install -m 0755 pi-image/firstboot/auditflow-firstboot "$rootfs/usr/local/sbin/auditflow-firstboot"
+install -m 0644 pi-image/firstboot/auditflow-firstboot.service "$rootfs/etc/systemd/system/"
+cp -r pi-image/rootfs/. "$rootfs/"
+chroot "$rootfs" /bin/sh -c '
+  set -e
+  id auditflow >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin --user-group auditflow
+  install -d -o auditflow -g auditflow -m 0700 /var/lib/auditflow/spool
+  # The agent is enabled too: it starts once the first boot has written its broker
+  # settings (ConditionPathExists=/etc/auditflow/agent.env), in that same boot.
+  systemctl enable auditflow-firstboot.service auditflow-agent.service systemd-timesyncd.service \
+    ssh.service >/dev/null
+'
+# The rest is per machine or per boot, made at first boot: machine id, ssh host keys.
+: >"$rootfs/etc/machine-id"
+rm -f "$rootfs"/etc/ssh/ssh_host_* "$rootfs/var/lib/dbus/machine-id"
+rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log \
+  "$rootfs"/var/log/apt/* "$rootfs/debootstrap"
+echo auditflow-node >"$rootfs/etc/hostname"
+printf 'LABEL=RASPIROOT\t/\text4\trw,noatime\t0\t1\nLABEL=RASPIFIRM\t/boot/firmware\tvfat\trw,noatime\t0\t2\n' >"$rootfs/etc/fstab"
+install -m 0644 pi-image/boot/auditflow.txt.example "$rootfs/boot/firmware/auditflow.txt.example"
+
+# --- 3. partitions and image -------------------------------------------------------------------
+find "$rootfs" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+boot_img="$OUT/boot.img" root_img="$OUT/root.img" image="$OUT/auditflow-node-arm64.img"
+rm -f "$boot_img" "$root_img" "$image"
+mkfs.vfat -C -n RASPIFIRM -i "$BOOT_VOLID" --invariant "$boot_img" $((BOOT_MB * 1024)) >/dev/null
+MTOOLS_SKIP_CHECK=1 mcopy -s -m -i "$boot_img" "$rootfs"/boot/firmware/* ::/
+# The root file system without the boot partition's files (they live on the FAT partition).
+staging="$OUT/root-staging"
+rm -rf "$staging" && mv "$rootfs" "$staging" && mkdir -p "$rootfs"
+find "$staging/boot/firmware" -mindepth 1 -delete
+touch -h -d "@$SOURCE_DATE_EPOCH" "$staging/boot/firmware" "$staging/boot"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -L RASPIROOT -U "$ROOT_UUID" \
+  -E "hash_seed=$ROOT_UUID,root_owner=0:0" -d "$staging" "$root_img" "${ROOT_MB}M"
+rm -rf "$rootfs" && mv "$staging" "$rootfs"
+total_mb=$((4 + BOOT_MB + ROOT_MB))
+truncate -s "${total_mb}M" "$image"
+sfdisk --quiet "$image" <<EOF
+label: dos
+label-id: 0x${BOOT_VOLID}
+start=4MiB, size=${BOOT_MB}MiB, type=c
+start=$((4 + BOOT_MB))MiB, size=${ROOT_MB}MiB, type=83
+EOF
+dd if="$boot_img" of="$image" bs=1M seek=4 conv=notrunc status=none
+dd if="$root_img" of="$image" bs=1M seek=$((4 + BOOT_MB)) conv=notrunc status=none
+rm -f "$boot_img" "$root_img"
+log "image: $image ($(stat -c %s "$image") bytes), sha256 $(sha256sum "$image" | cut -c1-16)…"
+
+if [ "${1:-}" = --boot-test ]; then
+  bash pi-image/boot-test.sh "$image"
+fi
