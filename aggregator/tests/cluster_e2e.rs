@@ -304,9 +304,21 @@ async fn three_agents_through_the_broker_survive_an_aggregator_sigkill() {
     assert_eq!(nodes, serde_json::json!(["pi-a", "pi-a", "pi-b", "pi-b"]));
     browser::screenshot(&c, "cluster-alerts").await;
     c.goto(&format!("{base}/#/alerts?rule=ANLY-SEC-001&q=root")).await.unwrap();
-    browser::wait_css(&c, "#alert-rows tr a").await.click().await.unwrap();
-    let count = browser::wait_css(&c, "#alert-count").await.text().await.unwrap();
-    assert_eq!(count, "5", "the folded brute force");
+    // Found and clicked in one step: the list re-renders when the live stream reports a
+    // change, and an element found before that is stale by the time it is clicked.
+    browser::wait_js(
+        &c,
+        "a row to open",
+        "const a = document.querySelector('#alert-rows tr a'); if (a) { a.click(); return true; } return false",
+    )
+    .await;
+    let count = browser::wait_js(
+        &c,
+        "the alert's count",
+        "return document.querySelector('#alert-count')?.textContent || false",
+    )
+    .await;
+    assert_eq!(count, serde_json::json!("5"), "the folded brute force");
     browser::screenshot(&c, "cluster-alert").await;
     c.goto(&format!("{base}/#/fleet")).await.unwrap();
     for node in ["pi-a", "pi-b", "pi-c"] {
