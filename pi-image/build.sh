@@ -10,10 +10,10 @@
 # 2. AuditFlow: the static arm64 agent (scripts/build-images.sh --binaries-only), the agent's
 #    unit and configuration (pi-image/rootfs/), the first-boot setup (pi-image/firstboot/),
 #    an `auditflow` system user in the adm group.
-# 3. partitions: the FAT boot partition made with `mkfs.vfat -C` and filled with `mcopy`,
-#    the ext4 root made with `mkfs.ext4 -d`, both written into the image after `sfdisk`.
-#    Fixed labels, UUIDs, volume id and SOURCE_DATE_EPOCH timestamps: the same inputs give
-#    the same image.
+# 3. partitions (pi-image/assemble.sh): the FAT boot partition made with `mkfs.vfat -C` and
+#    filled with `mcopy`, the ext4 root made with `mkfs.ext4 -d`, both written into the
+#    image after `sfdisk`. Fixed labels, UUIDs, volume id, SOURCE_DATE_EPOCH for every time
+#    stamp: the same cached Debian root and the same tree give the same image, byte for byte.
 #
 #   pi-image/build.sh                 target/pi-image/auditflow-node-arm64.img
 #   pi-image/build.sh --boot-test     then boot it under qemu-system-aarch64 (pi-image/boot-test.sh)
@@ -111,30 +111,9 @@ printf 'LABEL=RASPIROOT\t/\text4\trw,noatime\t0\t1\nLABEL=RASPIFIRM\t/boot/firmw
 install -m 0644 pi-image/boot/auditflow.txt.example "$rootfs/boot/firmware/auditflow.txt.example"
 
 # --- 3. partitions and image -------------------------------------------------------------------
-find "$rootfs" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-boot_img="$OUT/boot.img" root_img="$OUT/root.img" image="$OUT/auditflow-node-arm64.img"
-rm -f "$boot_img" "$root_img" "$image"
-mkfs.vfat -C -n RASPIFIRM -i "$BOOT_VOLID" --invariant "$boot_img" $((BOOT_MB * 1024)) >/dev/null
-MTOOLS_SKIP_CHECK=1 mcopy -s -m -i "$boot_img" "$rootfs"/boot/firmware/* ::/
-# The root file system without the boot partition's files (they live on the FAT partition).
-staging="$OUT/root-staging"
-rm -rf "$staging" && mv "$rootfs" "$staging" && mkdir -p "$rootfs"
-find "$staging/boot/firmware" -mindepth 1 -delete
-touch -h -d "@$SOURCE_DATE_EPOCH" "$staging/boot/firmware" "$staging/boot"
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -L RASPIROOT -U "$ROOT_UUID" \
-  -E "hash_seed=$ROOT_UUID,root_owner=0:0" -d "$staging" "$root_img" "${ROOT_MB}M"
-rm -rf "$rootfs" && mv "$staging" "$rootfs"
-total_mb=$((4 + BOOT_MB + ROOT_MB))
-truncate -s "${total_mb}M" "$image"
-sfdisk --quiet "$image" <<EOF
-label: dos
-label-id: 0x${BOOT_VOLID}
-start=4MiB, size=${BOOT_MB}MiB, type=c
-start=$((4 + BOOT_MB))MiB, size=${ROOT_MB}MiB, type=83
-EOF
-dd if="$boot_img" of="$image" bs=1M seek=4 conv=notrunc status=none
-dd if="$root_img" of="$image" bs=1M seek=$((4 + BOOT_MB)) conv=notrunc status=none
-rm -f "$boot_img" "$root_img"
+image="$OUT/auditflow-node-arm64.img"
+BOOT_MB=$BOOT_MB ROOT_MB=$ROOT_MB BOOT_VOLID=$BOOT_VOLID ROOT_UUID=$ROOT_UUID \
+  bash pi-image/assemble.sh "$rootfs" "$image"
 log "image: $image ($(stat -c %s "$image") bytes), sha256 $(sha256sum "$image" | cut -c1-16)…"
 
 if [ "${1:-}" = --boot-test ]; then

@@ -112,5 +112,41 @@ unit=pi-image/firstboot/auditflow-firstboot.service
 check "unit: once" grep -q '^ConditionPathExists=!/var/lib/auditflow/firstboot.done$' "$unit"
 check "unit: before the agent" grep -q '^Before=auditflow-agent.service k3s-agent.service' "$unit"
 
+# --- image assembly: the same tree gives the same image ------------------------------------
+# pi-image/assemble.sh over a small tree, twice, with the tree touched in between (new
+# ctimes, as every build has): the digests must match, and both file systems must hold the
+# tree.
+need=()
+command -v mkfs.vfat >/dev/null || need+=(dosfstools)
+command -v mcopy >/dev/null || need+=(mtools)
+command -v sfdisk >/dev/null || need+=(fdisk)
+command -v debugfs >/dev/null || need+=(e2fsprogs)
+if [ ${#need[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+tree="$work/tree"
+mkdir -p "$tree/boot/firmware/overlays" "$tree/etc/auditflow" "$tree/usr/local/bin" "$tree/var/empty"
+printf 'console=serial0,115200 root=LABEL=RASPIROOT\n' >"$tree/boot/firmware/cmdline.txt"
+printf 'dtoverlay\n' >"$tree/boot/firmware/overlays/README"
+cp pi-image/rootfs/etc/auditflow/agent.toml "$tree/etc/auditflow/agent.toml"
+printf 'with "quotes" and \\ backslash\n' >"$tree/etc/auditflow/odd \"name\""
+install -m 0755 "$FIRSTBOOT" "$tree/usr/local/bin/auditflow-firstboot"
+ln -s usr/local/bin "$tree/bin"
+assemble() { SOURCE_DATE_EPOCH=1795000000 BOOT_MB=40 ROOT_MB=16 bash pi-image/assemble.sh "$tree" "$1"; }
+assemble "$work/a.img"
+sleep 1.1 && find "$tree" -exec touch -h {} + && chmod 0755 "$tree/usr/local/bin/auditflow-firstboot"
+assemble "$work/b.img"
+check "assemble: same tree, same image" test "$(sha256sum <"$work/a.img")" = "$(sha256sum <"$work/b.img")"
+check "assemble: tree left as it was" test -f "$tree/boot/firmware/cmdline.txt"
+dd if="$work/a.img" of="$work/root.img" bs=1M skip=44 status=none
+check "assemble: root file system is clean" e2fsck -fn "$work/root.img" >/dev/null 2>&1
+check "assemble: root holds the tree" cmp -s <(debugfs -R "cat /etc/auditflow/agent.toml" "$work/root.img" 2>/dev/null) pi-image/rootfs/etc/auditflow/agent.toml
+check "assemble: odd names kept" bash -c "debugfs -R 'ls -l /etc/auditflow' '$work/root.img' 2>/dev/null | grep -qF 'odd \"name\"'"
+# The names in a directory of an ext4 image (debugfs ls -p: /inode/mode/uid/gid/name/size/).
+ext4_ls() { debugfs -R "ls -p $2" "$1" 2>/dev/null | awk -F/ 'NF > 5 && $6 != "." && $6 != ".." { print $6 }'; }
+check "assemble: only an empty firmware directory under /boot" test "$(ext4_ls "$work/root.img" /boot)|$(ext4_ls "$work/root.img" /boot/firmware)" = "firmware|"
+check "assemble: every ctime is SOURCE_DATE_EPOCH" bash -c "debugfs -R 'stat /usr/local/bin/auditflow-firstboot' '$work/root.img' 2>/dev/null | grep -q 'ctime: 0x6afd86c0'"
+check "assemble: boot partition holds the firmware" bash -c "MTOOLS_SKIP_CHECK=1 mtype -i '$work/a.img@@4M' ::/cmdline.txt | grep -q RASPIROOT"
+
 echo "pi-image firstboot: $passed passed, $failed failed"
 [ "$failed" = 0 ]
