@@ -9,7 +9,7 @@ use uuid::Uuid;
 use wire::model::{Event, Severity};
 
 use crate::rules::{EventRef, Mode, Rule, RuleSet, Spec};
-use crate::state::{Gate, Op, Verdict};
+use crate::state::{Gate, Name, Op, Verdict};
 
 /// One event to evaluate.
 #[derive(Clone, Copy, Debug)]
@@ -31,16 +31,17 @@ pub struct Firing {
     pub id: Uuid,
     /// Rule id and group key; alerts fold by it while open.
     pub fingerprint: String,
-    /// The rule's id.
-    pub rule_id: String,
+    /// The rule's id. (The rule's texts are shared with the rule set, not copied: a firing is
+    /// made for every triggering event, up to one in six events of the legacy mix.)
+    pub rule_id: Arc<str>,
     /// The rule's name.
-    pub rule_name: String,
+    pub rule_name: Arc<str>,
     /// The rule's description.
-    pub rule_description: String,
+    pub rule_description: Arc<str>,
     /// The rule's severity.
     pub severity: Severity,
     /// The rule's tags.
-    pub tags: Vec<String>,
+    pub tags: Arc<[String]>,
     /// The group: `(field, value)` for each `group_by` field.
     pub group: Vec<(String, String)>,
     /// The alert title (the rule's `summary` filled in, else its name).
@@ -54,9 +55,9 @@ pub struct Firing {
     /// The triggering event (evidence).
     pub event: Event,
     /// What to do about it.
-    pub remediation: Option<String>,
+    pub remediation: Option<Arc<str>>,
     /// The runbook.
-    pub playbook_url: Option<String>,
+    pub playbook_url: Option<Arc<str>>,
 }
 
 /// The state ops of a batch and what each is for.
@@ -99,13 +100,21 @@ fn micros(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Window state key for a rule and group; long groups are hashed so keys stay short.
-fn state_key(rule: &Rule, group: &str) -> String {
-    if group.len() <= 96 {
-        format!("{}:{group}", rule.id)
-    } else {
-        format!("{}:#{}", rule.id, Uuid::new_v5(&FIRING_NAMESPACE, group.as_bytes()).simple())
+/// Window state key for a rule and group, `<rule id>:<group>`; long groups are hashed so keys
+/// stay short. Built in one allocation (this runs for every matching event and rule).
+fn state_key(rule: &Rule, ev: &EventRef<'_>) -> String {
+    let mut key = String::with_capacity(rule.id.len() + 97);
+    key.push_str(&rule.id);
+    key.push(':');
+    let start = key.len();
+    rule.push_group_key(ev, &mut key);
+    if key.len() - start > 96 {
+        let hashed = Uuid::new_v5(&FIRING_NAMESPACE, &key.as_bytes()[start..]).simple();
+        key.truncate(start);
+        key.push('#');
+        key.push_str(hashed.encode_lower(&mut Uuid::encode_buffer()));
     }
+    key
 }
 
 impl Detector {
@@ -120,6 +129,15 @@ impl Detector {
         for (i, input) in inputs.iter().enumerate() {
             let ev = EventRef { node: input.node, event: input.event };
             let ts = input.event.ts.as_nanos() / 1_000;
+            // The event key, made once per event and shared by its ops.
+            let mut event_key: Option<Name> = None;
+            let mut by = || {
+                event_key
+                    .get_or_insert_with(|| {
+                        Name::from(&*input.id.simple().encode_lower(&mut Uuid::encode_buffer()))
+                    })
+                    .clone()
+            };
             for &r in self.rules.candidates(input.event.kind.name()) {
                 let rule = &self.rules.rules[r];
                 let first = rule.when.eval(&ev);
@@ -130,15 +148,14 @@ impl Detector {
                 if !first && !then {
                     continue;
                 }
-                let key = state_key(rule, &rule.group_key(&ev));
-                let by = || input.id.simple().to_string();
+                let key = state_key(rule, &ev);
                 let gate = rule.suppress.map(|d| Gate { key: key.clone(), suppress: micros(d) });
                 let op = match &rule.spec {
                     Spec::Match => gate.map(|gate| Op::Gate { by: by(), ts, gate }),
                     Spec::Threshold { count, window } | Spec::Distinct { count, window, .. } => {
                         // Threshold windows count events, distinct windows values.
                         let member = match &rule.spec {
-                            Spec::Distinct { field, .. } => ev.get(field).key_text(),
+                            Spec::Distinct { field, .. } => ev.get(field).key_text().into(),
                             _ => by(),
                         };
                         Some(Op::Window {
@@ -223,12 +240,13 @@ impl Detector {
                 out.shadow += 1;
                 continue;
             }
-            out.firings.push(self.firing(rule, &inputs[i], count));
+            out.firings.push(self.firing(r, &inputs[i], count));
         }
         out
     }
 
-    fn firing(&self, rule: &Rule, input: &Input<'_>, count: u32) -> Firing {
+    fn firing(&self, rule_index: usize, input: &Input<'_>, count: u32) -> Firing {
+        let rule = &self.rules.rules[rule_index];
         let ev = EventRef { node: input.node, event: input.event };
         let group_key = rule.group_key(&ev);
         let mut name = Vec::with_capacity(rule.id.len() + group_key.len() + 18);
@@ -237,14 +255,19 @@ impl Detector {
         name.extend_from_slice(group_key.as_bytes());
         name.push(0);
         name.extend_from_slice(input.id.as_bytes());
+        let mut fingerprint = String::with_capacity(rule.id.len() + 1 + group_key.len());
+        fingerprint.push_str(&rule.id);
+        fingerprint.push('/');
+        fingerprint.extend(group_key.chars().map(|c| if c == '\u{1f}' { '/' } else { c }));
+        let shared = self.rules.shared(rule_index);
         Firing {
             id: Uuid::new_v5(&FIRING_NAMESPACE, &name),
-            fingerprint: format!("{}/{}", rule.id, group_key.replace('\u{1f}', "/")),
-            rule_id: rule.id.clone(),
-            rule_name: rule.name.clone(),
-            rule_description: rule.description.clone(),
+            fingerprint,
+            rule_id: shared.id.clone(),
+            rule_name: shared.name.clone(),
+            rule_description: shared.description.clone(),
             severity: rule.severity,
-            tags: rule.tags.clone(),
+            tags: shared.tags.clone(),
             group: rule
                 .group_by
                 .iter()
@@ -255,8 +278,8 @@ impl Detector {
             node: input.node.to_owned(),
             event_id: input.id,
             event: input.event.clone(),
-            remediation: rule.remediation.clone(),
-            playbook_url: rule.playbook_url.clone(),
+            remediation: shared.remediation.clone(),
+            playbook_url: shared.playbook_url.clone(),
         }
     }
 }

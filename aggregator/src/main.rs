@@ -74,6 +74,13 @@ enum RulesCommand {
     },
 }
 
+// mimalloc instead of the C library's allocator: the detection path allocates per event and
+// per firing, and with glibc's malloc allocation was a quarter of its time (`scripts/bench.sh
+// detect`: 0.77 M events/s with glibc's, 1.1-1.3 M with mimalloc). The static images link musl,
+// whose allocator is slower still.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {

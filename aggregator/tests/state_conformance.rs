@@ -87,6 +87,30 @@ async fn late_events_are_refused(s: &impl WindowState) {
     assert_eq!(v, [Verdict::Quiet, Verdict::Fired(3)]);
 }
 
+async fn pruning_takes_effect_within_one_call(s: &impl WindowState) {
+    // The Redis script prunes a window physically only when its call ends; an op later in the
+    // same call must already see the window as pruned, as the memory state does.
+    let steps = [
+        ("pr", "m1", 0),
+        ("pr", "m2", 10),  // m1 and m2 fire; m2 is the trigger
+        ("pr", "m3", 400), // the horizon moves to 400 - 60 - 300 = 40
+        ("pr", "m2", 10),  // the trigger, redelivered behind the horizon: late
+        ("pq", "p1", 0),
+        ("pq", "p2", 400), // the horizon moves to 40: p1 is gone
+        ("pq", "p3", 41),  // alone in its window (with p1 it would fire)
+    ];
+    let one_call: Vec<Op> = steps.iter().map(|(k, m, at)| window(k, m, *at, 2)).collect();
+    let v = apply(s, &one_call).await;
+    use Verdict::{Fired, Late, Quiet};
+    assert_eq!(v, [Quiet, Fired(2), Quiet, Late, Quiet, Quiet, Quiet]);
+    // Other windows, one call per op: the same verdicts.
+    let mut split = Vec::new();
+    for (k, m, at) in steps {
+        split.push(apply(s, &[window(&format!("{k}-split"), m, at, 2)]).await[0]);
+    }
+    assert_eq!(split, v);
+}
+
 async fn distinct_counts_values(s: &impl WindowState) {
     let op = |member: &str, by: &str, at: i64| Op::Window {
         key: "d".into(),
@@ -206,6 +230,7 @@ async fn suite(s: &impl WindowState) {
     threshold_counts_in_event_time(s).await;
     arrival_order_does_not_matter(s).await;
     late_events_are_refused(s).await;
+    pruning_takes_effect_within_one_call(s).await;
     distinct_counts_values(s).await;
     sequences(s).await;
     new_values_and_cooldowns(s).await;

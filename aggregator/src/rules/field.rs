@@ -298,9 +298,35 @@ impl Val<'_> {
 
     /// The group-key form: lists join with commas, a missing field is empty.
     pub fn key_text(&self) -> String {
+        let mut out = String::new();
+        self.push_key_text(&mut out);
+        out
+    }
+
+    /// Appends the group-key form to `out` (no allocation for texts the event holds).
+    pub fn push_key_text(&self, out: &mut String) {
+        use std::fmt::Write as _;
         match self {
-            Val::List(items) => items.join(","),
-            other => other.text().map(Cow::into_owned).unwrap_or_default(),
+            Val::Missing => {}
+            Val::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(item);
+                }
+            }
+            Val::Str(s) => out.push_str(s),
+            Val::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Val::Float(f) => {
+                let _ = write!(out, "{f}");
+            }
+            Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Val::Ip(ip) => {
+                let _ = write!(out, "{ip}");
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod testcase;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -132,13 +133,18 @@ impl Rule {
     /// The group key of an event: the group fields' values joined by U+001F.
     pub fn group_key(&self, event: &EventRef<'_>) -> String {
         let mut key = String::new();
+        self.push_group_key(event, &mut key);
+        key
+    }
+
+    /// Appends the group key to `out` (see [`Rule::group_key`]).
+    pub fn push_group_key(&self, event: &EventRef<'_>, out: &mut String) {
         for (i, f) in self.group_by.iter().enumerate() {
             if i > 0 {
-                key.push('\u{1f}');
+                out.push('\u{1f}');
             }
-            key.push_str(&event.get(f).key_text());
+            event.get(f).push_key_text(out);
         }
-        key
     }
 
     /// The alert title for a firing.
@@ -184,6 +190,40 @@ pub struct RuleSet {
     by_kind: BTreeMap<&'static str, Vec<usize>>,
     /// A short digest of the source text, reported in heartbeats and the API.
     pub version: String,
+    /// Each rule's texts that firings carry, shared (same order as `rules`).
+    pub(crate) shared: Vec<SharedTexts>,
+}
+
+/// A rule's texts as firings carry them: made once per rule set, and each firing holds
+/// references to them instead of copies.
+#[derive(Debug)]
+pub struct SharedTexts {
+    /// The rule's id.
+    pub id: Arc<str>,
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its description.
+    pub description: Arc<str>,
+    /// Its tags.
+    pub tags: Arc<[String]>,
+    /// Its remediation text.
+    pub remediation: Option<Arc<str>>,
+    /// Its runbook.
+    pub playbook_url: Option<Arc<str>>,
+}
+
+impl SharedTexts {
+    /// The texts of `rule`.
+    pub fn of(rule: &Rule) -> Self {
+        Self {
+            id: rule.id.as_str().into(),
+            name: rule.name.as_str().into(),
+            description: rule.description.as_str().into(),
+            tags: rule.tags.clone().into(),
+            remediation: rule.remediation.as_deref().map(Arc::from),
+            playbook_url: rule.playbook_url.as_deref().map(Arc::from),
+        }
+    }
 }
 
 /// Every event kind name, for the index.
@@ -244,7 +284,8 @@ impl RuleSet {
             digest.update(name.as_bytes());
             digest.update(text.as_bytes());
         }
-        Ok(Self { rules, by_kind, version: format!("{:08x}", digest.finalize()) })
+        let shared = rules.iter().map(SharedTexts::of).collect();
+        Ok(Self { rules, by_kind, version: format!("{:08x}", digest.finalize()), shared })
     }
 
     /// The shipped pack.
@@ -259,6 +300,11 @@ impl RuleSet {
     /// one set. An empty directory is an error: running with no rules is never what was meant.
     pub fn load_dir(dir: &Path) -> Result<Self, RuleErrors> {
         Self::parse(&read_dir(dir)?)
+    }
+
+    /// The shared texts of rule `index` (an index into `rules`).
+    pub fn shared(&self, index: usize) -> &SharedTexts {
+        &self.shared[index]
     }
 
     /// Indices of the rules an event of this kind can match.

@@ -318,7 +318,8 @@ impl RuleSet {
             let hit = rule.kinds.as_ref().is_none_or(|ks| ks.iter().any(|k| k == kind));
             by_kind.insert(kind, if hit { vec![0] } else { Vec::new() });
         }
-        Self { rules: vec![rule], by_kind, version: "single".into() }
+        let shared = vec![super::SharedTexts::of(&rule)];
+        Self { rules: vec![rule], by_kind, version: "single".into(), shared }
     }
 }
 

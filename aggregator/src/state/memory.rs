@@ -1,13 +1,20 @@
 //! The in-memory [`WindowState`]: one mutex around plain maps. Embedded mode and the rule
 //! tests use it; its semantics are the reference the Redis script follows.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+// hashbrown's map with its default hasher, foldhash, instead of std's SipHash: hashing was the
+// largest cost after allocation in the detection benchmark. foldhash seeds each process (and
+// each map) at random; it is not meant to resist an attacker who studies the running
+// process's timing to build colliding keys, and the cluster profile keeps its state in Redis.
+use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
+
 use super::{
-    DEDUP_TTL_SECS, Gate, Op, Span, StateError, Verdict, WindowState, gate_ttl, window_ttl,
+    DEDUP_TTL_SECS, Gate, Name, Op, Span, StateError, Verdict, WindowState, gate_ttl, window_ttl,
 };
 
 /// In-memory detection state.
@@ -19,8 +26,8 @@ pub struct MemoryState {
 #[derive(Debug, Default)]
 struct Inner {
     windows: HashMap<String, Expiring<Window>>,
-    values: HashMap<String, Expiring<HashMap<String, String>>>,
-    gates: HashMap<String, Expiring<(i64, String)>>,
+    values: HashMap<String, Expiring<HashMap<String, Name>>>,
+    gates: HashMap<String, Expiring<(i64, Name)>>,
     spans: HashMap<(String, u64), Expiring<Runs>>,
     seen: HashMap<String, i64>,
     /// Ops applied since the last sweep of expired keys.
@@ -37,47 +44,57 @@ struct Expiring<T> {
 }
 
 /// A window: members with their times, the members already used up by a firing, and the
-/// triggers of past firings (kept among the used-up ones as `!<trigger>`, as the Lua script
-/// does). A redelivered used-up member is quiet and a redelivered trigger reports the same
-/// firing again, so arrival order and redelivery do not change what fires. Each map has a
-/// time-ordered twin so that pruning and window queries cost O(log n) plus what they touch,
-/// not a scan of the whole group (a brute-force storm makes groups large).
+/// triggers of past firings (the Lua script keeps those among the used-up ones as
+/// `!<trigger>`; here they have a set of their own, which also keeps a distinct value that
+/// starts with `!` from passing for a trigger). A redelivered used-up member is quiet and a
+/// redelivered trigger reports the same firing again, so arrival order and redelivery do not
+/// change what fires. Each set has a time-ordered twin so that pruning and window queries
+/// cost O(log n) plus what they touch, not a scan of the whole group (a brute-force storm
+/// makes groups large).
 #[derive(Debug, Default)]
 struct Window {
     members: Timed,
     used: Timed,
+    triggers: Timed,
     /// The newest time ever added.
     newest: Option<i64>,
 }
 
-/// A set of named times, by name and by time.
+/// A set of named times, by name and by time. A name is stored once and shared by both
+/// indexes (the hot path of the benchmark was the allocator).
 #[derive(Debug, Default)]
 struct Timed {
-    by_name: HashMap<String, i64>,
-    by_time: BTreeSet<(i64, String)>,
+    by_name: HashMap<Name, i64>,
+    by_time: BTreeSet<(i64, Name)>,
 }
 
 /// A key of [`Timed::by_time`].
-type TimeKey = (i64, String);
+type TimeKey = (i64, Name);
+
+/// The smallest name, for range bounds.
+static NO_NAME: LazyLock<Name> = LazyLock::new(|| Name::from(""));
 
 /// The keys with times in `[a, b]`.
 fn time_range(a: i64, b: i64) -> (Bound<TimeKey>, Bound<TimeKey>) {
-    (Bound::Included((a, String::new())), Bound::Excluded((b.saturating_add(1), String::new())))
+    (Bound::Included((a, NO_NAME.clone())), Bound::Excluded((b.saturating_add(1), NO_NAME.clone())))
 }
 
 impl Timed {
     /// Sets `name`'s time, keeping the later one if it is already there.
-    fn raise(&mut self, name: &str, ts: i64) {
-        match self.by_name.get_mut(name) {
-            Some(t) if *t >= ts => {}
-            Some(t) => {
-                self.by_time.remove(&(*t, name.to_owned()));
-                *t = ts;
-                self.by_time.insert((ts, name.to_owned()));
+    fn raise(&mut self, name: &Name, ts: i64) {
+        match self.by_name.entry(name.clone()) {
+            Entry::Occupied(mut e) => {
+                let old = *e.get();
+                if old < ts {
+                    e.insert(ts);
+                    if let Some(entry) = self.by_time.take(&(old, name.clone())) {
+                        self.by_time.insert((ts, entry.1));
+                    }
+                }
             }
-            None => {
-                self.by_name.insert(name.to_owned(), ts);
-                self.by_time.insert((ts, name.to_owned()));
+            Entry::Vacant(e) => {
+                e.insert(ts);
+                self.by_time.insert((ts, name.clone()));
             }
         }
     }
@@ -104,8 +121,8 @@ impl Timed {
     }
 
     /// Removes and returns the entries with times in `[a, b]`.
-    fn take(&mut self, a: i64, b: i64) -> Vec<(i64, String)> {
-        let taken: Vec<(i64, String)> = self.by_time.range(time_range(a, b)).cloned().collect();
+    fn take(&mut self, a: i64, b: i64) -> Vec<(i64, Name)> {
+        let taken: Vec<(i64, Name)> = self.by_time.range(time_range(a, b)).cloned().collect();
         for entry in &taken {
             self.by_time.remove(entry);
             self.by_name.remove(&entry.1);
@@ -118,18 +135,19 @@ impl Window {
     fn prune(&mut self, horizon: i64) {
         self.members.prune(horizon);
         self.used.prune(horizon);
+        self.triggers.prune(horizon);
     }
 
     /// Moves the members with times in `[a, b]` to `used` and records the trigger.
-    fn use_up(&mut self, a: i64, b: i64, by: &str, ts: i64) {
+    fn use_up(&mut self, a: i64, b: i64, by: &Name, ts: i64) {
         for (t, m) in self.members.take(a, b) {
             self.used.raise(&m, t);
         }
-        self.used.raise(&format!("!{by}"), ts);
+        self.triggers.raise(by, ts);
     }
 
     fn fired_by(&self, by: &str) -> bool {
-        self.used.contains(&format!("!{by}"))
+        self.triggers.contains(by)
     }
 }
 
@@ -165,6 +183,16 @@ impl MemoryState {
     }
 }
 
+/// The window of `key`, made if missing (without copying the key when it exists: most ops
+/// touch an existing window).
+fn window_entry<'a>(
+    windows: &'a mut HashMap<String, Expiring<Window>>,
+    key: &str,
+    now: Instant,
+) -> &'a mut Expiring<Window> {
+    windows.entry_ref(key).or_insert_with(|| Expiring { value: Window::default(), expires: now })
+}
+
 fn ttl(now: Instant, secs: u64) -> Instant {
     now + Duration::from_secs(secs)
 }
@@ -181,20 +209,14 @@ impl Inner {
     fn apply(&mut self, op: &Op, now: Instant) -> Verdict {
         match op {
             Op::Window { key, member, by, ts, window, count, lateness, gate } => {
-                let entry = self
-                    .windows
-                    .entry(key.clone())
-                    .or_insert_with(|| Expiring { value: Window::default(), expires: now });
+                let entry = window_entry(&mut self.windows, key, now);
                 entry.expires = ttl(now, window_ttl(*window, *lateness));
                 let w = &mut entry.value;
                 let verdict = window_add(w, member, by, *ts, *window, *count, *lateness, true);
                 self.gated(verdict, gate.as_ref(), by, *ts, now)
             }
             Op::SeqFirst { key, member, ts, window, lateness } => {
-                let entry = self
-                    .windows
-                    .entry(key.clone())
-                    .or_insert_with(|| Expiring { value: Window::default(), expires: now });
+                let entry = window_entry(&mut self.windows, key, now);
                 entry.expires = ttl(now, window_ttl(*window, *lateness));
                 window_add(
                     &mut entry.value,
@@ -238,7 +260,7 @@ impl Inner {
         &mut self,
         verdict: Verdict,
         gate: Option<&Gate>,
-        by: &str,
+        by: &Name,
         ts: i64,
         now: Instant,
     ) -> Verdict {
@@ -254,7 +276,7 @@ impl Inner {
         }
         self.gates.insert(
             gate.key.clone(),
-            Expiring { value: (ts, by.to_owned()), expires: ttl(now, gate_ttl(gate.suppress)) },
+            Expiring { value: (ts, by.clone()), expires: ttl(now, gate_ttl(gate.suppress)) },
         );
         verdict
     }
@@ -307,8 +329,8 @@ pub(crate) fn merge_run(runs: &mut Vec<(u64, u64)>, first: u64, end: u64) {
 #[allow(clippy::too_many_arguments)]
 fn window_add(
     w: &mut Window,
-    member: &str,
-    by: &str,
+    member: &Name,
+    by: &Name,
     ts: i64,
     window: i64,
     count: u32,
@@ -346,7 +368,7 @@ fn window_add(
     Verdict::Quiet
 }
 
-fn seq_then(w: &mut Window, by: &str, ts: i64, window: i64, count: u32) -> Verdict {
+fn seq_then(w: &mut Window, by: &Name, ts: i64, window: i64, count: u32) -> Verdict {
     if w.fired_by(by) {
         return Verdict::Fired(count);
     }

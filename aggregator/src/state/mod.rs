@@ -19,6 +19,12 @@ pub mod memory;
 pub mod redis;
 
 use std::future::Future;
+use std::sync::Arc;
+
+/// An event key or a window member in an [`Op`]: shared, since one event's key appears in
+/// several ops and several state indexes (cloning it is a reference count, not an
+/// allocation).
+pub type Name = Arc<str>;
 
 /// A cooldown check attached to a firing: `suppress` after the last allowed firing of the
 /// same key (in event time), further firings are suppressed.
@@ -40,9 +46,9 @@ pub enum Op {
         /// The rule and group.
         key: String,
         /// What is counted.
-        member: String,
+        member: Name,
         /// The event key (recorded as the trigger when this op fires).
-        by: String,
+        by: Name,
         /// Event time, µs.
         ts: i64,
         /// Window length, µs.
@@ -59,7 +65,7 @@ pub enum Op {
         /// The rule and group.
         key: String,
         /// The event key.
-        member: String,
+        member: Name,
         /// Event time, µs.
         ts: i64,
         /// Window length, µs.
@@ -73,7 +79,7 @@ pub enum Op {
         /// The rule and group.
         key: String,
         /// The event key.
-        by: String,
+        by: Name,
         /// Event time, µs.
         ts: i64,
         /// Window length, µs.
@@ -90,7 +96,7 @@ pub enum Op {
         /// The value.
         value: String,
         /// The event key.
-        by: String,
+        by: Name,
         /// Event time, µs.
         ts: i64,
         /// How long a value is remembered after it was last seen, seconds.
@@ -101,7 +107,7 @@ pub enum Op {
     /// A match rule with a cooldown: only the gate.
     Gate {
         /// The event key.
-        by: String,
+        by: Name,
         /// Event time, µs.
         ts: i64,
         /// The cooldown.

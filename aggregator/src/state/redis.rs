@@ -92,25 +92,25 @@ fn gate_args(inv: &mut redis::ScriptInvocation<'_>, gate: Option<&Gate>) {
 fn push_op(inv: &mut redis::ScriptInvocation<'_>, op: &Op) {
     match op {
         Op::Window { key, member, by, ts, window, count, lateness, gate } => {
-            inv.arg("W").arg(key).arg(member).arg(by).arg(ts).arg(window).arg(count);
+            inv.arg("W").arg(key).arg(&**member).arg(&**by).arg(ts).arg(window).arg(count);
             inv.arg(lateness).arg(window_ttl(*window, *lateness));
             gate_args(inv, gate.as_ref());
         }
         Op::SeqFirst { key, member, ts, window, lateness } => {
-            inv.arg("F").arg(key).arg(member).arg(ts).arg(window).arg(lateness);
+            inv.arg("F").arg(key).arg(&**member).arg(ts).arg(window).arg(lateness);
             inv.arg(window_ttl(*window, *lateness));
         }
         Op::SeqThen { key, by, ts, window, count, gate } => {
-            inv.arg("T").arg(key).arg(by).arg(ts).arg(window).arg(count);
+            inv.arg("T").arg(key).arg(&**by).arg(ts).arg(window).arg(count);
             inv.arg(window_ttl(*window, 0));
             gate_args(inv, gate.as_ref());
         }
         Op::NewValue { key, value, by, ts, ttl, gate } => {
-            inv.arg("N").arg(key).arg(value).arg(by).arg(ts).arg(ttl);
+            inv.arg("N").arg(key).arg(value).arg(&**by).arg(ts).arg(ttl);
             gate_args(inv, gate.as_ref());
         }
         Op::Gate { by, ts, gate } => {
-            inv.arg("G").arg(by).arg(ts);
+            inv.arg("G").arg(&**by).arg(ts);
             gate_args(inv, Some(gate));
         }
     }

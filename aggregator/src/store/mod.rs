@@ -334,7 +334,7 @@ impl Matcher {
 
     fn matches(&self, f: &Firing) -> bool {
         let actual = match self.field.as_str() {
-            "rule_id" => Some(f.rule_id.as_str()),
+            "rule_id" => Some(&*f.rule_id),
             "node" => Some(f.node.as_str()),
             "severity" => Some(f.severity.as_legacy()),
             other => other
