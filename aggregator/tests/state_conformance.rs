@@ -177,6 +177,9 @@ async fn new_values_and_cooldowns(s: &impl WindowState) {
     };
     let v = apply(s, &[gate("e1", 0), gate("e2", 10), gate("e1", 0), gate("e3", 601)]).await;
     assert_eq!(v, [Verdict::Fired(1), Verdict::Suppressed, Verdict::Fired(1), Verdict::Fired(1)]);
+    // The next call sees the cooldown the last one left (e3 at 601).
+    let v = apply(s, &[gate("e4", 700), gate("e3", 601), gate("e5", 1202)]).await;
+    assert_eq!(v, [Verdict::Suppressed, Verdict::Fired(1), Verdict::Fired(1)]);
 }
 
 async fn processed_spans(s: &impl WindowState) {

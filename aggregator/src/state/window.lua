@@ -13,16 +13,24 @@
 local prefix = ARGV[1]
 local function num(x) return string.format('%.0f', x) end
 
+-- Cooldowns, read once per call and written when it ends (like the windows below).
+local gates, gate_order = {}, {}
+
 local function gated(v, gkey, suppress, by, ts)
   if v <= 0 or gkey == '' then return v end
   local k = prefix .. 'g:' .. gkey
-  local last = redis.call('HMGET', k, 'ts', 'by')
-  if last[1] then
-    if last[2] == by then return v end
-    if math.abs(ts - tonumber(last[1])) < suppress then return -2 end
+  local g = gates[k]
+  if g == nil then
+    local last = redis.call('HMGET', k, 'ts', 'by')
+    g = { ts = tonumber(last[1] or ''), by = last[2] }
+    gates[k] = g
+    gate_order[#gate_order + 1] = k
   end
-  redis.call('HSET', k, 'ts', num(ts), 'by', by)
-  redis.call('EXPIRE', k, math.floor(suppress / 1000000) + 3600)
+  if g.ts then
+    if g.by == by then return v end
+    if math.abs(ts - g.ts) < suppress then return -2 end
+  end
+  g.ts, g.by, g.ttl = ts, by, math.floor(suppress / 1000000) + 3600
   return v
 end
 
@@ -118,6 +126,13 @@ end
 
 -- The end of the call: what the ops above left to write.
 local function settle()
+  for _, k in ipairs(gate_order) do
+    local g = gates[k]
+    if g.ttl then
+      redis.call('HSET', k, 'ts', num(g.ts), 'by', g.by)
+      redis.call('EXPIRE', k, g.ttl)
+    end
+  end
   for _, zk in ipairs(order) do
     local st = touched[zk]
     if st.advanced then
