@@ -467,6 +467,91 @@ fn main() -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or(0),
         if sent > 0 { bytes as f64 / sent as f64 } else { f64::NAN }
     );
+    where_the_time_goes(metrics_port);
     println!("e2e: profile={} events_per_s={events_per_s:.0} p99_ms={:.0}", a.profile, pct(0.99));
     Ok(())
+}
+
+/// The aggregator's own latency histograms for the run: how old events are when they reach
+/// detection (agents, broker, RabbitMQ, consumer batching), each pipeline stage per batch, and
+/// how old a firing's event is when it is committed. Quantiles are bucket upper bounds.
+fn where_the_time_goes(metrics_port: u16) {
+    let Some(body) = http_get(metrics_port, "/metrics") else { return };
+    println!(
+        "\nWhere the time goes (the aggregator's histograms; quantiles are bucket bounds):\n\n\
+         | measure | count | mean ms | p50 ms ≤ | p99 ms ≤ |\n|---|---:|---:|---:|---:|"
+    );
+    let mut rows = vec![("event age at detection", "auditflow_aggregator_event_age_seconds", "")];
+    for stage in ["dedup", "detect", "state", "store", "mark"] {
+        rows.push(("batch stage", "auditflow_aggregator_batch_stage_seconds", stage));
+    }
+    rows.push(("firing age at commit", "auditflow_aggregator_firing_age_seconds", ""));
+    for (what, name, stage) in rows {
+        let label = if stage.is_empty() { String::new() } else { format!("stage=\"{stage}\"") };
+        let Some(h) = histogram(&body, name, &label) else { continue };
+        let title = if stage.is_empty() { what.to_owned() } else { format!("{what}: {stage}") };
+        println!(
+            "| {title} | {} | {:.2} | {} | {} |",
+            h.count,
+            if h.count > 0.0 { 1000.0 * h.sum / h.count } else { f64::NAN },
+            h.quantile_ms(0.5),
+            h.quantile_ms(0.99)
+        );
+    }
+}
+
+struct Hist {
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+impl Hist {
+    fn quantile_ms(&self, q: f64) -> String {
+        let want = q * self.count;
+        self.buckets.iter().find(|(_, n)| *n >= want && *n > 0.0).map_or_else(
+            || "-".into(),
+            |(le, _)| {
+                if le.is_infinite() { "∞".into() } else { format!("{}", le * 1000.0) }
+            },
+        )
+    }
+}
+
+/// A Prometheus histogram from the text exposition; `label` selects one series
+/// (`stage="detect"`), empty for an unlabelled histogram.
+fn histogram(body: &str, name: &str, label: &str) -> Option<Hist> {
+    let (mut buckets, mut sum, mut count) = (Vec::new(), None, None);
+    for line in body.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let labels = |suffix: &str| -> Option<String> {
+            let rest = series.strip_prefix(name)?.strip_prefix(suffix)?;
+            Some(rest.trim_start_matches('{').trim_end_matches('}').to_owned())
+        };
+        if let Some(l) = labels("_bucket") {
+            let mut le = None;
+            let mut ours = label.is_empty();
+            for part in l.split(',') {
+                if let Some(v) = part.strip_prefix("le=") {
+                    let v = v.trim_matches('"');
+                    le = Some(if v == "+Inf" { f64::INFINITY } else { v.parse().ok()? });
+                } else if part == label {
+                    ours = true;
+                }
+            }
+            if let (Some(le), true) = (le, ours) {
+                buckets.push((le, value));
+            }
+        } else if let Some(l) = labels("_sum") {
+            if l == label {
+                sum = Some(value);
+            }
+        } else if let Some(l) = labels("_count")
+            && l == label
+        {
+            count = Some(value);
+        }
+    }
+    Some(Hist { buckets, sum: sum?, count: count? })
 }

@@ -158,6 +158,7 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
 
     /// Processes a batch end to end. On error nothing was marked processed: retry the batch.
     pub async fn process(&self, items: &[Item]) -> anyhow::Result<BatchStats> {
+        let mut clock = StageClock::new(&self.metrics);
         let mut all_spans = Vec::new();
         let mut span_of = Vec::with_capacity(items.len());
         for item in items {
@@ -167,6 +168,7 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
             span_of.push(first);
         }
         let mut done = self.state.processed(&all_spans).await?;
+        clock.lap("dedup");
         // The same envelope twice in one batch (a redelivery next to the original): the
         // earlier copy counts as processed for the later one.
         let mut taken: std::collections::HashMap<(&str, u64), Vec<(u64, u64)>> =
@@ -217,12 +219,26 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
         inputs.extend(extra.iter().map(|(id, node, event)| Input { id: *id, node, event }));
         stats.events = inputs.len() as u64;
 
+        let now = unix_nanos();
+        for input in &inputs {
+            self.metrics.event_age.observe(age_seconds(now, input.event.ts.as_nanos()));
+        }
+
         let detector = self.rules.get();
         let plan = detector.plan(&inputs);
+        clock.lap("detect");
         let verdicts = self.state.apply(&plan.ops).await?;
+        clock.lap("state");
         let outcome = detector.finish(&inputs, &plan, &verdicts);
+        clock.lap("detect");
         self.sink.commit(&outcome.firings).await?;
+        clock.lap("store");
+        let now = unix_nanos();
+        for f in &outcome.firings {
+            self.metrics.firing_age.observe(age_seconds(now, f.event.ts.as_nanos()));
+        }
         self.state.mark_processed(&all_spans).await?;
+        clock.lap("mark");
 
         stats.firings = outcome.firings.len() as u64;
         let m = &self.metrics;
@@ -234,6 +250,51 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
         m.late_events.inc_by(outcome.late);
         Ok(stats)
     }
+}
+
+/// Times the stages of one batch into `auditflow_aggregator_batch_stage_seconds`; a stage
+/// timed twice (detection, before and after the state call) adds up.
+struct StageClock<'a> {
+    metrics: &'a Metrics,
+    last: std::time::Instant,
+    spent: [f64; crate::telemetry::STAGES.len()],
+}
+
+impl<'a> StageClock<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        Self { metrics, last: std::time::Instant::now(), spent: Default::default() }
+    }
+
+    fn lap(&mut self, stage: &str) {
+        let now = std::time::Instant::now();
+        if let Some(i) = crate::telemetry::STAGES.iter().position(|s| *s == stage) {
+            self.spent[i] += (now - self.last).as_secs_f64();
+        }
+        self.last = now;
+    }
+}
+
+impl Drop for StageClock<'_> {
+    /// Records the stages a batch went through (a failed batch records the ones it finished).
+    fn drop(&mut self) {
+        for (stage, spent) in crate::telemetry::STAGES.iter().zip(self.spent) {
+            if spent > 0.0 {
+                self.metrics.batch_stage.with_label_values(&[stage]).observe(spent);
+            }
+        }
+    }
+}
+
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Seconds from an event time to `now` (both ns since the epoch); an event from the future
+/// (a node's clock ahead) counts as age 0.
+fn age_seconds(now: i64, ts: i64) -> f64 {
+    (now.saturating_sub(ts)).max(0) as f64 / 1e9
 }
 
 /// Somewhere to hand events for detection: the API's `POST /api/v1/events` and the webhook

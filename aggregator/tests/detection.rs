@@ -118,6 +118,14 @@ async fn failed_login_bursts_fire_once_in_event_time_and_never_twice() {
     );
     assert_eq!(alerts(&pool).await, [("ANLY-SEC-001/alice/pi-a".to_owned(), 1)]);
     assert_eq!(agg.metric("auditflow_aggregator_duplicate_events_total"), 5.0);
+    // The latency histograms: each evaluated event's age, the one firing's age at commit, and
+    // every stage of at least one batch.
+    assert_eq!(agg.metric("auditflow_aggregator_event_age_seconds_count"), 6.0);
+    assert_eq!(agg.metric("auditflow_aggregator_firing_age_seconds_count"), 1.0);
+    for stage in aggregator::telemetry::STAGES {
+        let series = format!("auditflow_aggregator_batch_stage_seconds_count{{stage=\"{stage}\"}}");
+        assert!(agg.metric(&series) >= 1.0, "{series}");
+    }
     // The alert carries the legacy fields of the triggering event.
     let (name, severity, corr): (String, String, sqlx::types::Uuid) =
         sqlx::query_as("SELECT rule_name, severity, correlation_id FROM alerts")
