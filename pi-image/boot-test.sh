@@ -4,7 +4,7 @@
 #
 #   pi-image/boot-test.sh target/pi-image/auditflow-node-arm64.img
 #
-# qemu's `virt` machine (Cortex-A72, software emulation, no network: -nic none) stands in for
+# qemu's `virt` machine (Cortex-A72, software emulation, user-mode network with restrict=on) stands in for
 # the Pi: it boots the image's own Debian kernel and initrd, taken from its boot partition,
 # with the image as a virtio disk, so the root file system, the first boot and the services
 # are the ones a Pi runs (the Pi's firmware and device tree are not exercised). The image is
@@ -43,27 +43,33 @@ mcopy -i "$boot" "$work/auditflow.txt" ::/auditflow.txt
 log "booting $kernel under qemu-system-aarch64 (virt, cortex-a72, TCG; up to ${TIMEOUT}s)"
 
 start=$(date +%s)
-qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot -nic none \
+# Networking: qemu's user-mode network with restrict=on (its DHCP server answers, nothing
+# leaves the guest), so the image's DHCP setup for eth0 is exercised. romfile= : no PXE
+# option ROM (it is in another package, and the kernel is loaded directly).
+qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot \
+  -netdev user,id=net0,restrict=on -device virtio-net-pci,netdev=net0,romfile= \
   -kernel "$work/vmlinuz" -initrd "$work/initrd" \
-  -append "root=LABEL=RASPIROOT rw console=ttyAMA0 panic=-1 systemd.show_status=1" \
+  -append "root=LABEL=RASPIROOT rw net.ifnames=0 console=ttyAMA0 panic=-1 systemd.show_status=1" \
   -drive "if=virtio,format=raw,file=$work/disk.img" >"$work/console.log" 2>&1 &
 qemu=$!
-firstboot=no agent=no
+firstboot=no agent=no network=no
 while kill -0 "$qemu" 2>/dev/null && [ $(($(date +%s) - start)) -lt "$TIMEOUT" ]; do
   # systemd colours its status lines: compare without the escape sequences.
   sed 's/\x1b\[[0-9;]*m//g' "$work/console.log" >"$work/plain.log"
   grep -q 'auditflow-firstboot: set up as pi-qemu (agent)' "$work/plain.log" && firstboot=yes
   grep -q 'auditflow-agent: running (pid' "$work/plain.log" && agent=yes
-  [ "$firstboot" = yes ] && [ "$agent" = yes ] && break
+  # ifup@eth0 is a oneshot that runs dhclient: OK only once a lease is bound.
+  grep -q 'OK .*ifup@eth0' "$work/plain.log" && network=yes
+  [ "$firstboot" = yes ] && [ "$agent" = yes ] && [ "$network" = yes ] && break
   sleep 2
 done
 elapsed=$(($(date +%s) - start))
 cp "$work/console.log" "$(dirname "$image")/boot-test-console.log"
-if [ "$firstboot" = yes ] && [ "$agent" = yes ]; then
-  log "first boot finished and the agent started after ${elapsed}s (console: $(dirname "$image")/boot-test-console.log)"
+if [ "$firstboot" = yes ] && [ "$agent" = yes ] && [ "$network" = yes ]; then
+  log "first boot finished, eth0 got a DHCP lease and the agent started after ${elapsed}s (console: $(dirname "$image")/boot-test-console.log)"
   grep -E 'auditflow-firstboot|auditflow-agent' "$work/plain.log" | tail -n 5
 else
   tail -n 40 "$work/console.log"
-  log "FAILED after ${elapsed}s: first boot finished: $firstboot, agent started: $agent"
+  log "FAILED after ${elapsed}s: first boot finished: $firstboot, agent started: $agent, eth0 leased: $network"
   exit 1
 fi

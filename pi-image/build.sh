@@ -17,6 +17,7 @@
 #
 #   pi-image/build.sh                 target/pi-image/auditflow-node-arm64.img
 #   pi-image/build.sh --boot-test     then boot it under qemu-system-aarch64 (pi-image/boot-test.sh)
+#   K3S_BINARY=k3s-arm64 pi-image/build.sh   with k3s in the image (pi-image/add-k3s.sh)
 #
 # Needs root (chroot for the second stage) and these Debian packages, installed when
 # missing: debootstrap qemu-user-static dosfstools mtools e2fsprogs fdisk.
@@ -26,7 +27,13 @@ ROOT_DIR=$PWD
 OUT="$ROOT_DIR/target/pi-image"
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,systemd-timesyncd,rsyslog,udev,kmod,iproute2,netbase,ifupdown,isc-dhcp-client,openssh-server,ca-certificates,dbus,linux-image-arm64,raspi-firmware,e2fsprogs,dosfstools
+PACKAGES=systemd,systemd-sysv,systemd-timesyncd,rsyslog,udev,kmod,iproute2,netbase,ifupdown,isc-dhcp-client,openssh-server,ca-certificates,dbus,initramfs-tools,e2fsprogs,dosfstools
+# The kernel comes from bookworm-backports (6.12): bookworm's 6.1 has no device tree for the
+# Pi 5 (bcm2712-rpi-5-b.dtb); 6.12 has the Pi 4's and the Pi 5's. raspi-firmware (bookworm's)
+# copies them, the kernel and the initrd to the boot partition and writes config.txt and
+# cmdline.txt. Both are installed with apt in the chroot after the second stage.
+KERNEL_SUITE=bookworm-backports
+LATE_PACKAGES="linux-image-arm64/$KERNEL_SUITE raspi-firmware"
 BOOT_MB=256
 ROOT_MB=${ROOT_MB:-1536}
 # Fixed identifiers: the same inputs give the same image.
@@ -60,30 +67,55 @@ mkdir -p "$OUT"
 rootfs="$OUT/rootfs"
 # The Debian root depends only on these; it is cached under their digest.
 RASPI_DEFAULTS='ROOTPART=LABEL=RASPIROOT
-CONSOLES="ttyS1,115200 tty0"'
-key=$(printf '%s\n' "$SUITE" "$PACKAGES" "$RASPI_DEFAULTS" | sha256sum | cut -c1-12)
+CONSOLES="ttyS1,115200 ttyAMA10,115200 tty0"'
+key=$(printf '%s\n' "$SUITE" "$PACKAGES" "$RASPI_DEFAULTS" "$LATE_PACKAGES" | sha256sum | cut -c1-12)
 cache="$OUT/rootfs-$key.tar"
 
 # --- 1. the Debian root ----------------------------------------------------------------------
 if ! [ -f "$cache" ]; then
+  # A build killed during the apt step below may have left /proc mounted in the old root.
+  umount "$rootfs/proc" 2>/dev/null || true
   rm -rf "$rootfs"
   log "debootstrap $SUITE arm64 (first stage) from $MIRROR"
   debootstrap --arch=arm64 --foreign --variant=minbase --components=main,non-free-firmware \
     --include="$PACKAGES" \
     "$SUITE" "$rootfs" "$MIRROR" >"$OUT/debootstrap.log" 2>&1 ||
     { tail -n 30 "$OUT/debootstrap.log"; exit 1; }
-  # Where raspi-firmware points the kernel at the root, and its consoles (the Pi's UART and
-  # the screen; ttyAMA0 for qemu's virt machine).
+  # Where raspi-firmware points the kernel at the root, and its consoles: the Pi 4's UART
+  # (ttyS1), the Pi 5's debug UART (ttyAMA10), the screen (the last one is /dev/console).
   mkdir -p "$rootfs/etc/default"
   printf '%s\n' "$RASPI_DEFAULTS" >"$rootfs/etc/default/raspi-firmware"
   log "second stage under qemu-user (slow: every package is configured by emulated arm64)"
   chroot "$rootfs" /debootstrap/debootstrap --second-stage >>"$OUT/debootstrap.log" 2>&1 ||
     { tail -n 30 "$OUT/debootstrap.log"; exit 1; }
+  log "kernel from $KERNEL_SUITE and raspi-firmware (apt in the chroot, also emulated)"
+  printf 'deb %s %s main non-free-firmware\n' "$MIRROR" "$SUITE" "$MIRROR" "$KERNEL_SUITE" \
+    >"$rootfs/etc/apt/sources.list"
+  cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+  # raspi-firmware fills the boot partition's directory and refuses to run without it.
+  mkdir -p "$rootfs/boot/firmware"
+  # --force-confold: keep the /etc/default/raspi-firmware written above (dpkg would otherwise
+  # ask about it, and with no terminal fail). /proc is mounted for this step as debootstrap
+  # mounts it for its own: raspi-firmware's scripts use ischroot, which needs it, to know they
+  # run in a chroot rather than on a Pi whose boot partition is not mounted.
+  mount -t proc proc "$rootfs/proc"
+  trap 'umount "$rootfs/proc" 2>/dev/null || true' EXIT
+  chroot "$rootfs" /bin/sh -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold \
+    $LATE_PACKAGES" >>"$OUT/debootstrap.log" 2>&1 ||
+    { tail -n 30 "$OUT/debootstrap.log"; exit 1; }
+  umount "$rootfs/proc"
+  trap - EXIT
+  : >"$rootfs/etc/resolv.conf"
   tar -C "$rootfs" --numeric-owner -cf "$cache.tmp" . && mv "$cache.tmp" "$cache"
-else
-  log "Debian root from $cache"
-  rm -rf "$rootfs" && mkdir -p "$rootfs" && tar -C "$rootfs" --numeric-owner -xf "$cache"
 fi
+# Always from the cache, also right after making it, so a fresh build and a cached one give
+# the same image: tar does not carry extended attributes (the only ones the packages set are
+# the journal directory's ACLs, which systemd-tmpfiles sets again at every boot; no file has
+# capabilities), and what the image holds must not depend on which way it was made.
+log "Debian root from $cache"
+umount "$rootfs/proc" 2>/dev/null || true
+rm -rf "$rootfs" && mkdir -p "$rootfs" && tar -C "$rootfs" --numeric-owner -xf "$cache"
 
 # --- 2. AuditFlow ----------------------------------------------------------------------------
 BINARIES=agent ARCHES=arm64 bash scripts/build-images.sh --binaries-only
@@ -101,6 +133,11 @@ chroot "$rootfs" /bin/sh -c '
   systemctl enable auditflow-firstboot.service auditflow-agent.service systemd-timesyncd.service \
     ssh.service >/dev/null
 '
+# k3s, when its arm64 release binary is given (checked against the digest the Ansible roles
+# pin): then `mode = k3s-agent` joins the cluster on the first boot.
+if [ -n "${K3S_BINARY:-}" ]; then
+  bash pi-image/add-k3s.sh "$rootfs" "$K3S_BINARY"
+fi
 # The rest is per machine or per boot, made at first boot: machine id, ssh host keys.
 : >"$rootfs/etc/machine-id"
 rm -f "$rootfs"/etc/ssh/ssh_host_* "$rootfs/var/lib/dbus/machine-id"
@@ -109,6 +146,11 @@ rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log
 echo auditflow-node >"$rootfs/etc/hostname"
 printf 'LABEL=RASPIROOT\t/\text4\trw,noatime\t0\t1\nLABEL=RASPIFIRM\t/boot/firmware\tvfat\trw,noatime\t0\t2\n' >"$rootfs/etc/fstab"
 install -m 0644 pi-image/boot/auditflow.txt.example "$rootfs/boot/firmware/auditflow.txt.example"
+
+# The boot partition must carry both boards' device trees.
+for dtb in bcm2711-rpi-4-b.dtb bcm2712-rpi-5-b.dtb; do
+  [ -f "$rootfs/boot/firmware/$dtb" ] || { echo "pi-image: no $dtb on the boot partition" >&2; exit 1; }
+done
 
 # --- 3. partitions and image -------------------------------------------------------------------
 image="$OUT/auditflow-node-arm64.img"

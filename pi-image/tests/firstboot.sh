@@ -112,6 +112,29 @@ unit=pi-image/firstboot/auditflow-firstboot.service
 check "unit: once" grep -q '^ConditionPathExists=!/var/lib/auditflow/firstboot.done$' "$unit"
 check "unit: before the agent" grep -q '^Before=auditflow-agent.service k3s-agent.service' "$unit"
 
+# --- k3s in the image: pi-image/add-k3s.sh ------------------------------------------------
+# A stand-in binary (the real one cannot be downloaded here): the pinned digest refuses it,
+# its own digest (K3S_SHA256, as the Ansible role's tests override theirs) lets it in.
+r=$(new_root k3s-image)
+rm -f "$r/etc/systemd/system/k3s-agent.service"
+printf '#!/bin/sh\necho k3s stand-in\n' >"$work/k3s-arm64"
+if err=$(bash pi-image/add-k3s.sh "$r" "$work/k3s-arm64" 2>&1); then rc=0; else rc=$?; fi
+check "add-k3s: a binary that is not the pinned release is refused" test "$rc" = 1
+check "add-k3s: names the digests" grep -q 'as the Ansible roles pin it' <<<"$err"
+check "add-k3s: nothing installed when refused" test ! -e "$r/usr/local/bin/k3s" -a ! -e "$r/etc/systemd/system/k3s-agent.service"
+K3S_SHA256=$(sha256sum "$work/k3s-arm64" | cut -d' ' -f1) bash pi-image/add-k3s.sh "$r" "$work/k3s-arm64" >/dev/null
+check "add-k3s: binary installed" test -x "$r/usr/local/bin/k3s"
+check "add-k3s: kubectl link" test "$(readlink "$r/usr/local/bin/kubectl")" = k3s
+unit_file="$r/etc/systemd/system/k3s-agent.service"
+pinned_version=$(sed -n 's/^k3s_binary_version: *//p' ansible/roles/k3s_binary/defaults/main.yml)
+check "add-k3s: unit rendered from the role's template" grep -q "^Description=k3s agent ($pinned_version)$" "$unit_file"
+check "add-k3s: unit runs the binary" grep -q '^ExecStart=/usr/local/bin/k3s agent$' "$unit_file"
+check "add-k3s: no template syntax left" bash -c "! grep -q '{{' '$unit_file'"
+printf 'hostname = pi-k3s-2\nmode = k3s-agent\nk3s_url = https://server.lan:6443\nk3s_token = K10abc::server:def\n' \
+  >"$r/boot/firmware/auditflow.txt"
+firstboot "$r" >/dev/null
+check "add-k3s: first boot enables the installed unit" test -L "$r/etc/systemd/system/multi-user.target.wants/k3s-agent.service"
+
 # --- image assembly: the same tree gives the same image ------------------------------------
 # pi-image/assemble.sh over a small tree, twice, with the tree touched in between (new
 # ctimes, as every build has): the digests must match, and both file systems must hold the
