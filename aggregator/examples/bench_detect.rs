@@ -81,10 +81,6 @@ async fn measure<S: WindowState>(
     (done as f64 / start.elapsed().as_secs_f64(), fired)
 }
 
-/// The aggregator's allocator (aggregator/src/main.rs), so the figures are the binary's.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);

@@ -74,13 +74,10 @@ enum RulesCommand {
     },
 }
 
-// mimalloc instead of the C library's allocator: the detection path allocates per event and
-// per firing, and with glibc's malloc allocation was a quarter of its time (`scripts/bench.sh
-// detect`: 0.77 M events/s with glibc's, 1.1-1.3 M with mimalloc). The static images link musl,
-// whose allocator is slower still.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+// The C library's allocator, on purpose: mimalloc made the detection benchmark 1.75x faster
+// (0.66 -> 1.16 M events/s; allocation is a quarter of its time) but in the end-to-end
+// cluster benchmark it took the aggregator's peak RSS from 50-70 MB to 125 MB, and this
+// aggregator may run on a Pi (README, "Detection benchmark").
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {
