@@ -138,6 +138,10 @@ chroot "$rootfs" /bin/sh -c '
 if [ -n "${K3S_BINARY:-}" ]; then
   bash pi-image/add-k3s.sh "$rootfs" "$K3S_BINARY"
 fi
+# No real-time clock on a Pi: until NTP answers, systemd starts the clock at no earlier than
+# this file's time (SOURCE_DATE_EPOCH, as every file's), so events are not stamped 1970.
+# systemd-timesyncd then keeps its own floor, the last synchronized time, for later boots.
+: >"$rootfs/usr/lib/clock-epoch"
 # The rest is per machine or per boot, made at first boot: machine id, ssh host keys.
 : >"$rootfs/etc/machine-id"
 rm -f "$rootfs"/etc/ssh/ssh_host_* "$rootfs/var/lib/dbus/machine-id"
