@@ -155,7 +155,8 @@ cp pi-image/rootfs/etc/auditflow/agent.toml "$tree/etc/auditflow/agent.toml"
 printf 'with "quotes" and \\ backslash\n' >"$tree/etc/auditflow/odd \"name\""
 install -m 0755 "$FIRSTBOOT" "$tree/usr/local/bin/auditflow-firstboot"
 ln -s usr/local/bin "$tree/bin"
-assemble() { SOURCE_DATE_EPOCH=1795000000 BOOT_MB=40 ROOT_MB=16 bash pi-image/assemble.sh "$tree" "$1"; }
+epoch=1795000000
+assemble() { SOURCE_DATE_EPOCH=$epoch BOOT_MB=40 ROOT_MB=16 bash pi-image/assemble.sh "$tree" "$1"; }
 assemble "$work/a.img"
 sleep 1.1 && find "$tree" -exec touch -h {} + && chmod 0755 "$tree/usr/local/bin/auditflow-firstboot"
 assemble "$work/b.img"
@@ -168,7 +169,8 @@ check "assemble: odd names kept" bash -c "debugfs -R 'ls -l /etc/auditflow' '$wo
 # The names in a directory of an ext4 image (debugfs ls -p: /inode/mode/uid/gid/name/size/).
 ext4_ls() { debugfs -R "ls -p $2" "$1" 2>/dev/null | awk -F/ 'NF > 5 && $6 != "." && $6 != ".." { print $6 }'; }
 check "assemble: only an empty firmware directory under /boot" test "$(ext4_ls "$work/root.img" /boot)|$(ext4_ls "$work/root.img" /boot/firmware)" = "firmware|"
-check "assemble: every ctime is SOURCE_DATE_EPOCH" bash -c "debugfs -R 'stat /usr/local/bin/auditflow-firstboot' '$work/root.img' 2>/dev/null | grep -q 'ctime: 0x6afd86c0'"
+ctime_hex=$(printf '%x' "$epoch")
+check "assemble: every ctime is SOURCE_DATE_EPOCH" bash -c "debugfs -R 'stat /usr/local/bin/auditflow-firstboot' '$work/root.img' 2>/dev/null | grep -q 'ctime: 0x$ctime_hex'"
 check "assemble: boot partition holds the firmware" bash -c "MTOOLS_SKIP_CHECK=1 mtype -i '$work/a.img@@4M' ::/cmdline.txt | grep -q RASPIROOT"
 
 echo "pi-image firstboot: $passed passed, $failed failed"
