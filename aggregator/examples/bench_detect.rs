@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use aggregator::detect::{Detector, Input};
 use aggregator::rules::RuleSet;
-use aggregator::state::WindowState;
 use aggregator::state::memory::MemoryState;
 use aggregator::state::redis::RedisState;
+use aggregator::state::{Op, WindowState};
 use uuid::Uuid;
 use wire::model::{Event, Timestamp};
 use wire::synth::{Synth, Template};
@@ -81,6 +81,48 @@ async fn measure<S: WindowState>(
     (done as f64 / start.elapsed().as_secs_f64(), fired)
 }
 
+/// What the state is asked to do per 1,000 events of the mix: ops by kind, and the distinct
+/// windows (rule and group keys) a batch touches, which set the Redis script's cost.
+fn census(detector: &Detector, events: &[(String, Event)]) {
+    let (mut kinds, mut windows) = ([0usize; 5], 0usize);
+    for (b, chunk) in events.chunks(BATCH).enumerate() {
+        let inputs: Vec<Input<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (node, event))| Input {
+                id: Uuid::from_u128((b * BATCH + i) as u128),
+                node,
+                event,
+            })
+            .collect();
+        let plan = detector.plan(&inputs);
+        let mut keys = std::collections::HashSet::new();
+        for op in &plan.ops {
+            let (k, key) = match op {
+                Op::Window { key, .. } => (0, Some(key)),
+                Op::SeqFirst { key, .. } => (1, Some(key)),
+                Op::SeqThen { key, .. } => (2, Some(key)),
+                Op::NewValue { key, .. } => (3, Some(key)),
+                Op::Gate { .. } => (4, None),
+            };
+            kinds[k] += 1;
+            keys.extend(key);
+        }
+        windows += keys.len();
+    }
+    let per = |n: usize| n as f64 * 1_000.0 / events.len() as f64;
+    println!(
+        "ops per 1,000 events: window {:.0}, sequence first {:.0}, sequence then {:.0}, \
+         new value {:.0}, cooldown only {:.0}; state keys touched {:.0}",
+        per(kinds[0]),
+        per(kinds[1]),
+        per(kinds[2]),
+        per(kinds[3]),
+        per(kinds[4]),
+        per(windows)
+    );
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
@@ -91,6 +133,7 @@ async fn main() {
     );
     let detector = Detector::new(Arc::new(rules), Duration::from_secs(300));
     let mut events = mix();
+    census(&detector, &events);
 
     let memory = MemoryState::new();
     let (mem_rate, mem_fired) = measure(&memory, &detector, &mut events, seconds).await;

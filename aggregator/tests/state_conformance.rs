@@ -65,6 +65,10 @@ async fn threshold_counts_in_event_time(s: &impl WindowState) {
     // A duplicate member does not count twice.
     let v = apply(s, &[window("c", "e1", 0, 2), window("c", "e1", 0, 2)]).await;
     assert_eq!(v, [Verdict::Quiet, Verdict::Quiet]);
+    // Redelivered within the call that fired it: the same firing again, nothing new.
+    let v = apply(s, &[window("r", "e1", 0, 2), window("r", "e2", 1, 2), window("r", "e2", 1, 2)])
+        .await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Fired(2), Verdict::Fired(2)]);
 }
 
 async fn arrival_order_does_not_matter(s: &impl WindowState) {
@@ -156,6 +160,9 @@ async fn sequences(s: &impl WindowState) {
     // The steps were consumed; redelivering the closing event reports the same firing.
     let v = apply(s, &[then("x3", 5), then("x2", 4)]).await;
     assert_eq!(v, [Verdict::Quiet, Verdict::Fired(2)]);
+    // The same within one call.
+    let v = apply(s, &[first("f3", 10), first("f4", 11), then("x4", 12), then("x4", 12)]).await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Quiet, Verdict::Fired(2), Verdict::Fired(2)]);
 }
 
 async fn new_values_and_cooldowns(s: &impl WindowState) {
@@ -270,4 +277,47 @@ async fn redis_keys_all_expire() {
         let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut conn).await.unwrap();
         assert!(ttl > 0, "{k} has no TTL ({ttl})");
     }
+}
+
+#[tokio::test]
+async fn redis_ttls_cover_the_allowed_lateness() {
+    // A window's newest time lives in its used set, so that set must outlive the window plus
+    // its lateness even when a later call (a sequence's closing step, which knows only the
+    // window) touches it alone.
+    let s = redis_state().await;
+    let first = |m: &str, at: i64| Op::SeqFirst {
+        key: "ttl".into(),
+        member: m.into(),
+        ts: T0 + at * S,
+        window: 600 * S,
+        lateness: 3_000 * S,
+    };
+    let then = Op::SeqThen {
+        key: "ttl".into(),
+        by: "x".into(),
+        ts: T0 + 3 * S,
+        window: 600 * S,
+        count: 2,
+        gate: None,
+    };
+    apply(&s, &[first("f1", 1), first("f2", 2)]).await;
+    assert_eq!(apply(&s, &[then]).await, [Verdict::Fired(2)]);
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}w:ttl:u", s.prefix());
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+    // window_ttl: window + lateness + one hour.
+    assert!(ttl > 7_000, "{key} lives {ttl} s, less than window and lateness");
+}
+
+#[tokio::test]
+async fn redis_state_reloads_its_script() {
+    // After a Redis restart or SCRIPT FLUSH, Redis no longer has the script: the next call
+    // loads it again instead of failing.
+    let s = redis_state().await;
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    let v = apply(&s, &[window("flush", "e1", 0, 2), window("flush", "e2", 1, 2)]).await;
+    assert_eq!(v, [Verdict::Quiet, Verdict::Fired(2)]);
 }

@@ -2,15 +2,17 @@
 //! first use), so a batch's ops are applied atomically and in order with one round trip, and
 //! replicas sharing the Redis agree. Keys live under one prefix and every key has a TTL.
 //!
-//! Keys: `{prefix}w:{rule}:{group}` (sorted set, window members), `…:r` (hash, the last
-//! firing), `{prefix}n:…` (hash, first-seen values), `{prefix}g:…` (hash, cooldown),
+//! Keys: `{prefix}w:{rule}:{group}` (sorted set, the window's live members), `…:u` (sorted
+//! set, members used up by firings, the firings' triggers, and the window's newest time; see
+//! `window.lua`), `{prefix}n:…` (hash, first-seen values), `{prefix}g:…` (hash, cooldown),
 //! `{prefix}d:{node}:{epoch}` (sorted set, processed runs), `{prefix}fleet` (hash, nodes' last
 //! heartbeat). Sequence numbers and times must
 //! stay below 2^53 (Redis scores and Lua numbers are doubles); µs times and agent sequence
 //! numbers do by many orders of magnitude.
 
+use hashbrown::HashMap;
 use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value};
 
 use super::{DEDUP_TTL_SECS, Gate, Op, Span, StateError, Verdict, WindowState, window_ttl};
 
@@ -82,36 +84,99 @@ impl RedisState {
     }
 }
 
-fn gate_args(inv: &mut redis::ScriptInvocation<'_>, gate: Option<&Gate>) {
+fn gate_args(cmd: &mut Cmd, gate: Option<&Gate>) {
     match gate {
-        Some(g) => inv.arg(&g.key).arg(g.suppress),
-        None => inv.arg("").arg(0),
+        Some(g) => cmd.arg(&g.key).arg(g.suppress),
+        None => cmd.arg("").arg(0),
     };
 }
 
-fn push_op(inv: &mut redis::ScriptInvocation<'_>, op: &Op) {
-    match op {
-        Op::Window { key, member, by, ts, window, count, lateness, gate } => {
-            inv.arg("W").arg(key).arg(&**member).arg(&**by).arg(ts).arg(window).arg(count);
-            inv.arg(lateness).arg(window_ttl(*window, *lateness));
-            gate_args(inv, gate.as_ref());
+/// What a window op needs besides its event: declared once per window and call (a `K`
+/// record), and again only if a later op of the same window needs other values.
+#[derive(Clone, Copy, PartialEq)]
+struct WindowParams<'a> {
+    window: i64,
+    count: u32,
+    lateness: i64,
+    ttl: u64,
+    gate: Option<&'a Gate>,
+}
+
+/// One script call's arguments: the ops' records, with their windows' declarations. They are
+/// written straight into one `EVALSHA` command: redis-rs's `ScriptInvocation` keeps each
+/// argument in a buffer of its own, and those thousands of allocations and frees per call were
+/// most of the benchmark's own time with Redis state.
+struct Call<'a, 'c> {
+    cmd: &'c mut Cmd,
+    /// Window key -> the parameters last declared for it and that declaration's number.
+    declared: HashMap<&'a str, (WindowParams<'a>, usize)>,
+    /// Declarations so far (the script numbers them 1, 2, ...).
+    decls: usize,
+}
+
+impl<'a> Call<'a, '_> {
+    /// The number of the declaration of `key` with `params`, declaring it if needed.
+    fn window(&mut self, key: &'a str, params: WindowParams<'a>) -> usize {
+        if let Some((p, n)) = self.declared.get(key)
+            && *p == params
+        {
+            return *n;
         }
-        Op::SeqFirst { key, member, ts, window, lateness } => {
-            inv.arg("F").arg(key).arg(&**member).arg(ts).arg(window).arg(lateness);
-            inv.arg(window_ttl(*window, *lateness));
-        }
-        Op::SeqThen { key, by, ts, window, count, gate } => {
-            inv.arg("T").arg(key).arg(&**by).arg(ts).arg(window).arg(count);
-            inv.arg(window_ttl(*window, 0));
-            gate_args(inv, gate.as_ref());
-        }
-        Op::NewValue { key, value, by, ts, ttl, gate } => {
-            inv.arg("N").arg(key).arg(value).arg(&**by).arg(ts).arg(ttl);
-            gate_args(inv, gate.as_ref());
-        }
-        Op::Gate { by, ts, gate } => {
-            inv.arg("G").arg(&**by).arg(ts);
-            gate_args(inv, Some(gate));
+        self.decls += 1;
+        let n = self.decls;
+        self.cmd.arg("K").arg(key).arg(params.window).arg(params.count);
+        self.cmd.arg(params.lateness).arg(params.ttl);
+        gate_args(self.cmd, params.gate);
+        self.declared.insert(key, (params, n));
+        n
+    }
+
+    fn push(&mut self, op: &'a Op) {
+        match op {
+            Op::Window { key, member, by, ts, window, count, lateness, gate } => {
+                let ttl = window_ttl(*window, *lateness);
+                let params = WindowParams {
+                    window: *window,
+                    count: *count,
+                    lateness: *lateness,
+                    ttl,
+                    gate: gate.as_ref(),
+                };
+                let n = self.window(key, params);
+                self.cmd.arg("W").arg(n).arg(&**member).arg(&**by).arg(ts);
+            }
+            Op::SeqFirst { key, member, ts, window, lateness } => {
+                let ttl = window_ttl(*window, *lateness);
+                let params = WindowParams {
+                    window: *window,
+                    count: 0,
+                    lateness: *lateness,
+                    ttl,
+                    gate: None,
+                };
+                let n = self.window(key, params);
+                self.cmd.arg("F").arg(n).arg(&**member).arg(ts);
+            }
+            Op::SeqThen { key, by, ts, window, count, gate } => {
+                let ttl = window_ttl(*window, 0);
+                let params = WindowParams {
+                    window: *window,
+                    count: *count,
+                    lateness: 0,
+                    ttl,
+                    gate: gate.as_ref(),
+                };
+                let n = self.window(key, params);
+                self.cmd.arg("T").arg(n).arg(&**by).arg(ts);
+            }
+            Op::NewValue { key, value, by, ts, ttl, gate } => {
+                self.cmd.arg("N").arg(key).arg(value).arg(&**by).arg(ts).arg(ttl);
+                gate_args(self.cmd, gate.as_ref());
+            }
+            Op::Gate { by, ts, gate } => {
+                self.cmd.arg("G").arg(&**by).arg(ts);
+                gate_args(self.cmd, Some(gate));
+            }
         }
     }
 }
@@ -129,13 +194,23 @@ impl WindowState for RedisState {
     async fn apply(&self, ops: &[Op]) -> Result<Vec<Verdict>, StateError> {
         let mut out = Vec::with_capacity(ops.len());
         for chunk in ops.chunks(OPS_PER_CALL) {
-            let mut inv = self.window.prepare_invoke();
-            inv.arg(&self.prefix);
+            // Sized for about five arguments and 80 bytes an op, so the buffers rarely grow.
+            let mut cmd = Cmd::with_capacity(3 + chunk.len() * 5, chunk.len() * 80);
+            cmd.arg("EVALSHA").arg(self.window.get_hash()).arg(0).arg(&self.prefix);
+            let mut call = Call { cmd: &mut cmd, declared: HashMap::new(), decls: 0 };
             for op in chunk {
-                push_op(&mut inv, op);
+                call.push(op);
             }
             let mut conn = self.conn.clone();
-            let codes: Vec<i64> = inv.invoke_async(&mut conn).await?;
+            // As Script::invoke_async does: load the script when Redis does not have it yet
+            // (first use, or after a restart or SCRIPT FLUSH), then retry once.
+            let codes: Vec<i64> = match cmd.query_async(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    self.window.load_async(&mut conn).await?;
+                    cmd.query_async(&mut conn).await?
+                }
+                other => other?,
+            };
             if codes.len() != chunk.len() {
                 return Err(StateError::Protocol(format!(
                     "{} verdicts for {} ops",
