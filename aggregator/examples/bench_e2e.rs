@@ -209,6 +209,8 @@ struct ClusterServices {
     vhost: String,
     admin_db: String,
     db: String,
+    redis_url: String,
+    redis_prefix: String,
 }
 
 impl Drop for ClusterServices {
@@ -221,6 +223,30 @@ impl Drop for ClusterServices {
                 &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db),
             ])
             .output();
+        // The aggregator's windows and dedup records (they would expire within a day).
+        let _ = unlink_prefix(&self.redis_url, &self.redis_prefix);
+    }
+}
+
+/// Removes every key under `prefix` (SCAN and UNLINK, so Redis frees them in the background).
+fn unlink_prefix(url: &str, prefix: &str) -> redis::RedisResult<()> {
+    let mut conn = redis::Client::open(url)?.get_connection()?;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut conn)?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK").arg(&keys).query::<()>(&mut conn)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 
@@ -263,7 +289,13 @@ fn main() -> anyhow::Result<()> {
         }
         let amqp_url = format!("{prefix}/{vhost}");
         let database_url = format!("{}/{db}", admin_db.rsplit_once('/').context("DATABASE_URL")?.0);
-        _services = Some(ClusterServices { vhost, admin_db, db });
+        _services = Some(ClusterServices {
+            vhost,
+            admin_db,
+            db,
+            redis_url: redis.clone(),
+            redis_prefix: format!("auditflow-bench:{tag}:"),
+        });
         let config = dir.path().join("aggregator.toml");
         std::fs::write(
             &config,
