@@ -486,8 +486,7 @@ fn main() -> anyhow::Result<()> {
         let cpu = 100.0 * service_ticks(pids).saturating_sub(services_t0[name]) as f64 / hz / wall;
         // The services outlive the run, so their peak would be that of their whole life
         // (earlier benchmarks included): their RSS at the end of the run instead.
-        let rss: u64 =
-            pids.iter().filter_map(|p| proc_stat_as(*p, "VmRSS:")).map(|s| s.1).sum();
+        let rss: u64 = pids.iter().filter_map(|p| proc_stat_as(*p, "VmRSS:")).map(|s| s.1).sum();
         println!(
             "| {name} (service, {} processes) | {cpu:.0} | {:.1} (sum, at the end) |",
             pids.len(),

@@ -16,7 +16,7 @@ use wire::{Envelope, legacy};
 use crate::detect::{Detector, Input};
 use crate::state::{Span, WindowState};
 use crate::store::AlertSink;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Stage};
 
 /// One unit of input. (Items live in a batch only briefly; boxing the larger variant would
 /// cost an allocation per legacy event for nothing.)
@@ -168,7 +168,7 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
             span_of.push(first);
         }
         let mut done = self.state.processed(&all_spans).await?;
-        clock.lap("dedup");
+        clock.lap(Stage::Dedup);
         // The same envelope twice in one batch (a redelivery next to the original): the
         // earlier copy counts as processed for the later one.
         let mut taken: std::collections::HashMap<(&str, u64), Vec<(u64, u64)>> =
@@ -226,19 +226,19 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
 
         let detector = self.rules.get();
         let plan = detector.plan(&inputs);
-        clock.lap("detect");
+        clock.lap(Stage::Detect);
         let verdicts = self.state.apply(&plan.ops).await?;
-        clock.lap("state");
+        clock.lap(Stage::State);
         let outcome = detector.finish(&inputs, &plan, &verdicts);
-        clock.lap("detect");
+        clock.lap(Stage::Detect);
         self.sink.commit(&outcome.firings).await?;
-        clock.lap("store");
+        clock.lap(Stage::Store);
         let now = unix_nanos();
         for f in &outcome.firings {
             self.metrics.firing_age.observe(age_seconds(now, f.event.ts.as_nanos()));
         }
         self.state.mark_processed(&all_spans).await?;
-        clock.lap("mark");
+        clock.lap(Stage::Mark);
 
         stats.firings = outcome.firings.len() as u64;
         let m = &self.metrics;
@@ -265,11 +265,9 @@ impl<'a> StageClock<'a> {
         Self { metrics, last: std::time::Instant::now(), spent: Default::default() }
     }
 
-    fn lap(&mut self, stage: &str) {
+    fn lap(&mut self, stage: Stage) {
         let now = std::time::Instant::now();
-        if let Some(i) = crate::telemetry::STAGES.iter().position(|s| *s == stage) {
-            self.spent[i] += (now - self.last).as_secs_f64();
-        }
+        self.spent[stage as usize] += (now - self.last).as_secs_f64();
         self.last = now;
     }
 }

@@ -9,8 +9,24 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 30.0, 300.0,
 ];
 
-/// The stages of a batch, as `auditflow_aggregator_batch_stage_seconds` labels them.
+/// The stages of a batch, as `auditflow_aggregator_batch_stage_seconds` labels them; indexed by
+/// [`Stage`].
 pub const STAGES: [&str; 5] = ["dedup", "detect", "state", "store", "mark"];
+
+/// A stage of a batch: its index in [`STAGES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The dedup lookup.
+    Dedup = 0,
+    /// Rule evaluation (before and after the state call).
+    Detect = 1,
+    /// The state call.
+    State = 2,
+    /// Committing the firings.
+    Store = 3,
+    /// Recording the batch as processed.
+    Mark = 4,
+}
 
 /// The aggregator's metrics.
 #[derive(Clone, Debug)]
@@ -233,5 +249,18 @@ fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_index_their_labels() {
+        let stages = [Stage::Dedup, Stage::Detect, Stage::State, Stage::Store, Stage::Mark];
+        let labels: Vec<&str> = stages.iter().map(|s| STAGES[*s as usize]).collect();
+        assert_eq!(labels, STAGES);
+        assert_eq!(STAGES[Stage::State as usize], "state");
     }
 }
