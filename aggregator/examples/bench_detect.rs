@@ -4,6 +4,9 @@
 //! `scripts/bench.sh detect [SECONDS]`; the last line is
 //! `detect: memory_events_per_s=<n> redis_events_per_s=<m>`.
 
+#[path = "common/redis_keys.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,30 +126,6 @@ fn census(detector: &Detector, events: &[(String, Event)]) {
     );
 }
 
-/// Removes every key under `prefix` (SCAN and UNLINK, so Redis frees them in the background).
-async fn unlink_prefix(url: &str, prefix: &str) -> redis::RedisResult<usize> {
-    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
-    let (mut cursor, mut removed) = (0u64, 0usize);
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            removed += keys.len();
-            redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn).await?;
-        }
-        if next == 0 {
-            return Ok(removed);
-        }
-        cursor = next;
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
@@ -171,7 +150,7 @@ async fn main() {
     println!("redis: {redis_rate:.0} events/s, {redis_fired} firings in {seconds} s");
     // The run leaves hundreds of MB of windows behind (they would expire within hours);
     // freeing them now keeps them from weighing on the next benchmark.
-    let removed = unlink_prefix(&url, &prefix).await.expect("remove the benchmark's keys");
+    let removed = common::unlink_prefix(&url, &prefix).expect("remove the benchmark's keys");
     println!("removed the run's {removed} Redis keys");
     println!("detect: memory_events_per_s={mem_rate:.0} redis_events_per_s={redis_rate:.0}");
 }

@@ -19,6 +19,9 @@
 //! for its backlog. Prints a table per process (CPU % of one core, peak RSS) and the last line
 //! `e2e: profile=<p> events_per_s=<n> p99_ms=<x>`.
 
+#[path = "common/redis_keys.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -229,29 +232,7 @@ impl Drop for ClusterServices {
             ])
             .output();
         // The aggregator's windows and dedup records (they would expire within a day).
-        let _ = unlink_prefix(&self.redis_url, &self.redis_prefix);
-    }
-}
-
-/// Removes every key under `prefix` (SCAN and UNLINK, so Redis frees them in the background).
-fn unlink_prefix(url: &str, prefix: &str) -> redis::RedisResult<()> {
-    let mut conn = redis::Client::open(url)?.get_connection()?;
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query(&mut conn)?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK").arg(&keys).query::<()>(&mut conn)?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
+        let _ = common::unlink_prefix(&self.redis_url, &self.redis_prefix);
     }
 }
 
