@@ -132,6 +132,23 @@ async fn distinct_counts_values(s: &impl WindowState) {
     )
     .await;
     assert_eq!(v, [Verdict::Quiet, Verdict::Quiet, Verdict::Quiet, Verdict::Fired(3)]);
+    // Values are anything an event carries, "!" included, and must not pass for the state's
+    // own bookkeeping (the Redis script keeps a window's newest time and its triggers in the
+    // same set as used-up values).
+    let op2 = |member: &str, by: &str, at: i64| Op::Window {
+        key: "d2".into(),
+        member: member.into(),
+        by: by.into(),
+        ts: T0 + at * S,
+        window: 60 * S,
+        count: 2,
+        lateness: 0,
+        gate: None,
+    };
+    assert_eq!(apply(s, &[op2("x", "e1", 100)]).await, [Verdict::Quiet]);
+    assert_eq!(apply(s, &[op2("!", "e2", 50)]).await, [Verdict::Fired(2)]);
+    // Still behind the horizon of the newest time (100 - 60).
+    assert_eq!(apply(s, &[op2("y", "e3", 39)]).await, [Verdict::Late]);
 }
 
 async fn sequences(s: &impl WindowState) {

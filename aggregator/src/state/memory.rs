@@ -44,9 +44,8 @@ struct Expiring<T> {
 }
 
 /// A window: members with their times, the members already used up by a firing, and the
-/// triggers of past firings (the Lua script keeps those among the used-up ones as
-/// `!<trigger>`; here they have a set of their own, which also keeps a distinct value that
-/// starts with `!` from passing for a trigger). A redelivered used-up member is quiet and a
+/// triggers of past firings (the Lua script keeps those in the used set as `!<trigger>`, next
+/// to `=<member>` for used-up members; here they have a set of their own). A redelivered used-up member is quiet and a
 /// redelivered trigger reports the same firing again, so arrival order and redelivery do not
 /// change what fires. Each set has a time-ordered twin so that pruning and window queries
 /// cost O(log n) plus what they touch, not a scan of the whole group (a brute-force storm

@@ -15,9 +15,11 @@
 -- numbers, which redis.call formats exactly (%.17g), never through Lua's own number
 -- formatting, which keeps only 14 digits.
 --
--- Per window key zk: zk (live members, scored by time) and zk:u (members used up by a firing,
--- "!<trigger>" for each firing's trigger, and "!" — the trigger of no event, since event keys
--- are never empty — scored with the newest time ever added to the window). A redelivered
+-- Per window key zk: zk (live members, scored by time) and zk:u ("=<member>" for each member
+-- used up by a firing, "!<trigger>" for each firing's trigger, and "!" — the trigger of no
+-- event, since event keys are never empty — scored with the newest time ever added to the
+-- window). Members are any value an event carries (distinct rules count values), hence the
+-- "=": a value "!" or "!<key>" must not pass for the newest time or a trigger. A redelivered
 -- used-up member is quiet and a redelivered trigger reports the same firing again.
 --
 -- Cost: Redis's one thread is the ceiling of the cluster profile. Every redis.call costs
@@ -50,7 +52,7 @@ local function probe(w, kind, name)
   local seen = w.probed[kind]
   if not seen[name] then
     seen[name] = true
-    w.probe[#w.probe + 1] = kind == 't' and '!' .. name or name
+    w.probe[#w.probe + 1] = (kind == 't' and '!' or '=') .. name
     w.pkind[#w.pkind + 1] = kind
     w.pname[#w.pname + 1] = name
   end
@@ -161,7 +163,7 @@ local function use_up(w, ja, jb, by, ts, ttl)
   for j = ja, jb do
     local s, m = w.arr[j][1], w.arr[j][2]
     w.sc[m], w.dirty[m], w.used[m] = nil, true, s
-    w.newly[#w.newly + 1] = { s, m }
+    w.newly[#w.newly + 1] = { s, '=' .. m }
   end
   cut(w.arr, ja, jb)
   w.trig[by] = ts
