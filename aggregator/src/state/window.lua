@@ -21,6 +21,9 @@
 -- window). Members are any value an event carries (distinct rules count values), hence the
 -- "=": a value "!" or "!<key>" must not pass for the newest time or a trigger. A redelivered
 -- used-up member is quiet and a redelivered trigger reports the same firing again.
+-- (Before 2026-11-26 the newest time had a key of its own, zk:t, and used-up members had no
+-- "=". Across that upgrade a window's first call does not see its old newest time, and an
+-- event redelivered across it is not recognised as used up; the old keys expire by TTL.)
 --
 -- Cost: Redis's one thread is the ceiling of the cluster profile. Every redis.call costs
 -- about a microsecond beyond its command, every argument of the call a fifth of one, and
