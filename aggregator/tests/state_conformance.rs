@@ -115,17 +115,22 @@ async fn pruning_takes_effect_within_one_call(s: &impl WindowState) {
     assert_eq!(split, v);
 }
 
-async fn distinct_counts_values(s: &impl WindowState) {
-    let op = |member: &str, by: &str, at: i64| Op::Window {
-        key: "d".into(),
+/// A distinct rule's op: `member` is the value counted, `by` the event.
+fn distinct(key: &str, count: u32, member: &str, by: &str, at: i64) -> Op {
+    Op::Window {
+        key: key.into(),
         member: member.into(),
         by: by.into(),
         ts: T0 + at * S,
         window: 60 * S,
-        count: 3,
+        count,
         lateness: 0,
         gate: None,
-    };
+    }
+}
+
+async fn distinct_counts_values(s: &impl WindowState) {
+    let op = |member: &str, by: &str, at: i64| distinct("d", 3, member, by, at);
     let v = apply(
         s,
         &[op("alice", "e1", 0), op("alice", "e2", 1), op("bob", "e3", 2), op("carol", "e4", 3)],
@@ -135,16 +140,7 @@ async fn distinct_counts_values(s: &impl WindowState) {
     // Values are anything an event carries, "!" included, and must not pass for the state's
     // own bookkeeping (the Redis script keeps a window's newest time and its triggers in the
     // same set as used-up values).
-    let op2 = |member: &str, by: &str, at: i64| Op::Window {
-        key: "d2".into(),
-        member: member.into(),
-        by: by.into(),
-        ts: T0 + at * S,
-        window: 60 * S,
-        count: 2,
-        lateness: 0,
-        gate: None,
-    };
+    let op2 = |member: &str, by: &str, at: i64| distinct("d2", 2, member, by, at);
     assert_eq!(apply(s, &[op2("x", "e1", 100)]).await, [Verdict::Quiet]);
     assert_eq!(apply(s, &[op2("!", "e2", 50)]).await, [Verdict::Fired(2)]);
     // Still behind the horizon of the newest time (100 - 60).
