@@ -74,10 +74,12 @@ enum RulesCommand {
     },
 }
 
-// The C library's allocator, on purpose: mimalloc made the detection benchmark 1.75x faster
-// (0.66 -> 1.16 M events/s; allocation is a quarter of its time) but in the end-to-end
-// cluster benchmark it took the aggregator's peak RSS from 50-70 MB to 125 MB, and this
-// aggregator may run on a Pi (README, "Detection benchmark").
+// The C library's allocator, on purpose. mimalloc makes the single-threaded detection
+// benchmark much faster (0.66 -> 1.16 M events/s in one session; 0.84 -> 1.33 M, median of 5,
+// on 2026-11-26), but in the end-to-end benchmark, where events are decoded on one thread and
+// freed on another, it made the aggregator worse on every count: peak RSS 41 -> 100 MB
+// (cluster) and 37 -> 139 MB (embedded), p99 latency 25 -> 92 ms and 32 -> 419 ms, detection
+// stage 0.45 -> 1.74 ms per batch (`scripts/bench.sh e2e`, README "Detection benchmark").
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aggregator::state::memory::MemoryState;
 use aggregator::state::redis::RedisState;
-use aggregator::state::{Gate, Op, Span, Verdict, WindowState};
+use aggregator::state::{Op, Span, Verdict, WindowState};
 
 const S: i64 = 1_000_000;
 const T0: i64 = 1_767_225_600 * S;
@@ -20,7 +20,7 @@ fn window(key: &str, member: &str, at: i64, count: u32) -> Op {
         window: 60 * S,
         count,
         lateness: 300 * S,
-        gate: None,
+        suppress: None,
     }
 }
 
@@ -125,7 +125,7 @@ fn distinct(key: &str, count: u32, member: &str, by: &str, at: i64) -> Op {
         window: 60 * S,
         count,
         lateness: 0,
-        gate: None,
+        suppress: None,
     }
 }
 
@@ -161,7 +161,7 @@ async fn sequences(s: &impl WindowState) {
         ts: T0 + at * S,
         window: 600 * S,
         count: 2,
-        gate: None,
+        suppress: None,
     };
     let v =
         apply(s, &[then("x0", 0), first("f1", 1), then("x1", 2), first("f2", 3), then("x2", 4)])
@@ -185,15 +185,16 @@ async fn new_values_and_cooldowns(s: &impl WindowState) {
         by: by.into(),
         ts: T0,
         ttl: 3600,
-        gate: None,
+        suppress: None,
     };
     let v = apply(s, &[nv("vim", "e1"), nv("vim", "e2"), nv("vim", "e1"), nv("curl", "e3")]).await;
     assert_eq!(v, [Verdict::Fired(1), Verdict::Quiet, Verdict::Fired(1), Verdict::Fired(1)]);
 
     let gate = |by: &str, at: i64| Op::Gate {
+        key: "g".into(),
         by: by.into(),
         ts: T0 + at * S,
-        gate: Gate { key: "g".into(), suppress: 600 * S },
+        suppress: 600 * S,
     };
     let v = apply(s, &[gate("e1", 0), gate("e2", 10), gate("e1", 0), gate("e3", 601)]).await;
     assert_eq!(v, [Verdict::Fired(1), Verdict::Suppressed, Verdict::Fired(1), Verdict::Fired(1)]);
@@ -311,7 +312,7 @@ async fn redis_ttls_cover_the_allowed_lateness() {
         ts: T0 + 3 * S,
         window: 600 * S,
         count: 2,
-        gate: None,
+        suppress: None,
     };
     apply(&s, &[first("f1", 1), first("f2", 2)]).await;
     assert_eq!(apply(&s, &[then]).await, [Verdict::Fired(2)]);

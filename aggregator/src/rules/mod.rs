@@ -149,6 +149,7 @@ impl Rule {
 
     /// The alert title for a firing.
     pub fn title(&self, event: &EventRef<'_>, count: u32) -> String {
+        use std::fmt::Write as _;
         let Some(template) = &self.summary else { return self.name.clone() };
         let mut out = String::with_capacity(template.len() + 16);
         let mut rest = template.as_str();
@@ -159,9 +160,9 @@ impl Rule {
                 Some(close) => {
                     let name = &after[..close];
                     if name == "count" {
-                        out.push_str(&count.to_string());
+                        let _ = write!(out, "{count}");
                     } else if let Some(f) = FieldId::parse(name) {
-                        out.push_str(&event.get(&f).key_text());
+                        event.get(&f).push_key_text(&mut out);
                     } else {
                         out.push('{');
                         out.push_str(name);

@@ -1,9 +1,8 @@
 //! The in-memory [`WindowState`]: one mutex around plain maps. Embedded mode and the rule
 //! tests use it; its semantics are the reference the Redis script follows.
 
-use std::collections::BTreeSet;
-use std::ops::Bound;
-use std::sync::{LazyLock, Mutex};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 // hashbrown's map with its default hasher, foldhash, instead of std's SipHash: hashing was the
@@ -14,7 +13,7 @@ use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
 
 use super::{
-    DEDUP_TTL_SECS, Gate, Name, Op, Span, StateError, Verdict, WindowState, gate_ttl, window_ttl,
+    DEDUP_TTL_SECS, Name, Op, Span, StateError, Verdict, WindowState, gate_ttl, window_ttl,
 };
 
 /// In-memory detection state.
@@ -45,11 +44,11 @@ struct Expiring<T> {
 
 /// A window: members with their times, the members already used up by a firing, and the
 /// triggers of past firings (the Lua script keeps those in the used set as `!<trigger>`, next
-/// to `=<member>` for used-up members; here they have a set of their own). A redelivered used-up member is quiet and a
-/// redelivered trigger reports the same firing again, so arrival order and redelivery do not
-/// change what fires. Each set has a time-ordered twin so that pruning and window queries
-/// cost O(log n) plus what they touch, not a scan of the whole group (a brute-force storm
-/// makes groups large).
+/// to `=<member>` for used-up members; here they have a set of their own). A redelivered
+/// used-up member is quiet and a redelivered trigger reports the same firing again, so arrival
+/// order and redelivery do not change what fires. Each set is also kept in time order, so that
+/// pruning and window queries cost O(log n) plus what they touch, not a scan of the whole
+/// group (a brute-force storm makes groups large).
 #[derive(Debug, Default)]
 struct Window {
     members: Timed,
@@ -60,25 +59,40 @@ struct Window {
 }
 
 /// A set of named times, by name and by time. A name is stored once and shared by both
-/// indexes (the hot path of the benchmark was the allocator).
+/// indexes (the hot path of the benchmark was the allocator). The time index is a sorted
+/// ring buffer, not a B-tree: members, used-up members and triggers arrive almost always in
+/// time order, so an insert is a push at the back, pruning pops at the front, and a firing
+/// takes a run near the back — no node allocations, and the entries of a window lie together
+/// in memory. An event far out of order costs a shift of the entries after it.
 #[derive(Debug, Default)]
 struct Timed {
     by_name: HashMap<Name, i64>,
-    by_time: BTreeSet<(i64, Name)>,
-}
-
-/// A key of [`Timed::by_time`].
-type TimeKey = (i64, Name);
-
-/// The smallest name, for range bounds.
-static NO_NAME: LazyLock<Name> = LazyLock::new(|| Name::from(""));
-
-/// The keys with times in `[a, b]`.
-fn time_range(a: i64, b: i64) -> (Bound<TimeKey>, Bound<TimeKey>) {
-    (Bound::Included((a, NO_NAME.clone())), Bound::Excluded((b.saturating_add(1), NO_NAME.clone())))
+    by_time: VecDeque<(i64, Name)>,
 }
 
 impl Timed {
+    /// Where `(ts, name)` is or would go in `by_time`.
+    fn position(&self, ts: i64, name: &str) -> usize {
+        self.by_time.partition_point(|(t, n)| *t < ts || (*t == ts && &**n < name))
+    }
+
+    /// The index range of the entries with times in `[a, b]`.
+    fn span(&self, a: i64, b: i64) -> std::ops::Range<usize> {
+        let start = self.by_time.partition_point(|(t, _)| *t < a);
+        let end = self.by_time.partition_point(|(t, _)| *t <= b);
+        start..end.max(start)
+    }
+
+    fn insert_time(&mut self, ts: i64, name: Name) {
+        match self.by_time.back() {
+            Some((t, n)) if *t > ts || (*t == ts && **n > *name) => {
+                let at = self.position(ts, &name);
+                self.by_time.insert(at, (ts, name));
+            }
+            _ => self.by_time.push_back((ts, name)),
+        }
+    }
+
     /// Sets `name`'s time, keeping the later one if it is already there.
     fn raise(&mut self, name: &Name, ts: i64) {
         match self.by_name.entry(name.clone()) {
@@ -86,14 +100,15 @@ impl Timed {
                 let old = *e.get();
                 if old < ts {
                     e.insert(ts);
-                    if let Some(entry) = self.by_time.take(&(old, name.clone())) {
-                        self.by_time.insert((ts, entry.1));
+                    let at = self.position(old, name);
+                    if let Some((_, entry)) = self.by_time.remove(at) {
+                        self.insert_time(ts, entry);
                     }
                 }
             }
             Entry::Vacant(e) => {
                 e.insert(ts);
-                self.by_time.insert((ts, name.clone()));
+                self.insert_time(ts, name.clone());
             }
         }
     }
@@ -104,27 +119,24 @@ impl Timed {
 
     /// Drops everything older than `horizon`.
     fn prune(&mut self, horizon: i64) {
-        while let Some((t, _)) = self.by_time.first() {
-            if *t >= horizon {
-                break;
-            }
-            if let Some((_, name)) = self.by_time.pop_first() {
-                self.by_name.remove(&name);
+        while self.by_time.front().is_some_and(|(t, _)| *t < horizon) {
+            if let Some((_, name)) = self.by_time.pop_front() {
+                self.by_name.remove(&*name);
             }
         }
     }
 
     /// Times in `[a, b]`, ascending.
     fn times(&self, a: i64, b: i64) -> impl Iterator<Item = i64> + '_ {
-        self.by_time.range(time_range(a, b)).map(|(t, _)| *t)
+        self.by_time.range(self.span(a, b)).map(|(t, _)| *t)
     }
 
     /// Removes and returns the entries with times in `[a, b]`.
     fn take(&mut self, a: i64, b: i64) -> Vec<(i64, Name)> {
-        let taken: Vec<(i64, Name)> = self.by_time.range(time_range(a, b)).cloned().collect();
-        for entry in &taken {
-            self.by_time.remove(entry);
-            self.by_name.remove(&entry.1);
+        let span = self.span(a, b);
+        let taken: Vec<(i64, Name)> = self.by_time.drain(span).collect();
+        for (_, name) in &taken {
+            self.by_name.remove(&**name);
         }
         taken
     }
@@ -207,12 +219,12 @@ impl Inner {
 
     fn apply(&mut self, op: &Op, now: Instant) -> Verdict {
         match op {
-            Op::Window { key, member, by, ts, window, count, lateness, gate } => {
+            Op::Window { key, member, by, ts, window, count, lateness, suppress } => {
                 let entry = window_entry(&mut self.windows, key, now);
                 entry.expires = ttl(now, window_ttl(*window, *lateness));
                 let w = &mut entry.value;
                 let verdict = window_add(w, member, by, *ts, *window, *count, *lateness, true);
-                self.gated(verdict, gate.as_ref(), by, *ts, now)
+                self.gated(verdict, key, *suppress, by, *ts, now)
             }
             Op::SeqFirst { key, member, ts, window, lateness } => {
                 let entry = window_entry(&mut self.windows, key, now);
@@ -228,17 +240,17 @@ impl Inner {
                     false,
                 )
             }
-            Op::SeqThen { key, by, ts, window, count, gate } => {
-                let verdict = match self.windows.get_mut(key) {
+            Op::SeqThen { key, by, ts, window, count, suppress } => {
+                let verdict = match self.windows.get_mut(&**key) {
                     None => Verdict::Quiet,
                     Some(entry) => seq_then(&mut entry.value, by, *ts, *window, *count),
                 };
-                self.gated(verdict, gate.as_ref(), by, *ts, now)
+                self.gated(verdict, key, *suppress, by, *ts, now)
             }
-            Op::NewValue { key, value, by, ts, ttl: secs, gate } => {
+            Op::NewValue { key, value, by, ts, ttl: secs, suppress } => {
                 let entry = self
                     .values
-                    .entry(key.clone())
+                    .entry_ref(&**key)
                     .or_insert_with(|| Expiring { value: HashMap::new(), expires: now });
                 entry.expires = ttl(now, *secs);
                 let verdict = match entry.value.get(value) {
@@ -249,34 +261,40 @@ impl Inner {
                     Some(first) if first == by => Verdict::Fired(1),
                     Some(_) => Verdict::Quiet,
                 };
-                self.gated(verdict, gate.as_ref(), by, *ts, now)
+                self.gated(verdict, key, *suppress, by, *ts, now)
             }
-            Op::Gate { by, ts, gate } => self.gated(Verdict::Fired(1), Some(gate), by, *ts, now),
+            Op::Gate { key, by, ts, suppress } => {
+                self.gated(Verdict::Fired(1), key, Some(*suppress), by, *ts, now)
+            }
         }
     }
 
     fn gated(
         &mut self,
         verdict: Verdict,
-        gate: Option<&Gate>,
+        key: &str,
+        suppress: Option<i64>,
         by: &Name,
         ts: i64,
         now: Instant,
     ) -> Verdict {
-        let (Verdict::Fired(_), Some(gate)) = (verdict, gate) else { return verdict };
-        if let Some(last) = self.gates.get(&gate.key).filter(|e| e.expires > now) {
+        let (Verdict::Fired(_), Some(suppress)) = (verdict, suppress) else { return verdict };
+        if let Some(last) = self.gates.get(key).filter(|e| e.expires > now) {
             let (last_ts, last_by) = &last.value;
             if last_by == by {
                 return verdict;
             }
-            if (ts - last_ts).abs() < gate.suppress {
+            if (ts - last_ts).abs() < suppress {
                 return Verdict::Suppressed;
             }
         }
-        self.gates.insert(
-            gate.key.clone(),
-            Expiring { value: (ts, by.clone()), expires: ttl(now, gate_ttl(gate.suppress)) },
-        );
+        let expires = ttl(now, gate_ttl(suppress));
+        match self.gates.get_mut(key) {
+            Some(e) => *e = Expiring { value: (ts, by.clone()), expires },
+            None => {
+                self.gates.insert(key.to_owned(), Expiring { value: (ts, by.clone()), expires });
+            }
+        }
         verdict
     }
 

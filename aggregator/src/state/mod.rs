@@ -26,17 +26,11 @@ use std::sync::Arc;
 /// allocation).
 pub type Name = Arc<str>;
 
-/// A cooldown check attached to a firing: `suppress` after the last allowed firing of the
-/// same key (in event time), further firings are suppressed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Gate {
-    /// The rule and group.
-    pub key: String,
-    /// The cooldown in µs.
-    pub suppress: i64,
-}
-
 /// One state update, evaluated for one event and one rule.
+///
+/// A `suppress` is a cooldown on the op's `key` (the rule and group), in µs of event time:
+/// within it after the last firing allowed through, further firings of the same key are
+/// suppressed. (The cooldown is keyed like the window, so it needs no key of its own.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Threshold and distinct rules: add `member` at `ts` and fire when `count` members lie
@@ -44,7 +38,7 @@ pub enum Op {
     /// (a member keeps its latest time); for threshold rules it is the event key.
     Window {
         /// The rule and group.
-        key: String,
+        key: Name,
         /// What is counted.
         member: Name,
         /// The event key (recorded as the trigger when this op fires).
@@ -58,12 +52,12 @@ pub enum Op {
         /// How far behind the newest member an event may arrive and still count, µs.
         lateness: i64,
         /// The cooldown, if the rule has one.
-        gate: Option<Gate>,
+        suppress: Option<i64>,
     },
     /// A sequence rule's first step: remember the event.
     SeqFirst {
         /// The rule and group.
-        key: String,
+        key: Name,
         /// The event key.
         member: Name,
         /// Event time, µs.
@@ -77,7 +71,7 @@ pub enum Op {
     /// `window` before `ts`.
     SeqThen {
         /// The rule and group.
-        key: String,
+        key: Name,
         /// The event key.
         by: Name,
         /// Event time, µs.
@@ -87,12 +81,12 @@ pub enum Op {
         /// How many first-step events are needed.
         count: u32,
         /// The cooldown, if any.
-        gate: Option<Gate>,
+        suppress: Option<i64>,
     },
     /// A new_value rule: fire when `value` was never seen for the group (within `ttl`).
     NewValue {
         /// The rule and group.
-        key: String,
+        key: Name,
         /// The value.
         value: String,
         /// The event key.
@@ -102,16 +96,18 @@ pub enum Op {
         /// How long a value is remembered after it was last seen, seconds.
         ttl: u64,
         /// The cooldown, if any.
-        gate: Option<Gate>,
+        suppress: Option<i64>,
     },
-    /// A match rule with a cooldown: only the gate.
+    /// A match rule with a cooldown: only the cooldown.
     Gate {
+        /// The rule and group.
+        key: Name,
         /// The event key.
         by: Name,
         /// Event time, µs.
         ts: i64,
         /// The cooldown.
-        gate: Gate,
+        suppress: i64,
     },
 }
 

@@ -14,7 +14,7 @@ use hashbrown::HashMap;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value};
 
-use super::{DEDUP_TTL_SECS, Gate, Op, Span, StateError, Verdict, WindowState, window_ttl};
+use super::{DEDUP_TTL_SECS, Op, Span, StateError, Verdict, WindowState, window_ttl};
 
 /// Ops per script call: keeps each call's time in Redis's single thread short, so other
 /// replicas' calls are not held up behind a huge batch.
@@ -84,9 +84,10 @@ impl RedisState {
     }
 }
 
-fn gate_args(cmd: &mut Cmd, gate: Option<&Gate>) {
-    match gate {
-        Some(g) => cmd.arg(&g.key).arg(g.suppress),
+/// A cooldown's key and length, or none (`""`).
+fn gate_args(cmd: &mut Cmd, key: &str, suppress: Option<i64>) {
+    match suppress {
+        Some(s) => cmd.arg(key).arg(s),
         None => cmd.arg("").arg(0),
     };
 }
@@ -94,12 +95,12 @@ fn gate_args(cmd: &mut Cmd, gate: Option<&Gate>) {
 /// What a window op needs besides its event: declared once per window and call (a `K`
 /// record), and again only if a later op of the same window needs other values.
 #[derive(Clone, Copy, PartialEq)]
-struct WindowParams<'a> {
+struct WindowParams {
     window: i64,
     count: u32,
     lateness: i64,
     ttl: u64,
-    gate: Option<&'a Gate>,
+    suppress: Option<i64>,
 }
 
 /// One script call's arguments: the ops' records, with their windows' declarations. They are
@@ -109,14 +110,14 @@ struct WindowParams<'a> {
 struct Call<'a, 'c> {
     cmd: &'c mut Cmd,
     /// Window key -> the parameters last declared for it and that declaration's number.
-    declared: HashMap<&'a str, (WindowParams<'a>, usize)>,
+    declared: HashMap<&'a str, (WindowParams, usize)>,
     /// Declarations so far (the script numbers them 1, 2, ...).
     decls: usize,
 }
 
 impl<'a> Call<'a, '_> {
     /// The number of the declaration of `key` with `params`, declaring it if needed.
-    fn window(&mut self, key: &'a str, params: WindowParams<'a>) -> usize {
+    fn window(&mut self, key: &'a str, params: WindowParams) -> usize {
         if let Some((p, n)) = self.declared.get(key)
             && *p == params
         {
@@ -126,21 +127,21 @@ impl<'a> Call<'a, '_> {
         let n = self.decls;
         self.cmd.arg("K").arg(key).arg(params.window).arg(params.count);
         self.cmd.arg(params.lateness).arg(params.ttl);
-        gate_args(self.cmd, params.gate);
+        gate_args(self.cmd, key, params.suppress);
         self.declared.insert(key, (params, n));
         n
     }
 
     fn push(&mut self, op: &'a Op) {
         match op {
-            Op::Window { key, member, by, ts, window, count, lateness, gate } => {
+            Op::Window { key, member, by, ts, window, count, lateness, suppress } => {
                 let ttl = window_ttl(*window, *lateness);
                 let params = WindowParams {
                     window: *window,
                     count: *count,
                     lateness: *lateness,
                     ttl,
-                    gate: gate.as_ref(),
+                    suppress: *suppress,
                 };
                 let n = self.window(key, params);
                 self.cmd.arg("W").arg(n).arg(&**member).arg(&**by).arg(ts);
@@ -152,30 +153,30 @@ impl<'a> Call<'a, '_> {
                     count: 0,
                     lateness: *lateness,
                     ttl,
-                    gate: None,
+                    suppress: None,
                 };
                 let n = self.window(key, params);
                 self.cmd.arg("F").arg(n).arg(&**member).arg(ts);
             }
-            Op::SeqThen { key, by, ts, window, count, gate } => {
+            Op::SeqThen { key, by, ts, window, count, suppress } => {
                 let ttl = window_ttl(*window, 0);
                 let params = WindowParams {
                     window: *window,
                     count: *count,
                     lateness: 0,
                     ttl,
-                    gate: gate.as_ref(),
+                    suppress: *suppress,
                 };
                 let n = self.window(key, params);
                 self.cmd.arg("T").arg(n).arg(&**by).arg(ts);
             }
-            Op::NewValue { key, value, by, ts, ttl, gate } => {
-                self.cmd.arg("N").arg(key).arg(value).arg(&**by).arg(ts).arg(ttl);
-                gate_args(self.cmd, gate.as_ref());
+            Op::NewValue { key, value, by, ts, ttl, suppress } => {
+                self.cmd.arg("N").arg(&**key).arg(value).arg(&**by).arg(ts).arg(ttl);
+                gate_args(self.cmd, key, *suppress);
             }
-            Op::Gate { by, ts, gate } => {
+            Op::Gate { key, by, ts, suppress } => {
                 self.cmd.arg("G").arg(&**by).arg(ts);
-                gate_args(self.cmd, Some(gate));
+                gate_args(self.cmd, key, Some(*suppress));
             }
         }
     }
