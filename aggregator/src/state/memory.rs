@@ -125,21 +125,6 @@ impl Timed {
             }
         }
     }
-
-    /// Times in `[a, b]`, ascending.
-    fn times(&self, a: i64, b: i64) -> impl Iterator<Item = i64> + '_ {
-        self.by_time.range(self.span(a, b)).map(|(t, _)| *t)
-    }
-
-    /// Removes and returns the entries with times in `[a, b]`.
-    fn take(&mut self, a: i64, b: i64) -> Vec<(i64, Name)> {
-        let span = self.span(a, b);
-        let taken: Vec<(i64, Name)> = self.by_time.drain(span).collect();
-        for (_, name) in &taken {
-            self.by_name.remove(&**name);
-        }
-        taken
-    }
 }
 
 impl Window {
@@ -151,7 +136,9 @@ impl Window {
 
     /// Moves the members with times in `[a, b]` to `used` and records the trigger.
     fn use_up(&mut self, a: i64, b: i64, by: &Name, ts: i64) {
-        for (t, m) in self.members.take(a, b) {
+        let span = self.members.span(a, b);
+        for (t, m) in self.members.by_time.drain(span) {
+            self.members.by_name.remove(&*m);
             self.used.raise(&m, t);
         }
         self.triggers.raise(by, ts);
@@ -371,25 +358,36 @@ fn window_add(
     if !check {
         return Verdict::Quiet;
     }
-    let times: Vec<i64> = w.members.times(ts - window, ts + window).collect();
     let n = count as usize;
-    for i in 0..times.len() {
-        let Some(&last) = times.get(i + n - 1) else { break };
-        if last - times[i] <= window && times[i] <= ts && ts <= last {
-            let first = times[i];
-            let within = times[i..].iter().take_while(|t| **t <= first + window).count();
-            w.use_up(first, last, by, ts);
-            return Verdict::Fired(within as u32);
+    if n == 0 {
+        return Verdict::Quiet;
+    }
+    let span = w.members.span(ts - window, ts + window);
+    let q = &w.members.by_time;
+    let time = |k: usize| q[k].0;
+    let mut fired = None;
+    for i in span.clone() {
+        let j = i + n - 1;
+        if j >= span.end {
+            break;
+        }
+        let (first, last) = (time(i), time(j));
+        if last - first <= window && first <= ts && ts <= last {
+            let within = (i..span.end).take_while(|&k| time(k) <= first + window).count();
+            fired = Some((first, last, within));
+            break;
         }
     }
-    Verdict::Quiet
+    let Some((first, last, within)) = fired else { return Verdict::Quiet };
+    w.use_up(first, last, by, ts);
+    Verdict::Fired(within as u32)
 }
 
 fn seq_then(w: &mut Window, by: &Name, ts: i64, window: i64, count: u32) -> Verdict {
     if w.fired_by(by) {
         return Verdict::Fired(count);
     }
-    let n = w.members.times(ts - window, ts).count();
+    let n = w.members.span(ts - window, ts).len();
     if n >= count as usize {
         w.use_up(ts - window, ts, by, ts);
         return Verdict::Fired(n as u32);
