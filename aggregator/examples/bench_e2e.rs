@@ -275,18 +275,19 @@ fn main() -> anyhow::Result<()> {
         }
         let amqp_url = format!("{prefix}/{vhost}");
         let database_url = format!("{}/{db}", admin_db.rsplit_once('/').context("DATABASE_URL")?.0);
+        let redis_prefix = format!("auditflow-bench:{tag}:");
         _services = Some(ClusterServices {
             vhost,
             admin_db,
             db,
             redis_url: redis.clone(),
-            redis_prefix: format!("auditflow-bench:{tag}:"),
+            redis_prefix: redis_prefix.clone(),
         });
         let config = dir.path().join("aggregator.toml");
         std::fs::write(
             &config,
             format!(
-                "[detection]\nredis_prefix = \"auditflow-bench:{tag}:\"\n\
+                "[detection]\nredis_prefix = \"{redis_prefix}\"\n\
                  [http]\nlisten = \"127.0.0.1:{http}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
                  [services]\namqp_url = \"{amqp_url}\"\ndatabase_url = \"{database_url}\"\nredis_url = \"{redis}\"\n{}",
                 // Extra aggregator settings for experiments, e.g. "[ingest]\nbatch_wait_ms = 5".
