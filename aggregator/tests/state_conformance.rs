@@ -277,6 +277,124 @@ async fn redis_state_conforms() {
     replicas_agree(Arc::new(s), Arc::new(b)).await;
 }
 
+/// Every call through a replica that has never seen the state: each verdict rests on what
+/// earlier calls left in Redis, not on a replica's cache.
+struct FreshEachCall {
+    url: String,
+    prefix: String,
+}
+
+/// Calls alternate between two replicas: each finds its cache outdated by the other's writes.
+struct Alternating {
+    replicas: [RedisState; 2],
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Alternating {
+    fn pick(&self) -> &RedisState {
+        &self.replicas[self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2]
+    }
+}
+
+impl WindowState for FreshEachCall {
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Verdict>, aggregator::state::StateError> {
+        RedisState::connect(&self.url, &self.prefix).await?.apply(ops).await
+    }
+    async fn processed(
+        &self,
+        spans: &[Span],
+    ) -> Result<Vec<Vec<(u64, u64)>>, aggregator::state::StateError> {
+        RedisState::connect(&self.url, &self.prefix).await?.processed(spans).await
+    }
+    async fn mark_processed(&self, spans: &[Span]) -> Result<(), aggregator::state::StateError> {
+        RedisState::connect(&self.url, &self.prefix).await?.mark_processed(spans).await
+    }
+    async fn record_seen(
+        &self,
+        seen: &[(String, i64)],
+    ) -> Result<(), aggregator::state::StateError> {
+        RedisState::connect(&self.url, &self.prefix).await?.record_seen(seen).await
+    }
+    async fn last_seen(&self) -> Result<Vec<(String, i64)>, aggregator::state::StateError> {
+        RedisState::connect(&self.url, &self.prefix).await?.last_seen().await
+    }
+}
+
+impl WindowState for Alternating {
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Verdict>, aggregator::state::StateError> {
+        self.pick().apply(ops).await
+    }
+    async fn processed(
+        &self,
+        spans: &[Span],
+    ) -> Result<Vec<Vec<(u64, u64)>>, aggregator::state::StateError> {
+        self.pick().processed(spans).await
+    }
+    async fn mark_processed(&self, spans: &[Span]) -> Result<(), aggregator::state::StateError> {
+        self.pick().mark_processed(spans).await
+    }
+    async fn record_seen(
+        &self,
+        seen: &[(String, i64)],
+    ) -> Result<(), aggregator::state::StateError> {
+        self.pick().record_seen(seen).await
+    }
+    async fn last_seen(&self) -> Result<Vec<(String, i64)>, aggregator::state::StateError> {
+        self.pick().last_seen().await
+    }
+}
+
+#[tokio::test]
+async fn redis_holds_the_whole_state() {
+    // A replica keeps a cache of the state it works on; the state itself must be complete in
+    // Redis (a restarted replica, or another one, carries on from it exactly).
+    let s = redis_state().await;
+    let fresh =
+        FreshEachCall { url: std::env::var("REDIS_URL").unwrap(), prefix: s.prefix().into() };
+    suite(&fresh).await;
+}
+
+#[tokio::test]
+async fn replicas_see_each_others_changes() {
+    let s = redis_state().await;
+    let b = RedisState::connect(&std::env::var("REDIS_URL").unwrap(), s.prefix()).await.unwrap();
+    let both = Alternating { replicas: [s, b], next: Default::default() };
+    suite(&both).await;
+}
+
+#[tokio::test]
+async fn a_replica_notices_state_changed_behind_its_back() {
+    // Keys deleted by hand (or expired, or lost in a Redis restart without persistence): the
+    // replica's cache no longer matches the version in Redis, so it reads the state again
+    // instead of building on what it remembers.
+    let s = redis_state().await;
+    let v = apply(&s, &[window("gone", "e1", 0, 2)]).await;
+    assert_eq!(v, [Verdict::Quiet]);
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}*", s.prefix())).query_async(&mut conn).await.unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    // e1 is gone with the keys: e2 alone does not fire.
+    assert_eq!(apply(&s, &[window("gone", "e2", 1, 2)]).await, [Verdict::Quiet]);
+    // State written without a version (by an aggregator from before versions) is read too.
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{}w:old", s.prefix()))
+        .arg(T0)
+        .arg("e1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("EXPIRE")
+        .arg(format!("{}w:old", s.prefix()))
+        .arg(600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(apply(&s, &[window("old", "e2", 1, 2)]).await, [Verdict::Fired(2)]);
+}
+
 #[tokio::test]
 async fn redis_keys_all_expire() {
     let s = redis_state().await;

@@ -1,5 +1,7 @@
 //! The in-memory [`WindowState`]: one mutex around plain maps. Embedded mode and the rule
-//! tests use it; its semantics are the reference the Redis script follows.
+//! tests use it, and the Redis state evaluates its ops with the same code on its cache of the
+//! Redis keys (see `redis.rs`): with a [`Journal`] switched on, [`Inner`] records what each
+//! call changed, and that is what the Redis state writes back.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -23,23 +25,61 @@ pub struct MemoryState {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    windows: HashMap<String, Expiring<Window>>,
-    values: HashMap<String, Expiring<HashMap<String, Name>>>,
-    gates: HashMap<String, Expiring<(i64, Name)>>,
+pub(crate) struct Inner {
+    pub(crate) windows: HashMap<String, Expiring<Window>>,
+    pub(crate) values: HashMap<String, Expiring<HashMap<String, Name>>>,
+    pub(crate) gates: HashMap<String, Expiring<(i64, Name)>>,
     spans: HashMap<(String, u64), Expiring<Runs>>,
     seen: HashMap<String, i64>,
     /// Ops applied since the last sweep of expired keys.
     since_sweep: usize,
+    /// What the ops changed, when recorded (the Redis state's cache; never in embedded mode).
+    pub(crate) journal: Option<Journal>,
+}
+
+/// The keys a run of ops touched and the first-seen values it added; each touched window
+/// carries its own [`Delta`].
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    /// Every op's key, once, in first-touched order.
+    pub(crate) keys: Vec<Name>,
+    seen: hashbrown::HashSet<Name>,
+    /// Keys whose window a window or sequence op touched.
+    pub(crate) windows: hashbrown::HashSet<Name>,
+    /// Keys whose cooldown was set.
+    pub(crate) gates: hashbrown::HashSet<Name>,
+    /// Keys whose first-seen values were touched (their TTL is refreshed).
+    pub(crate) values: hashbrown::HashSet<Name>,
+    /// First-seen values added: key, value, the event that first had it.
+    pub(crate) new_values: Vec<(Name, String, Name)>,
+}
+
+impl Journal {
+    fn touch(&mut self, key: &Name) {
+        if self.seen.insert(key.clone()) {
+            self.keys.push(key.clone());
+        }
+    }
+}
+
+/// What ops changed in one window since its delta was started: members added, raised or
+/// removed (their final state is in the window), entries added to the used set (`trigger`
+/// false: a used-up member, true: a firing's trigger), and whether the newest time moved (so
+/// everything older than `horizon` is gone).
+#[derive(Debug, Default)]
+pub(crate) struct Delta {
+    pub(crate) dirty: Vec<Name>,
+    pub(crate) newly: Vec<(i64, bool, Name)>,
+    pub(crate) horizon: Option<i64>,
 }
 
 /// Processed runs `[first, end)` of one node and epoch, sorted and disjoint.
 type Runs = Vec<(u64, u64)>;
 
 #[derive(Debug)]
-struct Expiring<T> {
-    value: T,
-    expires: Instant,
+pub(crate) struct Expiring<T> {
+    pub(crate) value: T,
+    pub(crate) expires: Instant,
 }
 
 /// A window: members with their times, the members already used up by a firing, and the
@@ -50,12 +90,14 @@ struct Expiring<T> {
 /// pruning and window queries cost O(log n) plus what they touch, not a scan of the whole
 /// group (a brute-force storm makes groups large).
 #[derive(Debug, Default)]
-struct Window {
-    members: Timed,
-    used: Timed,
-    triggers: Timed,
+pub(crate) struct Window {
+    pub(crate) members: Timed,
+    pub(crate) used: Timed,
+    pub(crate) triggers: Timed,
     /// The newest time ever added.
-    newest: Option<i64>,
+    pub(crate) newest: Option<i64>,
+    /// What changed, when the state records it.
+    pub(crate) delta: Option<Box<Delta>>,
 }
 
 /// A set of named times, by name and by time. A name is stored once and shared by both
@@ -65,8 +107,8 @@ struct Window {
 /// takes a run near the back — no node allocations, and the entries of a window lie together
 /// in memory. An event far out of order costs a shift of the entries after it.
 #[derive(Debug, Default)]
-struct Timed {
-    by_name: HashMap<Name, i64>,
+pub(crate) struct Timed {
+    pub(crate) by_name: HashMap<Name, i64>,
     by_time: VecDeque<(i64, Name)>,
 }
 
@@ -94,7 +136,7 @@ impl Timed {
     }
 
     /// Sets `name`'s time, keeping the later one if it is already there.
-    fn raise(&mut self, name: &Name, ts: i64) {
+    pub(crate) fn raise(&mut self, name: &Name, ts: i64) {
         match self.by_name.entry(name.clone()) {
             Entry::Occupied(mut e) => {
                 let old = *e.get();
@@ -132,6 +174,9 @@ impl Window {
         self.members.prune(horizon);
         self.used.prune(horizon);
         self.triggers.prune(horizon);
+        if let Some(d) = &mut self.delta {
+            d.horizon = Some(horizon);
+        }
     }
 
     /// Moves the members with times in `[a, b]` to `used` and records the trigger.
@@ -140,8 +185,15 @@ impl Window {
         for (t, m) in self.members.by_time.drain(span) {
             self.members.by_name.remove(&*m);
             self.used.raise(&m, t);
+            if let Some(d) = &mut self.delta {
+                d.newly.push((t, false, m.clone()));
+                d.dirty.push(m);
+            }
         }
         self.triggers.raise(by, ts);
+        if let Some(d) = &mut self.delta {
+            d.newly.push((ts, true, by.clone()));
+        }
     }
 
     fn fired_by(&self, by: &str) -> bool {
@@ -160,12 +212,7 @@ impl MemoryState {
     /// Applies ops synchronously (the rule test runner needs no runtime).
     pub fn apply_now(&self, ops: &[Op]) -> Vec<Verdict> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        inner.since_sweep += ops.len();
-        if inner.since_sweep >= SWEEP_EVERY {
-            inner.sweep(now);
-        }
-        ops.iter().map(|op| inner.apply(op, now)).collect()
+        inner.apply_all(ops, Instant::now())
     }
 
     /// Number of keys held (for tests of expiry).
@@ -196,6 +243,32 @@ fn ttl(now: Instant, secs: u64) -> Instant {
 }
 
 impl Inner {
+    /// Applies ops in order, sweeping expired keys now and then.
+    pub(crate) fn apply_all(&mut self, ops: &[Op], now: Instant) -> Vec<Verdict> {
+        self.since_sweep += ops.len();
+        if self.since_sweep >= SWEEP_EVERY {
+            self.sweep(now);
+        }
+        ops.iter().map(|op| self.apply(op, now)).collect()
+    }
+
+    /// The window of `key` for an op, made if missing, with its expiry set to `secs` from now
+    /// (if given), and with a delta started when the state records one.
+    fn window(&mut self, key: &Name, now: Instant, secs: Option<u64>) -> &mut Window {
+        if let Some(j) = &mut self.journal {
+            j.touch(key);
+            j.windows.insert(key.clone());
+        }
+        let entry = window_entry(&mut self.windows, key, now);
+        if let Some(secs) = secs {
+            entry.expires = ttl(now, secs);
+        }
+        if self.journal.is_some() && entry.value.delta.is_none() {
+            entry.value.delta = Some(Box::default());
+        }
+        &mut entry.value
+    }
+
     fn sweep(&mut self, now: Instant) {
         self.since_sweep = 0;
         self.windows.retain(|_, e| e.expires > now);
@@ -207,34 +280,33 @@ impl Inner {
     fn apply(&mut self, op: &Op, now: Instant) -> Verdict {
         match op {
             Op::Window { key, member, by, ts, window, count, lateness, suppress } => {
-                let entry = window_entry(&mut self.windows, key, now);
-                entry.expires = ttl(now, window_ttl(*window, *lateness));
-                let w = &mut entry.value;
+                let w = self.window(key, now, Some(window_ttl(*window, *lateness)));
                 let verdict = window_add(w, member, by, *ts, *window, *count, *lateness, true);
                 self.gated(verdict, key, *suppress, by, *ts, now)
             }
-            Op::SeqFirst { key, member, ts, window, lateness } => {
-                let entry = window_entry(&mut self.windows, key, now);
-                entry.expires = ttl(now, window_ttl(*window, *lateness));
-                window_add(
-                    &mut entry.value,
-                    member,
-                    member,
-                    *ts,
-                    *window,
-                    u32::MAX,
-                    *lateness,
-                    false,
-                )
-            }
+            Op::SeqFirst { key, member, ts, window, lateness } => window_add(
+                self.window(key, now, Some(window_ttl(*window, *lateness))),
+                member,
+                member,
+                *ts,
+                *window,
+                u32::MAX,
+                *lateness,
+                false,
+            ),
             Op::SeqThen { key, by, ts, window, count, suppress } => {
-                let verdict = match self.windows.get_mut(&**key) {
-                    None => Verdict::Quiet,
-                    Some(entry) => seq_then(&mut entry.value, by, *ts, *window, *count),
+                let verdict = if self.windows.contains_key(&**key) {
+                    seq_then(self.window(key, now, None), by, *ts, *window, *count)
+                } else {
+                    Verdict::Quiet
                 };
                 self.gated(verdict, key, *suppress, by, *ts, now)
             }
             Op::NewValue { key, value, by, ts, ttl: secs, suppress } => {
+                if let Some(j) = &mut self.journal {
+                    j.touch(key);
+                    j.values.insert(key.clone());
+                }
                 let entry = self
                     .values
                     .entry_ref(&**key)
@@ -243,6 +315,9 @@ impl Inner {
                 let verdict = match entry.value.get(value) {
                     None => {
                         entry.value.insert(value.clone(), by.clone());
+                        if let Some(j) = &mut self.journal {
+                            j.new_values.push((key.clone(), value.clone(), by.clone()));
+                        }
                         Verdict::Fired(1)
                     }
                     Some(first) if first == by => Verdict::Fired(1),
@@ -251,6 +326,9 @@ impl Inner {
                 self.gated(verdict, key, *suppress, by, *ts, now)
             }
             Op::Gate { key, by, ts, suppress } => {
+                if let Some(j) = &mut self.journal {
+                    j.touch(key);
+                }
                 self.gated(Verdict::Fired(1), key, Some(*suppress), by, *ts, now)
             }
         }
@@ -259,14 +337,14 @@ impl Inner {
     fn gated(
         &mut self,
         verdict: Verdict,
-        key: &str,
+        key: &Name,
         suppress: Option<i64>,
         by: &Name,
         ts: i64,
         now: Instant,
     ) -> Verdict {
         let (Verdict::Fired(_), Some(suppress)) = (verdict, suppress) else { return verdict };
-        if let Some(last) = self.gates.get(key).filter(|e| e.expires > now) {
+        if let Some(last) = self.gates.get(&**key).filter(|e| e.expires > now) {
             let (last_ts, last_by) = &last.value;
             if last_by == by {
                 return verdict;
@@ -276,11 +354,15 @@ impl Inner {
             }
         }
         let expires = ttl(now, gate_ttl(suppress));
-        match self.gates.get_mut(key) {
+        match self.gates.get_mut(&**key) {
             Some(e) => *e = Expiring { value: (ts, by.clone()), expires },
             None => {
-                self.gates.insert(key.to_owned(), Expiring { value: (ts, by.clone()), expires });
+                self.gates
+                    .insert((**key).to_owned(), Expiring { value: (ts, by.clone()), expires });
             }
+        }
+        if let Some(j) = &mut self.journal {
+            j.gates.insert(key.clone());
         }
         verdict
     }
@@ -351,6 +433,9 @@ fn window_add(
         return Verdict::Late;
     }
     w.members.raise(member, ts);
+    if let Some(d) = &mut w.delta {
+        d.dirty.push(member.clone());
+    }
     if w.newest.is_none_or(|n| ts > n) {
         w.newest = Some(ts);
         w.prune(ts - window - lateness);

@@ -111,6 +111,19 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The rule and group the op is about: the state key.
+    pub fn key(&self) -> &Name {
+        match self {
+            Op::Window { key, .. }
+            | Op::SeqFirst { key, .. }
+            | Op::SeqThen { key, .. }
+            | Op::NewValue { key, .. }
+            | Op::Gate { key, .. } => key,
+        }
+    }
+}
+
 /// The answer to one op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -122,18 +135,6 @@ pub enum Verdict {
     Suppressed,
     /// The event is older than the window plus the allowed lateness: not counted.
     Late,
-}
-
-impl Verdict {
-    /// The integer form the Lua script returns.
-    pub(crate) fn from_code(code: i64) -> Self {
-        match code {
-            c if c > 0 => Verdict::Fired(u32::try_from(c).unwrap_or(u32::MAX)),
-            -1 => Verdict::Late,
-            -2 => Verdict::Suppressed,
-            _ => Verdict::Quiet,
-        }
-    }
 }
 
 /// A contiguous run of an agent's sequence numbers, `[first, end)`, in one epoch; the unit of

@@ -1,22 +1,45 @@
-//! The Redis [`WindowState`]: every call is one Lua script invocation (`EVALSHA`, loaded on
-//! first use), so a batch's ops are applied atomically and in order with one round trip, and
-//! replicas sharing the Redis agree. Keys live under one prefix and every key has a TTL.
+//! The Redis [`WindowState`]. Redis holds the detection state every replica shares; each
+//! replica evaluates ops in-process, on a cache of the state keys it has read or written, with
+//! the in-memory state's own code, and writes back only what changed. Redis's single thread
+//! used to evaluate every op in a Lua script, and that was the ceiling of the cluster profile
+//! (7 of 8.7 ms per 1,000 events; see the README's detection section).
+//!
+//! Concurrency is optimistic. Every state key (`<rule>:<group>`) has a version, a random
+//! token in `{prefix}v:<key>`. A call reads the keys its ops touch that are not cached yet
+//! (`load.lua`, one round trip), evaluates its ops on the cache, and sends the changes with the
+//! versions it read (`commit.lua`, one round trip). The script checks every version before it
+//! writes anything: if another replica changed a key in between, nothing is written, the
+//! call's keys are dropped from the cache, read again and the ops evaluated again. A script
+//! runs atomically, so the verdicts are those of applying the calls one after another in
+//! commit order, as before. With one replica, or replicas on different groups, a call is a
+//! single round trip and Redis only stores.
+//!
+//! The cache mirrors Redis's TTLs: what this replica sets, it sets from the cache's expiry
+//! times, and a cached key is read again before any of its parts could have expired in Redis
+//! (and when another replica's write changed its version). Redis must not evict keys on its
+//! own (`maxmemory-policy noeviction`, Redis's default), or a replica's cache would not notice.
+//! Replicas from before versions existed do not bump versions: upgrade them all at once.
 //!
 //! Keys: `{prefix}w:{rule}:{group}` (sorted set, the window's live members), `…:u` (sorted
-//! set, members used up by firings, the firings' triggers, and the window's newest time; see
-//! `window.lua`), `{prefix}n:…` (hash, first-seen values), `{prefix}g:…` (hash, cooldown),
+//! set: `=<member>` for members used up by a firing, `!<trigger>` for the firings' triggers,
+//! and `!` scored with the window's newest time), `{prefix}n:…` (hash, first-seen values),
+//! `{prefix}g:…` (hash, cooldown: `ts`, `by`), `{prefix}v:…` (the version),
 //! `{prefix}d:{node}:{epoch}` (sorted set, processed runs), `{prefix}fleet` (hash, nodes' last
-//! heartbeat). Sequence numbers and times must
-//! stay below 2^53 (Redis scores and Lua numbers are doubles); µs times and agent sequence
-//! numbers do by many orders of magnitude.
+//! heartbeat). Every key has a TTL. Sequence numbers and times must stay below 2^53 (Redis
+//! scores are doubles); µs times and agent sequence numbers do by many orders of magnitude.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value};
+use uuid::Uuid;
 
-use super::{DEDUP_TTL_SECS, Op, Span, StateError, Verdict, WindowState, window_ttl};
+use super::memory::{Expiring, Inner, Journal, Window};
+use super::{DEDUP_TTL_SECS, Name, Op, Span, StateError, Verdict, WindowState};
 
-/// Ops per script call: keeps each call's time in Redis's single thread short, so other
+/// Ops per commit: keeps each commit's time in Redis's single thread short, so other
 /// replicas' calls are not held up behind a huge batch.
 const OPS_PER_CALL: usize = 2_000;
 
@@ -35,9 +58,12 @@ return 0";
 pub struct RedisState {
     conn: ConnectionManager,
     prefix: String,
-    window: Script,
+    load: Script,
+    commit: Script,
     spans: Script,
     seen: Script,
+    /// Shared by clones: they are one replica.
+    cache: Arc<tokio::sync::Mutex<Cache>>,
 }
 
 impl std::fmt::Debug for RedisState {
@@ -55,9 +81,11 @@ impl RedisState {
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
-            window: Script::new(include_str!("window.lua")),
+            load: Script::new(include_str!("load.lua")),
+            commit: Script::new(include_str!("commit.lua")),
             spans: Script::new(include_str!("spans.lua")),
             seen: Script::new(SEEN_LUA),
+            cache: Arc::default(),
         })
     }
 
@@ -84,102 +112,206 @@ impl RedisState {
     }
 }
 
-/// A cooldown's key and length, or none (`""`).
-fn gate_args(cmd: &mut Cmd, key: &str, suppress: Option<i64>) {
-    match suppress {
-        Some(s) => cmd.arg(key).arg(s),
-        None => cmd.arg("").arg(0),
+/// How close to expiring a cached key may be and still be used without reading it again: covers
+/// the time between evaluating a call and Redis applying it, and clock drift.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+
+/// How often a call is evaluated again after other replicas changed its keys, before it gives
+/// up (the batch is then retried as after any state error).
+const ATTEMPTS: u32 = 20;
+
+/// What this replica knows of the state in Redis.
+#[derive(Default)]
+struct Cache {
+    /// The state keys' contents, with the in-memory state's code and expiry times.
+    state: Inner,
+    /// The version each cached key had when it was read or last written.
+    units: HashMap<String, Unit>,
+    /// Calls since the units were last swept.
+    since_sweep: u32,
+}
+
+struct Unit {
+    /// `None`: the key did not exist.
+    version: Option<String>,
+    /// Until when every part of the key is sure to be in Redis.
+    valid_until: Instant,
+}
+
+impl Cache {
+    /// Forgets `keys` (their contents may be ahead of or behind Redis).
+    fn evict<'k>(&mut self, keys: impl IntoIterator<Item = &'k Name>) {
+        for k in keys {
+            self.state.windows.remove(&**k);
+            self.state.gates.remove(&**k);
+            self.state.values.remove(&**k);
+            self.units.remove(&**k);
+        }
+    }
+
+    /// The earliest and latest expiry of `key`'s parts.
+    fn expiry(&self, key: &str) -> Option<(Instant, Instant)> {
+        let times = [
+            self.state.windows.get(key).map(|e| e.expires),
+            self.state.gates.get(key).map(|e| e.expires),
+            self.state.values.get(key).map(|e| e.expires),
+        ];
+        let mut it = times.into_iter().flatten();
+        let first = it.next()?;
+        Some(it.fold((first, first), |(lo, hi), t| (lo.min(t), hi.max(t))))
+    }
+
+    /// Records what `load.lua` returned for `key`.
+    fn load(&mut self, key: &str, reply: &Value, now: Instant) -> Result<(), StateError> {
+        let bad = || StateError::Protocol(format!("load reply for {key}: {reply:?}"));
+        let Value::Array(parts) = reply else { return Err(bad()) };
+        let [version, live, live_ttl, used, used_ttl, gate, gate_ttl, values, values_ttl] =
+            parts.as_slice()
+        else {
+            return Err(bad());
+        };
+        let name = Name::from(key);
+        self.evict([&name]);
+        let ms = |v: &Value| match v {
+            Value::Int(t) => Ok(*t),
+            _ => Err(bad()),
+        };
+        let at = |t: i64| now + Duration::from_millis(u64::try_from(t).unwrap_or(3_600_000));
+        let (live_ttl, used_ttl) = (ms(live_ttl)?, ms(used_ttl)?);
+        if live_ttl != -2 || used_ttl != -2 {
+            let mut w = Window::default();
+            for (m, score) in pairs(live).ok_or_else(bad)? {
+                w.members.raise(&Name::from(m), score);
+            }
+            for (m, score) in pairs(used).ok_or_else(bad)? {
+                match (m.strip_prefix('='), m.strip_prefix('!')) {
+                    (Some(m), _) => w.used.raise(&Name::from(m), score),
+                    (_, Some("")) => w.newest = Some(score),
+                    (_, Some(by)) => w.triggers.raise(&Name::from(by), score),
+                    _ => return Err(bad()),
+                }
+            }
+            let ttl = if live_ttl == -2 { used_ttl } else { live_ttl.max(used_ttl) };
+            self.state.windows.insert(key.to_owned(), Expiring { value: w, expires: at(ttl) });
+        }
+        let gate_ttl = ms(gate_ttl)?;
+        if gate_ttl != -2 {
+            let Value::Array(g) = gate else { return Err(bad()) };
+            let (Some(ts), Some(by)) = (g.first().and_then(text), g.get(1).and_then(text)) else {
+                return Err(bad());
+            };
+            let ts: i64 = ts.parse().map_err(|_| bad())?;
+            let value = (ts, Name::from(by.as_str()));
+            self.state.gates.insert(key.to_owned(), Expiring { value, expires: at(gate_ttl) });
+        }
+        let values_ttl = ms(values_ttl)?;
+        if values_ttl != -2 {
+            let Value::Array(flat) = values else { return Err(bad()) };
+            let mut map = HashMap::new();
+            for kv in flat.chunks_exact(2) {
+                let (Some(v), Some(by)) = (text(&kv[0]), text(&kv[1])) else { return Err(bad()) };
+                map.insert(v, Name::from(by.as_str()));
+            }
+            self.state
+                .values
+                .insert(key.to_owned(), Expiring { value: map, expires: at(values_ttl) });
+        }
+        let version = text(version).filter(|v| !v.is_empty());
+        let valid_until = self.expiry(key).map_or(now + Duration::from_secs(3_600), |e| e.0);
+        self.units.insert(key.to_owned(), Unit { version, valid_until });
+        Ok(())
+    }
+}
+
+/// A sorted set as `ZRANGE … WITHSCORES` returns it: member, score, member, score, …
+fn pairs(v: &Value) -> Option<Vec<(String, i64)>> {
+    let Value::Array(flat) = v else { return None };
+    flat.chunks_exact(2)
+        .map(|p| {
+            let score: f64 = text(&p[1])?.parse().ok()?;
+            // Scores are µs times below 2^53, exact in a double.
+            Some((text(&p[0])?, score as i64))
+        })
+        .collect()
+}
+
+/// Milliseconds from `now` until `t`, at least 1 (Redis deletes a key given 0).
+fn ms_until(t: Instant, now: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Writes one key's record of a commit (the layout is in `commit.lua`) and ends its window's
+/// delta.
+fn commit_record(cmd: &mut Cmd, cache: &mut Cache, key: &Name, journal: &Journal, now: Instant) {
+    let expected = cache.units.get(&**key).and_then(|u| u.version.as_deref()).unwrap_or("");
+    cmd.arg(&**key).arg(expected);
+    match cache.expiry(key) {
+        Some((_, last)) => cmd.arg(ms_until(last, now)),
+        None => cmd.arg(""),
     };
-}
-
-/// What a window op needs besides its event: declared once per window and call (a `K`
-/// record), and again only if a later op of the same window needs other values.
-#[derive(Clone, Copy, PartialEq)]
-struct WindowParams {
-    window: i64,
-    count: u32,
-    lateness: i64,
-    ttl: u64,
-    suppress: Option<i64>,
-}
-
-/// One script call's arguments: the ops' records, with their windows' declarations. They are
-/// written straight into one `EVALSHA` command: redis-rs's `ScriptInvocation` keeps each
-/// argument in a buffer of its own, and those thousands of allocations and frees per call were
-/// most of the benchmark's own time with Redis state.
-struct Call<'a, 'c> {
-    cmd: &'c mut Cmd,
-    /// Window key -> the parameters last declared for it and that declaration's number.
-    declared: HashMap<&'a str, (WindowParams, usize)>,
-    /// Declarations so far (the script numbers them 1, 2, ...).
-    decls: usize,
-}
-
-impl<'a> Call<'a, '_> {
-    /// The number of the declaration of `key` with `params`, declaring it if needed.
-    fn window(&mut self, key: &'a str, params: WindowParams) -> usize {
-        if let Some((p, n)) = self.declared.get(key)
-            && *p == params
-        {
-            return *n;
+    let window = cache.state.windows.get_mut(&**key);
+    match window {
+        Some(entry) if journal.windows.contains(key) => {
+            let w = &mut entry.value;
+            let delta = w.delta.take().unwrap_or_default();
+            let mut dirty: Vec<&Name> = delta.dirty.iter().collect();
+            dirty.sort_unstable();
+            dirty.dedup();
+            let (gone, kept): (Vec<&Name>, Vec<&Name>) =
+                dirty.into_iter().partition(|m| !w.members.by_name.contains_key(&***m));
+            cmd.arg(gone.len());
+            for m in gone {
+                cmd.arg(&**m);
+            }
+            cmd.arg(kept.len());
+            for m in kept {
+                cmd.arg(w.members.by_name[&**m]).arg(&**m);
+            }
+            // Used entries still held (a later prune in the same call may have dropped some),
+            // and the newest time when it moved.
+            let live = |&&(t, trigger, ref m): &&(i64, bool, Name)| {
+                let set = if trigger { &w.triggers } else { &w.used };
+                set.by_name.get(&**m) == Some(&t)
+            };
+            let newly: Vec<&(i64, bool, Name)> = delta.newly.iter().filter(live).collect();
+            let newest = delta.horizon.and(w.newest);
+            cmd.arg(newly.len() + usize::from(newest.is_some()));
+            let mut entry_name = String::new();
+            for (t, trigger, m) in newly {
+                entry_name.clear();
+                entry_name.push(if *trigger { '!' } else { '=' });
+                entry_name.push_str(m);
+                cmd.arg(t).arg(entry_name.as_str());
+            }
+            if let Some(t) = newest {
+                cmd.arg(t).arg("!");
+            }
+            match delta.horizon {
+                Some(h) => cmd.arg(format!("({h}")),
+                None => cmd.arg(""),
+            };
+            cmd.arg(ms_until(entry.expires, now));
         }
-        self.decls += 1;
-        let n = self.decls;
-        self.cmd.arg("K").arg(key).arg(params.window).arg(params.count);
-        self.cmd.arg(params.lateness).arg(params.ttl);
-        gate_args(self.cmd, key, params.suppress);
-        self.declared.insert(key, (params, n));
-        n
-    }
-
-    fn push(&mut self, op: &'a Op) {
-        match op {
-            Op::Window { key, member, by, ts, window, count, lateness, suppress } => {
-                let ttl = window_ttl(*window, *lateness);
-                let params = WindowParams {
-                    window: *window,
-                    count: *count,
-                    lateness: *lateness,
-                    ttl,
-                    suppress: *suppress,
-                };
-                let n = self.window(key, params);
-                self.cmd.arg("W").arg(n).arg(&**member).arg(&**by).arg(ts);
-            }
-            Op::SeqFirst { key, member, ts, window, lateness } => {
-                let ttl = window_ttl(*window, *lateness);
-                let params = WindowParams {
-                    window: *window,
-                    count: 0,
-                    lateness: *lateness,
-                    ttl,
-                    suppress: None,
-                };
-                let n = self.window(key, params);
-                self.cmd.arg("F").arg(n).arg(&**member).arg(ts);
-            }
-            Op::SeqThen { key, by, ts, window, count, suppress } => {
-                let ttl = window_ttl(*window, 0);
-                let params = WindowParams {
-                    window: *window,
-                    count: *count,
-                    lateness: 0,
-                    ttl,
-                    suppress: *suppress,
-                };
-                let n = self.window(key, params);
-                self.cmd.arg("T").arg(n).arg(&**by).arg(ts);
-            }
-            Op::NewValue { key, value, by, ts, ttl, suppress } => {
-                self.cmd.arg("N").arg(&**key).arg(value).arg(&**by).arg(ts).arg(ttl);
-                gate_args(self.cmd, key, *suppress);
-            }
-            Op::Gate { key, by, ts, suppress } => {
-                self.cmd.arg("G").arg(&**by).arg(ts);
-                gate_args(self.cmd, key, Some(*suppress));
-            }
+        _ => {
+            cmd.arg(0).arg(0).arg(0).arg("").arg("");
         }
     }
+    match cache.state.gates.get(&**key) {
+        Some(g) if journal.gates.contains(key) => {
+            cmd.arg(g.value.0).arg(&*g.value.1).arg(ms_until(g.expires, now))
+        }
+        _ => cmd.arg("").arg("").arg(""),
+    };
+    let added: Vec<&(Name, String, Name)> =
+        journal.new_values.iter().filter(|(k, _, _)| k == key).collect();
+    cmd.arg(added.len());
+    for (_, value, by) in added {
+        cmd.arg(value).arg(&**by);
+    }
+    match cache.state.values.get(&**key) {
+        Some(v) if journal.values.contains(key) => cmd.arg(ms_until(v.expires, now)),
+        _ => cmd.arg(""),
+    };
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -191,35 +323,126 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
+impl RedisState {
+    /// Runs `cmd` (an `EVALSHA` of `script`), loading the script first if Redis does not have
+    /// it (first use, or after a restart or `SCRIPT FLUSH`), as `Script::invoke_async` does.
+    async fn eval(&self, script: &Script, cmd: &Cmd) -> Result<Value, StateError> {
+        let mut conn = self.conn.clone();
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(&mut conn).await?;
+                Ok(cmd.query_async(&mut conn).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Reads `keys` into the cache.
+    async fn load(&self, cache: &mut Cache, keys: &[&Name]) -> Result<(), StateError> {
+        let mut cmd = Cmd::with_capacity(5 + keys.len(), 64 * keys.len());
+        cmd.arg("EVALSHA").arg(self.load.get_hash()).arg(0).arg(&self.prefix);
+        cmd.arg(Uuid::new_v4().simple().to_string());
+        for k in keys {
+            cmd.arg(&***k);
+        }
+        let reply = self.eval(&self.load, &cmd).await?;
+        let now = Instant::now();
+        let Value::Array(per_key) = &reply else {
+            return Err(StateError::Protocol(format!("load: {reply:?}")));
+        };
+        if per_key.len() != keys.len() {
+            return Err(StateError::Protocol("load: one answer per key expected".into()));
+        }
+        for (k, r) in keys.iter().zip(per_key) {
+            cache.load(k, r, now)?;
+        }
+        Ok(())
+    }
+
+    /// One call's ops: read what is missing, evaluate, commit; again if another replica
+    /// changed the keys in between.
+    async fn apply_chunk(&self, cache: &mut Cache, ops: &[Op]) -> Result<Vec<Verdict>, StateError> {
+        let mut keys: Vec<&Name> = Vec::new();
+        {
+            let mut seen = hashbrown::HashSet::new();
+            for op in ops {
+                let key = op.key();
+                if seen.insert(&**key) {
+                    keys.push(key);
+                }
+            }
+        }
+        for attempt in 0..ATTEMPTS {
+            let now = Instant::now();
+            let missing: Vec<&Name> = keys
+                .iter()
+                .copied()
+                .filter(|k| {
+                    !cache.units.get(&***k).is_some_and(|u| u.valid_until > now + EXPIRY_MARGIN)
+                })
+                .collect();
+            if !missing.is_empty() {
+                self.load(cache, &missing).await?;
+            }
+            let now = Instant::now();
+            cache.state.journal = Some(Journal::default());
+            let verdicts = cache.state.apply_all(ops, now);
+            let journal = cache.state.journal.take().unwrap_or_default();
+            let token = Uuid::new_v4().simple().to_string();
+            let mut cmd = Cmd::with_capacity(5 + ops.len() * 6, ops.len() * 80);
+            cmd.arg("EVALSHA").arg(self.commit.get_hash()).arg(0).arg(&self.prefix).arg(&token);
+            for key in &journal.keys {
+                commit_record(&mut cmd, cache, key, &journal, now);
+            }
+            let reply = match self.eval(&self.commit, &cmd).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Whether it was applied is unknown: read the keys again next time.
+                    cache.evict(&journal.keys);
+                    return Err(e);
+                }
+            };
+            let Value::Array(stale) = reply else {
+                cache.evict(&journal.keys);
+                return Err(StateError::Protocol(format!("commit: {reply:?}")));
+            };
+            if stale.is_empty() {
+                for key in &journal.keys {
+                    let unit = match cache.expiry(key) {
+                        Some((first, _)) => {
+                            Unit { version: Some(token.clone()), valid_until: first }
+                        }
+                        None => {
+                            Unit { version: None, valid_until: now + Duration::from_secs(3_600) }
+                        }
+                    };
+                    cache.units.insert((**key).to_owned(), unit);
+                }
+                return Ok(verdicts);
+            }
+            // Another replica got there first: evaluate again on what it wrote.
+            cache.evict(&journal.keys);
+            tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
+        }
+        Err(StateError::Protocol(format!(
+            "other replicas kept changing this call's state keys: gave up after {ATTEMPTS} attempts"
+        )))
+    }
+}
+
 impl WindowState for RedisState {
     async fn apply(&self, ops: &[Op]) -> Result<Vec<Verdict>, StateError> {
+        // One call at a time per replica: the cache is evaluated and committed as a whole.
+        let mut cache = self.cache.lock().await;
+        cache.since_sweep += 1;
+        if cache.since_sweep >= 1_000 {
+            cache.since_sweep = 0;
+            let now = Instant::now();
+            cache.units.retain(|_, u| u.valid_until > now);
+        }
         let mut out = Vec::with_capacity(ops.len());
         for chunk in ops.chunks(OPS_PER_CALL) {
-            // Sized for about five arguments and 80 bytes an op, so the buffers rarely grow.
-            let mut cmd = Cmd::with_capacity(3 + chunk.len() * 5, chunk.len() * 80);
-            cmd.arg("EVALSHA").arg(self.window.get_hash()).arg(0).arg(&self.prefix);
-            let mut call = Call { cmd: &mut cmd, declared: HashMap::new(), decls: 0 };
-            for op in chunk {
-                call.push(op);
-            }
-            let mut conn = self.conn.clone();
-            // As Script::invoke_async does: load the script when Redis does not have it yet
-            // (first use, or after a restart or SCRIPT FLUSH), then retry once.
-            let codes: Vec<i64> = match cmd.query_async(&mut conn).await {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    self.window.load_async(&mut conn).await?;
-                    cmd.query_async(&mut conn).await?
-                }
-                other => other?,
-            };
-            if codes.len() != chunk.len() {
-                return Err(StateError::Protocol(format!(
-                    "{} verdicts for {} ops",
-                    codes.len(),
-                    chunk.len()
-                )));
-            }
-            out.extend(codes.into_iter().map(Verdict::from_code));
+            out.extend(self.apply_chunk(&mut cache, chunk).await?);
         }
         Ok(out)
     }
