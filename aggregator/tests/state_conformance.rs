@@ -396,9 +396,39 @@ async fn a_replica_notices_state_changed_behind_its_back() {
 }
 
 #[tokio::test]
+async fn a_replica_that_found_nothing_sees_what_another_wrote_since() {
+    // Replica a reads a sequence's key and finds no window; replica b then starts one. a's
+    // next closing step must see b's steps, not its own memory of an empty key.
+    let a = redis_state().await;
+    let b = RedisState::connect(&std::env::var("REDIS_URL").unwrap(), a.prefix()).await.unwrap();
+    let first = |m: &str, at: i64| Op::SeqFirst {
+        key: "race".into(),
+        member: m.into(),
+        ts: T0 + at * S,
+        window: 600 * S,
+        lateness: 0,
+    };
+    let then = |by: &str, at: i64| Op::SeqThen {
+        key: "race".into(),
+        by: by.into(),
+        ts: T0 + at * S,
+        window: 600 * S,
+        count: 2,
+        suppress: None,
+    };
+    assert_eq!(apply(&a, &[then("x0", 0)]).await, [Verdict::Quiet]);
+    apply(&b, &[first("f1", 1), first("f2", 2)]).await;
+    assert_eq!(apply(&a, &[then("x1", 3)]).await, [Verdict::Fired(2)]);
+}
+
+#[tokio::test]
 async fn redis_keys_all_expire() {
     let s = redis_state().await;
     suite(&s).await;
+    // A window emptied by a firing is deleted by Redis; the member after it makes it again,
+    // and that must come with a TTL too.
+    apply(&s, &[window("refill", "x1", 0, 2), window("refill", "x2", 1, 2)]).await;
+    assert_eq!(apply(&s, &[window("refill", "x3", 2, 2)]).await, [Verdict::Quiet]);
     let url = std::env::var("REDIS_URL").unwrap();
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();

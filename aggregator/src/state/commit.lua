@@ -1,26 +1,32 @@
 -- AuditFlow detection state, write: applies what a batch changed in the aggregator's cache,
 -- if and only if none of the state keys it read was changed by anyone else since (see
 -- redis.rs). ARGV[1] = key prefix, ARGV[2] = the new version token, then one record per
--- state key "<rule>:<group>":
---   key  expected-version ('' = none)  version-PTTL ('' = leave the version alone)
---   n  member...            live members to remove (ZREM)
---   n  score member...      live members to add or move (ZADD)
---   n  score member...      used-set entries ("=<member>", "!<trigger>", "!" = newest time;
---                            ZADD GT: a time only moves forward)
---   horizon                 '' or "(<µs>": drop live and used entries older than it
---   window-PTTL             '' or ms, for the live and the used set
---   cooldown-ts cooldown-by cooldown-PTTL        ('' ts: unchanged)
---   n  value by...          first-seen values to add (HSET)
---   values-PTTL             '' or ms
--- Returns an empty array when applied, else the (1-based) numbers of the records whose key
--- changed version; then nothing was written, and the caller reads those keys again.
+-- state key "<rule>:<group>": the key, the version read ('' = none), then sections, each a
+-- letter and its arguments, only those needed, applied in the order given, and '.':
+--   A n score member...    live members to add or move (ZADD)
+--   R n member...          live members to remove (ZREM; sent after A, so a set that keeps
+--                          members is never emptied, which would delete it and its TTL)
+--   U n score member...    used-set entries: "=<member>" used up, "!<trigger>" a firing's
+--                          trigger, "!" the newest time (ZADD GT: times only move forward)
+--   H "(<µs>"              drop live and used entries older than this (P: live only,
+--                          Q: used only)
+--   W ms                   TTL of the live and used sets
+--   G ts by ms             the cooldown, and its TTL
+--   V n value by...        first-seen values added (HSET)
+--   N ms                   TTL of the first-seen values
+--   S ms                   TTL of the version (else the version keeps its TTL)
+-- A record with any section but S gets the new version. Returns an empty array when applied,
+-- else the (1-based) numbers of the records whose key changed version; then nothing was
+-- written, and the caller reads those keys again.
+--
+-- Cost: Redis's one thread runs this for every batch of every replica. Every argument costs a
+-- Lua string and every redis.call about a microsecond of its own, so records carry only the
+-- sections they need and TTLs are refreshed only when they have moved by a minute or more.
 local prefix, token = ARGV[1], ARGV[2]
 
-local function count(i)
-  local n = tonumber(ARGV[i])
-  if n == nil or n < 0 then error('malformed commit: count expected at ' .. i) end
-  return n
-end
+-- Argument counts of each section: fixed, or 'n' items of one or two arguments.
+local fixed = { H = 1, P = 1, Q = 1, W = 1, G = 3, N = 1, S = 1 }
+local items = { R = 1, A = 2, U = 2, V = 2 }
 
 -- Commands with many arguments, in slices (Lua's unpack has a stack limit); `step` keeps
 -- score/member pairs together.
@@ -43,15 +49,22 @@ while i <= #ARGV do
   starts[#starts + 1] = i
   vkeys[#vkeys + 1] = prefix .. 'v:' .. ARGV[i]
   expects[#expects + 1] = ARGV[i + 1]
-  i = i + 3
-  i = i + 1 + count(i)
-  i = i + 1 + 2 * count(i)
-  i = i + 1 + 2 * count(i)
-  i = i + 2 + 3
-  i = i + 1 + 2 * count(i)
+  i = i + 2
+  while ARGV[i] ~= '.' do
+    local t = ARGV[i]
+    if fixed[t] then
+      i = i + 1 + fixed[t]
+    elseif items[t] then
+      local n = tonumber(ARGV[i + 1])
+      if n == nil or n < 1 then return redis.error_reply('malformed commit: count at ' .. i) end
+      i = i + 2 + n * items[t]
+    else
+      return redis.error_reply('malformed commit: section ' .. tostring(t) .. ' at ' .. i)
+    end
+    if i > #ARGV then return redis.error_reply('malformed commit: short record') end
+  end
   i = i + 1
 end
-if i ~= #ARGV + 1 then return redis.error_reply('malformed commit: short record') end
 local stale = {}
 for a = 1, #vkeys, 1000 do
   local got = redis.call('MGET', unpack(vkeys, a, math.min(a + 999, #vkeys)))
@@ -64,37 +77,46 @@ if #stale > 0 then return stale end
 -- Pass 2: write.
 for r, s in ipairs(starts) do
   local key = ARGV[s]
-  local zk, gk, nk = prefix .. 'w:' .. key, prefix .. 'g:' .. key, prefix .. 'n:' .. key
+  local zk = prefix .. 'w:' .. key
   local uk = zk .. ':u'
-  local vpx = ARGV[s + 2]
-  local p = s + 3
-  local n = tonumber(ARGV[p])
-  if n > 0 then bulk('ZREM', zk, nil, p + 1, p + n, 1) end
-  p = p + 1 + n
-  n = tonumber(ARGV[p])
-  if n > 0 then bulk('ZADD', zk, nil, p + 1, p + 2 * n, 2) end
-  p = p + 1 + 2 * n
-  n = tonumber(ARGV[p])
-  if n > 0 then bulk('ZADD', uk, 'GT', p + 1, p + 2 * n, 2) end
-  p = p + 1 + 2 * n
-  if ARGV[p] ~= '' then
-    redis.call('ZREMRANGEBYSCORE', zk, '-inf', ARGV[p])
-    redis.call('ZREMRANGEBYSCORE', uk, '-inf', ARGV[p])
+  local wrote, vpx = false, nil
+  local p = s + 2
+  while ARGV[p] ~= '.' do
+    local t = ARGV[p]
+    if t == 'S' then
+      vpx = ARGV[p + 1]
+    else
+      wrote = true
+      if t == 'R' then
+        bulk('ZREM', zk, nil, p + 2, p + 1 + tonumber(ARGV[p + 1]), 1)
+      elseif t == 'A' then
+        bulk('ZADD', zk, nil, p + 2, p + 1 + 2 * tonumber(ARGV[p + 1]), 2)
+      elseif t == 'U' then
+        bulk('ZADD', uk, 'GT', p + 2, p + 1 + 2 * tonumber(ARGV[p + 1]), 2)
+      elseif t == 'H' or t == 'P' or t == 'Q' then
+        if t ~= 'Q' then redis.call('ZREMRANGEBYSCORE', zk, '-inf', ARGV[p + 1]) end
+        if t ~= 'P' then redis.call('ZREMRANGEBYSCORE', uk, '-inf', ARGV[p + 1]) end
+      elseif t == 'W' then
+        redis.call('PEXPIRE', zk, ARGV[p + 1])
+        redis.call('PEXPIRE', uk, ARGV[p + 1])
+      elseif t == 'G' then
+        local gk = prefix .. 'g:' .. key
+        redis.call('HSET', gk, 'ts', ARGV[p + 1], 'by', ARGV[p + 2])
+        redis.call('PEXPIRE', gk, ARGV[p + 3])
+      elseif t == 'V' then
+        bulk('HSET', prefix .. 'n:' .. key, nil, p + 2, p + 1 + 2 * tonumber(ARGV[p + 1]), 2)
+      elseif t == 'N' then
+        redis.call('PEXPIRE', prefix .. 'n:' .. key, ARGV[p + 1])
+      end
+    end
+    if fixed[t] then p = p + 1 + fixed[t] else p = p + 2 + tonumber(ARGV[p + 1]) * items[t] end
   end
-  if ARGV[p + 1] ~= '' then
-    redis.call('PEXPIRE', zk, ARGV[p + 1])
-    redis.call('PEXPIRE', uk, ARGV[p + 1])
+  if wrote then
+    if vpx then
+      redis.call('SET', prefix .. 'v:' .. key, token, 'PX', vpx)
+    else
+      redis.call('SET', prefix .. 'v:' .. key, token, 'KEEPTTL')
+    end
   end
-  p = p + 2
-  if ARGV[p] ~= '' then
-    redis.call('HSET', gk, 'ts', ARGV[p], 'by', ARGV[p + 1])
-    redis.call('PEXPIRE', gk, ARGV[p + 2])
-  end
-  p = p + 3
-  n = tonumber(ARGV[p])
-  if n > 0 then bulk('HSET', nk, nil, p + 1, p + 2 * n, 2) end
-  p = p + 1 + 2 * n
-  if ARGV[p] ~= '' then redis.call('PEXPIRE', nk, ARGV[p]) end
-  if vpx ~= '' then redis.call('SET', prefix .. 'v:' .. key, token, 'PX', vpx) end
 end
 return {}

@@ -41,7 +41,7 @@ pub(crate) struct Inner {
 /// carries its own [`Delta`].
 #[derive(Debug, Default)]
 pub(crate) struct Journal {
-    /// Every op's key, once, in first-touched order.
+    /// Every op's key, once, in first-touched order (what the ops read).
     pub(crate) keys: Vec<Name>,
     seen: hashbrown::HashSet<Name>,
     /// Keys whose window a window or sequence op touched.
@@ -63,14 +63,21 @@ impl Journal {
 }
 
 /// What ops changed in one window since its delta was started: members added, raised or
-/// removed (their final state is in the window), entries added to the used set (`trigger`
-/// false: a used-up member, true: a firing's trigger), and whether the newest time moved (so
-/// everything older than `horizon` is gone).
+/// removed (their final state is in the window), each with whether it was a member when first
+/// touched (so was stored before); entries added to the used set (`trigger` false: a used-up
+/// member, true: a firing's trigger); whether the newest time moved (so everything older than
+/// `horizon` is gone) and whether that dropped live members or used entries; and, from when the
+/// delta was started, whether the window had no members and no newest time (then its stored
+/// sets did not exist, and get a TTL when made).
 #[derive(Debug, Default)]
 pub(crate) struct Delta {
-    pub(crate) dirty: Vec<Name>,
+    pub(crate) dirty: Vec<(Name, bool)>,
     pub(crate) newly: Vec<(i64, bool, Name)>,
     pub(crate) horizon: Option<i64>,
+    pub(crate) pruned_live: bool,
+    pub(crate) pruned_used: bool,
+    pub(crate) had_members: bool,
+    pub(crate) had_newest: bool,
 }
 
 /// Processed runs `[first, end)` of one node and epoch, sorted and disjoint.
@@ -135,8 +142,9 @@ impl Timed {
         }
     }
 
-    /// Sets `name`'s time, keeping the later one if it is already there.
-    pub(crate) fn raise(&mut self, name: &Name, ts: i64) {
+    /// Sets `name`'s time, keeping the later one if it is already there. True if `name` was
+    /// there.
+    pub(crate) fn raise(&mut self, name: &Name, ts: i64) -> bool {
         match self.by_name.entry(name.clone()) {
             Entry::Occupied(mut e) => {
                 let old = *e.get();
@@ -147,10 +155,12 @@ impl Timed {
                         self.insert_time(ts, entry);
                     }
                 }
+                true
             }
             Entry::Vacant(e) => {
                 e.insert(ts);
                 self.insert_time(ts, name.clone());
+                false
             }
         }
     }
@@ -160,34 +170,44 @@ impl Timed {
     }
 
     /// Drops everything older than `horizon`.
-    fn prune(&mut self, horizon: i64) {
+    /// Drops everything older than `horizon`; true if anything was.
+    fn prune(&mut self, horizon: i64) -> bool {
+        let before = self.by_time.len();
         while self.by_time.front().is_some_and(|(t, _)| *t < horizon) {
             if let Some((_, name)) = self.by_time.pop_front() {
                 self.by_name.remove(&*name);
             }
         }
+        self.by_time.len() < before
     }
 }
 
 impl Window {
     fn prune(&mut self, horizon: i64) {
-        self.members.prune(horizon);
-        self.used.prune(horizon);
-        self.triggers.prune(horizon);
+        let live = self.members.prune(horizon);
+        let used = self.used.prune(horizon) | self.triggers.prune(horizon);
         if let Some(d) = &mut self.delta {
             d.horizon = Some(horizon);
+            d.pruned_live |= live;
+            d.pruned_used |= used;
         }
     }
 
-    /// Moves the members with times in `[a, b]` to `used` and records the trigger.
+    /// Moves the members with times in `[a, b]` to `used` and records the trigger. (The
+    /// trigger itself, when it is a member, is not also recorded as used: a redelivered
+    /// trigger is recognised as one first, and both would be pruned at the same time.)
     fn use_up(&mut self, a: i64, b: i64, by: &Name, ts: i64) {
         let span = self.members.span(a, b);
         for (t, m) in self.members.by_time.drain(span) {
             self.members.by_name.remove(&*m);
-            self.used.raise(&m, t);
+            if m != *by {
+                self.used.raise(&m, t);
+                if let Some(d) = &mut self.delta {
+                    d.newly.push((t, false, m.clone()));
+                }
+            }
             if let Some(d) = &mut self.delta {
-                d.newly.push((t, false, m.clone()));
-                d.dirty.push(m);
+                d.dirty.push((m, true));
             }
         }
         self.triggers.raise(by, ts);
@@ -256,15 +276,19 @@ impl Inner {
     /// (if given), and with a delta started when the state records one.
     fn window(&mut self, key: &Name, now: Instant, secs: Option<u64>) -> &mut Window {
         if let Some(j) = &mut self.journal {
-            j.touch(key);
             j.windows.insert(key.clone());
         }
         let entry = window_entry(&mut self.windows, key, now);
         if let Some(secs) = secs {
             entry.expires = ttl(now, secs);
         }
-        if self.journal.is_some() && entry.value.delta.is_none() {
-            entry.value.delta = Some(Box::default());
+        let w = &mut entry.value;
+        if self.journal.is_some() && w.delta.is_none() {
+            w.delta = Some(Box::new(Delta {
+                had_members: !w.members.by_name.is_empty(),
+                had_newest: w.newest.is_some(),
+                ..Delta::default()
+            }));
         }
         &mut entry.value
     }
@@ -278,6 +302,11 @@ impl Inner {
     }
 
     fn apply(&mut self, op: &Op, now: Instant) -> Verdict {
+        // Every op reads its key, even one that finds nothing there (a sequence's closing step
+        // without a window): its verdict holds only if no one else changed the key meanwhile.
+        if let Some(j) = &mut self.journal {
+            j.touch(op.key());
+        }
         match op {
             Op::Window { key, member, by, ts, window, count, lateness, suppress } => {
                 let w = self.window(key, now, Some(window_ttl(*window, *lateness)));
@@ -304,7 +333,6 @@ impl Inner {
             }
             Op::NewValue { key, value, by, ts, ttl: secs, suppress } => {
                 if let Some(j) = &mut self.journal {
-                    j.touch(key);
                     j.values.insert(key.clone());
                 }
                 let entry = self
@@ -326,9 +354,6 @@ impl Inner {
                 self.gated(verdict, key, *suppress, by, *ts, now)
             }
             Op::Gate { key, by, ts, suppress } => {
-                if let Some(j) = &mut self.journal {
-                    j.touch(key);
-                }
                 self.gated(Verdict::Fired(1), key, Some(*suppress), by, *ts, now)
             }
         }
@@ -432,9 +457,9 @@ fn window_add(
     if w.newest.is_some_and(|newest| ts < newest - window - lateness) {
         return Verdict::Late;
     }
-    w.members.raise(member, ts);
+    let was = w.members.raise(member, ts);
     if let Some(d) = &mut w.delta {
-        d.dirty.push(member.clone());
+        d.dirty.push((member.clone(), was));
     }
     if w.newest.is_none_or(|n| ts > n) {
         w.newest = Some(ts);

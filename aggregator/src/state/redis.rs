@@ -131,12 +131,37 @@ struct Cache {
     since_sweep: u32,
 }
 
+/// A cached state key: its version and when Redis expires each of its parts (the TTLs last
+/// read or written; the cache's own expiry times may run up to [`TTL_REFRESH`] ahead).
+#[derive(Default)]
 struct Unit {
-    /// `None`: the key did not exist.
+    /// `None`: the key had no version (nothing stored).
     version: Option<String>,
-    /// Until when every part of the key is sure to be in Redis.
-    valid_until: Instant,
+    /// The live and used sets.
+    window: Option<Instant>,
+    /// The cooldown.
+    gate: Option<Instant>,
+    /// The first-seen values.
+    values: Option<Instant>,
+    /// Until when the cached key may be used without reading it again: the first of the
+    /// parts' expiries, or an hour after a key with nothing stored was read.
+    until: Option<Instant>,
 }
+
+impl Unit {
+    fn parts(&self) -> impl Iterator<Item = Instant> {
+        [self.window, self.gate, self.values].into_iter().flatten()
+    }
+
+    /// Whether the cached key can be used at `now`.
+    fn valid(&self, now: Instant) -> bool {
+        self.parts().chain(self.until).min().is_some_and(|t| t > now + EXPIRY_MARGIN)
+    }
+}
+
+/// How far a key's TTL may lag behind the cache's before the commit refreshes it: a minute, so
+/// a busy key's TTL is written once a minute, not with every batch.
+const TTL_REFRESH: Duration = Duration::from_secs(60);
 
 impl Cache {
     /// Forgets `keys` (their contents may be ahead of or behind Redis).
@@ -147,18 +172,6 @@ impl Cache {
             self.state.values.remove(&**k);
             self.units.remove(&**k);
         }
-    }
-
-    /// The earliest and latest expiry of `key`'s parts.
-    fn expiry(&self, key: &str) -> Option<(Instant, Instant)> {
-        let times = [
-            self.state.windows.get(key).map(|e| e.expires),
-            self.state.gates.get(key).map(|e| e.expires),
-            self.state.values.get(key).map(|e| e.expires),
-        ];
-        let mut it = times.into_iter().flatten();
-        let first = it.next()?;
-        Some(it.fold((first, first), |(lo, hi), t| (lo.min(t), hi.max(t))))
     }
 
     /// Records what `load.lua` returned for `key`.
@@ -172,6 +185,7 @@ impl Cache {
         };
         let name = Name::from(key);
         self.evict([&name]);
+        let mut unit = Unit::default();
         let ms = |v: &Value| match v {
             Value::Int(t) => Ok(*t),
             _ => Err(bad()),
@@ -185,13 +199,18 @@ impl Cache {
             }
             for (m, score) in pairs(used).ok_or_else(bad)? {
                 match (m.strip_prefix('='), m.strip_prefix('!')) {
-                    (Some(m), _) => w.used.raise(&Name::from(m), score),
+                    (Some(m), _) => _ = w.used.raise(&Name::from(m), score),
                     (_, Some("")) => w.newest = Some(score),
-                    (_, Some(by)) => w.triggers.raise(&Name::from(by), score),
+                    (_, Some(by)) => _ = w.triggers.raise(&Name::from(by), score),
                     _ => return Err(bad()),
                 }
             }
-            let ttl = if live_ttl == -2 { used_ttl } else { live_ttl.max(used_ttl) };
+            // The set that expires first bounds how long the cache may use both.
+            let ttl = match (live_ttl, used_ttl) {
+                (-2, t) | (t, -2) => t,
+                (a, b) => a.min(b),
+            };
+            unit.window = Some(at(ttl));
             self.state.windows.insert(key.to_owned(), Expiring { value: w, expires: at(ttl) });
         }
         let gate_ttl = ms(gate_ttl)?;
@@ -202,6 +221,7 @@ impl Cache {
             };
             let ts: i64 = ts.parse().map_err(|_| bad())?;
             let value = (ts, Name::from(by.as_str()));
+            unit.gate = Some(at(gate_ttl));
             self.state.gates.insert(key.to_owned(), Expiring { value, expires: at(gate_ttl) });
         }
         let values_ttl = ms(values_ttl)?;
@@ -212,13 +232,14 @@ impl Cache {
                 let (Some(v), Some(by)) = (text(&kv[0]), text(&kv[1])) else { return Err(bad()) };
                 map.insert(v, Name::from(by.as_str()));
             }
+            unit.values = Some(at(values_ttl));
             self.state
                 .values
                 .insert(key.to_owned(), Expiring { value: map, expires: at(values_ttl) });
         }
-        let version = text(version).filter(|v| !v.is_empty());
-        let valid_until = self.expiry(key).map_or(now + Duration::from_secs(3_600), |e| e.0);
-        self.units.insert(key.to_owned(), Unit { version, valid_until });
+        unit.version = text(version).filter(|v| !v.is_empty());
+        unit.until = Some(now + Duration::from_secs(3_600));
+        self.units.insert(key.to_owned(), unit);
         Ok(())
     }
 }
@@ -240,42 +261,94 @@ fn ms_until(t: Instant, now: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// What a committed record changes in its [`Unit`].
+struct Written {
+    key: Name,
+    /// Whether the key gets the new version.
+    wrote: bool,
+    window: Option<Instant>,
+    gate: Option<Instant>,
+    values: Option<Instant>,
+}
+
+/// Whether a part whose Redis TTL ends at `written` (none: not stored) and whose cached copy
+/// expires at `cached` needs its TTL written.
+fn refresh(written: Option<Instant>, cached: Instant) -> bool {
+    written.is_none_or(|w| cached > w + TTL_REFRESH)
+}
+
+/// Starts a section of a commit record: anything but the version's TTL is a write, so the key
+/// gets the new version.
+fn section<'c>(cmd: &'c mut Cmd, wrote: &mut bool, tag: &str) -> &'c mut Cmd {
+    *wrote = true;
+    cmd.arg(tag)
+}
+
 /// Writes one key's record of a commit (the layout is in `commit.lua`) and ends its window's
 /// delta.
-fn commit_record(cmd: &mut Cmd, cache: &mut Cache, key: &Name, journal: &Journal, now: Instant) {
-    let expected = cache.units.get(&**key).and_then(|u| u.version.as_deref()).unwrap_or("");
-    cmd.arg(&**key).arg(expected);
-    match cache.expiry(key) {
-        Some((_, last)) => cmd.arg(ms_until(last, now)),
-        None => cmd.arg(""),
+fn commit_record(
+    cmd: &mut Cmd,
+    cache: &mut Cache,
+    key: &Name,
+    journal: &Journal,
+    now: Instant,
+) -> Written {
+    let Cache { state, units, .. } = cache;
+    let unit = units.get(&**key);
+    let version = unit.and_then(|u| u.version.as_deref());
+    let mut out = Written {
+        key: key.clone(),
+        wrote: false,
+        window: unit.and_then(|u| u.window),
+        gate: unit.and_then(|u| u.gate),
+        values: unit.and_then(|u| u.values),
     };
-    let window = cache.state.windows.get_mut(&**key);
-    match window {
-        Some(entry) if journal.windows.contains(key) => {
-            let w = &mut entry.value;
-            let delta = w.delta.take().unwrap_or_default();
-            let mut dirty: Vec<&Name> = delta.dirty.iter().collect();
-            dirty.sort_unstable();
-            dirty.dedup();
-            let (gone, kept): (Vec<&Name>, Vec<&Name>) =
-                dirty.into_iter().partition(|m| !w.members.by_name.contains_key(&***m));
-            cmd.arg(gone.len());
+    let mut ttl_moved = false;
+    cmd.arg(&**key).arg(version.unwrap_or(""));
+    if let Some(entry) = state.windows.get_mut(&**key)
+        && journal.windows.contains(key)
+    {
+        let w = &mut entry.value;
+        let mut delta = w.delta.take().unwrap_or_default();
+        // The first touch of a member says whether it was stored before this call.
+        delta.dirty.sort_by(|a, b| a.0.cmp(&b.0));
+        delta.dirty.dedup_by(|a, b| a.0 == b.0);
+        let kept: Vec<(&Name, i64)> = delta
+            .dirty
+            .iter()
+            .filter_map(|(m, _)| w.members.by_name.get(&**m).map(|t| (m, *t)))
+            .collect();
+        let made = !kept.is_empty() && !delta.had_members;
+        if !kept.is_empty() {
+            section(cmd, &mut out.wrote, "A").arg(kept.len());
+            for (m, t) in kept {
+                cmd.arg(t).arg(&**m);
+            }
+        }
+        let gone: Vec<&Name> = delta
+            .dirty
+            .iter()
+            .filter(|(m, stored)| *stored && !w.members.by_name.contains_key(&**m))
+            .map(|(m, _)| m)
+            .collect();
+        if !gone.is_empty() {
+            section(cmd, &mut out.wrote, "R").arg(gone.len());
             for m in gone {
                 cmd.arg(&**m);
             }
-            cmd.arg(kept.len());
-            for m in kept {
-                cmd.arg(w.members.by_name[&**m]).arg(&**m);
-            }
-            // Used entries still held (a later prune in the same call may have dropped some),
-            // and the newest time when it moved.
-            let live = |&&(t, trigger, ref m): &&(i64, bool, Name)| {
-                let set = if trigger { &w.triggers } else { &w.used };
-                set.by_name.get(&**m) == Some(&t)
-            };
-            let newly: Vec<&(i64, bool, Name)> = delta.newly.iter().filter(live).collect();
-            let newest = delta.horizon.and(w.newest);
-            cmd.arg(newly.len() + usize::from(newest.is_some()));
+        }
+        // Used entries still held (a later prune in the same call may have dropped some), and
+        // the newest time when it moved.
+        let live = |&&(t, trigger, ref m): &&(i64, bool, Name)| {
+            let set = if trigger { &w.triggers } else { &w.used };
+            set.by_name.get(&**m) == Some(&t)
+        };
+        let newly: Vec<&(i64, bool, Name)> = delta.newly.iter().filter(live).collect();
+        let newest = delta.horizon.and(w.newest);
+        let used = newly.len() + usize::from(newest.is_some());
+        let made = made || (used > 0 && !delta.had_newest);
+        if used > 0 {
+            section(cmd, &mut out.wrote, "U").arg(used);
             let mut entry_name = String::new();
             for (t, trigger, m) in newly {
                 entry_name.clear();
@@ -286,32 +359,60 @@ fn commit_record(cmd: &mut Cmd, cache: &mut Cache, key: &Name, journal: &Journal
             if let Some(t) = newest {
                 cmd.arg(t).arg("!");
             }
-            match delta.horizon {
-                Some(h) => cmd.arg(format!("({h}")),
-                None => cmd.arg(""),
+        }
+        // Pruning what the cache did not hold would find nothing in Redis either.
+        if let Some(h) = delta.horizon
+            && (delta.pruned_live || delta.pruned_used)
+        {
+            let tag = match (delta.pruned_live, delta.pruned_used) {
+                (true, true) => "H",
+                (true, false) => "P",
+                _ => "Q",
             };
-            cmd.arg(ms_until(entry.expires, now));
+            section(cmd, &mut out.wrote, tag).arg(format!("({h}"));
         }
-        _ => {
-            cmd.arg(0).arg(0).arg(0).arg("").arg("");
+        // A set made by this commit has no TTL yet. (The script adds members before it removes
+        // any, so a set that keeps members is never emptied, deleted and made again.)
+        if made || refresh(out.window, entry.expires) {
+            section(cmd, &mut out.wrote, "W").arg(ms_until(entry.expires, now));
+            out.window = Some(entry.expires);
+            ttl_moved = true;
         }
     }
-    match cache.state.gates.get(&**key) {
-        Some(g) if journal.gates.contains(key) => {
-            cmd.arg(g.value.0).arg(&*g.value.1).arg(ms_until(g.expires, now))
-        }
-        _ => cmd.arg("").arg("").arg(""),
-    };
-    let added: Vec<&(Name, String, Name)> =
-        journal.new_values.iter().filter(|(k, _, _)| k == key).collect();
-    cmd.arg(added.len());
-    for (_, value, by) in added {
-        cmd.arg(value).arg(&**by);
+    if let Some(g) = state.gates.get(&**key)
+        && journal.gates.contains(key)
+    {
+        section(cmd, &mut out.wrote, "G")
+            .arg(g.value.0)
+            .arg(&*g.value.1)
+            .arg(ms_until(g.expires, now));
+        out.gate = Some(g.expires);
+        ttl_moved = true;
     }
-    match cache.state.values.get(&**key) {
-        Some(v) if journal.values.contains(key) => cmd.arg(ms_until(v.expires, now)),
-        _ => cmd.arg(""),
-    };
+    if let Some(v) = state.values.get(&**key)
+        && journal.values.contains(key)
+    {
+        let added: Vec<&(Name, String, Name)> =
+            journal.new_values.iter().filter(|(k, _, _)| k == key).collect();
+        if !added.is_empty() {
+            section(cmd, &mut out.wrote, "V").arg(added.len());
+            for (_, value, by) in added {
+                cmd.arg(value).arg(&**by);
+            }
+        }
+        if refresh(out.values, v.expires) {
+            section(cmd, &mut out.wrote, "N").arg(ms_until(v.expires, now));
+            out.values = Some(v.expires);
+            ttl_moved = true;
+        }
+    }
+    // The version outlives every part, and a new version key needs a TTL of its own.
+    if out.wrote && (ttl_moved || version.is_none()) {
+        let last = [out.window, out.gate, out.values].into_iter().flatten().max();
+        cmd.arg("S").arg(last.map_or(3_600_000, |t| ms_until(t, now)));
+    }
+    cmd.arg(".");
+    out
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -377,9 +478,7 @@ impl RedisState {
             let missing: Vec<&Name> = keys
                 .iter()
                 .copied()
-                .filter(|k| {
-                    !cache.units.get(&***k).is_some_and(|u| u.valid_until > now + EXPIRY_MARGIN)
-                })
+                .filter(|k| !cache.units.get(&***k).is_some_and(|u| u.valid(now)))
                 .collect();
             if !missing.is_empty() {
                 self.load(cache, &missing).await?;
@@ -391,9 +490,11 @@ impl RedisState {
             let token = Uuid::new_v4().simple().to_string();
             let mut cmd = Cmd::with_capacity(5 + ops.len() * 6, ops.len() * 80);
             cmd.arg("EVALSHA").arg(self.commit.get_hash()).arg(0).arg(&self.prefix).arg(&token);
-            for key in &journal.keys {
-                commit_record(&mut cmd, cache, key, &journal, now);
-            }
+            let written: Vec<Written> = journal
+                .keys
+                .iter()
+                .map(|key| commit_record(&mut cmd, cache, key, &journal, now))
+                .collect();
             let reply = match self.eval(&self.commit, &cmd).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -407,16 +508,12 @@ impl RedisState {
                 return Err(StateError::Protocol(format!("commit: {reply:?}")));
             };
             if stale.is_empty() {
-                for key in &journal.keys {
-                    let unit = match cache.expiry(key) {
-                        Some((first, _)) => {
-                            Unit { version: Some(token.clone()), valid_until: first }
-                        }
-                        None => {
-                            Unit { version: None, valid_until: now + Duration::from_secs(3_600) }
-                        }
-                    };
-                    cache.units.insert((**key).to_owned(), unit);
+                for w in written {
+                    let unit = cache.units.entry_ref(&*w.key).or_default();
+                    if w.wrote {
+                        unit.version = Some(token.clone());
+                    }
+                    (unit.window, unit.gate, unit.values) = (w.window, w.gate, w.values);
                 }
                 return Ok(verdicts);
             }
@@ -438,7 +535,7 @@ impl WindowState for RedisState {
         if cache.since_sweep >= 1_000 {
             cache.since_sweep = 0;
             let now = Instant::now();
-            cache.units.retain(|_, u| u.valid_until > now);
+            cache.units.retain(|_, u| u.valid(now));
         }
         let mut out = Vec::with_capacity(ops.len());
         for chunk in ops.chunks(OPS_PER_CALL) {
