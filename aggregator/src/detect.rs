@@ -119,7 +119,6 @@ fn state_key(rule: &Rule, ev: &EventRef<'_>, key: &mut String) {
 /// The state keys of one plan, each made once and shared by the ops that use it: a batch
 /// touches few windows many times (85 keys for 700 ops per 1,000 events of the benchmark's
 /// mix), and an allocation per op was a large part of planning.
-#[derive(Default)]
 struct Keys {
     buf: String,
     made: hashbrown::HashSet<Name>,

@@ -466,7 +466,7 @@ async fn redis_ttls_cover_the_allowed_lateness() {
     assert_eq!(apply(&s, &[then]).await, [Verdict::Fired(2)]);
     let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}w:ttl:u", s.prefix());
+    let key = format!("{}w:ttl:h", s.prefix());
     let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
     // window_ttl: window + lateness + one hour.
     assert!(ttl > 7_000, "{key} lives {ttl} s, less than window and lateness");

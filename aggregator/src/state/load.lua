@@ -3,7 +3,7 @@
 -- ("<rule>:<group>"). Per key it returns
 --   { version, live members, their PTTL, used set, its PTTL, {cooldown ts, by}, its PTTL,
 --     first-seen values, their PTTL }
--- with sorted sets as flat member/score arrays, hashes as flat field/value arrays and a PTTL
+-- with the live members as a flat member/score array, hashes as flat field/value arrays and a PTTL
 -- of -2 for a key that does not exist. A key's parts are read in one script, so they are
 -- consistent with the version returned.
 --
@@ -16,10 +16,10 @@ for i = 3, #ARGV do
   local key = ARGV[i]
   local zk, gk, nk, vk = prefix .. 'w:' .. key, prefix .. 'g:' .. key, prefix .. 'n:' .. key,
     prefix .. 'v:' .. key
-  local uk = zk .. ':u'
+  local hk = zk .. ':h'
   local v = redis.call('GET', vk)
   local z, zt = redis.call('ZRANGE', zk, 0, -1, 'WITHSCORES'), redis.call('PTTL', zk)
-  local u, ut = redis.call('ZRANGE', uk, 0, -1, 'WITHSCORES'), redis.call('PTTL', uk)
+  local u, ut = redis.call('HGETALL', hk), redis.call('PTTL', hk)
   local g, gt = redis.call('HMGET', gk, 'ts', 'by'), redis.call('PTTL', gk)
   local n, nt = redis.call('HGETALL', nk), redis.call('PTTL', nk)
   if not v and (zt ~= -2 or ut ~= -2 or gt ~= -2 or nt ~= -2) then

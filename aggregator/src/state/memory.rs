@@ -65,17 +65,17 @@ impl Journal {
 /// What ops changed in one window since its delta was started: members added, raised or
 /// removed (their final state is in the window), each with whether it was a member when first
 /// touched (so was stored before); entries added to the used set (`trigger` false: a used-up
-/// member, true: a firing's trigger); whether the newest time moved (so everything older than
-/// `horizon` is gone) and whether that dropped live members or used entries; and, from when the
-/// delta was started, whether the window had no members and no newest time (then its stored
-/// sets did not exist, and get a TTL when made).
+/// member, true: a firing's trigger) and dropped from it by pruning; whether the newest time
+/// moved (so everything older than `horizon` is gone) and whether that dropped live members;
+/// and, from when the delta was started, whether the window had no members and no newest time
+/// (then its stored sets did not exist, and get a TTL when made).
 #[derive(Debug, Default)]
 pub(crate) struct Delta {
     pub(crate) dirty: Vec<(Name, bool)>,
     pub(crate) newly: Vec<(i64, bool, Name)>,
+    pub(crate) pruned: Vec<(bool, Name)>,
     pub(crate) horizon: Option<i64>,
     pub(crate) pruned_live: bool,
-    pub(crate) pruned_used: bool,
     pub(crate) had_members: bool,
     pub(crate) had_newest: bool,
 }
@@ -169,13 +169,14 @@ impl Timed {
         self.by_name.contains_key(name)
     }
 
-    /// Drops everything older than `horizon`.
-    /// Drops everything older than `horizon`; true if anything was.
-    fn prune(&mut self, horizon: i64) -> bool {
+    /// Drops everything older than `horizon`, handing each name dropped to `gone`; true if
+    /// anything was.
+    fn prune(&mut self, horizon: i64, mut gone: impl FnMut(Name)) -> bool {
         let before = self.by_time.len();
         while self.by_time.front().is_some_and(|(t, _)| *t < horizon) {
             if let Some((_, name)) = self.by_time.pop_front() {
                 self.by_name.remove(&*name);
+                gone(name);
             }
         }
         self.by_time.len() < before
@@ -184,12 +185,21 @@ impl Timed {
 
 impl Window {
     fn prune(&mut self, horizon: i64) {
-        let live = self.members.prune(horizon);
-        let used = self.used.prune(horizon) | self.triggers.prune(horizon);
-        if let Some(d) = &mut self.delta {
+        let live = self.members.prune(horizon, |_| {});
+        let delta = &mut self.delta;
+        self.used.prune(horizon, |m| {
+            if let Some(d) = delta {
+                d.pruned.push((false, m));
+            }
+        });
+        self.triggers.prune(horizon, |m| {
+            if let Some(d) = delta {
+                d.pruned.push((true, m));
+            }
+        });
+        if let Some(d) = delta {
             d.horizon = Some(horizon);
             d.pruned_live |= live;
-            d.pruned_used |= used;
         }
     }
 

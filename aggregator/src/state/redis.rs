@@ -20,9 +20,11 @@
 //! own (`maxmemory-policy noeviction`, Redis's default), or a replica's cache would not notice.
 //! Replicas from before versions existed do not bump versions: upgrade them all at once.
 //!
-//! Keys: `{prefix}w:{rule}:{group}` (sorted set, the window's live members), `…:u` (sorted
-//! set: `=<member>` for members used up by a firing, `!<trigger>` for the firings' triggers,
-//! and `!` scored with the window's newest time), `{prefix}n:…` (hash, first-seen values),
+//! Keys: `{prefix}w:{rule}:{group}` (sorted set, the window's live members), `…:h` (hash, the
+//! used set: `=<member>` for members used up by a firing, `!<trigger>` for the firings'
+//! triggers, each with its time, and `!` with the window's newest time; until 2026-11-27 it was
+//! the sorted set `…:u`, which is no longer read: across that upgrade an event used up before
+//! it, if redelivered, counts again), `{prefix}n:…` (hash, first-seen values),
 //! `{prefix}g:…` (hash, cooldown: `ts`, `by`), `{prefix}v:…` (the version),
 //! `{prefix}d:{node}:{epoch}` (sorted set, processed runs), `{prefix}fleet` (hash, nodes' last
 //! heartbeat). Every key has a TTL. Sequence numbers and times must stay below 2^53 (Redis
@@ -197,7 +199,10 @@ impl Cache {
             for (m, score) in pairs(live).ok_or_else(bad)? {
                 w.members.raise(&Name::from(m), score);
             }
-            for (m, score) in pairs(used).ok_or_else(bad)? {
+            let Value::Array(used) = used else { return Err(bad()) };
+            for kv in used.chunks_exact(2) {
+                let (Some(m), Some(t)) = (text(&kv[0]), text(&kv[1])) else { return Err(bad()) };
+                let score: i64 = t.parse().map_err(|_| bad())?;
                 match (m.strip_prefix('='), m.strip_prefix('!')) {
                     (Some(m), _) => _ = w.used.raise(&Name::from(m), score),
                     (_, Some("")) => w.newest = Some(score),
@@ -284,6 +289,14 @@ fn section<'c>(cmd: &'c mut Cmd, wrote: &mut bool, tag: &str) -> &'c mut Cmd {
     cmd.arg(tag)
 }
 
+/// Adds a used-set field: `!<trigger>` or `=<member>` (made in `buf`, reused).
+fn used_field<'c>(cmd: &'c mut Cmd, buf: &mut String, trigger: bool, m: &str) -> &'c mut Cmd {
+    buf.clear();
+    buf.push(if trigger { '!' } else { '=' });
+    buf.push_str(m);
+    cmd.arg(buf.as_str())
+}
+
 /// Writes one key's record of a commit (the layout is in `commit.lua`) and ends its window's
 /// delta.
 fn commit_record(
@@ -337,39 +350,42 @@ fn commit_record(
                 cmd.arg(&**m);
             }
         }
-        // Used entries still held (a later prune in the same call may have dropped some), and
-        // the newest time when it moved.
-        let live = |&&(t, trigger, ref m): &&(i64, bool, Name)| {
+        // The used set mirrors the cache's used entries and triggers exactly: entries pruned
+        // (and not back since) are deleted, then the ones added and still held (a later prune
+        // in the same call may have dropped some) are written, with the newest time when it
+        // moved.
+        let held = |trigger: bool, m: &str| {
             let set = if trigger { &w.triggers } else { &w.used };
-            set.by_name.get(&**m) == Some(&t)
+            set.by_name.get(m).copied()
         };
-        let newly: Vec<&(i64, bool, Name)> = delta.newly.iter().filter(live).collect();
+        let dropped: Vec<&(bool, Name)> =
+            delta.pruned.iter().filter(|(trigger, m)| held(*trigger, m).is_none()).collect();
+        let mut field = String::new();
+        if !dropped.is_empty() {
+            section(cmd, &mut out.wrote, "Q").arg(dropped.len());
+            for (trigger, m) in dropped {
+                used_field(cmd, &mut field, *trigger, m);
+            }
+        }
+        let newly: Vec<&(i64, bool, Name)> =
+            delta.newly.iter().filter(|(t, trigger, m)| held(*trigger, m) == Some(*t)).collect();
         let newest = delta.horizon.and(w.newest);
         let used = newly.len() + usize::from(newest.is_some());
         let made = made || (used > 0 && !delta.had_newest);
         if used > 0 {
             section(cmd, &mut out.wrote, "U").arg(used);
-            let mut entry_name = String::new();
             for (t, trigger, m) in newly {
-                entry_name.clear();
-                entry_name.push(if *trigger { '!' } else { '=' });
-                entry_name.push_str(m);
-                cmd.arg(t).arg(entry_name.as_str());
+                used_field(cmd, &mut field, *trigger, m).arg(t);
             }
             if let Some(t) = newest {
-                cmd.arg(t).arg("!");
+                cmd.arg("!").arg(t);
             }
         }
         // Pruning what the cache did not hold would find nothing in Redis either.
         if let Some(h) = delta.horizon
-            && (delta.pruned_live || delta.pruned_used)
+            && delta.pruned_live
         {
-            let tag = match (delta.pruned_live, delta.pruned_used) {
-                (true, true) => "H",
-                (true, false) => "P",
-                _ => "Q",
-            };
-            section(cmd, &mut out.wrote, tag).arg(format!("({h}"));
+            section(cmd, &mut out.wrote, "P").arg(format!("({h}"));
         }
         // A set made by this commit has no TTL yet. (The script adds members before it removes
         // any, so a set that keeps members is never emptied, deleted and made again.)
