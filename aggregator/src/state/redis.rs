@@ -145,8 +145,8 @@ struct Unit {
     gate: Option<Instant>,
     /// The first-seen values.
     values: Option<Instant>,
-    /// Until when the cached key may be used without reading it again: the first of the
-    /// parts' expiries, or an hour after a key with nothing stored was read.
+    /// For a key that had nothing stored when it was read: until when that may be assumed
+    /// without reading it again (a commit checks it anyway; this only bounds the cache).
     until: Option<Instant>,
 }
 
@@ -160,6 +160,9 @@ impl Unit {
         self.parts().chain(self.until).min().is_some_and(|t| t > now + EXPIRY_MARGIN)
     }
 }
+
+/// How long a key found empty is cached as empty.
+const ABSENT_FOR: Duration = Duration::from_secs(3_600);
 
 /// How far a key's TTL may lag behind the cache's before the commit refreshes it: a minute, so
 /// a busy key's TTL is written once a minute, not with every batch.
@@ -243,7 +246,9 @@ impl Cache {
                 .insert(key.to_owned(), Expiring { value: map, expires: at(values_ttl) });
         }
         unit.version = text(version).filter(|v| !v.is_empty());
-        unit.until = Some(now + Duration::from_secs(3_600));
+        if unit.parts().next().is_none() {
+            unit.until = Some(now + ABSENT_FOR);
+        }
         self.units.insert(key.to_owned(), unit);
         Ok(())
     }
@@ -530,6 +535,9 @@ impl RedisState {
                         unit.version = Some(token.clone());
                     }
                     (unit.window, unit.gate, unit.values) = (w.window, w.gate, w.values);
+                    if unit.parts().next().is_some() {
+                        unit.until = None;
+                    }
                 }
                 return Ok(verdicts);
             }
