@@ -147,22 +147,32 @@ async fn distinct_counts_values(s: &impl WindowState) {
     assert_eq!(apply(s, &[op2("y", "e3", 39)]).await, [Verdict::Late]);
 }
 
-async fn sequences(s: &impl WindowState) {
-    let first = |m: &str, at: i64| Op::SeqFirst {
-        key: "s".into(),
-        member: m.into(),
+/// A sequence's first step (10 min window, no lateness).
+fn seq_first(key: &str, member: &str, at: i64) -> Op {
+    Op::SeqFirst {
+        key: key.into(),
+        member: member.into(),
         ts: T0 + at * S,
         window: 600 * S,
         lateness: 0,
-    };
-    let then = |by: &str, at: i64| Op::SeqThen {
-        key: "s".into(),
+    }
+}
+
+/// A sequence's closing step: two first steps within 10 min before it.
+fn seq_then(key: &str, by: &str, at: i64) -> Op {
+    Op::SeqThen {
+        key: key.into(),
         by: by.into(),
         ts: T0 + at * S,
         window: 600 * S,
         count: 2,
         suppress: None,
-    };
+    }
+}
+
+async fn sequences(s: &impl WindowState) {
+    let first = |m: &str, at: i64| seq_first("s", m, at);
+    let then = |by: &str, at: i64| seq_then("s", by, at);
     let v =
         apply(s, &[then("x0", 0), first("f1", 1), then("x1", 2), first("f2", 3), then("x2", 4)])
             .await;
@@ -401,24 +411,9 @@ async fn a_replica_that_found_nothing_sees_what_another_wrote_since() {
     // next closing step must see b's steps, not its own memory of an empty key.
     let a = redis_state().await;
     let b = RedisState::connect(&std::env::var("REDIS_URL").unwrap(), a.prefix()).await.unwrap();
-    let first = |m: &str, at: i64| Op::SeqFirst {
-        key: "race".into(),
-        member: m.into(),
-        ts: T0 + at * S,
-        window: 600 * S,
-        lateness: 0,
-    };
-    let then = |by: &str, at: i64| Op::SeqThen {
-        key: "race".into(),
-        by: by.into(),
-        ts: T0 + at * S,
-        window: 600 * S,
-        count: 2,
-        suppress: None,
-    };
-    assert_eq!(apply(&a, &[then("x0", 0)]).await, [Verdict::Quiet]);
-    apply(&b, &[first("f1", 1), first("f2", 2)]).await;
-    assert_eq!(apply(&a, &[then("x1", 3)]).await, [Verdict::Fired(2)]);
+    assert_eq!(apply(&a, &[seq_then("race", "x0", 0)]).await, [Verdict::Quiet]);
+    apply(&b, &[seq_first("race", "f1", 1), seq_first("race", "f2", 2)]).await;
+    assert_eq!(apply(&a, &[seq_then("race", "x1", 3)]).await, [Verdict::Fired(2)]);
 }
 
 #[tokio::test]
