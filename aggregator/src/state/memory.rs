@@ -44,14 +44,11 @@ pub(crate) struct Journal {
     /// Every op's key, once, in first-touched order (what the ops read).
     pub(crate) keys: Vec<Name>,
     seen: hashbrown::HashSet<Name>,
-    /// Keys whose window a window or sequence op touched.
-    pub(crate) windows: hashbrown::HashSet<Name>,
     /// Keys whose cooldown was set.
     pub(crate) gates: hashbrown::HashSet<Name>,
-    /// Keys whose first-seen values were touched (their TTL is refreshed).
-    pub(crate) values: hashbrown::HashSet<Name>,
-    /// First-seen values added: key, value, the event that first had it.
-    pub(crate) new_values: Vec<(Name, String, Name)>,
+    /// Keys whose first-seen values were touched (their TTL is refreshed), with the values
+    /// added and the event that first had each. (Touched windows carry a [`Delta`].)
+    pub(crate) values: HashMap<Name, Vec<(String, Name)>>,
 }
 
 impl Journal {
@@ -285,9 +282,6 @@ impl Inner {
     /// The window of `key` for an op, made if missing, with its expiry set to `secs` from now
     /// (if given), and with a delta started when the state records one.
     fn window(&mut self, key: &Name, now: Instant, secs: Option<u64>) -> &mut Window {
-        if let Some(j) = &mut self.journal {
-            j.windows.insert(key.clone());
-        }
         let entry = window_entry(&mut self.windows, key, now);
         if let Some(secs) = secs {
             entry.expires = ttl(now, secs);
@@ -343,7 +337,7 @@ impl Inner {
             }
             Op::NewValue { key, value, by, ts, ttl: secs, suppress } => {
                 if let Some(j) = &mut self.journal {
-                    j.values.insert(key.clone());
+                    j.values.entry(key.clone()).or_default();
                 }
                 let entry = self
                     .values
@@ -354,7 +348,10 @@ impl Inner {
                     None => {
                         entry.value.insert(value.clone(), by.clone());
                         if let Some(j) = &mut self.journal {
-                            j.new_values.push((key.clone(), value.clone(), by.clone()));
+                            j.values
+                                .entry(key.clone())
+                                .or_default()
+                                .push((value.clone(), by.clone()));
                         }
                         Verdict::Fired(1)
                     }

@@ -200,11 +200,11 @@ impl Cache {
         if live_ttl != -2 || used_ttl != -2 {
             let mut w = Window::default();
             for (m, score) in pairs(live).ok_or_else(bad)? {
-                w.members.raise(&Name::from(m), score);
+                let score: f64 = score.parse().map_err(|_| bad())?;
+                // Scores are µs times below 2^53, exact in a double.
+                w.members.raise(&Name::from(m), score as i64);
             }
-            let Value::Array(used) = used else { return Err(bad()) };
-            for kv in used.chunks_exact(2) {
-                let (Some(m), Some(t)) = (text(&kv[0]), text(&kv[1])) else { return Err(bad()) };
+            for (m, t) in pairs(used).ok_or_else(bad)? {
                 let score: i64 = t.parse().map_err(|_| bad())?;
                 match (m.strip_prefix('='), m.strip_prefix('!')) {
                     (Some(m), _) => _ = w.used.raise(&Name::from(m), score),
@@ -234,12 +234,11 @@ impl Cache {
         }
         let values_ttl = ms(values_ttl)?;
         if values_ttl != -2 {
-            let Value::Array(flat) = values else { return Err(bad()) };
-            let mut map = HashMap::new();
-            for kv in flat.chunks_exact(2) {
-                let (Some(v), Some(by)) = (text(&kv[0]), text(&kv[1])) else { return Err(bad()) };
-                map.insert(v, Name::from(by.as_str()));
-            }
+            let map = pairs(values)
+                .ok_or_else(bad)?
+                .into_iter()
+                .map(|(v, by)| (v, Name::from(by)))
+                .collect();
             unit.values = Some(at(values_ttl));
             self.state
                 .values
@@ -254,16 +253,11 @@ impl Cache {
     }
 }
 
-/// A sorted set as `ZRANGE … WITHSCORES` returns it: member, score, member, score, …
-fn pairs(v: &Value) -> Option<Vec<(String, i64)>> {
+/// A flat reply of pairs (`ZRANGE … WITHSCORES`: member, score, …; `HGETALL`: field,
+/// value, …).
+fn pairs(v: &Value) -> Option<Vec<(String, String)>> {
     let Value::Array(flat) = v else { return None };
-    flat.chunks_exact(2)
-        .map(|p| {
-            let score: f64 = text(&p[1])?.parse().ok()?;
-            // Scores are µs times below 2^53, exact in a double.
-            Some((text(&p[0])?, score as i64))
-        })
-        .collect()
+    flat.chunks_exact(2).map(|p| Some((text(&p[0])?, text(&p[1])?))).collect()
 }
 
 /// Milliseconds from `now` until `t`, at least 1 (Redis deletes a key given 0).
@@ -324,10 +318,9 @@ fn commit_record(
     let mut ttl_moved = false;
     cmd.arg(&**key).arg(version.unwrap_or(""));
     if let Some(entry) = state.windows.get_mut(&**key)
-        && journal.windows.contains(key)
+        && let Some(mut delta) = entry.value.delta.take()
     {
         let w = &mut entry.value;
-        let mut delta = w.delta.take().unwrap_or_default();
         // The first touch of a member says whether it was stored before this call.
         delta.dirty.sort_by(|a, b| a.0.cmp(&b.0));
         delta.dirty.dedup_by(|a, b| a.0 == b.0);
@@ -411,13 +404,11 @@ fn commit_record(
         ttl_moved = true;
     }
     if let Some(v) = state.values.get(&**key)
-        && journal.values.contains(key)
+        && let Some(added) = journal.values.get(key)
     {
-        let added: Vec<&(Name, String, Name)> =
-            journal.new_values.iter().filter(|(k, _, _)| k == key).collect();
         if !added.is_empty() {
             section(cmd, &mut out.wrote, "V").arg(added.len());
-            for (_, value, by) in added {
+            for (value, by) in added {
                 cmd.arg(value).arg(&**by);
             }
         }
