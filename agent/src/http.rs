@@ -81,7 +81,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// `POST /generate_event`: the legacy generator's on-demand endpoint. The body is a legacy
-/// event (DESIGN §8) with at least `event_type`; a body with nothing but the `event_type` of a
+/// event (design.md §8) with at least `event_type`; a body with nothing but the `event_type` of a
 /// legacy template asks for a synthetic event of that template. Answers 202 with the
 /// `event_id` only once the event is in the spool, 400 for a body that is not such an event,
 /// 503 when the event cannot be accepted (pipeline full, spool full, shutting down).

@@ -1,4 +1,4 @@
-//! Parser tests on the real OpenSSH auth log sample (../shared/fixtures) and on hand-written
+//! Parser tests on the real OpenSSH auth log sample (tests/fixtures at the workspace root) and on hand-written
 //! sudo, su, PAM-only, dpkg and Kubernetes audit lines. The expected counts for the fixture
 //! were established by reading the file: 212 `Failed password` + 4 `Failed none` lines, two
 //! `message repeated 5 times: [ Failed password … ]` lines (10 more attempts), every PAM
@@ -11,7 +11,7 @@ use agent::parse::{Format, Summary, parse_reader};
 use wire::{Event, EventKind, Outcome};
 
 const FIXTURE: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/openssh-auth-sample.log");
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/openssh-auth-sample.log");
 
 fn parse(format: Format, text: &str) -> (Vec<Event>, Summary) {
     let mut events = Vec::new();

@@ -23,7 +23,7 @@ pub struct Input<'a> {
     pub event: &'a Event,
 }
 
-/// A rule fired: what the alert store receives (DESIGN §6). Deterministic: the same event
+/// A rule fired: what the alert store receives (design.md §6). Deterministic: the same event
 /// firing the same rule always gives the same `id`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Firing {

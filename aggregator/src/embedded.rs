@@ -1,10 +1,10 @@
-//! Embedded mode (DESIGN §2): with no service configured, one process runs everything —
+//! Embedded mode (design.md §2): with no service configured, one process runs everything —
 //! the MQTT broker for agents (rumqttd, from the broker crate), a bridge from it straight into
 //! the detection pipeline, in-memory state, SQLite under the data directory, the API, and an
 //! in-process agent for this host producing demo traffic.
 //!
 //! The bridge keeps the cluster profile's delivery guarantee: an agent's envelopes are acked
-//! only after the batch holding them is committed to SQLite (DESIGN §4), so the in-process
+//! only after the batch holding them is committed to SQLite (design.md §4), so the in-process
 //! agent's spool, and any outside agent's, replays what a crash lost.
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! The fleet watcher: turns stopped heartbeats into `agent_silent` events for the rules
-//! (DESIGN §5, "agent silent"). Heartbeats are recorded in the shared state by the heartbeat
+//! (design.md §5, "agent silent"). Heartbeats are recorded in the shared state by the heartbeat
 //! consumer; every replica runs a watcher, and the event for one silence has a deterministic
 //! id (node and last-seen time), so the pipeline's dedup makes it fire once however many
 //! replicas see it.

@@ -1,6 +1,6 @@
 //! RabbitMQ consumers: our envelopes from `auditflow.events` and, optionally, legacy JSON
-//! events from `audit_events` (DESIGN §8). Deliveries are processed in batches and acked only
-//! after the batch's effects are committed (DESIGN §4). Undecodable messages are copied to
+//! events from `audit_events` (design.md §8). Deliveries are processed in batches and acked only
+//! after the batch's effects are committed (design.md §4). Undecodable messages are copied to
 //! `auditflow.events.dlq` with the reason in headers (publisher confirms) and rejected without
 //! requeue — never requeued forever. Connection loss: reconnect with jittered backoff; what
 //! was not acked is redelivered and recognised by the dedup record.

@@ -1,4 +1,4 @@
-//! Alerts in the legacy AuditFlow shapes (DESIGN §8): the nested JSON published to
+//! Alerts in the legacy AuditFlow shapes (design.md §8): the nested JSON published to
 //! `audit_alerts` (every legacy field plus ours) and the flat rows of the legacy read API.
 //! The actor, client address and resource come from the alert's first triggering event.
 

@@ -1,6 +1,6 @@
 //! The AuditFlow aggregator: consumes events, deduplicates them, runs the detection rules with
 //! shared state, stores and folds alerts, notifies, and serves the REST API and metrics; with
-//! no services configured it runs the whole system embedded (DESIGN §2, §4–§6). This crate is
+//! no services configured it runs the whole system embedded (design.md §2, §4–§6). This crate is
 //! the library; `main.rs` is a thin binary around it.
 
 pub mod config;

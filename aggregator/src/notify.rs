@@ -1,4 +1,4 @@
-//! The notifier: delivers the outbox (DESIGN §6). Every new alert gets one outbox row per
+//! The notifier: delivers the outbox (design.md §6). Every new alert gets one outbox row per
 //! channel in the same transaction that creates it; this task claims due rows, sends them and
 //! records the result, retrying with exponential backoff until `max_attempts`. A crash
 //! between sending and recording sends again (at least once); receivers can deduplicate on

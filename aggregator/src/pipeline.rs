@@ -1,7 +1,7 @@
 //! The detection pipeline shared by every event source (the RabbitMQ consumers, the API,
 //! embedded mode): deduplicate, detect, commit firings, then record the batch as processed.
 //!
-//! Order matters for "nothing lost, nothing counted twice" (DESIGN §4): a batch is marked
+//! Order matters for "nothing lost, nothing counted twice" (design.md §4): a batch is marked
 //! processed only after its firings are committed, and the caller acks its messages only after
 //! that. A crash in between makes the batch come back; the state ops are idempotent per event
 //! and firing ids are deterministic, so the second pass produces the same firings and the store

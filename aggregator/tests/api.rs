@@ -464,7 +464,7 @@ async fn live_stream_heartbeats_and_webhooks() {
     // GitHub: the real push fixture, signed; the same delivery twice; bad signatures.
     let fixture = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/github-webhooks/push-payload.json"
+        "/../tests/fixtures/github-webhooks/push-payload.json"
     ))
     .expect("the GitHub webhook fixture");
     let sign = |body: &[u8], secret: &str| {

@@ -17,7 +17,7 @@ THE EXCEPTION (written, narrow): the agent DaemonSet `auditflow-agent` may mount
 volumes, because collecting a node's audit trail means reading the node's files. Only the
 paths in AGENT_READ_ONLY_HOST_PATHS, each mounted readOnly: true, plus exactly one writable
 hostPath, its spool at AGENT_SPOOL (the spool must survive pod restarts and reboots,
-DESIGN §4). Every other rule above still applies to the agent. No other object may use
+design.md §4). Every other rule above still applies to the agent. No other object may use
 hostPath. Adding a watched directory means adding it here, in review.
 
 Exception for `helm test` pods (annotation helm.sh/hook: test): they run once to completion,

@@ -1,4 +1,4 @@
-//! The legacy AuditFlow event JSON (DESIGN §8) and its mapping to and from [`Event`].
+//! The legacy AuditFlow event JSON (design.md §8) and its mapping to and from [`Event`].
 //!
 //! The mapping is lossless in both directions: `from_legacy` extracts the typed kind it can
 //! and keeps every key whose value the typed form does not reproduce exactly in

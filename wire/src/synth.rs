@@ -1,5 +1,5 @@
 //! Deterministic synthetic events: the seven templates and vocabularies of the legacy
-//! AuditFlow event generator (DESIGN §8), for demo traffic, scripted scenarios, tests and the
+//! AuditFlow event generator (design.md §8), for demo traffic, scripted scenarios, tests and the
 //! size benchmark. Pure computation with a fixed-seed generator: the same seed gives the same
 //! events on every machine.
 

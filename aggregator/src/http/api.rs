@@ -1,4 +1,4 @@
-//! The REST API under `/api/v1` (DESIGN §6) and the legacy read API (DESIGN §8).
+//! The REST API under `/api/v1` (design.md §6) and the legacy read API (design.md §8).
 
 use std::convert::Infallible;
 use std::time::Duration;

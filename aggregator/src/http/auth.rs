@@ -1,4 +1,4 @@
-//! Bearer tokens and roles (DESIGN §6). Tokens come from `AUDITFLOW_API_TOKENS` or the file
+//! Bearer tokens and roles (design.md §6). Tokens come from `AUDITFLOW_API_TOKENS` or the file
 //! `api.tokens_file`, as `name:token:role` entries separated by commas or new lines; roles
 //! are viewer < operator < admin.
 

@@ -235,8 +235,7 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<ApiState>)> {
 mod tests {
     use super::*;
 
-    const PUSH: &str =
-        include_str!("../../../../shared/fixtures/github-webhooks/push-payload.json");
+    const PUSH: &str = include_str!("../../../tests/fixtures/github-webhooks/push-payload.json");
 
     #[test]
     fn signatures() {

@@ -107,7 +107,7 @@ fn schemas() -> Value {
             "firings": {"type": "integer"}}},
         "Principal": {"type": "object", "properties": {
             "name": {"type": "string"}, "role": {"enum": ["viewer", "operator", "admin"]}}},
-        "LegacyAlert": {"type": "object", "description": "The legacy AuditFlow alert row (DESIGN §8)."},
+        "LegacyAlert": {"type": "object", "description": "The legacy AuditFlow alert row (design.md §8)."},
         "LegacyAlerts": {"type": "array", "items": {"$ref": "#/components/schemas/LegacyAlert"}},
         "WebhookPayload": {"type": "object", "description": "The provider's payload, as sent."}
     })

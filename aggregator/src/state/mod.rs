@@ -1,5 +1,5 @@
 //! Shared detection state: sliding windows, sequence steps, first-seen values, cooldowns and
-//! the dedup record of processed events (DESIGN §5).
+//! the dedup record of processed events (design.md §5).
 //!
 //! The detector turns a batch of events into a list of [`Op`]s; a [`WindowState`] applies
 //! them in order, atomically per call, and answers one [`Verdict`] per op. Two

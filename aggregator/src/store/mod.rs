@@ -1,4 +1,4 @@
-//! The alert store (DESIGN §6): folds firings into alerts by fingerprint, keeps each alert's
+//! The alert store (design.md §6): folds firings into alerts by fingerprint, keeps each alert's
 //! lifecycle history, silences, the fleet table and the notification outbox. **Only this
 //! module contains SQL.** PostgreSQL in the cluster profile, SQLite in embedded mode; both run
 //! the same SQL (see `sql.rs`) and one conformance suite (`tests/store_conformance.rs`).
