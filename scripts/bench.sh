@@ -186,9 +186,8 @@ bench_e2e() {
   local bench="$ROOT/target/release/examples/bench_e2e" lines=()
   for profile in cluster embedded; do
     local out
-    # A 5 s warm-up first, not counted: the first run after the binaries were rebuilt had a
-    # long latency tail (cluster p99 60-86 ms in 6 runs of 6, against 1 run in 20 otherwise;
-    # the README has the details).
+    # A 5 s warm-up first, not counted: the first run after the binaries were rebuilt has a
+    # long latency tail that later runs do not have (docs/benchmarks.md, method).
     "$bench" "$profile" "$ROOT/target/release" "$ROOT/target/release-agent" "$agents" "$rate" 5 >/dev/null
     out=$("$bench" "$profile" "$ROOT/target/release" "$ROOT/target/release-agent" "$agents" "$rate" "$seconds")
     echo "$out"

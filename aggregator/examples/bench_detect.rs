@@ -51,9 +51,8 @@ fn next_pass(events: &mut [(String, Event)]) {
 ///
 /// Each batch is copied just before it is detected, outside the timed part: the aggregator
 /// detects on a batch it has just decoded, so the events are in the cache, while the mix as a
-/// whole (200,000 events) is not — timing detection on it directly charged a cache
-/// miss at the first touch of every event's texts, which the aggregator does not pay (until
-/// 2026-11-26 the benchmark did that; the README has both figures).
+/// whole (200,000 events) is not — timing detection on it directly would charge a cache
+/// miss at the first touch of every event's texts, which the aggregator does not pay.
 async fn measure<S: WindowState>(
     state: &S,
     detector: &Detector,

@@ -75,13 +75,9 @@ enum RulesCommand {
 }
 
 // The C library's allocator, on purpose. mimalloc makes the single-threaded detection
-// benchmark much faster (0.66 -> 1.16 M events/s in one session; 0.84 -> 1.33 M, median of 5,
-// on 2026-11-26, before the benchmark timed detection alone), but in the end-to-end benchmark
-// (`scripts/bench.sh e2e`), where events are decoded on one thread and freed on another, the
-// aggregator's peak RSS went from 40-65 MB to 100 MB (cluster) and 139 MB (embedded), and
-// this aggregator may run on a Pi. (Its latency in that run, p99 92 and 419 ms, is not held
-// against it: glibc builds had tails from 38 to 333 ms in the same hour, on a busy machine.
-// README, "Detection benchmark".)
+// benchmark much faster, but in the end-to-end benchmark (`scripts/bench.sh e2e`), where events
+// are decoded on one thread and freed on another, it raised the aggregator's peak RSS from
+// 40-65 MB to 100-139 MB, and this aggregator may run on a Pi (docs/benchmarks.md).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {

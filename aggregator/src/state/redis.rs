@@ -1,8 +1,8 @@
 //! The Redis [`WindowState`]. Redis holds the detection state every replica shares; each
 //! replica evaluates ops in-process, on a cache of the state keys it has read or written, with
-//! the in-memory state's own code, and writes back only what changed. Redis's single thread
-//! used to evaluate every op in a Lua script, and that was the ceiling of the cluster profile
-//! (7 of 8.7 ms per 1,000 events; see the README's detection section).
+//! the in-memory state's own code, and writes back only what changed: Redis is single-threaded,
+//! and evaluating every op in a Lua script there made it the ceiling of the cluster profile
+//! (7 of 8.7 ms per 1,000 events went to Redis; docs/benchmarks.md, detection).
 //!
 //! Concurrency is optimistic. Every state key (`<rule>:<group>`) has a version, a random
 //! token in `{prefix}v:<key>`. A call reads the keys its ops touch that are not cached yet
@@ -22,9 +22,8 @@
 //!
 //! Keys: `{prefix}w:{rule}:{group}` (sorted set, the window's live members), `…:h` (hash, the
 //! used set: `=<member>` for members used up by a firing, `!<trigger>` for the firings'
-//! triggers, each with its time, and `!` with the window's newest time; until 2026-11-27 it was
-//! the sorted set `…:u`, which is no longer read: across that upgrade an event used up before
-//! it, if redelivered, counts again), `{prefix}n:…` (hash, first-seen values),
+//! triggers, each with its time, and `!` with the window's newest time; the older layout's
+//! sorted set `…:u` is not read, see CHANGELOG.md for the upgrade), `{prefix}n:…` (hash, first-seen values),
 //! `{prefix}g:…` (hash, cooldown: `ts`, `by`), `{prefix}v:…` (the version),
 //! `{prefix}d:{node}:{epoch}` (sorted set, processed runs), `{prefix}fleet` (hash, nodes' last
 //! heartbeat). Every key has a TTL. Sequence numbers and times must stay below 2^53 (Redis
