@@ -526,3 +526,45 @@ async fn agents_deliver_over_tls_and_only_to_the_broker_they_trust() {
     let seen = drain_events(&vhost.url).await;
     assert_complete(dir.path(), &["pi-a"], &seen);
 }
+
+/// One client that opens a TCP connection to the TLS listener and never says anything must not
+/// keep the other agents out: the handshake runs in the connection's own task under the
+/// connection timeout (10 s), not in the accept loop (vendor/README.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_does_not_stall_the_tls_listener() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("silent");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(dir.path(), "silent");
+    let broker = Broker::start_with(
+        dir.path(),
+        &vhost.url,
+        CREDENTIALS,
+        &format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display()),
+    );
+    let silent = std::net::TcpStream::connect(("127.0.0.1", broker.mqtt)).unwrap();
+    // Well under the connection timeout, so that the timeout freeing the listener cannot be
+    // what lets the agent in.
+    let limit = Duration::from_secs(7);
+    let start = Instant::now();
+    let url = format!("mqtts://localhost:{}", broker.mqtt);
+    let mut agents = Agents(vec![start_agent_with(
+        dir.path(),
+        "pi-a",
+        &url,
+        ca.to_str().unwrap(),
+        password("pi-a"),
+        1_000,
+        1_000,
+    )]);
+    while broker.metric("auditflow_broker_clients_accepted_total") < 1.0 {
+        assert!(
+            start.elapsed() < limit,
+            "an agent could not connect within {limit:?} while another connection was silent"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_all(&mut agents.0, Duration::from_secs(60));
+    assert_eq!(broker.metric("auditflow_broker_events_out_total") as u64, 1_000);
+    drop(silent);
+}
