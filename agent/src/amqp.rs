@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pipeline::SharedSpool;
 use crate::spool::Record;
 use crate::telemetry::Metrics;
-use wire::retry::Backoff;
+use runtime::retry::Backoff;
 
 /// Publishes at most this many batches before waiting for their confirms.
 const WINDOW: usize = 32;

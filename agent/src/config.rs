@@ -4,8 +4,10 @@
 
 use std::net::SocketAddr;
 
+use runtime::config::Validate;
 use serde::{Deserialize, Serialize};
-use wire::config::Validate;
+
+use crate::pipeline::Priorities;
 
 /// The documented defaults, as printed by `print-default-config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -213,42 +215,9 @@ impl Config {
     }
 }
 
-/// Shedding priorities (0–9, higher is kept longer): when the spool is at its cap, a batch
-/// loses its lowest-priority events first, and within a priority its least severe ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Priorities {
-    /// The synthetic source and scenarios.
-    pub synthetic: u8,
-    /// The auth log.
-    pub auth: u8,
-    /// dpkg's log.
-    pub dpkg: u8,
-    /// The Kubernetes audit log.
-    pub k8s_audit: u8,
-    /// Watched files.
-    pub files: u8,
-}
-
 impl Default for Priorities {
     fn default() -> Self {
         Config::default().priorities()
-    }
-}
-
-impl Priorities {
-    /// The priority of an event from `source`. Events submitted over the HTTP API are 5; the
-    /// agent's reports on itself are 9.
-    pub fn of(&self, source: wire::Source) -> u8 {
-        use wire::Source;
-        match source {
-            Source::Synthetic => self.synthetic,
-            Source::AuthLog => self.auth,
-            Source::Dpkg => self.dpkg,
-            Source::K8sAudit => self.k8s_audit,
-            Source::FileWatch => self.files,
-            Source::Agent => 9,
-            Source::Api | Source::Legacy | Source::Webhook => 5,
-        }
     }
 }
 
@@ -316,7 +285,7 @@ impl Default for SyntheticConfig {
 impl Validate for Config {
     /// `NODE_NAME` (when `node_id` is empty), `AMQP_URL`, `AUDITFLOW_MQTT_URL`,
     /// `AUDITFLOW_MQTT_PASSWORD`, `AUDITFLOW_MQTT_CA_FILE`.
-    fn apply_env(&mut self, get: wire::config::Env<'_>) {
+    fn apply_env(&mut self, get: runtime::config::Env<'_>) {
         if let Some(v) = get("NODE_NAME").filter(|_| self.node_id.is_empty()) {
             self.node_id = v;
         }
@@ -433,7 +402,7 @@ mod tests {
     fn documented_defaults_equal_the_built_in_ones() {
         let env = |k: &str| (k == "AUDITFLOW_MQTT_PASSWORD").then(|| "pw".to_owned());
         let parsed: Config =
-            wire::config::parse(DEFAULT_TOML, &env).expect("default.toml is valid");
+            runtime::config::parse(DEFAULT_TOML, &env).expect("default.toml is valid");
         let mut expected = Config::default();
         expected.transport.mqtt_password = "pw".into();
         assert_eq!(parsed, expected);
@@ -443,7 +412,7 @@ mod tests {
     fn filter_rules_are_read_and_checked() {
         let text = "[[filter]]\naction = \"sample\"\nevery = 5\nsource = \"auth\"\n\
                     [[filter]]\naction = \"collapse\"\nwindow_ms = 0\n";
-        let errors = wire::config::parse::<Config>(text, &|k: &str| {
+        let errors = runtime::config::parse::<Config>(text, &|k: &str| {
             (k == "AUDITFLOW_MQTT_PASSWORD").then(|| "pw".to_owned())
         })
         .unwrap_err();
@@ -453,7 +422,7 @@ mod tests {
     #[test]
     fn bad_values_are_all_reported() {
         let text = "[http]\nlisten = \"x\"\n[batch]\nmax_events = 0\n[transport]\nkind = \"udp\"\n";
-        let errors = wire::config::parse::<Config>(text, &wire::config::no_env).unwrap_err();
+        let errors = runtime::config::parse::<Config>(text, &runtime::config::no_env).unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
     }
 
@@ -464,7 +433,7 @@ mod tests {
             "AMQP_URL" => Some("amqp://h".to_owned()),
             _ => None,
         };
-        let c: Config = wire::config::parse("[transport]\nkind = \"amqp\"\n", &env).unwrap();
+        let c: Config = runtime::config::parse("[transport]\nkind = \"amqp\"\n", &env).unwrap();
         assert_eq!(c.node_id, "pi-1");
         assert_eq!(c.transport.amqp_url, "amqp://h");
     }

@@ -11,12 +11,8 @@ use agent::config::{Config, DEFAULT_TOML};
 #[derive(Debug, Parser)]
 #[command(name = "auditflow-agent", version, about)]
 struct Cli {
-    /// Configuration file (TOML). Without one the documented defaults apply.
-    #[arg(long, short, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Print the documented default configuration and exit.
-    #[arg(long)]
-    print_default_config: bool,
+    #[command(flatten)]
+    args: runtime::cli::ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -50,14 +46,15 @@ fn main() -> ExitCode {
     if let Some(Command::Parse { source, file, year }) = &cli.command {
         return parse_command(source, file, *year);
     }
-    if cli.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {
+    if cli.args.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {
         print!("{DEFAULT_TOML}");
         return ExitCode::SUCCESS;
     }
-    let config = match load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let config =
+        match runtime::config::load::<Config>("auditflow-agent", cli.args.config.as_deref()) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
     match cli.command.unwrap_or(Command::Run) {
         Command::PrintDefaultConfig | Command::Parse { .. } => ExitCode::SUCCESS,
         Command::CheckConfig => {
@@ -65,85 +62,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
-    }
-}
-
-/// Reads, checks and completes the configuration; on failure prints every problem and
-/// returns exit status 64.
-fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
-    let text = match path {
-        None => Ok(String::new()),
-        Some(path) => {
-            std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read the file: {e}")])
-        }
-    };
-    let env = |k: &str| std::env::var(k).ok();
-    text.and_then(|text| wire::config::parse::<Config>(&text, &env)).map_err(|errors| {
-        let from = path
-            .map_or_else(|| "(defaults and environment)".to_owned(), |p| p.display().to_string());
-        eprintln!("auditflow-agent: invalid configuration {from}:");
-        for e in errors {
-            eprintln!("  - {e}");
-        }
-        ExitCode::from(wire::config::EXIT_CONFIG as u8)
-    })
-}
-
-/// One runtime thread is enough for the agent (100k events/s use a fifth of a core) and keeps
-/// its memory small; file writes go to the blocking pool.
-fn run(config: Config) -> ExitCode {
-    init_tracing();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("auditflow-agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let signals = cancel.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("signal received, stopping");
-            signals.cancel();
-        });
-        agent::run(config, cancel).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "agent failed");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// Logs as JSON when stderr is not a terminal, human-readable otherwise; `RUST_LOG` filters.
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().init();
     }
 }
 
@@ -219,4 +137,13 @@ fn parse_command(source: &str, file: &Path, year: Option<i32>) -> ExitCode {
             ExitCode::from(74)
         }
     }
+}
+
+/// One runtime thread is enough for the agent (100k events/s use a fifth of a core) and keeps
+/// its memory small; file writes go to the blocking pool.
+fn run(config: Config) -> ExitCode {
+    runtime::process::init_tracing("info,lapin=warn");
+    runtime::process::run_service("auditflow-agent", runtime::process::Threads::Current, |cancel| {
+        agent::run(config, cancel)
+    })
 }

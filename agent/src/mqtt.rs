@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use runtime::retry::Backoff;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wire::retry::Backoff;
 
 use crate::pipeline::SharedSpool;
 use crate::spool::Record;

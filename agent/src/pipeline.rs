@@ -11,10 +11,42 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wire::{DropCounts, DropReason, Envelope, Event, Severity};
 
-use crate::config::Priorities;
 use crate::filter::Filter;
 use crate::spool::{AppendError, Spool};
 use crate::telemetry::Metrics;
+
+/// Shedding priorities (0–9, higher is kept longer): when the spool is at its cap, a batch
+/// loses its lowest-priority events first, and within a priority its least severe ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Priorities {
+    /// The synthetic source and scenarios.
+    pub synthetic: u8,
+    /// The auth log.
+    pub auth: u8,
+    /// dpkg's log.
+    pub dpkg: u8,
+    /// The Kubernetes audit log.
+    pub k8s_audit: u8,
+    /// Watched files.
+    pub files: u8,
+}
+
+impl Priorities {
+    /// The priority of an event from `source`. Events submitted over the HTTP API are 5; the
+    /// agent's reports on itself are 9.
+    pub fn of(&self, source: wire::Source) -> u8 {
+        use wire::Source;
+        match source {
+            Source::Synthetic => self.synthetic,
+            Source::AuthLog => self.auth,
+            Source::Dpkg => self.dpkg,
+            Source::K8sAudit => self.k8s_audit,
+            Source::FileWatch => self.files,
+            Source::Agent => 9,
+            Source::Api | Source::Legacy | Source::Webhook => 5,
+        }
+    }
+}
 
 /// Shared handle to the spool: a std mutex, never held across an `.await`.
 pub type SharedSpool = Arc<Mutex<Spool>>;

@@ -238,10 +238,27 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    /// The `[[scenario]]` part of an agent config file, read and checked as the agent's config
+    /// loader does (`config.rs` validates each step with the same prefix), without the rest.
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    struct Steps {
+        #[serde(default)]
+        scenario: Vec<Step>,
+    }
+
+    impl runtime::config::Validate for Steps {
+        fn validate(&self) -> Vec<String> {
+            let mut errors = Vec::new();
+            for (i, step) in self.scenario.iter().enumerate() {
+                errors.extend(step.validate(&format!("scenario[{i}]")));
+            }
+            errors
+        }
+    }
+
     fn parse(text: &str) -> Result<Vec<Step>, Vec<String>> {
-        let text = format!("[transport]\nmqtt_password = \"pw\"\n{text}");
-        wire::config::parse::<crate::config::Config>(&text, &wire::config::no_env)
-            .map(|c| c.scenario)
+        runtime::config::parse::<Steps>(text, &runtime::config::no_env).map(|s| s.scenario)
     }
 
     #[test]

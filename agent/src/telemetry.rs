@@ -2,7 +2,7 @@
 //! `auditflow_agent_<name>_<unit>[_total]`; label values are bounded (sources and drop
 //! reasons). Work is counted per batch, not per event.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 use wire::{DropCounts, DropReason, Source};
 
 /// The agent's metrics.
@@ -38,20 +38,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, label: &str| {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
-            c
+            runtime::metrics::counter_vec(&registry, name, help, label, &[])
         };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
-            g
-        };
+        let counter = |name: &str, help: &str| runtime::metrics::counter(&registry, name, help);
+        let gauge = |name: &str, help: &str| runtime::metrics::gauge(&registry, name, help);
         let m = Self {
             collected: counter_vec(
                 "auditflow_agent_collected_events_total",
@@ -108,9 +98,7 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        prometheus::TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+        runtime::metrics::render(&self.registry)
     }
 }
 

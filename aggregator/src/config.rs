@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use runtime::config::{Env, Validate};
 use serde::{Deserialize, Serialize};
-use wire::config::{Env, Validate};
 
 use crate::rules::parse_duration;
 
@@ -410,7 +410,7 @@ impl Validate for Config {
 
 #[cfg(test)]
 mod tests {
-    use wire::config::{no_env, parse};
+    use runtime::config::{no_env, parse};
 
     use super::*;
 

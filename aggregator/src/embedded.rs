@@ -16,9 +16,9 @@ use broker::acks::AckBook;
 use broker::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER, Incoming, classify};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
+use runtime::retry::Backoff;
 use tokio_util::sync::CancellationToken;
 use wire::model::{Heartbeat, Timestamp};
-use wire::retry::Backoff;
 
 use crate::http::auth::{Role, Tokens, generate_token};
 use crate::pipeline::{Item, Pipeline};

@@ -16,10 +16,10 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use runtime::retry::Backoff;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wire::model::Timestamp;
-use wire::retry::Backoff;
 use wire::{Envelope, Heartbeat, legacy, queues};
 
 use crate::pipeline::{Item, Pipeline};

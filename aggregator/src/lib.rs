@@ -13,6 +13,7 @@ pub mod legacy_alert;
 pub mod notify;
 pub mod pipeline;
 pub mod reload;
+pub mod rule_tests;
 pub mod rules;
 pub mod state;
 pub mod store;

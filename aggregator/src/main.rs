@@ -6,18 +6,18 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use aggregator::config::{Config, DEFAULT_TOML};
-use aggregator::rules::{RuleSet, testcase};
+use aggregator::rule_tests;
+use aggregator::rules::RuleSet;
+
+const BINARY: &str = "auditflow-aggregator";
+const THREADS: runtime::process::Threads = runtime::process::Threads::Workers(2);
 
 /// The AuditFlow aggregator.
 #[derive(Debug, Parser)]
 #[command(name = "auditflow-aggregator", version, about)]
 struct Cli {
-    /// Configuration file (TOML). Without one the documented defaults apply.
-    #[arg(long, short, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Print the documented default configuration and exit.
-    #[arg(long)]
-    print_default_config: bool,
+    #[command(flatten)]
+    args: runtime::cli::ConfigArgs,
     /// Data directory of embedded mode (SQLite store, tokens, the demo agent's spool);
     /// overrides `data_dir`.
     #[arg(long, global = true, value_name = "DIR")]
@@ -80,14 +80,14 @@ enum RulesCommand {
 // 40-65 MB to 100-139 MB, and this aggregator may run on a Pi (docs/benchmarks.md).
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {
+    if cli.args.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {
         print!("{DEFAULT_TOML}");
         return ExitCode::SUCCESS;
     }
     if let Some(Command::Rules { action }) = &cli.command {
         return rules_command(action);
     }
-    let mut config = match load(cli.config.as_deref()) {
+    let mut config = match runtime::config::load::<Config>(BINARY, cli.args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -149,7 +149,7 @@ fn rules_command(action: &RulesCommand) -> ExitCode {
                 Err(code) => return code,
             };
             let (mut passed, mut failed, mut untested) = (0, 0, 0);
-            for report in testcase::run_all(&set) {
+            for report in rule_tests::run_all(&set) {
                 if report.cases.is_empty() {
                     untested += 1;
                     println!("{:<32} (no tests)", report.rule);
@@ -190,21 +190,12 @@ fn rules_command(action: &RulesCommand) -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(
-        |e| {
-            eprintln!("auditflow-aggregator: cannot start the runtime: {e}");
-            ExitCode::FAILURE
-        },
-    )
-}
-
 fn migrate(config: &Config) -> ExitCode {
     if config.services.database_url.is_empty() {
         eprintln!("auditflow-aggregator: migrate needs DATABASE_URL (PostgreSQL)");
-        return ExitCode::from(wire::config::EXIT_CONFIG as u8);
+        return runtime::config::exit_config();
     }
-    let rt = match runtime() {
+    let rt = match runtime::process::runtime(BINARY, THREADS) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -224,77 +215,6 @@ fn migrate(config: &Config) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    init_tracing();
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(async {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let signals = cancel.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("signal received, stopping");
-            signals.cancel();
-        });
-        aggregator::run(config, cancel).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "aggregator failed");
-            eprintln!("auditflow-aggregator: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// Logs as JSON when stderr is not a terminal, human-readable otherwise; `RUST_LOG` filters.
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,lapin=warn,sqlx=warn,rumqttd=warn")
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().init();
-    }
-}
-
-/// Reads, checks and completes the configuration; on failure prints every problem and
-/// returns exit status 64.
-fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
-    let text = match path {
-        None => Ok(String::new()),
-        Some(path) => {
-            std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read the file: {e}")])
-        }
-    };
-    let env = |k: &str| std::env::var(k).ok();
-    text.and_then(|text| wire::config::parse::<Config>(&text, &env)).map_err(|errors| {
-        let from = path
-            .map_or_else(|| "(defaults and environment)".to_owned(), |p| p.display().to_string());
-        eprintln!("auditflow-aggregator: invalid configuration {from}:");
-        for e in errors {
-            eprintln!("  - {e}");
-        }
-        ExitCode::from(wire::config::EXIT_CONFIG as u8)
-    })
+    runtime::process::init_tracing("info,lapin=warn,sqlx=warn,rumqttd=warn");
+    runtime::process::run_service(BINARY, THREADS, |cancel| aggregator::run(config, cancel))
 }

@@ -88,24 +88,11 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
-            c
-        };
+        let counter = |name: &str, help: &str| runtime::metrics::counter(&registry, name, help);
         let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
-            for v in values {
-                c.with_label_values(&[v]);
-            }
-            c
+            runtime::metrics::counter_vec(&registry, name, help, label, values)
         };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
-            g
-        };
+        let gauge = |name: &str, help: &str| runtime::metrics::gauge(&registry, name, help);
         let reasons: Vec<&str> = wire::model::DropReason::ALL.iter().map(|r| r.as_str()).collect();
         Self {
             messages_in: counter_vec(
@@ -233,9 +220,7 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        prometheus::TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+        runtime::metrics::render(&self.registry)
     }
 }
 

@@ -17,8 +17,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
+use runtime::retry::Backoff;
 use tokio_util::sync::CancellationToken;
-use wire::retry::Backoff;
 use wire::{Envelope, Heartbeat, queues};
 
 use crate::acks::AckBook;

@@ -111,7 +111,7 @@ impl Broker {
                 panic!("the broker exited: {status}");
             }
             // After RabbitMQ was away the bridge reconnects with backoff capped at 30 s
-            // (wire::retry), so readiness may take that long plus the reconnect itself.
+            // (runtime::retry), so readiness may take that long plus the reconnect itself.
             assert!(start.elapsed() < Duration::from_secs(60), "the broker is not ready");
             std::thread::sleep(Duration::from_millis(100));
         }

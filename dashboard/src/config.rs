@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
+use runtime::config::{Env, Validate};
 use serde::{Deserialize, Serialize};
-use wire::config::{Env, Validate};
 
 /// The documented defaults, as printed by `print-default-config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -49,7 +49,7 @@ impl Validate for Config {
 
 #[cfg(test)]
 mod tests {
-    use wire::config::{no_env, parse};
+    use runtime::config::{no_env, parse};
 
     use super::*;
 

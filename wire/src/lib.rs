@@ -1,15 +1,13 @@
 //! `wire` is the shared vocabulary of AuditFlow: the event model every part agrees on, the
 //! versioned postcard frames that carry it between processes ([`frame`]), its mapping to and
-//! from the legacy AuditFlow JSON ([`legacy`]), deterministic synthetic events ([`synth`]) and
-//! the configuration checking every binary shares ([`config`]). It does no I/O.
+//! from the legacy AuditFlow JSON ([`legacy`]) and deterministic synthetic events
+//! ([`synth`]). It does no I/O.
 //!
 //! **Only this crate knows the bytes on the wire.**
 
-pub mod config;
 pub mod frame;
 pub mod legacy;
 pub mod model;
-pub mod retry;
 pub mod synth;
 
 pub use frame::{

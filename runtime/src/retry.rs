@@ -24,8 +24,7 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let base_ms = (200u64 << self.attempt.min(8)).min(30_000);
         self.attempt = self.attempt.saturating_add(1);
-        let mut rng = crate::synth::Rng::new(self.seed ^ u64::from(self.attempt));
-        let jitter = rng.next_u64() % (base_ms / 2 + 1);
+        let jitter = splitmix64(self.seed ^ u64::from(self.attempt)) % (base_ms / 2 + 1);
         Duration::from_millis(base_ms - base_ms / 4 + jitter)
     }
 
@@ -33,6 +32,14 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+}
+
+/// One step of SplitMix64: well-spread bits from any seed, enough for jitter.
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Default for Backoff {

@@ -1,7 +1,7 @@
 //! Configuration file checking shared by every binary: parse TOML text into a config type and
 //! report *every* problem at once (syntax, unknown keys, wrong types, invalid values) instead
-//! of stopping at the first, as serde alone would. Pure functions over text; the binaries do
-//! the file I/O.
+//! of stopping at the first, as serde alone would. [`parse`] is a pure function over text;
+//! [`load`] adds the file and the process environment, for the binaries' `main`.
 //!
 //! Convention for config types: every field has a default (`Default` plus `#[serde(default)]`)
 //! and none is an `Option`, so that the serialized default names every key a file may use.
@@ -65,6 +65,36 @@ where
     config.apply_env(env);
     errors.extend(config.validate());
     if errors.is_empty() { Ok(config) } else { Err(errors) }
+}
+
+/// Reads the config file (none: the documented defaults), applies the process environment's
+/// overrides and checks it; on failure prints every problem to stderr, prefixed by the
+/// binary's name, and returns [`EXIT_CONFIG`] for `main` to exit with.
+pub fn load<T>(binary: &str, path: Option<&std::path::Path>) -> Result<T, std::process::ExitCode>
+where
+    T: DeserializeOwned + Serialize + Default + Validate,
+{
+    let text = match path {
+        None => Ok(String::new()),
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read the file: {e}")])
+        }
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    text.and_then(|text| parse::<T>(&text, &env)).map_err(|errors| {
+        let from = path
+            .map_or_else(|| "(defaults and environment)".to_owned(), |p| p.display().to_string());
+        eprintln!("{binary}: invalid configuration {from}:");
+        for e in errors {
+            eprintln!("  - {e}");
+        }
+        exit_config()
+    })
+}
+
+/// [`EXIT_CONFIG`] as an exit code.
+pub fn exit_config() -> std::process::ExitCode {
+    std::process::ExitCode::from(EXIT_CONFIG as u8)
 }
 
 /// Renders a config as TOML (for `print-default-config` tests and diagnostics).

@@ -1,0 +1,111 @@
+//! Rules: the loaded set, a dry run of one event against it, and a reload from the rule
+//! directory.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::json;
+use wire::model::Timestamp;
+
+use super::events::event_item;
+use super::{ApiResult, json_body};
+use crate::detect::Detector;
+use crate::detect::Input;
+use crate::http::ApiError;
+use crate::http::ApiState;
+use crate::pipeline::Item;
+use crate::rules::Mode;
+use crate::rules::RuleSet;
+use crate::state::memory::MemoryState;
+use crate::store::rfc3339;
+
+pub(super) async fn list_rules(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    let detector = s.rules.get();
+    let counts = s.store.rule_counts().await?;
+    let status = s.rule_status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let rules: Vec<Value> = detector
+        .rules
+        .rules
+        .iter()
+        .map(|r| {
+            let c = counts.iter().find(|c| c.rule_id == r.id);
+            json!({
+                "id": r.id,
+                "name": r.name,
+                "description": r.description,
+                "kind": r.spec.name(),
+                "severity": r.severity.as_legacy(),
+                "mode": if r.mode == Mode::Shadow { "shadow" } else { "alert" },
+                "tags": r.tags,
+                "file": r.file,
+                "firings": c.map_or(0, |c| c.firings),
+                "last_fired": c.and_then(|c| c.last_fired).map(rfc3339),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "version": status.version,
+        "last_error": status.last_error,
+        "source": if s.reloader.is_some() { "directory" } else { "shipped" },
+        "rules": rules,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TestBody {
+    event: Value,
+}
+
+pub(super) async fn test_rules(
+    State(s): State<ApiState>,
+    body: Result<Json<TestBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let b = json_body(body)?;
+    let Item::Single { id, node, event } = event_item(&b.event, Timestamp::now())
+        .map_err(|e| ApiError::BadRequest(format!("`event`: {e}")))?
+    else {
+        return Err(ApiError::BadRequest("`event`: expected one event".into()));
+    };
+    let detector = s.rules.get();
+    let set: &RuleSet = &detector.rules;
+    let ev = crate::rules::EventRef { node: &node, event: &event };
+    let matched: Vec<&str> =
+        set.rules.iter().filter(|r| r.when.eval(&ev)).map(|r| r.id.as_str()).collect();
+    // Fired: on its own, with empty state (threshold rules need more events to fire).
+    let fresh = Detector::new(detector.rules.clone(), Duration::from_secs(300));
+    let inputs = [Input { id, node: &node, event: &event }];
+    let plan = fresh.plan(&inputs);
+    let verdicts = MemoryState::new().apply_now(&plan.ops);
+    let outcome = fresh.finish(&inputs, &plan, &verdicts);
+    let fired: Vec<Value> = outcome
+        .firings
+        .iter()
+        .map(|f| json!({"rule_id": f.rule_id, "title": f.title, "severity": f.severity.as_legacy(), "fingerprint": f.fingerprint}))
+        .collect();
+    Ok(Json(json!({
+        "event": wire::legacy::to_legacy(&event, &node, id),
+        "matched": matched,
+        "fired": fired,
+    })))
+}
+
+pub(super) async fn reload_rules(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    let Some(reloader) = s.reloader.clone() else {
+        return Err(ApiError::Conflict(
+            "the shipped rule pack is in use; set rules_dir to load rules from a directory".into(),
+        ));
+    };
+    let changed =
+        tokio::task::spawn_blocking(move || reloader.check()).await.map_err(anyhow::Error::from)?;
+    let status = s.rule_status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(Json(json!({
+        "changed": changed,
+        "version": status.version,
+        "last_error": status.last_error,
+    })))
+}
