@@ -183,7 +183,7 @@ pub async fn bridge<S: WindowState + 'static>(
         }
         metrics.messages_in.with_label_values(&["native"]).inc_by(streams.len() as u64);
         metrics.heartbeats.inc_by(beats.len() as u64);
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::service();
         loop {
             let result = async {
                 pipeline.heard(&beats).await?;

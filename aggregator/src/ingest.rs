@@ -114,7 +114,7 @@ where
     S: WindowState + 'static,
     K: AlertSink + 'static,
 {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::service();
     let metrics = pipeline.metrics.clone();
     while !cancel.is_cancelled() {
         let session = tokio::select! {
@@ -245,7 +245,7 @@ async fn consume<S: WindowState, K: AlertSink>(
         }
 
         metrics.heartbeats.inc_by(beats.len() as u64);
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::service();
         loop {
             let result = match pipeline.heard(&beats).await {
                 Ok(()) => pipeline.process(&items).await.map(|_| ()),

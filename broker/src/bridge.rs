@@ -101,7 +101,7 @@ pub async fn run(
     link_tx.subscribe(EVENTS_FILTER).context("subscribe to agents' events")?;
     link_tx.subscribe(HEARTBEAT_FILTER).context("subscribe to agents' heartbeats")?;
     let mut book = AckBook::default();
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::service();
     while !cancel.is_cancelled() {
         let session = tokio::select! {
             () = cancel.cancelled() => return Ok(()),

@@ -110,8 +110,9 @@ impl Broker {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the broker exited: {status}");
             }
-            // After RabbitMQ was away the bridge reconnects with backoff capped at 30 s
-            // (runtime::retry), so readiness may take that long plus the reconnect itself.
+            // After RabbitMQ was away the bridge reconnects with backoff capped at 5 s
+            // (runtime::retry), and RabbitMQ may start the test's vhost after `await_startup`
+            // returns: readiness takes that long plus the reconnect itself.
             assert!(start.elapsed() < Duration::from_secs(60), "the broker is not ready");
             std::thread::sleep(Duration::from_millis(100));
         }
