@@ -1,7 +1,9 @@
 //! rumqttd, configured in code from our config: one MQTT 3.1.1 listener for agents, per-node
 //! authentication, limits sized for a Pi, its HTTP console and Prometheus exporter off (the
 //! console has no authentication). Only AuditFlow's topics exist: the router starts with the
-//! events, heartbeat and ack filters and refuses publishes to anything else.
+//! events, heartbeat and ack filters, and each node may touch only its own ([`allowed`], a topic
+//! ACL bound to the client id the connection authenticated with): a node cannot publish as
+//! another, forge another's acks or read anyone else's traffic (design.md §4.3).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus::IntGauge;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
+use rumqttd::{
+    Access, Broker, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig, TopicAcl,
+};
 
 use crate::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER};
 use crate::credentials::Credentials;
@@ -84,6 +88,20 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
     let credentials = Arc::clone(&settings.credentials);
     let accepted = metrics.clients_accepted.clone();
     let refused = metrics.clients_refused.with_label_values(&["auth"]);
+    let refused_acl = metrics.clients_refused.with_label_values(&["acl"]);
+    let topic_acl = TopicAcl(Arc::new(move |client_id: &str, access: Access, topic: &str| {
+        let ok = allowed(client_id, access, topic);
+        if !ok {
+            refused_acl.inc();
+            tracing::warn!(
+                client_id,
+                topic,
+                ?access,
+                "MQTT client disconnected: topic outside its own"
+            );
+        }
+        ok
+    }));
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: settings.max_payload_bytes,
@@ -110,6 +128,7 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
         connections,
     };
     let router = RouterConfig {
+        topic_acl: Some(topic_acl),
         // One more for the bridge's local link.
         max_connections: settings.max_connections + 1,
         max_outgoing_packet_count: 256,
@@ -150,6 +169,21 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
     spawn_connection_gauge(settings.listen.port(), metrics.clients_connected.clone());
     tracing::info!(addr = %settings.listen, tls = tls_on, "MQTT listener for agents");
     Ok(link)
+}
+
+/// The topic ACL: a client (whose client id is its node name, checked with its password at
+/// connect) may publish its events and heartbeats and subscribe to its acks, nothing else: no
+/// other node's topics, no wildcards, no topics outside AuditFlow's. The bridge's in-process
+/// link is not subject to it.
+pub fn allowed(client_id: &str, access: Access, topic: &str) -> bool {
+    if client_id.is_empty() || client_id.contains(['/', '+', '#']) {
+        return false;
+    }
+    let own = |prefix: &str| topic.strip_prefix(prefix) == Some(client_id);
+    match access {
+        Access::Publish => own("auditflow/v1/events/") || own("auditflow/v1/heartbeat/"),
+        Access::Subscribe => own("auditflow/v1/ack/"),
+    }
 }
 
 /// How often [`spawn_connection_gauge`] samples.
@@ -208,6 +242,33 @@ fn count_established(table: &str, port: u16) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_touches_only_its_own_topics() {
+        use Access::{Publish, Subscribe};
+        assert!(allowed("pi-a", Publish, "auditflow/v1/events/pi-a"));
+        assert!(allowed("pi-a", Publish, "auditflow/v1/heartbeat/pi-a"));
+        assert!(allowed("pi-a", Subscribe, "auditflow/v1/ack/pi-a"));
+        for (access, topic) in [
+            (Publish, "auditflow/v1/events/pi-b"),
+            (Publish, "auditflow/v1/heartbeat/pi-b"),
+            (Publish, "auditflow/v1/ack/pi-a"),
+            (Publish, "auditflow/v1/ack/pi-b"),
+            (Publish, "auditflow/v1/events/pi-a/x"),
+            (Publish, "somewhere/else"),
+            (Subscribe, "#"),
+            (Subscribe, "auditflow/v1/events/+"),
+            (Subscribe, "auditflow/v1/ack/+"),
+            (Subscribe, "auditflow/v1/ack/pi-b"),
+            (Subscribe, "auditflow/v1/events/pi-a"),
+            (Subscribe, "$share/g/auditflow/v1/ack/pi-a"),
+        ] {
+            assert!(!allowed("pi-a", access, topic), "{access:?} {topic}");
+        }
+        assert!(!allowed("", Publish, "auditflow/v1/events/"));
+        assert!(!allowed("+", Subscribe, "auditflow/v1/ack/+"));
+        assert!(!allowed("#", Subscribe, "auditflow/v1/ack/#"));
+    }
 
     #[test]
     fn counts_established_connections_on_the_port() {

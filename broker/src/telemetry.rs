@@ -59,9 +59,9 @@ impl Metrics {
             ),
             clients_refused: counter_vec(
                 "auditflow_broker_clients_refused_total",
-                "MQTT connections refused.",
+                "MQTT clients refused: `auth` (bad credentials or client id) at connect, `acl` (a publish or subscription outside the client's own topics) afterwards, which disconnects it.",
                 "reason",
-                &["auth"],
+                &["auth", "acl"],
             ),
             envelopes_in: counter("auditflow_broker_envelopes_in_total", "Envelopes received."),
             events_in: counter("auditflow_broker_events_in_total", "Events received."),

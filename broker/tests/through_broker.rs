@@ -569,3 +569,125 @@ async fn a_silent_connection_does_not_stall_the_tls_listener() {
     assert_eq!(broker.metric("auditflow_broker_events_out_total") as u64, 1_000);
     drop(silent);
 }
+
+/// A connection as `node` (its own password); returns the client and its event loop once the
+/// broker has accepted it.
+async fn session(port: u16, node: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut options = MqttOptions::new(node, "127.0.0.1", port);
+    options.set_credentials(node, password(node));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => (client, eventloop),
+        other => panic!("{node} could not connect: {other:?}"),
+    }
+}
+
+/// Polls until the broker drops the connection (true) or `limit` passes (false); fails on any
+/// acknowledgement of the refused packet.
+async fn dropped(eventloop: &mut rumqttc::EventLoop, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
+            Ok(Err(_)) => return true,
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => panic!("a refused publish was acked"),
+            Ok(Ok(Event::Incoming(Packet::SubAck(s))))
+                if s.return_codes
+                    .iter()
+                    .any(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
+            {
+                // rumqttd may answer a refused SUBSCRIBE with an empty SubAck before it drops
+                // the connection; a granted filter would be a failure.
+                panic!("a refused subscription was granted: {s:?}")
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// With its own valid credentials, a node still cannot publish on another node's topics
+/// (forged events would make the aggregator drop the real ones as duplicates; a forged ack
+/// would make the real agent delete unsent events), nor subscribe to anything but its own
+/// acks. Each attempt ends the connection, is counted, and reaches neither RabbitMQ nor the
+/// other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_can_touch_only_its_own_topics() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("acl");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
+
+    // The victim listens for its acks.
+    let (victim, mut victim_loop) = session(broker.mqtt, "pi-b").await;
+    victim.subscribe(wire::ack_topic("pi-b"), QoS::AtLeastOnce).await.unwrap();
+    let victim_events = tokio::spawn(async move {
+        let mut publishes = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Ok(Event::Incoming(Packet::Publish(_)))) =
+                tokio::time::timeout(Duration::from_millis(200), victim_loop.poll()).await
+            {
+                publishes += 1;
+            }
+        }
+        publishes
+    });
+
+    let forged_events = wire::encode(&wire::Envelope {
+        node_id: "pi-b".into(),
+        epoch: 1,
+        first_seq: 0,
+        events: vec![wire::synth::Synth::new(7).next_event(wire::Timestamp::now())],
+        dropped: Default::default(),
+    });
+    let forged_ack = wire::encode(&wire::Ack { epoch: 1, up_to_seq: u64::MAX });
+    let publishes = [
+        (wire::events_topic("pi-b"), forged_events),
+        (wire::heartbeat_topic("pi-b"), b"\x01".to_vec()),
+        (wire::ack_topic("pi-b"), forged_ack),
+        ("somewhere/else".to_owned(), b"x".to_vec()),
+    ];
+    for (topic, payload) in publishes {
+        let (client, mut eventloop) = session(broker.mqtt, "pi-a").await;
+        client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.unwrap();
+        assert!(dropped(&mut eventloop, Duration::from_secs(5)).await, "publish on {topic} kept");
+    }
+    for filter in ["#", "auditflow/v1/events/+", "auditflow/v1/ack/+", "auditflow/v1/ack/pi-b"] {
+        let (client, mut eventloop) = session(broker.mqtt, "pi-a").await;
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        assert!(
+            dropped(&mut eventloop, Duration::from_secs(5)).await,
+            "subscription {filter} kept"
+        );
+    }
+    assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"acl\"}"), 8.0);
+    assert_eq!(victim_events.await.unwrap(), 0, "the victim received a forged message");
+    assert_eq!(broker.metric("auditflow_broker_envelopes_in_total"), 0.0);
+    assert!(drain_events(&vhost.url).await.is_empty(), "a forged envelope reached RabbitMQ");
+
+    // Its own topics work as before: an envelope in, an ack back.
+    let (client, mut eventloop) = session(broker.mqtt, "pi-a").await;
+    client.subscribe(wire::ack_topic("pi-a"), QoS::AtLeastOnce).await.unwrap();
+    let own = wire::encode(&wire::Envelope {
+        node_id: "pi-a".into(),
+        epoch: 1,
+        first_seq: 0,
+        events: vec![wire::synth::Synth::new(8).next_event(wire::Timestamp::now())],
+        dropped: Default::default(),
+    });
+    client.publish(wire::events_topic("pi-a"), QoS::AtLeastOnce, false, own).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut acked = false;
+    while !acked && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let ack: wire::Ack = wire::decode(&p.payload).expect("an ack");
+                acked = ack.epoch == 1 && ack.up_to_seq == 1;
+            }
+            Ok(Err(e)) => panic!("pi-a's own session failed: {e}"),
+            _ => {}
+        }
+    }
+    assert!(acked, "pi-a's own envelope was not acknowledged");
+    assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"acl\"}"), 8.0);
+}

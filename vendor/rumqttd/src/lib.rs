@@ -191,8 +191,33 @@ pub struct ClusterSettings {
     pub seniors: Vec<(ConnectionId, String)>,
 }
 
+/// AuditFlow patch: what a topic ACL decides on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A PUBLISH to the topic.
+    Publish,
+    /// A SUBSCRIBE to the filter.
+    Subscribe,
+}
+
+/// AuditFlow patch: which topics a client connected over the network may publish to and which
+/// filters it may subscribe to, given its client id (`(client_id, access, topic or filter)`).
+/// Links made in-process with [`Broker::link`] are trusted and not asked. A refused PUBLISH
+/// or SUBSCRIBE is not acknowledged: the client is disconnected.
+#[derive(Clone)]
+pub struct TopicAcl(pub Arc<dyn Fn(&str, Access, &str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for TopicAcl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TopicAcl")
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct RouterConfig {
+    /// AuditFlow patch: the topic ACL for remote clients; none allows everything.
+    #[serde(skip)]
+    pub topic_acl: Option<TopicAcl>,
     pub max_connections: usize,
     pub max_outgoing_packet_count: u64,
     pub max_segment_size: usize,

@@ -49,6 +49,8 @@ pub struct LinkBuilder<'a> {
     dynamic_filters: bool,
     // default to 0, indicating to not use topic alias
     topic_alias_max: u16,
+    // AuditFlow patch: false by default; true only for in-process links
+    trusted: bool,
 }
 
 impl<'a> LinkBuilder<'a> {
@@ -62,7 +64,14 @@ impl<'a> LinkBuilder<'a> {
             last_will_properties: None,
             dynamic_filters: false,
             topic_alias_max: 0,
+            trusted: false,
         }
+    }
+
+    /// AuditFlow patch: an in-process link, exempt from the topic ACL.
+    pub fn trusted(mut self, trusted: bool) -> Self {
+        self.trusted = trusted;
+        self
     }
 
     pub fn tenant_id(mut self, tenant_id: Option<String>) -> Self {
@@ -108,6 +117,7 @@ impl<'a> LinkBuilder<'a> {
             self.dynamic_filters,
         );
 
+        connection.trusted = self.trusted;
         connection
             .last_will(self.last_will, self.last_will_properties)
             .topic_alias_max(self.topic_alias_max);

@@ -17,6 +17,8 @@ pub struct Connection {
     pub tenant_prefix: Option<String>,
     /// Dynamically create subscription filters incase they didn't exist during a publish
     pub dynamic_filters: bool,
+    /// AuditFlow patch: an in-process link ([`crate::Broker::link`]), exempt from the topic ACL
+    pub trusted: bool,
     /// Clean session
     pub clean: bool,
     /// Subscriptions
@@ -58,6 +60,7 @@ impl Connection {
             client_id,
             tenant_prefix,
             dynamic_filters,
+            trusted: false,
             clean,
             subscriptions: HashSet::default(),
             last_will: None,

@@ -531,6 +531,18 @@ impl Router {
     }
 
     /// Handles new incoming data on a topic
+    /// AuditFlow patch: whether connection `id` may publish to or subscribe to `topic`.
+    fn topic_allowed(&self, id: ConnectionId, access: crate::Access, topic: &str) -> bool {
+        let Some(acl) = &self.config.topic_acl else {
+            return true;
+        };
+        match self.connections.get(id) {
+            Some(connection) if connection.trusted => true,
+            Some(connection) => (acl.0)(&connection.client_id, access, topic),
+            None => false,
+        }
+    }
+
     fn handle_device_payload(&mut self, id: ConnectionId) {
         // TODO: Retun errors and move error handling to the caller
         let incoming = match self.ibufs.get_mut(id) {
@@ -560,6 +572,16 @@ impl Router {
                 Packet::Publish(publish, properties) => {
                     let span = tracing::error_span!("publish", topic = ?publish.topic, pkid = publish.pkid);
                     let _guard = span.enter();
+
+                    // AuditFlow patch: the topic ACL, before anything is acknowledged.
+                    let topic = std::str::from_utf8(&publish.topic).unwrap_or("");
+                    if !self.topic_allowed(id, crate::Access::Publish, topic) {
+                        warn!("publish refused by the topic ACL");
+                        self.router_meters.failed_publishes += 1;
+                        disconnect = true;
+                        disconnect_reason = Some(DisconnectReasonCode::NotAuthorized);
+                        break;
+                    }
 
                     let qos = publish.qos;
                     let pkid = publish.pkid;
@@ -656,6 +678,13 @@ impl Router {
                         let _guard = span.enter();
 
                         info!("Adding subscription on topic {}", f.path);
+                        // AuditFlow patch: the topic ACL, before anything is acknowledged.
+                        if !self.topic_allowed(id, crate::Access::Subscribe, &f.path) {
+                            warn!("subscription refused by the topic ACL");
+                            disconnect = true;
+                            disconnect_reason = Some(DisconnectReasonCode::NotAuthorized);
+                            break;
+                        }
                         let connection = self.connections.get_mut(id).unwrap();
 
                         if let Err(e) = validate_subscription(connection, f) {

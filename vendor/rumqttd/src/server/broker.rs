@@ -151,7 +151,7 @@ impl Broker {
         // Register this connection with the router. Router replies with ack which if ok will
         // start the link. Router can sometimes reject the connection (ex. max connection limit).
         let (link_tx, link_rx, _ack) =
-            LinkBuilder::new(client_id, self.router_tx.clone()).build()?;
+            LinkBuilder::new(client_id, self.router_tx.clone()).trusted(true).build()?;
         Ok((link_tx, link_rx))
     }
 
