@@ -201,3 +201,126 @@ fn binary_garbage_never_panics() {
         assert!(summary.lines > 0);
     }
 }
+
+/// A fixture of `tests/fixtures/auth/` (written for this project, one per family of systems;
+/// the families and their counts are the table in docs/agent.md).
+fn auth_fixture(name: &str) -> (Vec<Event>, Summary) {
+    let path = format!("{}/../tests/fixtures/auth/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    parse(Format::Auth, &text)
+}
+
+/// `label count` pairs, as `auditflow-agent parse` prints them.
+fn counts(summary: &Summary) -> Vec<(&str, u64)> {
+    summary.events.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+}
+
+#[test]
+fn every_family_of_auth_logs_parses_completely() {
+    let cases: [(&str, usize, &[(&str, u64)]); 7] = [
+        ("openssh-9.8-password-bruteforce.log", 30, &[("login/failure", 7), ("login/success", 1)]),
+        ("openssh-keyonly-bruteforce.log", 15, &[("login/failure", 7), ("login/success", 1)]),
+        ("openssh-10-sshd-auth.log", 7, &[("login/failure", 2), ("login/success", 1)]),
+        (
+            "redhat-pam-module-tags.log",
+            10,
+            &[("login/failure", 4), ("privilege/failure", 1), ("privilege/success", 1)],
+        ),
+        (
+            "privilege-console-sessions.log",
+            17,
+            &[
+                ("generic/session", 2),
+                ("login/failure", 1),
+                ("login/success", 1),
+                ("privilege/failure", 3),
+                ("privilege/success", 2),
+            ],
+        ),
+        (
+            "account-changes.log",
+            22,
+            &[
+                ("account/added_to_group", 2),
+                ("account/created", 1),
+                ("account/deleted", 1),
+                ("account/group_created", 2),
+                ("account/group_deleted", 1),
+                ("account/modified", 2),
+                ("account/password_changed", 2),
+                ("account/removed_from_group", 1),
+            ],
+        ),
+        ("timestamp-forms-and-forged-repeat.log", 4, &[("login/failure", 1003)]),
+    ];
+    for (name, lines, want) in cases {
+        let (_, summary) = auth_fixture(name);
+        assert_eq!(summary.lines, lines as u64, "{name}");
+        assert_eq!(summary.unparsed_lines, 0, "{name}: {:?}", summary.unparsed_samples);
+        assert_eq!(counts(&summary), want, "{name}");
+    }
+}
+
+/// The same attack against a host with passwords and a key-only host: seven connections from
+/// one address, each trying one account (root three times, then admin, pi, ubuntu, test). Both
+/// logs must give the same failed attempts, so that ANLY-SEC-001 (three for one user and host
+/// within 60 s) and AUTH-SPRAY-001 (five users from one address) fire on both.
+#[test]
+fn key_only_and_password_brute_force_count_alike() {
+    let failures = |name: &str| {
+        let (events, _) = auth_fixture(name);
+        let mut v: Vec<(String, Option<String>)> = events
+            .iter()
+            .map(login)
+            .filter(|(_, _, _, outcome, _)| *outcome == Outcome::Failure)
+            .map(|(user, ip, ..)| (user.to_owned(), ip))
+            .collect();
+        v.sort();
+        v
+    };
+    let password = failures("openssh-9.8-password-bruteforce.log");
+    let key_only = failures("openssh-keyonly-bruteforce.log");
+    assert_eq!(password, key_only);
+    let ip = Some("203.0.113.7".to_owned());
+    assert_eq!(password.iter().filter(|(u, i)| u == "root" && *i == ip).count(), 3);
+    let users: std::collections::BTreeSet<&str> =
+        password.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(users.len(), 5, "{users:?}");
+}
+
+/// Anyone may write `message repeated 4294967295 times: [ … ]` with `logger`: the expansion is
+/// capped, the line's whole count stays on the last event, and no other forged count (PAM's
+/// `N more authentication failures`) expands further either.
+#[test]
+fn a_forged_repeat_count_is_capped_and_stays_visible() {
+    let (events, _) = auth_fixture("timestamp-forms-and-forged-repeat.log");
+    let repeated: Vec<&Event> =
+        events.iter().filter(|e| e.attrs.iter().any(|(k, _)| k == "repeated")).collect();
+    assert_eq!(repeated.len(), 1);
+    let attr = |k: &str| repeated[0].attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(attr("repeated"), Some(wire::Value::Int(i64::from(u32::MAX))));
+    assert_eq!(
+        attr("not_expanded"),
+        Some(wire::Value::Int(i64::from(u32::MAX - agent::parse::auth::MAX_REPEAT)))
+    );
+    let forged = "Jun  1 00:00:00 h sshd[9]: PAM 4294967295 more authentication failures; \
+                  logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.9 user=root\n\
+                  Jun  1 00:00:01 h sshd[9]: message repeated 4294967295 times: [ PAM 4294967295 \
+                  more authentication failures; logname= uid=0 euid=0 tty=ssh ruser= \
+                  rhost=203.0.113.9 user=root]\n";
+    let (events, summary) = parse(Format::Auth, forged);
+    assert_eq!(summary.unparsed_lines, 0);
+    assert_eq!(events.len(), 2 * agent::parse::auth::MAX_REPEAT as usize);
+}
+
+/// Timestamps: RFC 5424, ISO 8601 with a colon-less offset, classic syslog and RFC 3339 with a
+/// fraction all land on the same clock.
+#[test]
+fn every_timestamp_form_gives_the_same_clock() {
+    let (events, _) = auth_fixture("timestamp-forms-and-forged-repeat.log");
+    let secs: Vec<i64> = events[..4].iter().map(|e| e.ts.as_nanos() / 1_000_000_000).collect();
+    let base =
+        wire::Timestamp::parse_rfc3339("2025-08-20T11:00:00Z").unwrap().as_nanos() / 1_000_000_000;
+    // The classic line carries no zone and is read as UTC (13:00:02 there).
+    assert_eq!(secs, vec![base, base + 1, base + 2 * 3600 + 2, base + 3]);
+}

@@ -67,14 +67,15 @@ pub struct Summary {
 const UNPARSED_SAMPLES: usize = 10;
 
 /// The label an event is counted under: `login/failure`, `privilege/success`,
-/// `package/install`, `k8s_audit/get`, …
+/// `package/install`, `account/created`, `generic/session`, `k8s_audit/get`, …
 pub fn label(event: &Event) -> String {
     let detail = match &event.kind {
         EventKind::Login { outcome, .. } | EventKind::Privilege { outcome, .. } => match outcome {
             Outcome::Success => "success".to_owned(),
             Outcome::Failure => "failure".to_owned(),
         },
-        EventKind::Package { action, .. } => action.clone(),
+        EventKind::Package { action, .. } | EventKind::Account { action, .. } => action.clone(),
+        EventKind::Generic { event_type, .. } => event_type.clone(),
         EventKind::K8sAudit { verb, .. } => verb.clone(),
         _ => "other".to_owned(),
     };

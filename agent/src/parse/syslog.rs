@@ -1,6 +1,9 @@
-//! Syslog line headers: classic BSD (`Dec 10 06:55:46 host prog[pid]: msg`), ISO-8601 /
-//! RFC 3339 timestamps (`2025-06-01T12:00:00.123+02:00 host prog[pid]: msg`) and RFC 5424
-//! (`<34>1 2025-06-01T12:00:00Z host prog pid - - msg`).
+//! Syslog line headers: classic BSD (`Dec 10 06:55:46 host prog[pid]: msg`), RFC 3339
+//! timestamps as rsyslog writes them by default on Debian (`2025-06-01T12:00:00.123456+02:00
+//! host prog[pid]: msg`), ISO 8601 with a colon-less offset (`journalctl -o short-iso`) and
+//! RFC 5424 (`<34>1 2025-06-01T12:00:00Z host prog pid - - msg`). The program may carry a
+//! module in parentheses, as older syslog daemons on Red Hat-family hosts write PAM's lines
+//! (`sshd(pam_unix)[812]: …`); it is kept as it is, for the parsers to read.
 //!
 //! Classic lines carry no year; [`YearTracker`] supplies one (from `--year`, the file's
 //! modification time or the current year) and moves to the next year when the month goes
@@ -57,8 +60,7 @@ pub fn parse<'a>(line: &'a str, years: &mut YearTracker) -> Option<Line<'a>> {
     }
     if line.as_bytes().first().is_some_and(u8::is_ascii_digit) {
         let (ts, rest) = line.split_once(' ')?;
-        let ts = Timestamp::parse_rfc3339(ts)?;
-        return parse_tail(ts, rest);
+        return parse_tail(iso8601(ts)?, rest);
     }
     // Classic: "Mmm dd HH:MM:SS " — day may be space-padded.
     let month = MONTHS.iter().position(|m| line.starts_with(m))? as u8 + 1;
@@ -76,6 +78,21 @@ pub fn parse<'a>(line: &'a str, years: &mut YearTracker) -> Option<Line<'a>> {
         time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
     let dt = date.with_hms(h, m, s).ok()?.assume_utc();
     parse_tail(Timestamp::from(dt), rest)
+}
+
+/// An RFC 3339 time (rsyslog's high-precision format: fraction and offset), or ISO 8601 with
+/// an offset written without a colon (`journalctl -o short-iso`: `2025-06-01T12:00:00+0200`).
+fn iso8601(text: &str) -> Option<Timestamp> {
+    if let Some(ts) = Timestamp::parse_rfc3339(text) {
+        return Some(ts);
+    }
+    let split = text.len().checked_sub(5)?;
+    let (head, offset) = (text.get(..split)?, text.get(split..)?);
+    let bytes = offset.as_bytes();
+    if matches!(bytes[0], b'+' | b'-') && bytes[1..].iter().all(u8::is_ascii_digit) {
+        return Timestamp::parse_rfc3339(&format!("{head}{}:{}", &offset[..3], &offset[3..]));
+    }
+    None
 }
 
 /// `host prog[pid]: message`
@@ -148,6 +165,27 @@ mod tests {
         let l = parse("2025-06-01T12:00:00.5+02:00 pi sshd[7]: Accepted x", &mut years()).unwrap();
         assert_eq!(l.ts, Timestamp::parse_rfc3339("2025-06-01T10:00:00.5Z").unwrap());
         assert_eq!(l.pid, Some(7));
+    }
+
+    #[test]
+    fn iso8601_offsets_with_and_without_colon() {
+        for line in [
+            "2025-06-01T12:00:00.123456+02:00 pi sshd-session[7]: x",
+            "2025-06-01T12:00:00.123456+0200 pi sshd-session[7]: x",
+        ] {
+            let l = parse(line, &mut years()).unwrap();
+            assert_eq!(l.ts, Timestamp::parse_rfc3339("2025-06-01T10:00:00.123456Z").unwrap());
+            assert_eq!((l.program, l.pid), ("sshd-session", Some(7)));
+        }
+        assert!(parse("2025-06-01T12:00:00+02x0 pi p: m", &mut years()).is_none());
+    }
+
+    #[test]
+    fn module_tag() {
+        let l =
+            parse("Jun  1 12:00:00 rh sshd(pam_unix)[812]: authentication failure;", &mut years())
+                .unwrap();
+        assert_eq!((l.program, l.pid), ("sshd(pam_unix)", Some(812)));
     }
 
     #[test]
