@@ -215,9 +215,12 @@ fn counts(summary: &Summary) -> Vec<(&str, u64)> {
     summary.events.iter().map(|(k, v)| (k.as_str(), *v)).collect()
 }
 
+/// A fixture, its line count and the counts it must give.
+type Case = (&'static str, usize, &'static [(&'static str, u64)]);
+
 #[test]
 fn every_family_of_auth_logs_parses_completely() {
-    let cases: [(&str, usize, &[(&str, u64)]); 7] = [
+    let cases: [Case; 7] = [
         ("openssh-9.8-password-bruteforce.log", 30, &[("login/failure", 7), ("login/success", 1)]),
         ("openssh-keyonly-bruteforce.log", 15, &[("login/failure", 7), ("login/success", 1)]),
         ("openssh-10-sshd-auth.log", 7, &[("login/failure", 2), ("login/success", 1)]),
