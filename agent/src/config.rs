@@ -42,6 +42,9 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub listen: String,
+    /// Bearer token `POST /generate_event` requires (secret; `AUDITFLOW_GENERATE_EVENT_TOKEN`).
+    /// Empty: the endpoint answers callers on this host (loopback) only.
+    pub generate_event_token: String,
 }
 
 /// `[spool]`
@@ -225,7 +228,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             node_id: String::new(),
-            http: HttpConfig { listen: "0.0.0.0:9100".into() },
+            http: HttpConfig { listen: "0.0.0.0:9100".into(), generate_event_token: String::new() },
             spool: SpoolConfig {
                 dir: "/var/lib/auditflow/spool".into(),
                 max_bytes: 64 << 20,
@@ -284,7 +287,7 @@ impl Default for SyntheticConfig {
 
 impl Validate for Config {
     /// `NODE_NAME` (when `node_id` is empty), `AMQP_URL`, `AUDITFLOW_MQTT_URL`,
-    /// `AUDITFLOW_MQTT_PASSWORD`, `AUDITFLOW_MQTT_CA_FILE`.
+    /// `AUDITFLOW_MQTT_PASSWORD`, `AUDITFLOW_MQTT_CA_FILE`, `AUDITFLOW_GENERATE_EVENT_TOKEN`.
     fn apply_env(&mut self, get: runtime::config::Env<'_>) {
         if let Some(v) = get("NODE_NAME").filter(|_| self.node_id.is_empty()) {
             self.node_id = v;
@@ -300,6 +303,9 @@ impl Validate for Config {
         }
         if let Some(v) = get("AUDITFLOW_MQTT_CA_FILE") {
             self.transport.mqtt_ca_file = v;
+        }
+        if let Some(v) = get("AUDITFLOW_GENERATE_EVENT_TOKEN") {
+            self.http.generate_event_token = v;
         }
     }
 

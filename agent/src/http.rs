@@ -1,9 +1,16 @@
 //! `/healthz`, `/readyz` and `/metrics` on the agent's HTTP port, and the legacy
-//! `POST /generate_event` of the old AuditFlow event generator.
+//! `POST /generate_event` of the old AuditFlow event generator. The port is open to the
+//! network (Prometheus scrapes it), so `/generate_event` answers only a caller with the
+//! configured bearer token, or, with none configured, a caller on this host: an event it takes
+//! raises alerts like any other (docs/security.md).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, response::IntoResponse, response::Response};
@@ -30,6 +37,8 @@ pub struct HttpState {
     pub submit: mpsc::Sender<Submitted>,
     /// This node, for the ids of submitted events.
     pub node_id: String,
+    /// The bearer token `/generate_event` requires; empty: callers on this host only.
+    pub generate_event_token: Arc<str>,
 }
 
 /// The router (tested with `oneshot`).
@@ -70,10 +79,63 @@ pub async fn serve(
     state: HttpState,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await?;
     Ok(())
+}
+
+/// Who may submit: the holder of the configured token, or, with none, a caller on this host.
+fn may_submit(token: &str, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Refusal> {
+    if token.is_empty() {
+        return if peer.ip().is_loopback() { Ok(()) } else { Err(Refusal::NotLocal) };
+    }
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Refusal::BadToken)
+    }
+}
+
+/// Why `/generate_event` refused a caller.
+#[derive(Debug)]
+enum Refusal {
+    /// No token is configured and the caller is not on this host.
+    NotLocal,
+    /// A token is configured and the caller did not present it.
+    BadToken,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::NotLocal => {
+                "only callers on this host may submit events; set http.generate_event_token (AUDITFLOW_GENERATE_EVENT_TOKEN) to allow others"
+            }
+            Refusal::BadToken => "a valid `Authorization: Bearer` token is required",
+        })
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Refusal::NotLocal => StatusCode::FORBIDDEN,
+            Refusal::BadToken => StatusCode::UNAUTHORIZED,
+        };
+        error(status, &self.to_string())
+    }
+}
+
+/// Compares without returning early, so the time taken does not tell how much of a guess
+/// was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -85,7 +147,17 @@ fn error(status: StatusCode, message: &str) -> Response {
 /// legacy template asks for a synthetic event of that template. Answers 202 with the
 /// `event_id` only once the event is in the spool, 400 for a body that is not such an event,
 /// 503 when the event cannot be accepted (pipeline full, spool full, shutting down).
-async fn generate_event(State(s): State<HttpState>, body: Bytes) -> Response {
+async fn generate_event(
+    State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refusal) = may_submit(&s.generate_event_token, peer, &headers) {
+        s.metrics.generate_refused.inc();
+        tracing::warn!(peer = %peer, "POST /generate_event refused: {refusal}");
+        return refusal.into_response();
+    }
     let Ok(value) = serde_json::from_slice::<JsonValue>(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not JSON");
     };
@@ -140,5 +212,33 @@ async fn generate_event(State(s): State<HttpState>, body: Bytes) -> Response {
                 .into_response()
         }
         _ => error(StatusCode::SERVICE_UNAVAILABLE, "the event could not be spooled"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn only_the_token_holder_or_this_host_may_submit() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let local6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let none = HeaderMap::new();
+        assert!(may_submit("", local, &none).is_ok());
+        assert!(may_submit("", local6, &none).is_ok());
+        assert!(matches!(may_submit("", remote, &none), Err(Refusal::NotLocal)));
+        assert!(matches!(may_submit("", remote, &bearer("x")), Err(Refusal::NotLocal)));
+        assert!(may_submit("s3cret", remote, &bearer("s3cret")).is_ok());
+        for headers in [none.clone(), bearer("s3cre"), bearer("s3cret!"), bearer("")] {
+            assert!(matches!(may_submit("s3cret", remote, &headers), Err(Refusal::BadToken)));
+            assert!(matches!(may_submit("s3cret", local, &headers), Err(Refusal::BadToken)));
+        }
     }
 }

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub connects: IntCounter,
     /// 1 while connected upstream.
     pub connected: IntGauge,
+    /// `POST /generate_event` requests refused (no token, wrong token, not on this host).
+    pub generate_refused: IntCounter,
 }
 
 impl Metrics {
@@ -77,6 +79,10 @@ impl Metrics {
                 "Connections established to the upstream.",
             ),
             connected: gauge("auditflow_agent_upstream_connected", "1 while connected upstream."),
+            generate_refused: counter(
+                "auditflow_agent_generate_event_refused_total",
+                "POST /generate_event requests refused: without the configured token, or from another host when none is configured.",
+            ),
             registry,
         };
         // Export every label value from the start, so that a rate() over them is defined.
