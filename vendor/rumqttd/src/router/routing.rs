@@ -530,7 +530,6 @@ impl Router {
         self.router_meters.total_connections -= 1;
     }
 
-    /// Handles new incoming data on a topic
     /// AuditFlow patch: whether connection `id` may publish to or subscribe to `topic`.
     fn topic_allowed(&self, id: ConnectionId, access: crate::Access, topic: &str) -> bool {
         let Some(acl) = &self.config.topic_acl else {
@@ -543,6 +542,7 @@ impl Router {
         }
     }
 
+    /// Handles new incoming data on a topic
     fn handle_device_payload(&mut self, id: ConnectionId) {
         // TODO: Retun errors and move error handling to the caller
         let incoming = match self.ibufs.get_mut(id) {
