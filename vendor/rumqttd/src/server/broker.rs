@@ -344,6 +344,9 @@ enum AwaitingWill {
     Fire,
 }
 
+/// AuditFlow patch: handshakes in progress at once on one listener.
+const MAX_HANDSHAKES: usize = 256;
+
 pub struct Server<P> {
     config: ServerSettings,
     router_tx: Sender<(ConnectionId, Event)>,
@@ -391,6 +394,9 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         let mut count: usize = 0;
 
         let config = Arc::new(self.config.connections.clone());
+        // AuditFlow patch: at most this many handshakes at once, so that a flood of silent
+        // connections costs bounded memory; beyond it a new connection is closed at once.
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         info!(
             config = self.config.name,
             listen_addr = self.config.listen.to_string(),
@@ -410,6 +416,10 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             // task, bounded by the connection timeout. Upstream awaits them here, in the accept
             // loop, with no timeout: one client that opens a TCP connection and sends nothing
             // stalls the listener, and every other client with it.
+            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                warn!(?addr, "too many handshakes in progress: connection closed");
+                continue;
+            };
             let tls = self.config.tls.clone();
             let handshake_timeout = Duration::from_millis(config.connection_timeout_ms.into());
             let config = config.clone();
@@ -444,6 +454,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                         return;
                     }
                 };
+                drop(permit);
                 info!(?name, ?addr, count, tenant=?tenant_id, "accept");
                 let span = match link_type {
                     #[cfg(feature = "websocket")]
