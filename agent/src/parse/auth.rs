@@ -803,20 +803,6 @@ fn su(ts: Timestamp, msg: &str, out: &mut Vec<Event>) -> LineKind {
         Some((u, t)) => (u, Some(t.to_owned())),
         None => (rest, None),
     };
-    let mut event = Event::new(
-        ts,
-        Source::AuthLog,
-        if outcome == Outcome::Failure { Severity::Warning } else { Severity::Info },
-        EventKind::Privilege {
-            user: user.to_owned(),
-            target_user: target.to_owned(),
-            command: None,
-            tty,
-            cwd: None,
-            outcome,
-        },
-    );
-    event.attrs.push(("program".into(), Value::Str("su".into())));
-    out.push(event);
+    out.push(privilege_event(ts, "su", user, target, tty, outcome));
     LineKind::Event
 }
