@@ -85,6 +85,12 @@ impl Broker {
         Self::start_with(dir, amqp_url, credentials, "")
     }
 
+    /// A TLS listener with this certificate chain and key.
+    fn start_tls(dir: &Path, amqp_url: &str, cert: &Path, key: &Path) -> Self {
+        let tls = format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display());
+        Self::start_with(dir, amqp_url, CREDENTIALS, &tls)
+    }
+
     /// With more `[mqtt]` settings (TOML lines).
     fn start_with(dir: &Path, amqp_url: &str, credentials: &str, mqtt_extra: &str) -> Self {
         let (mqtt, http) = (free_port(), free_port());
@@ -481,12 +487,7 @@ async fn agents_deliver_over_tls_and_only_to_the_broker_they_trust() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = test_pki(dir.path(), "good");
     let (other_ca, _, _) = test_pki(dir.path(), "other");
-    let broker = Broker::start_with(
-        dir.path(),
-        &vhost.url,
-        CREDENTIALS,
-        &format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display()),
-    );
+    let broker = Broker::start_tls(dir.path(), &vhost.url, &cert, &key);
     assert_eq!(broker.metric("auditflow_broker_clients_connected"), 0.0);
 
     // Plain MQTT to the TLS listener gets nowhere.
@@ -537,12 +538,7 @@ async fn a_silent_connection_does_not_stall_the_tls_listener() {
     let vhost = Vhost::new("silent");
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = test_pki(dir.path(), "silent");
-    let broker = Broker::start_with(
-        dir.path(),
-        &vhost.url,
-        CREDENTIALS,
-        &format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display()),
-    );
+    let broker = Broker::start_tls(dir.path(), &vhost.url, &cert, &key);
     let silent = std::net::TcpStream::connect(("127.0.0.1", broker.mqtt)).unwrap();
     // Well under the connection timeout, so that the timeout freeing the listener cannot be
     // what lets the agent in.
