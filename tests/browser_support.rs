@@ -133,6 +133,22 @@ pub async fn wait_css(c: &Client, css: &str) -> Element {
     }
 }
 
+/// The text of the first element matching `css` once it contains `needle`, up to 15 s.
+///
+/// Reads the text in the page's own script rather than through an element handle: after a
+/// client-side navigation the previous view's element may still match for a moment and then
+/// be replaced, and a handle to it goes stale.
+pub async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
+    let script = format!(
+        "const e = document.querySelector({css}); \
+         return e && e.textContent.includes({needle}) ? e.textContent : null;",
+        css = json!(css),
+        needle = json!(needle)
+    );
+    let v = wait_js(c, &format!("`{css}` containing {needle:?}"), &script).await;
+    v.as_str().unwrap_or_default().to_owned()
+}
+
 /// Runs `script` until it returns something other than null or false, up to 15 s.
 pub async fn wait_js(c: &Client, what: &str, script: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);

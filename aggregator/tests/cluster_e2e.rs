@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use support::{Aggregator, Env, free_port, request, wait_until, workspace_bin};
 
+// The helpers are shared with the dashboard's own browser test; this file uses some of them.
+#[allow(dead_code)]
 mod browser {
     include!("../../tests/browser_support.rs");
 }
