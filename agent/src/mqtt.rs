@@ -92,6 +92,11 @@ pub async fn run_sender(
     let ack_topic = wire::ack_topic(&settings.node_id);
     let events_topic = wire::events_topic(&settings.node_id);
     let heartbeat_topic = wire::heartbeat_topic(&settings.node_id);
+    // The end of the highest batch this process has published. An ack beyond it cannot come
+    // from a broker that received our events: it is forged (or answers a publish from before a
+    // restart, which the resend from the watermark makes the broker ack again), and applying
+    // it would delete events that were never sent. design.md §4.2.
+    let mut sent_high = lock(&spool).acked();
     while !cancel.is_cancelled() {
         let mut options = MqttOptions::new(&settings.node_id, &settings.host, settings.port);
         options
@@ -127,6 +132,7 @@ pub async fn run_sender(
                         break;
                     }
                     cursor = record.end_seq();
+                    sent_high = sent_high.max(cursor);
                     metrics.sent.inc_by(u64::from(record.count));
                     metrics.sent_bytes.inc_by(bytes);
                     if inflight.is_empty() {
@@ -161,20 +167,30 @@ pub async fn run_sender(
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
                         let Ok(ack) = wire::decode::<wire::Ack>(&p.payload) else {
                             tracing::warn!("undecodable ack ignored");
+                            metrics.acks_refused.with_label_values(&["undecodable"]).inc();
                             continue;
                         };
+                        let epoch = lock(&spool).epoch();
+                        if ack.epoch != epoch {
+                            tracing::warn!(ack_epoch = ack.epoch, epoch, "ack for another spool epoch ignored");
+                            metrics.acks_refused.with_label_values(&["epoch"]).inc();
+                            continue;
+                        }
+                        if ack.up_to_seq > sent_high {
+                            tracing::warn!(up_to_seq = ack.up_to_seq, sent_high, "ack beyond what this agent has sent ignored");
+                            metrics.acks_refused.with_label_values(&["unsent"]).inc();
+                            continue;
+                        }
                         let spool_for_ack = Arc::clone(&spool);
                         let applied = tokio::task::spawn_blocking(move || {
                             let mut s = lock(&spool_for_ack);
-                            if ack.epoch != s.epoch() {
-                                return Ok(None);
-                            }
                             let before = s.acked();
-                            s.ack(ack.up_to_seq).map(|()| Some((before, s.acked(), s.bytes())))
+                            s.ack(ack.up_to_seq).map(|()| (before, s.acked(), s.bytes()))
                         })
                         .await?
                         .context("record an acknowledgement in the spool")?;
-                        if let Some((before, after, bytes)) = applied {
+                        {
+                            let (before, after, bytes) = applied;
                             if after > before {
                                 metrics.acked.inc_by(after - before);
                                 last_progress = Instant::now();

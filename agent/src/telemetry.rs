@@ -31,6 +31,9 @@ pub struct Metrics {
     pub connects: IntCounter,
     /// 1 while connected upstream.
     pub connected: IntGauge,
+    /// Acks ignored, per reason: `undecodable`, `epoch` (another spool's), `unsent` (beyond the
+    /// highest sequence number this process has published: forged, or from before a restart).
+    pub acks_refused: IntCounterVec,
     /// `POST /generate_event` requests refused (no token, wrong token, not on this host).
     pub generate_refused: IntCounter,
 }
@@ -79,6 +82,11 @@ impl Metrics {
                 "Connections established to the upstream.",
             ),
             connected: gauge("auditflow_agent_upstream_connected", "1 while connected upstream."),
+            acks_refused: counter_vec(
+                "auditflow_agent_acks_refused_total",
+                "Acks ignored: undecodable, for another epoch, or beyond what this agent has sent.",
+                "reason",
+            ),
             generate_refused: counter(
                 "auditflow_agent_generate_event_refused_total",
                 "POST /generate_event requests refused: without the configured token, or from another host when none is configured.",
@@ -91,6 +99,9 @@ impl Metrics {
         }
         for r in DropReason::ALL {
             m.dropped.with_label_values(&[r.as_str()]);
+        }
+        for r in ["undecodable", "epoch", "unsent"] {
+            m.acks_refused.with_label_values(&[r]);
         }
         m
     }

@@ -687,3 +687,131 @@ async fn a_node_can_touch_only_its_own_topics() {
     assert!(acked, "pi-a's own envelope was not acknowledged");
     assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"acl\"}"), 8.0);
 }
+
+/// A bare rumqttd with no authentication and no topic ACL: what a forged ack would meet if it
+/// got past the real broker (a compromised broker, or a broker without the ACL). Returns the
+/// port and an in-process link that can read and publish anything.
+fn bare_rumqttd() -> (u16, rumqttd::local::LinkTx, rumqttd::local::LinkRx) {
+    use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
+    let port = free_port();
+    let server = ServerSettings {
+        name: "bare".to_owned(),
+        listen: ([127, 0, 0, 1], port).into(),
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: 2 << 20,
+            max_inflight_count: 500,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let router = RouterConfig {
+        topic_acl: None,
+        max_connections: 16,
+        max_outgoing_packet_count: 256,
+        max_segment_size: 1 << 20,
+        max_segment_count: 8,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router,
+        v4: Some(HashMap::from([("bare".to_owned(), server)])),
+        v5: None,
+        ws: None,
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    let (tx, rx) = broker.link("forger").unwrap();
+    std::thread::spawn(move || {
+        let _ = broker.start();
+    });
+    (port, tx, rx)
+}
+
+/// design.md §4.2: an agent applies an ack only up to what it has published in that epoch. A
+/// forged `Ack{epoch, u64::MAX}` (the probe that once deleted 1,216 unsent events) is
+/// ignored and counted; a true ack still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_ignores_acks_beyond_what_it_sent() {
+    let _heavy = HEAVY.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, mut tx, mut rx) = bare_rumqttd();
+    tx.subscribe(wire::events_topic("pi-f")).unwrap();
+    let http = free_port();
+    let config = dir.path().join("pi-f.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"pi-f\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [spool]\ndir = \"{}\"\nfsync = false\n\
+             [transport]\nkind = \"mqtt\"\nmqtt_url = \"mqtt://127.0.0.1:{mqtt}\"\n\
+             mqtt_password = \"unused\"\n\
+             [synthetic]\nenabled = true\nrate_per_sec = 200.0\nlimit = 40\n",
+            dir.path().join("pi-f").display()
+        ),
+    )
+    .unwrap();
+    let agent = Command::new(workspace_bin("auditflow-agent"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start auditflow-agent");
+    let _agents = Agents(vec![agent]);
+
+    // The first envelope tells the spool's epoch and how far the agent has sent.
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(Some(rumqttd::Notification::Forward(f))) = rx.next().await {
+                return wire::decode::<wire::Envelope>(&f.publish.payload).expect("an envelope");
+            }
+        }
+    })
+    .await
+    .expect("no envelope from the agent within 20 s");
+    let metric = |name: &str| -> f64 {
+        http_get(http, "/metrics")
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(-1.0)
+    };
+    let refused = "auditflow_agent_acks_refused_total{reason=\"unsent\"}";
+    let forged = wire::encode(&wire::Ack { epoch: first.epoch, up_to_seq: u64::MAX });
+    tx.publish(wire::ack_topic("pi-f"), forged).unwrap();
+    let start = Instant::now();
+    while metric(refused) < 1.0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the forged ack was not counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give a wrongly applied ack time to reach the spool before looking.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(agent_state(dir.path(), "pi-f"), (first.epoch, 0), "a forged ack moved the spool");
+    assert_eq!(metric("auditflow_agent_acked_events_total"), 0.0);
+
+    // The true ack for the first envelope is applied.
+    let end = first.end_seq();
+    tx.publish(
+        wire::ack_topic("pi-f"),
+        wire::encode(&wire::Ack { epoch: first.epoch, up_to_seq: end }),
+    )
+    .unwrap();
+    let start = Instant::now();
+    while agent_state(dir.path(), "pi-f").1 < end {
+        assert!(start.elapsed() < Duration::from_secs(10), "the true ack was not applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
