@@ -5,8 +5,13 @@
 #   auditflow-mqtt      agent-password  the agents' MQTT password (every node logs in with
 #                                       its node name and this password)
 #                       credentials     the broker's `node:password` lines, one per node
-#   auditflow-rabbitmq  password        RabbitMQ's `auditflow` user
-#   auditflow-postgres  password        PostgreSQL's `auditflow` user
+#   auditflow-rabbitmq  broker-password      RabbitMQ's `auditflow-broker` user
+#                       aggregator-password  RabbitMQ's `auditflow-aggregator` user
+#                                       (each with rights to its own queues only; RabbitMQ
+#                                       creates them from these keys at every start)
+#   auditflow-postgres  password        PostgreSQL's `auditflow` role (owns the database,
+#                                       no superuser), which the aggregator uses
+#                       admin-password  PostgreSQL's superuser `postgres` (no process uses it)
 #   auditflow-redis     password        Redis's password
 #   auditflow-api       admin-token     the aggregator API's admin token
 #                       tokens          AUDITFLOW_API_TOKENS (`admin:TOKEN:admin`; add
@@ -17,9 +22,10 @@
 # Usage: k8s/create-secrets.sh NAMESPACE [NODE...]
 #   NODE...  the nodes the broker admits; default: every node of the cluster (kubectl get nodes)
 #
-# Idempotent: existing passwords are kept (PostgreSQL and RabbitMQ keep the password they were
-# initialised with in their volumes). Run it again after adding a node: it rewrites the
-# broker's node list and restarts the broker so that it reads it.
+# Idempotent: existing passwords are kept (PostgreSQL keeps the passwords it was initialised
+# with in its volume); a key missing from an existing Secret (after an upgrade) is added.
+# Run it again after adding a node: it rewrites the broker's node list and restarts the
+# broker so that it reads it.
 # Needs kubectl with access to the cluster; nothing is written to disk but a private
 # temporary directory that is removed on exit.
 set -euo pipefail
@@ -49,15 +55,37 @@ existing() { # secret key
 
 kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns"
 
-for name in rabbitmq postgres redis; do
-  if kubectl -n "$ns" get secret "auditflow-$name" >/dev/null 2>&1; then
-    echo "secret auditflow-$name exists: kept"
-  else
-    random_password >"$tmp/password"
-    kubectl -n "$ns" create secret generic "auditflow-$name" --from-file=password="$tmp/password" >/dev/null
-    echo "secret auditflow-$name created"
+# passwords SECRET KEY...: the Secret holds a password under each key; the existing ones are
+# kept, missing ones are generated.
+passwords() {
+  local name=$1 key value args=() added=()
+  shift
+  for key in "$@"; do
+    value=$(existing "$name" "$key")
+    if [ -z "$value" ]; then
+      value=$(random_password)
+      added+=("$key")
+    fi
+    printf '%s' "$value" >"$tmp/$name.$key"
+    args+=("--from-file=$key=$tmp/$name.$key")
+  done
+  if [ ${#added[@]} = 0 ]; then
+    echo "secret $name exists: kept"
+    return
   fi
-done
+  if ! kubectl -n "$ns" get secret "$name" >/dev/null 2>&1; then
+    kubectl -n "$ns" create secret generic "$name" "${args[@]}" >/dev/null
+    echo "secret $name created"
+    return
+  fi
+  kubectl -n "$ns" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml |
+    kubectl apply -f - >/dev/null
+  echo "secret $name: added ${added[*]}"
+}
+
+passwords auditflow-rabbitmq broker-password aggregator-password
+passwords auditflow-postgres password admin-password
+passwords auditflow-redis password
 
 if kubectl -n "$ns" get secret auditflow-api >/dev/null 2>&1; then
   echo "secret auditflow-api exists: kept"

@@ -79,6 +79,9 @@ pub struct TransportConfig {
     pub mqtt_url: String,
     /// This node's MQTT password, for `mqtt`; `AUDITFLOW_MQTT_PASSWORD` overrides it.
     pub mqtt_password: String,
+    /// A file holding the password, read at every connection (a projected service-account
+    /// token, which the kubelet renews); `AUDITFLOW_MQTT_PASSWORD_FILE` overrides it.
+    pub mqtt_password_file: String,
     /// CA certificates (PEM) trusted for `mqtts://`; empty trusts the system's roots.
     pub mqtt_ca_file: String,
     /// RabbitMQ, for `amqp`; `AMQP_URL` overrides it.
@@ -239,6 +242,7 @@ impl Default for Config {
                 kind: "mqtt".into(),
                 mqtt_url: "mqtt://auditflow-broker:1883".into(),
                 mqtt_password: String::new(),
+                mqtt_password_file: String::new(),
                 mqtt_ca_file: String::new(),
                 amqp_url: String::new(),
                 amqp_queue: wire::queues::EVENTS.into(),
@@ -287,7 +291,8 @@ impl Default for SyntheticConfig {
 
 impl Validate for Config {
     /// `NODE_NAME` (when `node_id` is empty), `AMQP_URL`, `AUDITFLOW_MQTT_URL`,
-    /// `AUDITFLOW_MQTT_PASSWORD`, `AUDITFLOW_MQTT_CA_FILE`, `AUDITFLOW_GENERATE_EVENT_TOKEN`.
+    /// `AUDITFLOW_MQTT_PASSWORD`, `AUDITFLOW_MQTT_PASSWORD_FILE`, `AUDITFLOW_MQTT_CA_FILE`,
+    /// `AUDITFLOW_GENERATE_EVENT_TOKEN`.
     fn apply_env(&mut self, get: runtime::config::Env<'_>) {
         if let Some(v) = get("NODE_NAME").filter(|_| self.node_id.is_empty()) {
             self.node_id = v;
@@ -300,6 +305,9 @@ impl Validate for Config {
         }
         if let Some(v) = get("AUDITFLOW_MQTT_PASSWORD") {
             self.transport.mqtt_password = v;
+        }
+        if let Some(v) = get("AUDITFLOW_MQTT_PASSWORD_FILE") {
+            self.transport.mqtt_password_file = v;
         }
         if let Some(v) = get("AUDITFLOW_MQTT_CA_FILE") {
             self.transport.mqtt_ca_file = v;
@@ -342,7 +350,21 @@ impl Validate for Config {
                         .into(),
                 );
             }
-            "mqtt" | "amqp" => {}
+            "mqtt" => {
+                let t = &self.transport;
+                if !t.mqtt_password.is_empty() && !t.mqtt_password_file.is_empty() {
+                    errors.push(
+                        "transport.mqtt_password, transport.mqtt_password_file: set one, not both"
+                            .into(),
+                    );
+                } else if !t.mqtt_password_file.is_empty()
+                    && let Err(e) =
+                        crate::mqtt::Password::File(t.mqtt_password_file.clone().into()).current()
+                {
+                    errors.push(format!("transport.mqtt_password_file: {e}"));
+                }
+            }
+            "amqp" => {}
             other => errors.push(format!("transport.kind: `{other}` is not `mqtt` or `amqp`")),
         }
         for (i, rule) in self.filter.iter().enumerate() {

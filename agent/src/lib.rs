@@ -213,7 +213,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             mqtt::MqttSettings::from_url(
                 &config.transport.mqtt_url,
                 &node_id,
-                &config.transport.mqtt_password,
+                mqtt::Password::from_config(
+                    &config.transport.mqtt_password,
+                    &config.transport.mqtt_password_file,
+                ),
                 &config.transport.mqtt_ca_file,
             )?,
             Arc::clone(&spool),

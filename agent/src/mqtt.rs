@@ -39,7 +39,7 @@ pub struct MqttSettings {
     /// This node: client id and username.
     pub node_id: String,
     /// This node's password.
-    pub password: String,
+    pub password: Password,
     /// TLS client configuration, for `mqtts://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -51,7 +51,7 @@ impl MqttSettings {
     pub fn from_url(
         url: &str,
         node_id: &str,
-        password: &str,
+        password: Password,
         ca_file: &str,
     ) -> anyhow::Result<Self> {
         let (rest, default_port, tls) = if let Some(rest) = url.strip_prefix("mqtt://") {
@@ -69,13 +69,53 @@ impl MqttSettings {
             _ => (rest, default_port),
         };
         anyhow::ensure!(!host.is_empty(), "no host in the MQTT URL `{url}`");
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-            node_id: node_id.to_owned(),
-            password: password.to_owned(),
-            tls,
-        })
+        Ok(Self { host: host.to_owned(), port, node_id: node_id.to_owned(), password, tls })
+    }
+}
+
+/// The node's MQTT password: inline, or in a file read at every connection attempt, so that a
+/// renewed credential (the kubelet rewrites a projected service-account token before it
+/// expires) is used without a restart.
+#[derive(Clone)]
+pub enum Password {
+    /// The password itself.
+    Inline(String),
+    /// A file holding it; surrounding whitespace is not part of it.
+    File(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        match self {
+            Self::Inline(_) => f.write_str("Password::Inline(..)"),
+            Self::File(path) => write!(f, "Password::File({})", path.display()),
+        }
+    }
+}
+
+impl Password {
+    /// From the config: the file when one is named, the inline password otherwise.
+    pub fn from_config(inline: &str, file: &str) -> Self {
+        if file.is_empty() { Self::Inline(inline.to_owned()) } else { Self::File(file.into()) }
+    }
+
+    /// The password now.
+    pub fn current(&self) -> anyhow::Result<String> {
+        match self {
+            Self::Inline(p) => Ok(p.clone()),
+            Self::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("read the MQTT password file {}", path.display()))?;
+                let p = text.trim();
+                anyhow::ensure!(
+                    !p.is_empty(),
+                    "the MQTT password file {} is empty",
+                    path.display()
+                );
+                Ok(p.to_owned())
+            }
+        }
     }
 }
 
@@ -98,9 +138,19 @@ pub async fn run_sender(
     // it would delete events that were never sent. design.md §4.2.
     let mut sent_high = lock(&spool).acked();
     while !cancel.is_cancelled() {
+        let password = match settings.password.current() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no MQTT password; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(backoff.next_delay()) => continue,
+                }
+            }
+        };
         let mut options = MqttOptions::new(&settings.node_id, &settings.host, settings.port);
         options
-            .set_credentials(&settings.node_id, &settings.password)
+            .set_credentials(&settings.node_id, &password)
             .set_clean_session(true)
             .set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(wire::MAX_FRAME_BYTES + 4096, wire::MAX_FRAME_BYTES + 4096)
@@ -244,19 +294,38 @@ fn lock(spool: &SharedSpool) -> std::sync::MutexGuard<'_, crate::spool::Spool> {
 mod tests {
     use super::*;
 
+    fn pw() -> Password {
+        Password::Inline("p".into())
+    }
+
+    #[test]
+    fn a_password_file_is_read_at_each_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let p = Password::from_config("", path.to_str().unwrap());
+        assert!(p.current().is_err(), "a missing file is an error");
+        std::fs::write(&path, "first\n").unwrap();
+        assert_eq!(p.current().unwrap(), "first");
+        std::fs::write(&path, "renewed").unwrap();
+        assert_eq!(p.current().unwrap(), "renewed");
+        std::fs::write(&path, " \n").unwrap();
+        assert!(p.current().is_err(), "an empty file is an error");
+        assert!(!format!("{:?}", Password::Inline("secret".into())).contains("secret"));
+    }
+
     #[test]
     fn urls() {
-        let s = MqttSettings::from_url("mqtt://broker:1884", "n", "p", "").unwrap();
+        let s = MqttSettings::from_url("mqtt://broker:1884", "n", pw(), "").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("broker", 1884));
         assert!(s.tls.is_none());
-        let s = MqttSettings::from_url("mqtt://auditflow-broker", "n", "p", "").unwrap();
+        let s = MqttSettings::from_url("mqtt://auditflow-broker", "n", pw(), "").unwrap();
         assert_eq!(s.port, 1883);
-        let s = MqttSettings::from_url("mqtt://[::1]:1999", "n", "p", "").unwrap();
+        let s = MqttSettings::from_url("mqtt://[::1]:1999", "n", pw(), "").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("::1", 1999));
-        assert!(MqttSettings::from_url("tcp://b", "n", "p", "").is_err());
-        assert!(MqttSettings::from_url("mqtt://", "n", "p", "").is_err());
+        assert!(MqttSettings::from_url("tcp://b", "n", pw(), "").is_err());
+        assert!(MqttSettings::from_url("mqtt://", "n", pw(), "").is_err());
         // mqtts:// needs a CA it can read.
-        let e = MqttSettings::from_url("mqtts://b", "n", "p", "/nonexistent/ca.pem").unwrap_err();
+        let e = MqttSettings::from_url("mqtts://b", "n", pw(), "/nonexistent/ca.pem").unwrap_err();
         assert!(format!("{e:#}").contains("/nonexistent/ca.pem"), "{e:#}");
     }
 }

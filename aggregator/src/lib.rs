@@ -256,6 +256,8 @@ async fn run_embedded(
         &broker::mqtt::MqttSettings {
             listen: mqtt_addr,
             credentials: Arc::new(credentials),
+            // Service-account tokens are the DaemonSet's credential, a cluster-profile thing.
+            tokens: None,
             max_payload_bytes: config.ingest.max_frame_bytes,
             max_connections: 256,
             max_inflight: 64,

@@ -39,6 +39,46 @@ pub struct MqttConfig {
     pub max_connections: u32,
     /// Most unacknowledged publishes per connection.
     pub max_inflight: u16,
+    /// Kubernetes service-account tokens as agents' credentials.
+    pub kubernetes: KubernetesAuth,
+}
+
+/// `[mqtt.kubernetes]`: agents in the cluster present a projected service-account token
+/// (audience [`KubernetesAuth::audience`]) as their password; see `kubetoken.rs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesAuth {
+    /// The cluster's JSON Web Key Set (`kubectl get --raw /openid/v1/jwks`); empty: off.
+    pub jwks_file: String,
+    /// The cluster's service-account issuer (the tokens' `iss`).
+    pub issuer: String,
+    /// The audience the agents' tokens are projected for.
+    pub audience: String,
+    /// The service accounts agents run as (`system:serviceaccount:<namespace>:<name>`).
+    pub service_accounts: Vec<String>,
+}
+
+impl Default for KubernetesAuth {
+    fn default() -> Self {
+        Self {
+            jwks_file: String::new(),
+            issuer: String::new(),
+            audience: "auditflow-broker".into(),
+            service_accounts: vec!["system:serviceaccount:auditflow:auditflow-agent".into()],
+        }
+    }
+}
+
+impl KubernetesAuth {
+    /// The policy, when token authentication is on.
+    pub fn policy(&self) -> Option<crate::kubetoken::TokenPolicy> {
+        (!self.jwks_file.is_empty()).then(|| crate::kubetoken::TokenPolicy {
+            jwks_file: self.jwks_file.clone().into(),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            service_accounts: self.service_accounts.clone(),
+        })
+    }
 }
 
 /// `[http]`
@@ -67,6 +107,7 @@ impl Default for MqttConfig {
             max_payload_bytes: 1 << 20,
             max_connections: 256,
             max_inflight: 100,
+            kubernetes: KubernetesAuth::default(),
         }
     }
 }
@@ -109,6 +150,23 @@ impl Validate for Config {
             let path = std::path::Path::new(&self.mqtt.credentials_file);
             if let Err(problems) = crate::credentials::Credentials::load(path) {
                 errors.extend(problems.into_iter().map(|p| format!("mqtt.credentials_file: {p}")));
+            }
+        }
+        let k = &self.mqtt.kubernetes;
+        if !k.jwks_file.is_empty() {
+            if k.issuer.is_empty() {
+                errors.push("mqtt.kubernetes.issuer: required with jwks_file (the cluster's service-account issuer)".into());
+            }
+            if k.audience.is_empty() {
+                errors.push("mqtt.kubernetes.audience: required with jwks_file".into());
+            }
+            if k.service_accounts.is_empty()
+                || k.service_accounts.iter().any(|sa| !sa.starts_with("system:serviceaccount:"))
+            {
+                errors.push("mqtt.kubernetes.service_accounts: one or more `system:serviceaccount:<namespace>:<name>`".into());
+            }
+            if let Some(Err(e)) = k.policy().map(crate::kubetoken::TokenVerifier::new) {
+                errors.push(format!("mqtt.kubernetes.jwks_file: {e}"));
             }
         }
         if !(self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://")) {

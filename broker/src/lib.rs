@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod config;
 pub mod credentials;
 pub mod http;
+pub mod kubetoken;
 pub mod mqtt;
 pub mod telemetry;
 
@@ -24,7 +25,11 @@ use crate::telemetry::Metrics;
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let credentials = if config.mqtt.credentials_file.is_empty() {
-        tracing::warn!("no credentials file: every MQTT client will be refused");
+        if config.mqtt.kubernetes.jwks_file.is_empty() {
+            tracing::warn!(
+                "no credentials file and no Kubernetes key set: every MQTT client will be refused"
+            );
+        }
         Credentials::default()
     } else {
         Credentials::load(std::path::Path::new(&config.mqtt.credentials_file))
@@ -42,6 +47,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             max_payload_bytes: config.mqtt.max_payload_bytes as usize,
             max_connections: config.mqtt.max_connections as usize,
             max_inflight: usize::from(config.mqtt.max_inflight),
+            tokens: config
+                .mqtt
+                .kubernetes
+                .policy()
+                .map(kubetoken::TokenVerifier::new)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("mqtt.kubernetes: {e}"))?
+                .map(Arc::new),
             tls: (!config.mqtt.tls_cert.is_empty()).then(|| mqtt::TlsFiles {
                 cert: config.mqtt.tls_cert.clone().into(),
                 key: config.mqtt.tls_key.clone().into(),

@@ -20,6 +20,7 @@ use rumqttd::{
 
 use crate::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER};
 use crate::credentials::Credentials;
+use crate::kubetoken::TokenVerifier;
 use crate::telemetry::Metrics;
 
 /// Topic filter of the acks the bridge publishes.
@@ -30,8 +31,10 @@ pub const ACK_FILTER: &str = "auditflow/v1/ack/+";
 pub struct MqttSettings {
     /// Listener address.
     pub listen: SocketAddr,
-    /// Who may connect.
+    /// Who may connect with a password.
     pub credentials: Arc<Credentials>,
+    /// Who may connect with a Kubernetes service-account token (the DaemonSet's agents).
+    pub tokens: Option<Arc<TokenVerifier>>,
     /// Largest publish accepted.
     pub max_payload_bytes: usize,
     /// Most clients at once.
@@ -86,8 +89,9 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
     let tls_on = tls.is_some();
 
     let credentials = Arc::clone(&settings.credentials);
+    let tokens = settings.tokens.clone();
     let accepted = metrics.clients_accepted.clone();
-    let refused = metrics.clients_refused.with_label_values(&["auth"]);
+    let refused_counter = metrics.clients_refused.clone();
     let refused_acl = metrics.clients_refused.with_label_values(&["acl"]);
     let topic_acl = TopicAcl(Arc::new(move |client_id: &str, access: Access, topic: &str| {
         let ok = allowed(client_id, access, topic);
@@ -111,13 +115,30 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
         dynamic_filters: false,
     };
     connections.set_auth_handler(move |client_id: String, username: String, password: String| {
-        let ok = credentials.allows(&client_id, &username, &password);
-        if ok {
-            accepted.inc();
-        } else {
-            refused.inc();
-            tracing::warn!(client_id = %client_id, "MQTT client refused: bad credentials or client id");
+        let verdict = match &tokens {
+            // A token is checked as a token only: a JWT is never also tried as a password.
+            Some(tokens) if TokenVerifier::is_token(&password) => {
+                if client_id == username {
+                    tokens.verify(&client_id, &password).map_err(|e| {
+                        tracing::warn!(client_id = %client_id, error = %e, "MQTT client refused");
+                        e.label()
+                    })
+                } else {
+                    Err("auth")
+                }
+            }
+            _ => credentials.allows(&client_id, &username, &password).then_some(()).ok_or("auth"),
+        };
+        match verdict {
+            Ok(()) => accepted.inc(),
+            Err(reason) => {
+                refused_counter.with_label_values(&[reason]).inc();
+                if reason == "auth" {
+                    tracing::warn!(client_id = %client_id, "MQTT client refused: bad credentials or client id");
+                }
+            }
         }
+        let ok = verdict.is_ok();
         async move { ok }
     });
     let server = ServerSettings {

@@ -11,7 +11,7 @@ pub struct Metrics {
     pub clients_accepted: IntCounter,
     /// MQTT client connections open now (see `mqtt::spawn_connection_gauge`).
     pub clients_connected: IntGauge,
-    /// MQTT connections refused, per reason (`auth`).
+    /// MQTT connections refused, per reason (`auth`, `acl`, `token_*`).
     pub clients_refused: IntCounterVec,
     /// Envelopes received from agents.
     pub envelopes_in: IntCounter,
@@ -59,7 +59,7 @@ impl Metrics {
             ),
             clients_refused: counter_vec(
                 "auditflow_broker_clients_refused_total",
-                "MQTT clients refused: `auth` (bad credentials or client id) at connect, `acl` (a publish or subscription outside the client's own topics) afterwards, which disconnects it.",
+                "MQTT clients refused: `auth` (bad credentials or client id) or `token_*` (a service-account token that failed a check) at connect, `acl` (a publish or subscription outside the client's own topics) afterwards, which disconnects it.",
                 "reason",
                 &["auth", "acl"],
             ),

@@ -815,3 +815,256 @@ async fn an_agent_ignores_acks_beyond_what_it_sent() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// base64url without padding, as JWKs spell key material.
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// A signing key the test makes, as the cluster's service-account issuer would hold it, and
+/// its public half as a JWK.
+struct IssuerKey {
+    kid: String,
+    alg: jsonwebtoken::Algorithm,
+    key: jsonwebtoken::EncodingKey,
+    jwk: serde_json::Value,
+}
+
+impl IssuerKey {
+    /// ECDSA P-256 (ES256), made with rcgen.
+    fn ec(kid: &str) -> Self {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let point = pair.public_key_raw();
+        assert_eq!((point.len(), point[0]), (65, 4), "an uncompressed P-256 point");
+        Self {
+            kid: kid.to_owned(),
+            alg: jsonwebtoken::Algorithm::ES256,
+            key: jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
+            jwk: serde_json::json!({
+                "use": "sig", "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+                "x": b64url(&point[1..33]), "y": b64url(&point[33..]),
+            }),
+        }
+    }
+
+    /// RSA 2048 (RS256, a cluster's default), made with the openssl command.
+    fn rsa(kid: &str, dir: &Path) -> Self {
+        let pem = dir.join(format!("{kid}.pem"));
+        let ok = Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&pem)
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl (Debian package openssl)")
+            .success();
+        assert!(ok, "openssl genpkey failed");
+        let out = Command::new("openssl")
+            .args(["rsa", "-noout", "-modulus", "-in"])
+            .arg(&pem)
+            .output()
+            .unwrap();
+        let hex = String::from_utf8(out.stdout).unwrap();
+        let hex = hex.trim().strip_prefix("Modulus=").expect("openssl printed the modulus");
+        let modulus: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        Self {
+            kid: kid.to_owned(),
+            alg: jsonwebtoken::Algorithm::RS256,
+            key: jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&pem).unwrap()).unwrap(),
+            jwk: serde_json::json!({
+                "use": "sig", "kty": "RSA", "kid": kid, "alg": "RS256",
+                "n": b64url(&modulus), "e": "AQAB",
+            }),
+        }
+    }
+
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+}
+
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const AGENT_SA: &str = "system:serviceaccount:auditflow:auditflow-agent";
+
+/// The claims the kubelet puts in an agent pod's projected token (Kubernetes 1.30+).
+fn kube_claims(node: &str) -> serde_json::Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    serde_json::json!({
+        "aud": ["auditflow-broker"],
+        "exp": now + 3600,
+        "iat": now,
+        "nbf": now,
+        "iss": ISSUER,
+        "jti": "7d4b3c1e",
+        "sub": AGENT_SA,
+        "kubernetes.io": {
+            "namespace": "auditflow",
+            "node": { "name": node, "uid": "0b8c4e52-1f0e-4b8e-9a55-3f1c2d7e6a10" },
+            "pod": { "name": format!("auditflow-agent-{node}"), "uid": "5a2d9c40-8e1b-4f3a-b6d2-1e7f0c9a3b55" },
+            "serviceaccount": { "name": "auditflow-agent", "uid": "c0ffee00" },
+        },
+    })
+}
+
+/// design.md §4.3: in the cluster an agent's credential is its projected service-account
+/// token, bound by the kubelet to its node. The broker checks it against the cluster's keys
+/// (a key set the test makes; no API server is needed to verify a JWT): a token lets in only
+/// the node it names, and every way of bending it is refused and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_admit_only_the_node_they_name() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("token");
+    let dir = tempfile::tempdir().unwrap();
+    let (rsa, ec) = (IssuerKey::rsa("rsa-1", dir.path()), IssuerKey::ec("ec-1"));
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [rsa.jwk, ec.jwk] }).to_string()).unwrap();
+    let kubernetes =
+        format!("[mqtt.kubernetes]\njwks_file = \"{}\"\nissuer = \"{ISSUER}\"\n", jwks.display());
+    let broker = Broker::start_with(dir.path(), &vhost.url, CREDENTIALS, &kubernetes);
+
+    // Tokens a kubelet would issue, with either key, let their own node in.
+    for key in [&rsa, &ec] {
+        let token = key.sign(&kube_claims("k3s-node-1"));
+        assert!(
+            try_connect(broker.mqtt, "k3s-node-1", Some(("k3s-node-1", &token))).await,
+            "a valid {:?} token was refused",
+            key.alg
+        );
+    }
+
+    // Every bent token is refused.
+    let stranger = IssuerKey::ec("ec-1");
+    let mut cases: Vec<(&str, String, &str)> = Vec::new();
+    let good = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = kube_claims("k3s-node-1");
+        f(&mut c);
+        rsa.sign(&c)
+    };
+    cases.push(("another node's token", rsa.sign(&kube_claims("k3s-node-2")), "token_node"));
+    cases.push((
+        "no node claim",
+        good(&|c| {
+            c["kubernetes.io"].as_object_mut().unwrap().remove("node");
+        }),
+        "token_node",
+    ));
+    cases.push(("expired", good(&|c| c["exp"] = serde_json::json!(1_000_000)), "token_invalid"));
+    cases.push((
+        "another audience",
+        good(&|c| c["aud"] = serde_json::json!(["kubernetes"])),
+        "token_invalid",
+    ));
+    cases.push((
+        "another issuer",
+        good(&|c| c["iss"] = serde_json::json!("https://evil")),
+        "token_invalid",
+    ));
+    cases.push((
+        "another service account",
+        good(&|c| c["sub"] = serde_json::json!("system:serviceaccount:default:default")),
+        "token_service_account",
+    ));
+    cases.push((
+        "signed by a stranger's key",
+        stranger.sign(&kube_claims("k3s-node-1")),
+        "token_invalid",
+    ));
+    // Algorithm confusion: HMAC keyed with the public key's bytes, and `none`.
+    let hmac = {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("rsa-1".into());
+        let secret = rsa.jwk["n"].as_str().unwrap().as_bytes().to_vec();
+        jsonwebtoken::encode(
+            &header,
+            &kube_claims("k3s-node-1"),
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap()
+    };
+    cases.push(("HS256 with the public key", hmac, "token_unknown_key"));
+    let unsigned = format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","kid":"rsa-1"}"#),
+        b64url(kube_claims("k3s-node-1").to_string().as_bytes())
+    );
+    cases.push(("alg none", unsigned, "token_malformed"));
+    let mut expected: HashMap<&str, f64> = HashMap::new();
+    for (what, token, reason) in &cases {
+        assert!(
+            !try_connect(broker.mqtt, "k3s-node-1", Some(("k3s-node-1", token))).await,
+            "{what}: accepted"
+        );
+        *expected.entry(reason).or_default() += 1.0;
+    }
+    // A valid token under another client id or username.
+    let token = rsa.sign(&kube_claims("k3s-node-1"));
+    assert!(!try_connect(broker.mqtt, "k3s-node-2", Some(("k3s-node-2", &token))).await);
+    assert!(!try_connect(broker.mqtt, "k3s-node-2", Some(("k3s-node-1", &token))).await);
+    *expected.entry("token_node").or_default() += 1.0;
+    *expected.entry("auth").or_default() += 1.0;
+    for (reason, n) in expected {
+        let name = format!("auditflow_broker_clients_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(broker.metric(&name), n, "{name}");
+    }
+
+    // An agent with its token in a file (as the DaemonSet mounts it) delivers end to end,
+    // and passwords still work beside tokens.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, ec.sign(&kube_claims("k3s-node-1"))).unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", broker.mqtt);
+    let mut agents = Agents(vec![start_agent_with_password_file(
+        dir.path(),
+        "k3s-node-1",
+        &url,
+        &token_file,
+        300,
+        500,
+    )]);
+    agents.0.push(start_agent(dir.path(), "pi-a", broker.mqtt, password("pi-a"), 300, 500));
+    wait_all(&mut agents.0, Duration::from_secs(60));
+    let seen = drain_events(&vhost.url).await;
+    assert_complete(dir.path(), &["k3s-node-1", "pi-a"], &seen);
+}
+
+/// An agent whose MQTT password is read from a file.
+fn start_agent_with_password_file(
+    dir: &Path,
+    node: &str,
+    url: &str,
+    file: &Path,
+    events: u64,
+    rate: u32,
+) -> Child {
+    let config = dir.join(format!("{node}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"{node}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\nfsync = false\n\
+             [transport]\nkind = \"mqtt\"\nmqtt_url = \"{url}\"\nmqtt_password_file = \"{}\"\n\
+             [synthetic]\nenabled = true\nrate_per_sec = {rate}.0\nlimit = {events}\n",
+            dir.join(node).display(),
+            file.display()
+        ),
+    )
+    .unwrap();
+    Command::new(workspace_bin("auditflow-agent"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start auditflow-agent")
+}

@@ -88,12 +88,15 @@ WORKLOADS = [
 # exec/tcp checks of the images' own tools, validated only as manifests.
 THIRD_PARTY = {"auditflow-postgres", "auditflow-rabbitmq", "auditflow-redis"}
 
-# The services scripts/services.sh runs, by URL scheme: the env var it exports, and the env
-# vars of the server's container holding the user, password and database the clients must use.
+# The services scripts/services.sh runs, by URL scheme: the env var it exports, the env vars
+# of the server's container holding each (user, password) it creates for a client (a URL
+# must carry one of these pairs: each component its own user), and the database.
 BACKING = {
-    "amqp": ("AMQP_URL", "auditflow-rabbitmq", "RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS", None),
-    "postgres": ("DATABASE_URL", "auditflow-postgres", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"),
-    "redis": ("REDIS_URL", "auditflow-redis", None, "REDIS_PASSWORD", None),
+    "amqp": ("AMQP_URL", "auditflow-rabbitmq",
+             [("AUDITFLOW_BROKER_USER", "AUDITFLOW_BROKER_PASSWORD"),
+              ("AUDITFLOW_AGGREGATOR_USER", "AUDITFLOW_AGGREGATOR_PASSWORD")], None),
+    "postgres": ("DATABASE_URL", "auditflow-postgres", [("AUDITFLOW_USER", "AUDITFLOW_PASSWORD")], "POSTGRES_DB"),
+    "redis": ("REDIS_URL", "auditflow-redis", [(None, "REDIS_PASSWORD")], None),
 }
 
 URL = re.compile(
@@ -306,16 +309,19 @@ class Mapper:
         scheme = m.group("scheme")
         if scheme not in BACKING:
             raise LaunchError(f"{value!r}: no test server for scheme {scheme}")
-        env_name, server_name, user_var, pw_var, db_var = BACKING[scheme]
+        env_name, server_name, accounts, db_var = BACKING[scheme]
         if server["metadata"]["name"] != server_name:
             raise LaunchError(f"{value!r} points at {server['metadata']['name']}, expected {server_name}")
         server_env = container_env(self.ctx, server["spec"]["template"]["spec"]["containers"][0])
-        if user_var and m.group("user") != server_env.get(user_var):
-            raise LaunchError(f"{value!r}: user {m.group('user')!r}, but {server_name} creates "
-                              f"{server_env.get(user_var)!r} ({user_var})")
-        if pw_var and m.group("pw") != server_env.get(pw_var):
+        users = {server_env.get(u): p for u, p in accounts}
+        if m.group("user") not in users and not (None in users and not m.group("user")):
+            raise LaunchError(f"{value!r}: user {m.group('user')!r}, but {server_name} creates only "
+                              f"{sorted(u for u in users if u)!r} ({', '.join(u for u, _ in accounts if u)})")
+        pw_var = users[m.group("user") if m.group("user") in users else None]
+        if m.group("pw") != server_env.get(pw_var):
             raise LaunchError(f"the password in {self.container['name']}'s {scheme} URL is not the one "
-                              f"{server_name} is given ({pw_var}): they come from different Secrets or keys")
+                              f"{server_name} is given for that user ({pw_var}): they come from different "
+                              "Secrets or keys")
         if db_var and (m.group("rest") or "").lstrip("/") != server_env.get(db_var):
             raise LaunchError(f"{value!r}: database {m.group('rest')!r}, but {server_name} creates "
                               f"{server_env.get(db_var)!r}")

@@ -19,6 +19,12 @@ paths in AGENT_READ_ONLY_HOST_PATHS, each mounted readOnly: true, plus exactly o
 hostPath, its spool at AGENT_SPOOL (the spool must survive pod restarts and reboots,
 design.md §4). Every other rule above still applies to the agent. No other object may use
 hostPath. Adding a watched directory means adding it here, in review.
+The exception's own limits: each read-only path is a directory (hostPath type Directory or
+DirectoryOrCreate), never a single file, because a file mount keeps the inode it was given and
+the watched files are replaced by rename (logrotate; shadow's tools; visudo; editors), so the
+agent would silently see no change; /etc is the only directory that holds passwd, group,
+shadow and sudoers, hence on the list. And the agent's supplementalGroups hold neither root
+(0) nor shadow (42): it compares /etc/shadow by metadata, it does not read password hashes.
 
 Exception for `helm test` pods (annotation helm.sh/hook: test): they run once to completion,
 so liveness/readiness probes do not apply to them; all other rules do.
@@ -35,6 +41,8 @@ from render import Obj, ident
 AGENT = ("DaemonSet", "auditflow-agent")
 AGENT_READ_ONLY_HOST_PATHS = {"/var/log", "/etc", "/var/lib/rancher/k3s/server/logs"}
 AGENT_SPOOL = "/var/lib/auditflow/spool"
+AGENT_HOST_PATH_TYPES = {"Directory", "DirectoryOrCreate"}
+AGENT_FORBIDDEN_GROUPS = {0: "root", 42: "shadow"}
 
 SENSITIVE_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|COOKIE", re.I)
 URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@\s/]+)@", re.I)
@@ -119,7 +127,13 @@ def check_pod(obj: Obj, spec: Obj, problems: list[str]) -> None:
                 problems.append(f"{c}: hostPath {path} is not in the agent's exception list")
             elif mount.get("readOnly") is not True:
                 problems.append(f"{c}: hostPath {path} must be mounted readOnly")
+            elif vol["hostPath"].get("type") not in AGENT_HOST_PATH_TYPES:
+                problems.append(f"{c}: hostPath {path} must be a directory (type Directory or DirectoryOrCreate): "
+                                "a file mount does not follow a file replaced by rename")
     if is_agent:
+        for group in (spec.get("securityContext") or {}).get("supplementalGroups") or []:
+            if group in AGENT_FORBIDDEN_GROUPS:
+                problems.append(f"{name}: supplementalGroups has {group} ({AGENT_FORBIDDEN_GROUPS[group]})")
         writable = [v["hostPath"]["path"] for v in volumes.values()
                     if "hostPath" in v and v["hostPath"]["path"] not in AGENT_READ_ONLY_HOST_PATHS]
         if writable != [AGENT_SPOOL]:
@@ -209,6 +223,7 @@ def check(renders: dict[str, list[Obj]]) -> int:
             print(f"  {p}")
     else:
         print("ok   generated secrets: random in every render, none with secrets.generate=false")
-    print(f"exception in force: hostPath only for {AGENT[0]}/{AGENT[1]}: read-only "
-          f"{', '.join(sorted(AGENT_READ_ONLY_HOST_PATHS))}; writable {AGENT_SPOOL} (spool)")
+    print(f"exception in force: hostPath only for {AGENT[0]}/{AGENT[1]}: read-only directories "
+          f"{', '.join(sorted(AGENT_READ_ONLY_HOST_PATHS))}; writable {AGENT_SPOOL} (spool); "
+          f"no supplementalGroups {sorted(AGENT_FORBIDDEN_GROUPS)}")
     return failures

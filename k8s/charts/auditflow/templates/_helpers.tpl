@@ -65,10 +65,11 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
-{{/* URLs of the services, with the password taken from an earlier env var. */}}
+{{/* URLs of the services, with the password taken from an earlier env var.
+The AMQP URL is a component's own: include "auditflow.amqpUrl" (dict "root" $ "user" "broker") */}}
 {{- define "auditflow.amqpUrl" -}}
-{{- with .Values.rabbitmq -}}
-amqp://{{ .username }}:$(RABBITMQ_PASSWORD)@{{ .host }}:{{ .port }}/{{ .vhost }}
+{{- with .root.Values.rabbitmq -}}
+amqp://{{ index .users $.user }}:$(RABBITMQ_PASSWORD)@{{ .host }}:{{ .port }}/{{ .vhost }}
 {{- end -}}
 {{- end }}
 {{- define "auditflow.databaseUrl" -}}
