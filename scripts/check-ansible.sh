@@ -462,6 +462,7 @@ platform_and_runner() {
   "ci_runner_scope": "repos/owner/repo",
   "ci_runner_register_url": "https://ci.test.invalid/owner/repo",
   "ci_runner_api_token": "test-api-token",
+  "ci_runner_deploy_namespaces": ["auditflow-prod"],
   "ci_runner_verify_delay": 1
 }
 JSON
@@ -474,6 +475,15 @@ JSON
     cp "$a/var/lib/auditflow-deploy/helmchart.yaml" "$WORK/helmchart-1.yaml"
     play platform-helm-again.log --tags platform -e "@$WORK/platform-vars.json" \
       -e auditflow_platform_method=helm || rc=$?
+  fi
+  # The timer's job, run once by hand inside the server root against the fake API (the
+  # kubectl stand-in records the Secret it is given).
+  if [ $rc = 0 ]; then
+    local before
+    before=$(wc -l <"$a/var/log/kubectl-fake.log")
+    chroot "$a" /bin/sh -c 'set -a; . /etc/auditflow/ci-runner-token.env; exec /usr/local/libexec/auditflow-ci-runner-token' \
+      >"$WORK/renewal.log" 2>&1 || echo "renewal exited $?" >>"$WORK/renewal.log"
+    tail -n "+$((before + 1))" "$a/var/log/kubectl-fake.log" >"$WORK/renewal-kubectl.log"
   fi
   kill "$api_pid"
   wait "$api_pid" 2>/dev/null || true
@@ -520,7 +530,7 @@ assert values == {"replicas": 2, "image": {"tag": "9.9.9"}, "secrets": {"nodeNam
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 kinds = [d["kind"] for d in docs]
-assert kinds == ["Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Deployment"], kinds
+assert kinds == ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment"], kinds
 pod = docs[-1]["spec"]["template"]["spec"]
 c = pod["containers"][0]
 assert ":" in c["image"] and not c["image"].endswith(":latest"), c["image"]
@@ -530,10 +540,39 @@ assert pod["securityContext"]["runAsNonRoot"] is True
 env = {e["name"]: e["value"] for e in c["env"]}
 assert env["RUNNER_URL"] == "https://ci.test.invalid/owner/repo", env
 ' "$a$deploy/ci-runner/ci-runner.yaml"
+  check "runner deploys through a Role without Secrets, exec or wildcards" "$VENV/bin/python" -c '
+import sys, yaml
+docs = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+role, binding = docs["Role"], docs["RoleBinding"]
+assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "auditflow-prod"
+assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ci-runner-deploy"}, binding
+for rule in role["rules"]:
+    for r in rule["resources"]:
+        assert r != "*" and r.split("/")[0] != "secrets", rule
+        assert r not in ("pods/exec", "pods/attach", "pods/portforward", "serviceaccounts/token"), rule
+    assert "*" not in rule["verbs"] and "*" not in rule["apiGroups"], rule
+    assert not set(rule["verbs"]) & {"impersonate", "bind", "escalate"}, rule
+' "$a$deploy/ci-runner/ci-runner.yaml"
+  check "runner is ephemeral: --ephemeral, no volume for its state" "$VENV/bin/python" -c '
+import sys, yaml
+docs = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+assert "--ephemeral" in docs["ConfigMap"]["data"]["entrypoint.sh"]
+pod = docs["Deployment"]["spec"]["template"]["spec"]
+assert sorted(v["name"] for v in pod["volumes"]) == ["entrypoint", "registration"], pod["volumes"]
+assert all("persistentVolumeClaim" not in v for v in pod["volumes"])
+' "$a$deploy/ci-runner/ci-runner.yaml"
+  check "token renewal installed" mode_is "$a" /usr/local/libexec/auditflow-ci-runner-token 755 root root
+  check "token renewal settings 0600 root" mode_is "$a" /etc/auditflow/ci-runner-token.env 600 root root
+  check "token renewal settings hold the API token" has "$a" /etc/auditflow/ci-runner-token.env 'CI_RUNNER_API_TOKEN=test-api-token'
+  check "token renewal timer enabled" test -L "$a/etc/systemd/system/timers.target.wants/auditflow-ci-runner-token.timer"
+  check "token renewal units pass systemd-analyze verify" chroot "$a" systemd-analyze verify \
+    /etc/systemd/system/auditflow-ci-runner-token.service /etc/systemd/system/auditflow-ci-runner-token.timer
+  check "token renewal stored a fresh token from the API" \
+    grep -qF '"stringData": {"token": "REGTOKEN-FOR-TEST"}' "$WORK/renewal-kubectl.log"
   check "runner verified online and idle" \
     bash -c "grep -A1 'Verify that the runner is online and idle' '$WORK/platform-kustomize.log' | grep -q '^ok:'"
   local log
-  for log in platform-kustomize.log platform-helm.log platform-helm-again.log; do
+  for log in platform-kustomize.log platform-helm.log platform-helm-again.log renewal.log; do
     check "no secret in $log" bash -c "! grep -qE 's3cret-for-test|REGTOKEN-FOR-TEST|test-api-token' '$WORK/$log'"
   done
   return "$STEP_FAILED"
