@@ -106,7 +106,7 @@ bench_broker() {
   local url="${AMQP_URL%/*}/$vhost"
   trap 'rm -rf "$tmp"; svc_rabbitmqctl delete_vhost "$vhost" >/dev/null 2>&1 || true' RETURN
   local per_agent=$((150000 * seconds)) mqtt=18990 http=19990
-  printf 'bench-1:one\nbench-2:two\n' >"$tmp/credentials"
+  printf 'bench-1:bench-password-one\nbench-2:bench-password-two\n' >"$tmp/credentials"
   cat >"$tmp/broker.toml" <<TOML
 [mqtt]
 listen = "127.0.0.1:$mqtt"
@@ -132,7 +132,7 @@ dir = "$tmp/spool$i"
 [transport]
 kind = "mqtt"
 mqtt_url = "mqtt://127.0.0.1:$mqtt"
-mqtt_password = "$([ $i = 1 ] && echo one || echo two)"
+mqtt_password = "$([ $i = 1 ] && echo bench-password-one || echo bench-password-two)"
 [synthetic]
 enabled = true
 rate_per_sec = 150000.0

@@ -289,13 +289,15 @@ fn assert_complete(dir: &Path, nodes: &[&str], seen: &HashMap<(String, u64), Vec
 }
 
 const NODES: [&str; 3] = ["pi-a", "pi-b", "pi-c"];
-const CREDENTIALS: &str = "pi-a:alpha\npi-b:bravo\npi-c:charlie\n";
+// pi-c's line holds only the SHA-256 of its password, as the Pi image and Ansible write them.
+const CREDENTIALS: &str = "pi-a:alpha-password-0001\npi-b:bravo-password-0002\n\
+                           pi-c:sha256:669c71a47f91129a7fff0033bda7cdd7522f04ec4a40b0ff2df043ffbf8e9355\n";
 
 fn password(node: &str) -> &'static str {
     match node {
-        "pi-a" => "alpha",
-        "pi-b" => "bravo",
-        _ => "charlie",
+        "pi-a" => "alpha-password-0001",
+        "pi-b" => "bravo-password-0002",
+        _ => "charlie-password-0003",
     }
 }
 
@@ -363,11 +365,11 @@ async fn strangers_and_impostors_are_refused() {
     assert!(!try_connect(broker.mqtt, "pi-a", None).await, "no credentials");
     assert!(!try_connect(broker.mqtt, "pi-a", Some(("pi-a", "wrong"))).await, "wrong password");
     assert!(
-        !try_connect(broker.mqtt, "pi-b", Some(("pi-a", "alpha"))).await,
+        !try_connect(broker.mqtt, "pi-b", Some(("pi-a", "alpha-password-0001"))).await,
         "client id of another node"
     );
     assert!(
-        try_connect(broker.mqtt, "pi-a", Some(("pi-a", "alpha"))).await,
+        try_connect(broker.mqtt, "pi-a", Some(("pi-a", "alpha-password-0001"))).await,
         "the right credentials"
     );
     // rumqttd refuses a connection without credentials before our check runs, so only the
@@ -377,7 +379,7 @@ async fn strangers_and_impostors_are_refused() {
     // pi-a publishes an envelope claiming to be pi-b, on its own topic: refused, dead-lettered,
     // never acknowledged.
     let mut options = MqttOptions::new("pi-a", "127.0.0.1", broker.mqtt);
-    options.set_credentials("pi-a", "alpha");
+    options.set_credentials("pi-a", "alpha-password-0001");
     let (client, mut eventloop) = AsyncClient::new(options, 10);
     let forged = wire::encode(&wire::Envelope {
         node_id: "pi-b".into(),
@@ -491,7 +493,7 @@ async fn agents_deliver_over_tls_and_only_to_the_broker_they_trust() {
     assert_eq!(broker.metric("auditflow_broker_clients_connected"), 0.0);
 
     // Plain MQTT to the TLS listener gets nowhere.
-    assert!(!try_connect(broker.mqtt, "pi-a", Some(("pi-a", "alpha"))).await, "plain MQTT");
+    assert!(!try_connect(broker.mqtt, "pi-a", Some(("pi-a", "alpha-password-0001"))).await, "plain MQTT");
 
     // An agent that trusts another CA refuses the broker's certificate: it never gets as far
     // as authenticating.

@@ -3,13 +3,16 @@
 # auditflow-firstboot against throwaway root file systems with sample boot configs, in
 # agent mode, in k3s-agent mode, again after success (nothing changes) and with broken
 # configs (nothing changes, every problem is named), and checks that the agent accepts the
-# environment file it writes. Needs the agent binary (AGENT_BIN, default target/debug).
+# environment file it writes and the broker the credentials line. Needs the agent and broker
+# binaries (AGENT_BIN, BROKER_BIN; default target/debug).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT_DIR=$PWD
 FIRSTBOOT="$ROOT_DIR/pi-image/firstboot/auditflow-firstboot"
 AGENT_BIN=${AGENT_BIN:-$ROOT_DIR/target/debug/auditflow-agent}
+BROKER_BIN=${BROKER_BIN:-$ROOT_DIR/target/debug/auditflow-broker}
 [ -x "$AGENT_BIN" ] || { echo "no agent binary at $AGENT_BIN (cargo build -p agent)" >&2; exit 1; }
+[ -x "$BROKER_BIN" ] || { echo "no broker binary at $BROKER_BIN (cargo build -p broker)" >&2; exit 1; }
 command -v systemctl >/dev/null || { echo "systemctl is required (systemd)" >&2; exit 1; }
 
 passed=0 failed=0
@@ -47,7 +50,7 @@ cat >"$r/boot/firmware/auditflow.txt" <<'EOF'
 hostname = pi-test-1
 mode = "agent"
 broker_url = mqtts://broker.lan:8883
-mqtt_password = s3cret-Pa55
+mqtt_password = s3cret-Pa55-0123456789
 broker_ca = ca.pem
 ssh_authorized_key = ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOn3c8N0Ld7XzLr2m7S0h0+Qp1bKJ8b0p0aKxq9m0Q1a admin@laptop
 EOF
@@ -58,7 +61,7 @@ check "agent: hostname" test "$(cat "$r/etc/hostname")" = pi-test-1
 check "agent: hosts line replaced" grep -qP '^127\.0\.1\.1\tpi-test-1$' "$r/etc/hosts"
 check "agent: no stale hosts line" bash -c "! grep -q debian '$r/etc/hosts'"
 check "agent: env file is root-only" test "$(mode_of "$r/etc/auditflow/agent.env")" = 600
-check "agent: env file content" diff <(grep -v '^#' "$r/etc/auditflow/agent.env") <(printf 'AUDITFLOW_MQTT_URL=mqtts://broker.lan:8883\nAUDITFLOW_MQTT_PASSWORD=s3cret-Pa55\nAUDITFLOW_MQTT_CA_FILE=/etc/auditflow/mqtt-ca.pem\n')
+check "agent: env file content" diff <(grep -v '^#' "$r/etc/auditflow/agent.env") <(printf 'AUDITFLOW_MQTT_URL=mqtts://broker.lan:8883\nAUDITFLOW_MQTT_PASSWORD=s3cret-Pa55-0123456789\nAUDITFLOW_MQTT_CA_FILE=/etc/auditflow/mqtt-ca.pem\n')
 check "agent: CA installed" cmp -s "$r/boot/firmware/ca.pem" "$r/etc/auditflow/mqtt-ca.pem"
 check "agent: agent service enabled" test -L "$r/etc/systemd/system/multi-user.target.wants/auditflow-agent.service"
 check "agent: k3s not enabled" test ! -e "$r/etc/systemd/system/multi-user.target.wants/k3s-agent.service"
@@ -67,6 +70,8 @@ check "agent: the rest of the boot file kept" grep -q '^hostname = pi-test-1$' "
 check "agent: ssh key installed" grep -q '^ssh-ed25519 AAAAC3' "$r/root/.ssh/authorized_keys"
 check "agent: ssh key file mode" test "$(mode_of "$r/root/.ssh/authorized_keys")" = 600
 check "agent: done marker" test -s "$r/var/lib/auditflow/firstboot.done"
+check "agent: the broker's line holds the password's hash" grep -qx "pi-test-1:sha256:$(printf s3cret-Pa55-0123456789 | sha256sum | cut -d' ' -f1)" "$r/boot/firmware/auditflow-credentials.txt"
+check "agent: the broker's line is on the console" grep -q 'credentials line for this node.*pi-test-1:sha256:' <<<"$out"
 # The agent itself accepts what was written (the image's agent.toml leaves these to the env).
 printf 'node_id = ""\n[spool]\ndir = "%s/spool"\n[transport]\nkind = "mqtt"\n' "$work" >"$work/agent.toml"
 check "agent: the agent accepts the environment" \
@@ -76,6 +81,28 @@ before=$(snapshot "$r")
 out=$(firstboot "$r")
 check "agent: second run is a no-op" test "$before" = "$(snapshot "$r")"
 check "agent: second run says so" grep -q 'already set up' <<<"$out"
+
+# --- agent mode without a password: the node makes its own ---------------------------------
+generated() { grep '^AUDITFLOW_MQTT_PASSWORD=' "$1/etc/auditflow/agent.env" | cut -d= -f2-; }
+r=$(new_root own-password)
+printf 'hostname = pi-own-3
+broker_url = mqtt://broker.lan
+' >"$r/boot/firmware/auditflow.txt"
+out=$(firstboot "$r")
+pw=$(generated "$r")
+check "own password: 32 characters" test "${#pw}" = 32
+check "own password: the broker's line matches it" grep -qx "pi-own-3:sha256:$(printf '%s' "$pw" | sha256sum | cut -d' ' -f1)" "$r/boot/firmware/auditflow-credentials.txt"
+check "own password: never on the boot partition" bash -c "! grep -rqF -- '$pw' '$r/boot/firmware'"
+check "own password: never on the console" bash -c "! grep -qF -- '$pw' <<<'$out'"
+r2=$(new_root own-password-2)
+printf 'hostname = pi-own-4
+broker_url = mqtt://broker.lan
+' >"$r2/boot/firmware/auditflow.txt"
+firstboot "$r2" >/dev/null
+check "own password: another node gets another" test "$pw" != "$(generated "$r2")"
+# The broker takes the line and lets the node in with its password (credentials.rs parses it).
+check "own password: the broker accepts the line" \
+  "$BROKER_BIN" check-config --config <(printf '[mqtt]\ncredentials_file = "%s"\n[amqp]\nurl = "amqp://x"\n' "$r/boot/firmware/auditflow-credentials.txt")
 
 # --- k3s-agent mode ------------------------------------------------------------------------
 r=$(new_root k3s)
@@ -96,7 +123,7 @@ printf 'hostname = Pi_Node\nbroker_url = http://x\nfavourite_colour = blue\njust
 before=$(snapshot "$r")
 if err=$(firstboot "$r" 2>&1); then rc=0; else rc=$?; fi
 check "broken: fails" test "$rc" = 1
-for problem in "hostname: 'Pi_Node' is not a DNS label" "broker_url: 'http://x'" "mqtt_password: required" \
+for problem in "hostname: 'Pi_Node' is not a DNS label" "broker_url: 'http://x'" \
   "line 3: unknown key 'favourite_colour'" "line 4: not key = value" "ssh_authorized_key: not an OpenSSH"; do
   check "broken: names '$problem'" grep -qF "$problem" <<<"$err"
 done
