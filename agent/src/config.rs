@@ -42,6 +42,10 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub listen: String,
+    /// Whether `POST /generate_event` answers at all. On for development and the legacy
+    /// generator's users; the node configs AuditFlow ships (Pi image, Ansible role, chart)
+    /// turn it off, since a real node's events come from its logs.
+    pub generate_event: bool,
     /// Bearer token `POST /generate_event` requires (secret; `AUDITFLOW_GENERATE_EVENT_TOKEN`).
     /// Empty: the endpoint answers callers on this host (loopback) only.
     pub generate_event_token: String,
@@ -231,7 +235,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             node_id: String::new(),
-            http: HttpConfig { listen: "0.0.0.0:9100".into(), generate_event_token: String::new() },
+            http: HttpConfig {
+                listen: "0.0.0.0:9100".into(),
+                generate_event: true,
+                generate_event_token: String::new(),
+            },
             spool: SpoolConfig {
                 dir: "/var/lib/auditflow/spool".into(),
                 max_bytes: 64 << 20,
@@ -319,6 +327,13 @@ impl Validate for Config {
 
     fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
+        let token = &self.http.generate_event_token;
+        if !token.is_empty() && token.len() < 16 {
+            errors.push(
+                "http.generate_event_token: shorter than 16 characters (a short token is a guessable one)"
+                    .into(),
+            );
+        }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             errors.push(format!("http.listen: `{}` is not an address:port", self.http.listen));
         }

@@ -37,6 +37,8 @@ pub struct HttpState {
     pub submit: mpsc::Sender<Submitted>,
     /// This node, for the ids of submitted events.
     pub node_id: String,
+    /// Whether `/generate_event` is on.
+    pub generate_event: bool,
     /// The bearer token `/generate_event` requires; empty: callers on this host only.
     pub generate_event_token: Arc<str>,
 }
@@ -153,6 +155,10 @@ async fn generate_event(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !s.generate_event {
+        s.metrics.generate_refused.inc();
+        return error(StatusCode::NOT_FOUND, "POST /generate_event is off on this node (http.generate_event)");
+    }
     if let Err(refusal) = may_submit(&s.generate_event_token, peer, &headers) {
         s.metrics.generate_refused.inc();
         tracing::warn!(peer = %peer, "POST /generate_event refused: {refusal}");

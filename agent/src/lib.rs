@@ -105,6 +105,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             spool: Arc::clone(&spool),
             submit: api_tx,
             node_id: node_id.clone(),
+            generate_event: config.http.generate_event,
             generate_event_token: Arc::from(config.http.generate_event_token.as_str()),
         },
         cancel.clone(),

@@ -176,3 +176,29 @@ fn a_full_spool_answers_503_not_202() {
     }
     stop(agent);
 }
+
+/// The node configs AuditFlow ships set `http.generate_event = false`: the endpoint then takes
+/// nothing, even from the node itself, and says why.
+#[test]
+fn off_takes_nothing() {
+    let url = amqp_url();
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"off-node\"\n[http]\nlisten = \"127.0.0.1:{http}\"\ngenerate_event = false\n\
+             [spool]\ndir = \"{}\"\n[transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\n\
+             amqp_queue = \"auditflow.test.off.{}\"\n",
+            dir.path().join("spool").display(),
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let agent = start(&config, http);
+    let (status, body) = post(http, "/generate_event", r#"{"event_type": "user_login"}"#);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("http.generate_event"), "{body}");
+    stop(agent);
+}

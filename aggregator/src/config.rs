@@ -162,8 +162,20 @@ impl Config {
             Default::default()
         });
         let h = &self.hooks;
+        // Webhook secrets are held to the API tokens' floor: a short secret is a guessable one.
         let pick = |env: &str, key: &str, file: &str, errors: &mut Vec<String>| {
-            if env.is_empty() { read_secret(key, file, errors) } else { Some(env.to_owned()) }
+            let secret =
+                if env.is_empty() { read_secret(key, file, errors) } else { Some(env.to_owned()) };
+            match secret {
+                Some(s) if s.len() < crate::http::auth::MIN_TOKEN_LEN => {
+                    errors.push(format!(
+                        "{key}: the secret is shorter than {} characters",
+                        crate::http::auth::MIN_TOKEN_LEN
+                    ));
+                    None
+                }
+                other => other,
+            }
         };
         let hooks = crate::http::hooks::HookSecrets {
             github: pick(

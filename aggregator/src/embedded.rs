@@ -33,12 +33,16 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Creates the directory (private to this user) if needed.
+    /// Creates the directory if needed, private to this user from its creation (mode 0700,
+    /// not chmodded afterwards, so there is no moment in which others may open it).
     pub fn open(root: &str) -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
         let root = PathBuf::from(root);
-        std::fs::create_dir_all(&root)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
             .with_context(|| format!("create the data directory {}", root.display()))?;
-        restrict(&root, 0o700);
         Ok(Self { root })
     }
 
@@ -53,7 +57,7 @@ impl DataDir {
     }
 
     /// Reads a secret kept in the data directory, creating it on first use. Returns the
-    /// secret and whether it was created now.
+    /// secret and whether it was created now (so that it is shown once, at its creation).
     pub fn secret(&self, name: &str) -> anyhow::Result<(String, bool)> {
         let path = self.root.join(name);
         match std::fs::read_to_string(&path) {
@@ -99,29 +103,50 @@ impl DataDir {
     }
 }
 
-fn restrict(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
-}
 
+/// Writes a file holding secrets: created 0600 (never chmodded after writing, which would
+/// leave it readable for a moment), then renamed into place.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
-    restrict(&tmp, 0o600);
+    // A stale temporary file from a crash may have any mode: start afresh.
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
     Ok(())
 }
 
+/// Where embedded mode's API tokens come from.
+#[derive(Debug)]
+pub enum AdminToken {
+    /// Configured tokens (`AUDITFLOW_API_TOKENS`, `[api] tokens`).
+    Configured,
+    /// An admin token created now, in the data directory: printed once, now.
+    Created(String),
+    /// The admin token created at an earlier start: never printed again (logs and terminal
+    /// scrollback outlive it); its file is named instead.
+    Kept,
+}
+
 /// The API tokens of embedded mode: the configured ones, or else an admin token kept in the
-/// data directory. Returns the token to print, if it is the generated one.
-pub fn tokens(configured: Tokens, dir: &DataDir) -> anyhow::Result<(Tokens, Option<String>)> {
+/// data directory.
+pub fn tokens(configured: Tokens, dir: &DataDir) -> anyhow::Result<(Tokens, AdminToken)> {
     if !configured.is_empty() {
-        return Ok((configured, None));
+        return Ok((configured, AdminToken::Configured));
     }
-    let (token, _) = dir.secret("admin.token")?;
+    let (token, created) = dir.secret("admin.token")?;
     let mut t = Tokens::default();
     t.add("admin", &token, Role::Admin);
-    Ok((t, Some(token)))
+    Ok((t, if created { AdminToken::Created(token) } else { AdminToken::Kept }))
 }
 
 /// Envelopes and heartbeats per pipeline batch at most.

@@ -322,12 +322,20 @@ async fn run_embedded(
         dir.root.display(),
         api_addr.port()
     );
-    if let Some(token) = generated {
-        banner.push_str(&format!(
-            "  API token:   {token}   (admin; kept in {})\n  Try:         curl -H 'Authorization: Bearer {token}' http://{host}:{}/api/v1/alerts\n",
-            dir.root.join("admin.token").display(),
+    let token_file = dir.root.join("admin.token");
+    match generated {
+        embedded::AdminToken::Created(token) => banner.push_str(&format!(
+            "  API token:   {token}   (admin; shown this once, kept in {})\n  Try:         curl -H 'Authorization: Bearer {token}' http://{host}:{}/api/v1/alerts\n",
+            token_file.display(),
             api_addr.port()
-        ));
+        )),
+        embedded::AdminToken::Kept => banner.push_str(&format!(
+            "  API token:   in {} (admin)\n  Try:         curl -H \"Authorization: Bearer $(cat {})\" http://{host}:{}/api/v1/alerts\n",
+            token_file.display(),
+            token_file.display(),
+            api_addr.port()
+        )),
+        embedded::AdminToken::Configured => {}
     }
     banner.push_str(&format!(
         "  MQTT:        {mqtt_addr} for agents (node:password lines in {})\n  Demo agent:  {}\n",

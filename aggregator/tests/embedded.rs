@@ -114,8 +114,17 @@ fn one_command_shows_demo_alerts_that_survive_a_restart() {
     for id in &ids {
         assert!(after.iter().any(|a| a["id"] == id.as_str()), "alert {id} lost over a restart");
     }
-    let (status, _, _) = stop(second);
+    let (status, _, out) = stop(second);
     assert!(status.success());
+    // A token is shown once, when it is made; after that the banner names its file.
+    assert!(!out.contains(token), "the token was printed a second time: {out}");
+    assert!(out.contains("admin.token"), "{out}");
+    // Files holding secrets are private, and so is the directory.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("data"), 0o700);
+    assert_eq!(mode("data/admin.token"), 0o600);
+    assert_eq!(mode("data/agents.credentials"), 0o600);
 }
 
 #[test]
