@@ -81,10 +81,14 @@ pub async fn serve(
     state: HttpState,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await?;
-    Ok(())
+    // The port is open to the LAN: a connection cap and a header-read timeout (runtime::http),
+    // with a small cap, since only Prometheus and the node's own tools call it.
+    let limits = runtime::http::Limits {
+        max_connections: 64,
+        refused: Some(state.metrics.http_refused.clone()),
+        ..Default::default()
+    };
+    runtime::http::serve(listener, router(state), limits, cancel).await
 }
 
 /// Who may submit: the holder of the configured token, or, with none, a caller on this host.
@@ -157,7 +161,10 @@ async fn generate_event(
 ) -> Response {
     if !s.generate_event {
         s.metrics.generate_refused.inc();
-        return error(StatusCode::NOT_FOUND, "POST /generate_event is off on this node (http.generate_event)");
+        return error(
+            StatusCode::NOT_FOUND,
+            "POST /generate_event is off on this node (http.generate_event)",
+        );
     }
     if let Err(refusal) = may_submit(&s.generate_event_token, peer, &headers) {
         s.metrics.generate_refused.inc();

@@ -34,6 +34,8 @@ pub struct Metrics {
     /// Acks ignored, per reason: `undecodable`, `epoch` (another spool's), `unsent` (beyond the
     /// highest sequence number this process has published: forged, or from before a restart).
     pub acks_refused: IntCounterVec,
+    /// HTTP connections closed at once because the listener's cap was reached.
+    pub http_refused: IntCounter,
     /// `POST /generate_event` requests refused (no token, wrong token, not on this host).
     pub generate_refused: IntCounter,
 }
@@ -86,6 +88,10 @@ impl Metrics {
                 "auditflow_agent_acks_refused_total",
                 "Acks ignored: undecodable, for another epoch, or beyond what this agent has sent.",
                 "reason",
+            ),
+            http_refused: counter(
+                "auditflow_agent_http_connections_refused_total",
+                "HTTP connections closed at once: the listener's connection cap was reached.",
             ),
             generate_refused: counter(
                 "auditflow_agent_generate_event_refused_total",

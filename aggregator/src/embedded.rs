@@ -103,7 +103,6 @@ impl DataDir {
     }
 }
 
-
 /// Writes a file holding secrets: created 0600 (never chmodded after writing, which would
 /// leave it readable for a moment), then renamed into place.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -109,8 +109,14 @@ fn start_common<S: state::WindowState + 'static>(
         router = router.merge(dashboard::assets());
     }
     let (api, metrics_listener) = listeners;
-    tracker.spawn(http::serve(api, router, cancel.clone()));
-    tracker.spawn(http::serve(metrics_listener, http::metrics_router(app), cancel.clone()));
+    let refused = core.metrics.http_refused.clone();
+    tracker.spawn(http::serve(api, router, refused.clone(), cancel.clone()));
+    tracker.spawn(http::serve(
+        metrics_listener,
+        http::metrics_router(app),
+        refused,
+        cancel.clone(),
+    ));
     let notifier = Arc::new(notify::Notifier {
         store,
         channels: config.notify.channels.clone(),

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub api_denied: IntCounterVec,
     /// Live-stream events a slow client missed (it was told to resync).
     pub sse_lagged: IntCounter,
+    /// HTTP connections closed at once because the listener's cap was reached.
+    pub http_refused: IntCounter,
     /// Webhook deliveries per provider and result (`accepted`, `refused`).
     pub hooks: IntCounterVec,
     /// Notification deliveries per channel kind and result (`delivered`, `retry`, `failed`,
@@ -161,6 +163,10 @@ impl Metrics {
             sse_lagged: counter(
                 "auditflow_aggregator_sse_lagged_events_total",
                 "Live-stream events slow clients missed (told to resync).",
+            ),
+            http_refused: counter(
+                "auditflow_aggregator_http_connections_refused_total",
+                "HTTP connections closed at once: the listener's connection cap was reached.",
             ),
             hooks: {
                 let c = IntCounterVec::new(

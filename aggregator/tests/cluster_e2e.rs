@@ -31,8 +31,11 @@ mod browser {
 }
 
 const ADMIN: &str = "e2e-admin-token-0123456789";
-const NODES: [(&str, &str); 3] =
-    [("pi-a", "alpha-password-0001"), ("pi-b", "bravo-password-0002"), ("pi-c", "charlie-password-0003")];
+const NODES: [(&str, &str); 3] = [
+    ("pi-a", "alpha-password-0001"),
+    ("pi-b", "bravo-password-0002"),
+    ("pi-c", "charlie-password-0003"),
+];
 /// When phase 2 starts, in seconds after the agents start.
 const PHASE_2: f64 = 30.0;
 

@@ -121,7 +121,8 @@ fn one_command_shows_demo_alerts_that_survive_a_restart() {
     assert!(out.contains("admin.token"), "{out}");
     // Files holding secrets are private, and so is the directory.
     use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+    let mode =
+        |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("data"), 0o700);
     assert_eq!(mode("data/admin.token"), 0o600);
     assert_eq!(mode("data/agents.credentials"), 0o600);

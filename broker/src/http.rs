@@ -32,8 +32,10 @@ pub async fn serve(
     metrics: Metrics,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await?;
-    Ok(())
+    let limits = runtime::http::Limits {
+        max_connections: 64,
+        refused: Some(metrics.http_refused.clone()),
+        ..Default::default()
+    };
+    runtime::http::serve(listener, router(metrics), limits, cancel).await
 }

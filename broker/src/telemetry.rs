@@ -9,6 +9,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// MQTT clients that passed authentication (connections accepted).
     pub clients_accepted: IntCounter,
+    /// HTTP connections closed at once because the listener's cap was reached.
+    pub http_refused: IntCounter,
     /// MQTT client connections open now (see `mqtt::spawn_connection_gauge`).
     pub clients_connected: IntGauge,
     /// MQTT connections refused, per reason (`auth`, `acl`, `token_*`).
@@ -49,6 +51,10 @@ impl Metrics {
         };
         let gauge = |name: &str, help: &str| runtime::metrics::gauge(&registry, name, help);
         Self {
+            http_refused: counter(
+                "auditflow_broker_http_connections_refused_total",
+                "HTTP connections closed at once: the listener's connection cap was reached.",
+            ),
             clients_accepted: counter(
                 "auditflow_broker_clients_accepted_total",
                 "MQTT connections that passed authentication.",

@@ -493,7 +493,10 @@ async fn agents_deliver_over_tls_and_only_to_the_broker_they_trust() {
     assert_eq!(broker.metric("auditflow_broker_clients_connected"), 0.0);
 
     // Plain MQTT to the TLS listener gets nowhere.
-    assert!(!try_connect(broker.mqtt, "pi-a", Some(("pi-a", "alpha-password-0001"))).await, "plain MQTT");
+    assert!(
+        !try_connect(broker.mqtt, "pi-a", Some(("pi-a", "alpha-password-0001"))).await,
+        "plain MQTT"
+    );
 
     // An agent that trusts another CA refuses the broker's certificate: it never gets as far
     // as authenticating.

@@ -208,8 +208,8 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("bind {} (is the port taken?)", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, api = %config.api_url, "dashboard serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
+    // The dashboard has no metrics port: connections refused over the cap are logged only.
+    runtime::http::serve(listener, app, runtime::http::Limits::default(), cancel)
         .await
         .context("serve")
 }

@@ -249,14 +249,14 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     }
 }
 
-/// Serves a router until cancelled.
+/// Serves a router until cancelled, with the connection cap and header-read timeout of
+/// `runtime::http` (design.md §6).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    refused: prometheus::IntCounter,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await?;
-    Ok(())
+    let limits = runtime::http::Limits { refused: Some(refused), ..Default::default() };
+    runtime::http::serve(listener, router, limits, cancel).await
 }
