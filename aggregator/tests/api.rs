@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
@@ -485,6 +485,30 @@ async fn live_stream_heartbeats_and_webhooks() {
     assert_eq!((r.status, r.json()["accepted"].as_u64()), (200, Some(1)), "{r:?}");
     let r = hook(&fixture, Some(&good), "d-1");
     assert_eq!(r.json()["duplicate"], true, "{r:?}");
+    // GitHub signs the body only: the same signed body under a new delivery id is a replay,
+    // and the same event.
+    let r = hook(&fixture, Some(&good), "d-replayed");
+    assert_eq!((r.status, r.json()["duplicate"].clone()), (200, json!(true)), "{r:?}");
+    // Headers are checked before the body is read: a delivery that announces 4 MiB with a
+    // malformed signature, or 9 MiB, is answered at once without a byte of body.
+    for (headers, status) in [
+        ("X-Hub-Signature-256: sha256=00\r\nContent-Length: 4194304\r\n", 401),
+        (
+            "X-Hub-Signature-256: sha256=0000000000000000000000000000000000000000000000000000000000000000\r\nContent-Length: 9437184\r\n",
+            413,
+        ),
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", a.http)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "POST /hooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n{headers}\r\n"
+        )
+        .unwrap();
+        let mut first = [0u8; 12];
+        s.read_exact(&mut first).expect("an answer before the body");
+        assert_eq!(&first[9..12], status.to_string().as_bytes(), "{headers}");
+    }
     assert_error(&hook(&fixture, Some(&sign(&fixture, "wrong")), "d-2"), 401);
     assert_error(&hook(&fixture, None, "d-3"), 401);
     let mut tampered = fixture.clone();
@@ -492,9 +516,10 @@ async fn live_stream_heartbeats_and_webhooks() {
     assert_error(&hook(&tampered, Some(&good), "d-4"), 401);
     // A signed body that is not JSON is a 400 after the signature check.
     assert_error(&hook(b"not json", Some(&sign(b"not json", GITHUB_SECRET)), "d-5"), 400);
+    // Refused: the malformed signature above, a wrong key, none, a tampered body.
     assert_eq!(
         a.metric("auditflow_aggregator_webhooks_total{provider=\"github\",result=\"refused\"}"),
-        3.0
+        4.0
     );
 
     // A force push to the default branch fires GIT-FORCE-PUSH-001.

@@ -1,17 +1,29 @@
 //! Webhook receivers: `POST /hooks/github` and `POST /hooks/gitlab` turn provider events into
-//! `Git` events in the same rule pipeline. The signature (GitHub's `X-Hub-Signature-256` HMAC)
-//! or token (GitLab's `X-Gitlab-Token`) is checked on the raw body before anything is parsed;
-//! a wrong or missing one is 401, logged and counted. Deliveries are deduplicated by the
-//! provider's delivery id: a redelivery has the same event id, which the pipeline recognises.
+//! `Git` events in the same rule pipeline (design.md §6).
+//!
+//! Everything that can be checked without the body is checked first: a secret is configured,
+//! the signature header is well formed (GitHub) or the token matches (GitLab), the event
+//! header is there, the declared length is within [`MAX_HOOK_BYTES`]. Only then is the body
+//! read, at most [`MAX_UNVERIFIED_BODIES`] at once and within [`BODY_TIMEOUT`], streamed into
+//! the HMAC as it arrives, so unauthenticated requests cannot make the aggregator hold many
+//! 8 MiB bodies. A wrong or missing signature or token is 401, logged and counted.
+//!
+//! Deliveries are deduplicated by the SHA-256 of the body, not by the delivery id: GitHub
+//! signs the body only, so a captured delivery replayed with a new `X-GitHub-Delivery` is the
+//! same event (and a redelivery, which repeats the body, is one too).
+
+use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use futures_util::StreamExt;
 use axum::routing::{MethodRouter, post};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 use wire::model::{Event, EventKind, Severity, Source, Timestamp};
 
@@ -40,24 +52,77 @@ impl std::fmt::Debug for HookSecrets {
 /// Largest webhook body (GitHub caps payloads at 25 MB; pushes of many commits are large).
 pub const MAX_HOOK_BYTES: usize = 8 << 20;
 
+/// Webhook bodies read at once before their signature is known (so at most 4 × 8 MiB).
+pub const MAX_UNVERIFIED_BODIES: usize = 4;
+
+/// Time a sender has to deliver a body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Process-wide: the receivers share one budget.
+static BODY_PERMITS: Semaphore = Semaphore::const_new(MAX_UNVERIFIED_BODIES);
+
 const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x7d41_0c6a_93e2_4b57_8f1d_2a6b_c3e4_f5a6);
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The 32 bytes of a `sha256=HEX` signature header; `None` when malformed. An HMAC-SHA256 is
+/// 32 bytes; GitHub sends it as 64 lower-case hex digits.
+fn github_signature(signature: Option<&str>) -> Option<wire::model::Digest> {
+    signature.and_then(|s| s.strip_prefix("sha256=")).and_then(wire::model::Digest::from_hex)
+}
+
 /// Whether `signature` (`sha256=HEX`) is the HMAC-SHA256 of `body` under `secret`; compared
 /// in constant time.
 pub fn github_signature_ok(secret: &str, body: &[u8], signature: Option<&str>) -> bool {
-    // An HMAC-SHA256 is 32 bytes; GitHub sends it as 64 lower-case hex digits.
-    let Some(sig) =
-        signature.and_then(|s| s.strip_prefix("sha256=")).and_then(wire::model::Digest::from_hex)
-    else {
-        return false;
-    };
+    let Some(sig) = github_signature(signature) else { return false };
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return false };
     mac.update(body);
     mac.verify_slice(&sig.0).is_ok()
+}
+
+/// Reads a webhook body: after the header checks, within the shared budget and time limit,
+/// feeding each chunk to `on_chunk` (the HMAC) as it arrives.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    mut on_chunk: impl FnMut(&[u8]),
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::Status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("webhook bodies are limited to {MAX_HOOK_BYTES} bytes"),
+        )
+    };
+    let declared = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_HOOK_BYTES) {
+        return Err(too_large());
+    }
+    let _permit = tokio::time::timeout(Duration::from_secs(5), BODY_PERMITS.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::Status(StatusCode::SERVICE_UNAVAILABLE, "too many webhook deliveries at once; retry".into())
+        })?;
+    let mut out = Vec::with_capacity(declared.unwrap_or(0).min(MAX_HOOK_BYTES));
+    let mut stream = body.into_data_stream();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+            if out.len() + chunk.len() > MAX_HOOK_BYTES {
+                return Err(too_large());
+            }
+            on_chunk(&chunk);
+            out.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read).await.map_err(|_| {
+        ApiError::Status(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time".into())
+    })??;
+    Ok(out)
 }
 
 fn text(v: &Value, path: &[&str]) -> Option<String> {
@@ -124,17 +189,23 @@ pub fn gitlab_event(event: &str, p: &Value) -> EventKind {
     }
 }
 
+/// The event id of a delivery: from the SHA-256 of its body (see the module's doc).
+fn delivery_id(provider: &str, body: &[u8]) -> Uuid {
+    let digest = Sha256::digest(body);
+    let mut name = Vec::with_capacity(provider.len() + 1 + digest.len());
+    name.extend_from_slice(provider.as_bytes());
+    name.push(b':');
+    name.extend_from_slice(&digest);
+    Uuid::new_v5(&DELIVERY_NAMESPACE, &name)
+}
+
 async fn deliver(
     s: &ApiState,
     provider: &'static str,
-    delivery: Option<&str>,
-    body: &Bytes,
+    body: &[u8],
     kind: EventKind,
 ) -> Result<Json<Value>, ApiError> {
-    let id = match delivery {
-        Some(d) => Uuid::new_v5(&DELIVERY_NAMESPACE, format!("{provider}:{d}").as_bytes()),
-        None => Uuid::new_v5(&DELIVERY_NAMESPACE, body),
-    };
+    let id = delivery_id(provider, body);
     let mut event = Event::new(Timestamp::now(), Source::Webhook, Severity::Info, kind);
     event.origin = Some(format!("{provider}-webhook"));
     let node = format!("{provider}-webhook");
@@ -152,7 +223,7 @@ fn refuse(s: &ApiState, provider: &'static str, why: &str) -> ApiError {
     ApiError::Unauthorized
 }
 
-fn parse(body: &Bytes) -> Result<Value, ApiError> {
+fn parse(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the payload is not JSON: {e}")))
 }
@@ -160,23 +231,28 @@ fn parse(body: &Bytes) -> Result<Value, ApiError> {
 async fn github(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let Some(secret) = s.hooks.github.as_deref() else {
         return Err(refuse(&s, "github", "no secret configured"));
     };
-    if !github_signature_ok(secret, &body, header(&headers, "x-hub-signature-256")) {
-        return Err(refuse(&s, "github", "missing or wrong X-Hub-Signature-256"));
-    }
+    let Some(signature) = github_signature(header(&headers, "x-hub-signature-256")) else {
+        return Err(refuse(&s, "github", "missing or malformed X-Hub-Signature-256"));
+    };
     let Some(event) = header(&headers, "x-github-event") else {
         return Err(ApiError::BadRequest("X-GitHub-Event is missing".into()));
     };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return Err(refuse(&s, "github", "unusable secret"));
+    };
+    let body = read_body(&headers, body, |chunk| mac.update(chunk)).await?;
+    if mac.verify_slice(&signature.0).is_err() {
+        return Err(refuse(&s, "github", "wrong X-Hub-Signature-256"));
+    }
     let payload = parse(&body)?;
     s.metrics.hooks.with_label_values(&["github", "accepted"]).inc();
     match github_event(event, &payload) {
-        Some(kind) => {
-            deliver(&s, "github", header(&headers, "x-github-delivery"), &body, kind).await
-        }
+        Some(kind) => deliver(&s, "github", &body, kind).await,
         None => Ok(Json(json!({"accepted": 0, "duplicate": false, "firings": 0}))),
     }
 }
@@ -184,7 +260,7 @@ async fn github(
 async fn gitlab(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let Some(secret) = s.hooks.gitlab.as_deref() else {
         return Err(refuse(&s, "gitlab", "no token configured"));
@@ -196,11 +272,10 @@ async fn gitlab(
     let Some(event) = header(&headers, "x-gitlab-event") else {
         return Err(ApiError::BadRequest("X-Gitlab-Event is missing".into()));
     };
+    let body = read_body(&headers, body, |_| {}).await?;
     let payload = parse(&body)?;
     s.metrics.hooks.with_label_values(&["gitlab", "accepted"]).inc();
-    let delivery =
-        header(&headers, "x-gitlab-event-uuid").or_else(|| header(&headers, "idempotency-key"));
-    deliver(&s, "gitlab", delivery, &body, gitlab_event(event, &payload)).await
+    deliver(&s, "gitlab", &body, gitlab_event(event, &payload)).await
 }
 
 /// The webhook routes (authenticated by their signatures, not by API tokens).
@@ -214,7 +289,7 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<ApiState>)> {
         params: &[],
         body: Some("WebhookPayload"),
         response: "EventsResult",
-        errors: &[400, 401, 413],
+        errors: &[400, 401, 408, 413, 503],
     };
     vec![
         (
