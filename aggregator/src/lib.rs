@@ -97,6 +97,7 @@ fn start_common<S: state::WindowState + 'static>(
         silent_after: config.detection.silent_after(),
         legacy_open: config.api.legacy_unauthenticated,
         cancel: cancel.clone(),
+        guard: Arc::default(),
     };
     if api_state.tokens.is_empty() {
         tracing::warn!(

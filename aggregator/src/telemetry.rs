@@ -63,7 +63,8 @@ pub struct Metrics {
     pub heartbeats: IntCounter,
     /// Agents whose last heartbeat is older than `detection.agent_silent_after`.
     pub agents_silent: IntGauge,
-    /// API requests refused for want of a token (`401`) or role (`403`).
+    /// API requests refused for want of a token (`401`) or role (`403`), or because the
+    /// address sent too many wrong tokens (`429`).
     pub api_denied: IntCounterVec,
     /// Live-stream events a slow client missed (it was told to resync).
     pub sse_lagged: IntCounter,
@@ -156,9 +157,9 @@ impl Metrics {
             ),
             api_denied: counter_vec(
                 "auditflow_aggregator_api_denied_total",
-                "API requests refused for want of a token or role.",
+                "API requests refused: no valid token (401), too low a role (403), too many wrong tokens from the address (429).",
                 "status",
-                &["401", "403"],
+                &["401", "403", "429"],
             ),
             sse_lagged: counter(
                 "auditflow_aggregator_sse_lagged_events_total",

@@ -296,6 +296,9 @@ async fn every_documented_route_exists_and_enforces_its_role() {
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     let mut checked = 0;
+    // Wrong tokens are tried on the first routes only: more than 20 from one address start
+    // the back-off, checked below.
+    let mut wrong_tries = 0;
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             let concrete = path.replace("{id}", "00000000-0000-4000-8000-000000000001");
@@ -327,10 +330,20 @@ async fn every_documented_route_exists_and_enforces_its_role() {
                     let r = request(a.http, &m, &concrete, None, body, &[]);
                     assert_error(&r, 401);
                     assert!(r.head.contains("www-authenticate: Bearer"), "{}", r.head);
-                    assert_error(
-                        &request(a.http, &m, &concrete, Some("wrong-token-0123456789"), body, &[]),
-                        401,
-                    );
+                    if wrong_tries < 10 {
+                        wrong_tries += 1;
+                        assert_error(
+                            &request(
+                                a.http,
+                                &m,
+                                &concrete,
+                                Some("wrong-token-0123456789"),
+                                body,
+                                &[],
+                            ),
+                            401,
+                        );
+                    }
                     let viewer = send(Some(VIEWER));
                     let operator = send(Some(OPERATOR));
                     match role {
@@ -354,6 +367,42 @@ async fn every_documented_route_exists_and_enforces_its_role() {
         }
     }
     assert!(checked >= 20, "only {checked} operations documented");
+
+    // Live streams per token are capped; another token has its own.
+    let streams: Vec<BufReader<std::net::TcpStream>> = (0..8)
+        .map(|i| {
+            let (status, s) = open_stream(a.http, OPERATOR);
+            assert_eq!(status, 200, "live stream {i}");
+            s
+        })
+        .collect();
+    assert_eq!(stream_status(a.http, OPERATOR), 429, "a ninth live stream was granted");
+    assert_eq!(stream_status(a.http, VIEWER), 200);
+    drop(streams);
+
+    // Wrong tokens back off: after 20 from one address, 429 with Retry-After, whatever the
+    // token (a right one would tell a guesser which guess was right), and counted.
+    let mut last = None;
+    for _ in 0..12 {
+        last = Some(request(
+            a.http,
+            "GET",
+            "/api/v1/alerts",
+            Some("guess-0123456789abcdef"),
+            None,
+            &[],
+        ));
+    }
+    let last = last.unwrap();
+    assert_error(&last, 429);
+    assert!(last.head.contains("retry-after: "), "{}", last.head);
+    assert_error(&get(&a, "/api/v1/alerts", ADMIN), 429);
+    assert!(a.metric("auditflow_aggregator_api_denied_total{status=\"429\"}") >= 2.0);
+    let t = Instant::now();
+    while get(&a, "/api/v1/alerts", ADMIN).status == 429 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the back-off never ended");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // Undocumented paths are 404 with a JSON body; open endpoints need no token.
     assert_error(&request(a.http, "GET", "/api/v1/nothing", Some(ADMIN), None, &[]), 404);
     assert_eq!(request(a.http, "GET", "/healthz", None, None, &[]).status, 200);
@@ -396,13 +445,19 @@ async fn every_documented_route_exists_and_enforces_its_role() {
 
 /// Opens the live stream and returns its status code.
 fn stream_status(port: u16, token: &str) -> u16 {
+    open_stream(port, token).0
+}
+
+/// Opens the live stream: its status code, and the connection, to keep it open.
+fn open_stream(port: u16, token: &str) -> (u16, BufReader<std::net::TcpStream>) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
         .unwrap();
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    let mut reader = BufReader::new(s);
+    reader.read_line(&mut line).unwrap();
+    (line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), reader)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

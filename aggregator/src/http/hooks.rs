@@ -18,8 +18,8 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use futures_util::StreamExt;
 use axum::routing::{MethodRouter, post};
+use futures_util::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -104,13 +104,17 @@ async fn read_body(
         .ok()
         .and_then(Result::ok)
         .ok_or_else(|| {
-            ApiError::Status(StatusCode::SERVICE_UNAVAILABLE, "too many webhook deliveries at once; retry".into())
+            ApiError::Status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many webhook deliveries at once; retry".into(),
+            )
         })?;
     let mut out = Vec::with_capacity(declared.unwrap_or(0).min(MAX_HOOK_BYTES));
     let mut stream = body.into_data_stream();
     let read = async {
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
             if out.len() + chunk.len() > MAX_HOOK_BYTES {
                 return Err(too_large());
             }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod guard;
 pub mod hooks;
 pub mod openapi;
 
@@ -75,6 +76,8 @@ pub struct ApiState {
     pub legacy_open: bool,
     /// Ends live streams at shutdown (graceful shutdown waits for open connections).
     pub cancel: CancellationToken,
+    /// Per-caller limits: bad-token back-off, live streams per token.
+    pub guard: Arc<guard::Guard>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -101,6 +104,8 @@ pub enum ApiError {
     Internal(anyhow::Error),
     /// A rejection with its own status (body too large, wrong content type).
     Status(StatusCode, String),
+    /// Too many failed token checks from this address: wait this long.
+    TooManyFailures(Duration),
 }
 
 impl From<anyhow::Error> for ApiError {
@@ -126,6 +131,19 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             ApiError::Status(status, m) => (status, "rejected", m),
+            ApiError::TooManyFailures(wait) => {
+                let mut resp = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({
+                        "error": "too_many_requests",
+                        "message": "too many requests with a wrong token from this address; wait and retry",
+                    })),
+                )
+                    .into_response();
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+                return resp;
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "API request failed");
                 (
@@ -177,6 +195,14 @@ async fn require(
     next: Next,
 ) -> Response {
     if let Some(role) = role {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        if let Some(wait) = state.guard.wait(peer) {
+            state.metrics.api_denied.with_label_values(&["429"]).inc();
+            return ApiError::TooManyFailures(wait).into_response();
+        }
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -184,6 +210,11 @@ async fn require(
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(principal) = presented.and_then(|t| state.tokens.lookup(t)) else {
+            // Only a presented token is a guess; a request without one (a browser before
+            // sign-in, a probe) costs nothing.
+            if presented.is_some() {
+                state.guard.failed(peer);
+            }
             state.metrics.api_denied.with_label_values(&["401"]).inc();
             return ApiError::Unauthorized.into_response();
         };

@@ -13,7 +13,12 @@ fn error_description(status: u16) -> &'static str {
         403 => "The token's role is too low.",
         404 => "Not found.",
         409 => "Not possible in the current state.",
+        408 => "The body did not arrive in time.",
         413 => "Body too large.",
+        429 => {
+            "Too many wrong tokens from this address (see Retry-After), or too many live streams for this token."
+        }
+        503 => "Busy; retry.",
         _ => "Error.",
     }
 }
@@ -153,7 +158,7 @@ pub fn document() -> Value {
             Some(role) => {
                 op.insert("security".into(), json!([{"bearer": []}]));
                 op.insert("x-required-role".into(), role.as_str().into());
-                errors.extend([401, 403]);
+                errors.extend([401, 403, 429]);
             }
             None => {
                 op.insert("security".into(), json!([]));

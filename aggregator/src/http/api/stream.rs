@@ -3,23 +3,36 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::sse::Event as SseEvent;
 use axum::response::sse::KeepAlive;
 use axum::response::sse::Sse;
 use serde_json::json;
 
-use crate::http::ApiState;
+use crate::http::auth::Principal;
+use crate::http::{ApiError, ApiState};
 
 pub(super) async fn stream(
     State(s): State<ApiState>,
-) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    Extension(principal): Extension<Principal>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Held in the stream's state: the slot is freed when the client goes away.
+    let slot = s.guard.open_stream(&principal.name).ok_or_else(|| {
+        ApiError::Status(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this token already holds {} live streams",
+                crate::http::guard::MAX_STREAMS_PER_TOKEN
+            ),
+        )
+    })?;
     let rx = s.store.subscribe();
     let hello = SseEvent::default().event("hello").data("{}");
-    let state = (rx, s.clone(), Some(hello));
-    let events = futures_util::stream::unfold(state, |(mut rx, s, hello)| async move {
+    let state = (rx, s.clone(), Some(hello), slot);
+    let events = futures_util::stream::unfold(state, |(mut rx, s, hello, slot)| async move {
         if let Some(hello) = hello {
-            return Some((Ok(hello), (rx, s, None)));
+            return Some((Ok(hello), (rx, s, None, slot)));
         }
         loop {
             let change = tokio::select! {
@@ -46,8 +59,8 @@ pub(super) async fn stream(
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             };
-            return Some((Ok(event), (rx, s, None)));
+            return Some((Ok(event), (rx, s, None, slot)));
         }
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
