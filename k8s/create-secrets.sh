@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Creates the Secrets AuditFlow needs in a namespace, with random passwords, for the
-# Kustomize install (and for the Helm chart with secrets.generate=false):
+# Kustomize install (and for the Helm chart with secrets.generate=false), and the cluster's
+# service-account keys for the broker (both installs):
 #
-#   auditflow-mqtt      agent-password  the agents' MQTT password (every node logs in with
-#                                       its node name and this password)
-#                       credentials     the broker's `node:password` lines, one per node
+#   auditflow-mqtt      credentials     the broker's lines for agents OUTSIDE the cluster
+#                                       (Ansible role, Pi image): `node:sha256:<hex>`, the
+#                                       SHA-256 of each node's own password. The agents in
+#                                       the cluster need none: each pod logs in with its own
+#                                       service-account token (below).
 #   auditflow-rabbitmq  broker-password      RabbitMQ's `auditflow-broker` user
 #                       aggregator-password  RabbitMQ's `auditflow-aggregator` user
 #                                       (each with rights to its own queues only; RabbitMQ
@@ -18,24 +21,48 @@
 #                                       `name:token:role` entries for more users)
 #                       github-secret   the GitHub webhook secret (set the same in GitHub)
 #                       gitlab-token    the GitLab webhook secret token
+#   ConfigMap auditflow-cluster-jwks  jwks.json  the cluster's public service-account keys
+#                                       (kubectl get --raw /openid/v1/jwks), against which the
+#                                       broker checks the agent pods' tokens. The script prints
+#                                       the cluster's issuer: the broker's
+#                                       [mqtt.kubernetes] issuer (chart:
+#                                       broker.kubernetesAuth.issuer) must be the same.
 #
-# Usage: k8s/create-secrets.sh NAMESPACE [NODE...]
-#   NODE...  the nodes the broker admits; default: every node of the cluster (kubectl get nodes)
+# Usage: k8s/create-secrets.sh [--jwks-only] NAMESPACE [NODE:sha256:HEX...]
+#   NODE:sha256:HEX...  the off-cluster agents' lines; they replace the broker's list. None:
+#                       the list in the cluster is kept (you manage it, e.g. with kubectl edit).
+#                       A line with a password instead of its hash is refused.
+#   --jwks-only         only (re)write the ConfigMap auditflow-cluster-jwks: for the Helm
+#                       chart, which makes the Secrets itself, and after the cluster's signing
+#                       key changed (the broker re-reads it; no restart).
 #
 # Idempotent: existing passwords are kept (PostgreSQL keeps the passwords it was initialised
 # with in its volume); a key missing from an existing Secret (after an upgrade) is added.
-# Run it again after adding a node: it rewrites the broker's node list and restarts the
-# broker so that it reads it.
+# Upgrading from the shared agents' password: the key agent-password and every credentials
+# line holding that password are removed, so that no node can log in as another with it.
+# When the broker's list changes, the broker is restarted so that it reads it.
 # Needs kubectl with access to the cluster; nothing is written to disk but a private
 # temporary directory that is removed on exit.
 set -euo pipefail
 
+jwks_only=false
+if [ "${1:-}" = --jwks-only ]; then
+  jwks_only=true
+  shift
+fi
 if [ $# -lt 1 ]; then
-  echo "usage: $0 NAMESPACE [NODE...]" >&2
+  echo "usage: $0 [--jwks-only] NAMESPACE [NODE:sha256:HEX...]" >&2
   exit 64
 fi
 ns=$1
 shift
+for line in "$@"; do
+  if ! [[ $line =~ ^[A-Za-z0-9][A-Za-z0-9._-]*:sha256:[0-9a-f]{64}$ ]]; then
+    # Name the node only: the rest may be a password.
+    echo "the line for ${line%%:*} is not NODE:sha256:<64 lowercase hex> (the SHA-256 of the node's password, never the password)" >&2
+    exit 64
+  fi
+done
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -54,6 +81,23 @@ existing() { # secret key
 }
 
 kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns"
+
+# The cluster's service-account keys, for the broker to check the agents' tokens offline.
+kubectl get --raw /openid/v1/jwks >"$tmp/jwks.json"
+if ! grep -q '"keys"' "$tmp/jwks.json"; then
+  echo "kubectl get --raw /openid/v1/jwks returned no key set" >&2
+  exit 1
+fi
+kubectl -n "$ns" create configmap auditflow-cluster-jwks --from-file=jwks.json="$tmp/jwks.json" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+issuer=$(kubectl get --raw /.well-known/openid-configuration | sed -n 's/.*"issuer": *"\([^"]*\)".*/\1/p')
+echo "configmap auditflow-cluster-jwks: the cluster's service-account keys (issuer ${issuer:-unknown})"
+if [ "$issuer" != https://kubernetes.default.svc.cluster.local ]; then
+  echo "note: the issuer is not k3s's default: set broker.kubernetesAuth.issuer=$issuer (chart), or issuer in the overlay's broker.toml (Kustomize)"
+fi
+if $jwks_only; then
+  exit 0
+fi
 
 # passwords SECRET KEY...: the Secret holds a password under each key; the existing ones are
 # kept, missing ones are generated.
@@ -101,28 +145,29 @@ else
   echo "secret auditflow-api created (admin token: kubectl -n $ns get secret auditflow-api -o jsonpath='{.data.admin-token}' | base64 -d)"
 fi
 
-agent_password=$(existing auditflow-mqtt agent-password)
-[ -n "$agent_password" ] || agent_password=$(random_password)
-printf '%s' "$agent_password" >"$tmp/agent-password"
+# The off-cluster agents' lines: the arguments, or the list the cluster holds. Lines holding
+# the old shared agents' password are dropped: any node knew it.
+shared=$(existing auditflow-mqtt agent-password)
 if [ $# -gt 0 ]; then
-  nodes=("$@")
+  printf '%s\n' "$@" | sort -u >"$tmp/credentials"
 else
-  mapfile -t nodes < <(kubectl get nodes -o go-template='{{ range .items }}{{ .metadata.name }}{{ "\n" }}{{ end }}')
+  existing auditflow-mqtt credentials >"$tmp/credentials"
 fi
-if [ ${#nodes[@]} = 0 ]; then
-  echo "no nodes given and none found in the cluster" >&2
-  exit 1
+if [ -n "$shared" ]; then
+  SHARED=$shared awk 'BEGIN { pw = ENVIRON["SHARED"] }
+    { i = index($0, ":"); if (i && substr($0, i + 1) == pw) next; print }' \
+    "$tmp/credentials" >"$tmp/credentials.kept"
+  mv "$tmp/credentials.kept" "$tmp/credentials"
 fi
-mapfile -t nodes < <(printf '%s\n' "${nodes[@]}" | sort -u)
-: >"$tmp/credentials"
-for node in "${nodes[@]}"; do
-  printf '%s:%s\n' "$node" "$agent_password" >>"$tmp/credentials"
-done
 before=$(existing auditflow-mqtt credentials | sha256sum)
-kubectl -n "$ns" create secret generic auditflow-mqtt \
-  --from-file=agent-password="$tmp/agent-password" --from-file=credentials="$tmp/credentials" \
+kubectl -n "$ns" create secret generic auditflow-mqtt --from-file=credentials="$tmp/credentials" \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-echo "secret auditflow-mqtt: the broker admits $(printf '%s ' "${nodes[@]}")"
+if [ -n "$(existing auditflow-mqtt agent-password)" ]; then
+  kubectl -n "$ns" patch secret auditflow-mqtt --type=json \
+    -p '[{"op": "remove", "path": "/data/agent-password"}]' >/dev/null
+  echo "secret auditflow-mqtt: removed the shared agents' password (agents in the cluster use their own tokens)"
+fi
+echo "secret auditflow-mqtt: the broker admits off the cluster: $(grep -o '^[^:]*' "$tmp/credentials" | tr '\n' ' ')"
 if [ "$before" != "$(sha256sum <"$tmp/credentials")" ] &&
   kubectl -n "$ns" get deployment auditflow-broker >/dev/null 2>&1; then
   kubectl -n "$ns" rollout restart deployment/auditflow-broker

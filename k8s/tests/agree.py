@@ -1,5 +1,6 @@
 """One source of truth: the Helm chart. The Kustomize base is generated from the chart's
-default rendering (`generate`), and every overlay must render the same objects as the chart
+default rendering (`generate`), as is each overlay's broker.toml (the broker's configuration
+names the agents' ServiceAccount in the overlay's namespace), and every overlay must render the same objects as the chart
 with the matching values file (`check`): same images, commands, environment, ports, probes,
 resources, volumes, selectors, policies — compared whole, not field by field.
 
@@ -275,6 +276,15 @@ def generate() -> None:
     # The Grafana sidecar finds the dashboard by label; nothing refers to it by name.
     _write_tree(K8S / "components" / "monitoring", m_groups, m_configmaps, kind="Component", disable_hash=True)
     print(f"wrote k8s/components/monitoring: {len(extra)} objects")
+
+    # The broker admits the agents' ServiceAccount of its own namespace, which is in its
+    # configuration file: each overlay replaces that file with the chart's for its namespace.
+    for env in render.ENVIRONMENTS:
+        case = next(c for c in CHART_CASES if c.label == f"chart-{env}")
+        objects = render.helm_template(case, include_hooks=False, extra={"secrets": {"generate": False}})
+        config = next(o for o in objects if ident(o) == "ConfigMap/auditflow-broker-config")
+        (K8S / "overlays" / env / "broker.toml").write_text(config["data"]["broker.toml"])
+    print(f"wrote k8s/overlays/{{{','.join(render.ENVIRONMENTS)}}}/broker.toml")
 
 
 if __name__ == "__main__":

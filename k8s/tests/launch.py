@@ -17,9 +17,16 @@ cluster is mapped, and each mapping is checked rather than trusted:
 * a directory that holds only mount points in the container (`/host` of the agent's
   `/host/etc`, `/host/var/log`, … as its sources.files.host_root) → a directory of links to
   those mounts, so that paths under it reach the same volumes.
+* what the install creates beside the manifests (k8s/create-secrets.sh): the Secrets, with
+  test values, and the ConfigMap auditflow-cluster-jwks, with the key set of a test
+  service-account issuer (an EC P-256 key made with openssl for the run) standing in for the
+  cluster's;
+* a projected service-account token → a token that issuer signs the way the kubelet asks the
+  API server to (audience and lifetime from the projection, `sub` the pod's ServiceAccount in
+  its namespace, the claim kubernetes.io.node.name the node), issued for k3s's issuer.
 Then its liveness and readiness probes are called at the declared paths and ports, and any
-workload-specific check runs (the agent must log in to the broker with the password from its
-Secret, which the broker reads from its credentials Secret).
+workload-specific check runs (the agent must log in to the broker with its pod's token, which
+the broker verifies against the key set it mounts; no password is shared).
 
 Workloads not marked `launch` (none today) are not started, and the output says so; their
 configuration and environment are still checked with the binary's `check-config`. Adding a
@@ -28,6 +35,8 @@ workload is one line in WORKLOADS.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -40,6 +49,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import uuid
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +59,11 @@ from render import ROOT, Obj, ident
 
 NODE_NAME = "launch-test-node"
 START_TIMEOUT = 30.0
+# The issuer of k3s's service-account tokens: what the test's tokens say, so that a broker
+# configured for another issuer refuses them.
+CLUSTER_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# The manifests' default namespace (the chart's default release namespace; the base sets none).
+DEFAULT_NAMESPACE = "auditflow"
 
 
 @dataclass
@@ -64,8 +79,9 @@ class Workload:
 
 
 def _agent_logged_in(ctx: "Context", me: "Running") -> str | None:
-    """The agent reached the broker over MQTT with the node name and password from its
-    Secret: `auditflow_agent_upstream_connected 1`."""
+    """The agent logged in to the broker over MQTT as its node with its pod's projected
+    service-account token, which the broker verified against the cluster's key set:
+    `auditflow_agent_upstream_connected 1`."""
     deadline = time.monotonic() + 20
     last = ""
     while time.monotonic() < deadline:
@@ -150,6 +166,52 @@ class Running:
             return "(no log)"
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TestIssuer:
+    """A service-account issuer for the run: an EC P-256 key (openssl), its JWKS, and ES256
+    tokens with the claims the API server puts in a projected token."""
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.key = directory / "issuer-key.pem"
+        subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(self.key)],
+                       check=True, capture_output=True)
+        der = subprocess.run(["openssl", "ec", "-in", str(self.key), "-pubout", "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        point = der[-65:]  # SubjectPublicKeyInfo ends with the uncompressed point 04 || x || y
+        if point[0] != 4:
+            raise LaunchError("openssl gave no uncompressed P-256 point")
+        self.kid = _b64url(point[1:9])
+        self.jwks = json.dumps({"keys": [{"use": "sig", "kty": "EC", "kid": self.kid, "crv": "P-256", "alg": "ES256",
+                                          "x": _b64url(point[1:33]), "y": _b64url(point[33:])}]})
+
+    def token(self, *, audience: str, seconds: int, namespace: str, service_account: str, node: str) -> str:
+        now = int(time.time())
+        header = {"alg": "ES256", "kid": self.kid}
+        claims = {
+            "aud": [audience], "exp": now + seconds, "iat": now, "nbf": now, "iss": CLUSTER_ISSUER,
+            "jti": str(uuid.uuid4()),
+            "kubernetes.io": {
+                "namespace": namespace,
+                "node": {"name": node, "uid": str(uuid.uuid4())},
+                "pod": {"name": "launch-test-pod", "uid": str(uuid.uuid4())},
+                "serviceaccount": {"name": service_account, "uid": str(uuid.uuid4())},
+            },
+            "sub": f"system:serviceaccount:{namespace}:{service_account}",
+        }
+        signing_input = ".".join(_b64url(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims))
+        der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)], input=signing_input.encode(),
+                             check=True, capture_output=True).stdout
+        # DER SEQUENCE { INTEGER r, INTEGER s } -> the 64 bytes r || s that JWS wants.
+        r_len = der[3]
+        r = int.from_bytes(der[4:4 + r_len], "big")
+        s = int.from_bytes(der[6 + r_len:6 + r_len + der[5 + r_len]], "big")
+        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
 @dataclass
 class Context:
     objects: list[Obj]
@@ -158,12 +220,20 @@ class Context:
     as_root: bool
     secret_values: dict[tuple[str, str], str] = field(default_factory=dict)
     running: dict[str, Running] = field(default_factory=dict)
+    issuer: TestIssuer | None = None
+
+    def cluster_issuer(self) -> TestIssuer:
+        if self.issuer is None:
+            self.issuer = TestIssuer(self.tmp / "issuer")
+        return self.issuer
 
     def secret(self, name: str, key: str) -> str:
         """Test values for the Secrets the install creates (k8s/create-secrets.sh makes the
-        same keys: the broker's credentials list the node with the agents' password)."""
+        same keys: the broker's credentials hold the off-cluster agents' hashed lines only,
+        here one for a node that is not NODE_NAME; the agent in the cluster needs none)."""
         if (name, key) == ("auditflow-mqtt", "credentials"):
-            return f"{NODE_NAME}:{self.secret('auditflow-mqtt', 'agent-password')}\n"
+            digest = hashlib.sha256(self.secret("test", "off-cluster-password").encode()).hexdigest()
+            return f"off-cluster-test-node:sha256:{digest}\n"
         if (name, key) == ("auditflow-api", "tokens"):
             return f"admin:{self.secret('auditflow-api', 'admin-token')}:admin"
         if (name, key) not in self.secret_values:
@@ -175,6 +245,9 @@ class Context:
         return next((o for o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name), None)
 
     def configmap(self, name: str) -> Obj:
+        if name == "auditflow-cluster-jwks" and self.find("ConfigMap", name) is None:
+            # Made at install time from the cluster's /openid/v1/jwks (k8s/create-secrets.sh).
+            return {"kind": "ConfigMap", "metadata": {"name": name}, "data": {"jwks.json": self.cluster_issuer().jwks}}
         obj = self.find("ConfigMap", name)
         if obj is None:
             raise LaunchError(f"ConfigMap {name} is not in the manifests")
@@ -196,7 +269,7 @@ def _expand(value: str, env: dict[str, str]) -> str:
                   lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
 
 
-def container_env(ctx: Context, container: Obj) -> dict[str, str]:
+def container_env(ctx: Context, container: Obj, namespace: str = DEFAULT_NAMESPACE) -> dict[str, str]:
     env: dict[str, str] = {}
     for e in container.get("env", []):
         if "value" in e:
@@ -213,7 +286,7 @@ def container_env(ctx: Context, container: Obj) -> dict[str, str]:
             env[e["name"]] = {
                 "spec.nodeName": NODE_NAME,
                 "metadata.name": "launch-test-pod",
-                "metadata.namespace": "auditflow",
+                "metadata.namespace": namespace,
                 "status.podIP": "127.0.0.1",
             }[source["fieldRef"]["fieldPath"]]
         else:
@@ -275,6 +348,8 @@ class Mapper:
         if not m:
             return value
         host, scheme = m.group("host"), m.group("scheme")
+        if host in ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local") and not m.group("port"):
+            return value  # the service-account issuer: a name the tokens carry, not an address
         svc = self.ctx.find("Service", host)
         if svc is None:
             raise LaunchError(f"{value!r} names {host}, which is not a Service of the manifests")
@@ -347,6 +422,7 @@ def prepare(ctx: Context, workload: Workload, obj: Obj, root: Path) -> Prepared:
     if len(containers) != 1 or spec.get("initContainers"):
         raise LaunchError("the launch test handles pods of exactly one container")
     container = containers[0]
+    namespace = obj["metadata"].get("namespace") or DEFAULT_NAMESPACE
     pod_sc = spec.get("securityContext") or {}
     uid = (container.get("securityContext") or {}).get("runAsUser", pod_sc.get("runAsUser"))
     gid = pod_sc.get("runAsGroup", uid)
@@ -372,6 +448,14 @@ def prepare(ctx: Context, workload: Workload, obj: Obj, root: Path) -> Prepared:
             if not items:
                 raise LaunchError(f"secret volume {vm['name']}: list its items, so the test knows the keys")
             files = {i["path"]: ctx.secret(name, i["key"]) for i in items}
+        elif "projected" in vol:
+            for source in vol["projected"]["sources"]:
+                token = source.get("serviceAccountToken")
+                if token is None:
+                    raise LaunchError(f"projected volume {vm['name']}: only serviceAccountToken sources are supported")
+                files[token["path"]] = ctx.cluster_issuer().token(
+                    audience=token.get("audience", CLUSTER_ISSUER), seconds=token.get("expirationSeconds", 3600),
+                    namespace=namespace, service_account=spec.get("serviceAccountName", "default"), node=NODE_NAME)
         elif not ("emptyDir" in vol or "hostPath" in vol):
             raise LaunchError(f"volume {vm['name']}: unsupported type")
         for rel, text in files.items():
@@ -410,7 +494,7 @@ def prepare(ctx: Context, workload: Workload, obj: Obj, root: Path) -> Prepared:
                           "on them (state every listen address in the ConfigMap)")
 
     env = {k: mapper.string(v) if (URL.match(v) or v.startswith("/")) else v
-           for k, v in container_env(ctx, container).items()}
+           for k, v in container_env(ctx, container, namespace).items()}
     command = container.get("command")
     if not command:
         raise LaunchError("the container states no command; the launch test needs it to pick the binary")
@@ -490,7 +574,9 @@ def signature(ctx: Context, obj: Obj) -> str:
     """What the binary sees: container spec (but resources) and the ConfigMaps it mounts."""
     spec = obj["spec"]["template"]["spec"]
     container = {k: v for k, v in spec["containers"][0].items() if k != "resources"}
-    configs = [ctx.configmap(v["configMap"]["name"]).get("data") for v in spec.get("volumes", []) if "configMap" in v]
+    # ConfigMaps of the manifests only: the install's (the cluster's key set) differ every run.
+    configs = [ctx.configmap(v["configMap"]["name"]).get("data") for v in spec.get("volumes", [])
+               if "configMap" in v and ctx.find("ConfigMap", v["configMap"]["name"]) is not None]
     return json.dumps([container, configs, spec.get("securityContext")], sort_keys=True)
 
 

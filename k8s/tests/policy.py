@@ -8,8 +8,12 @@ Rules, for every container of every pod template (Deployment, DaemonSet, Statefu
   no hostNetwork/hostPID/hostIPC, no hostPort; no hostPath volume (see the exception);
   a dedicated ServiceAccount without an API token.
 Secrets: no Secret object in a Kustomize render (they are created at install time); the
-  chart's generated Secrets are random (two renders differ in every value); no password,
-  token or key in an env `value`, in a URL's user info or in a ConfigMap.
+  chart's generated Secrets are random (two renders differ in every value), but for the
+  broker's off-cluster credentials, which are the values' `node:sha256:<hex>` lines (a
+  plaintext password there fails the render); no password, token or key in an env `value`,
+  in a URL's user info or in a ConfigMap (a `*_file` key naming a path is where one is read).
+Service-account tokens: only the agent projects one, for the broker's audience (never the API
+  server's), valid an hour at most, mounted read-only.
 Plus: NodePort only for the dashboard on 30080; no RBAC bindings (nothing needs the API);
   every workload is selected by a NetworkPolicy and the namespace has a default deny.
 
@@ -32,6 +36,7 @@ so liveness/readiness probes do not apply to them; all other rules do.
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -46,7 +51,11 @@ AGENT_FORBIDDEN_GROUPS = {0: "root", 42: "shadow"}
 
 SENSITIVE_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|COOKIE", re.I)
 URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@\s/]+)@", re.I)
-CONFIG_SECRET = re.compile(r"^\s*[\w.-]*(password|passwd|secret|token|api_key)\w*\s*[=:]\s*\"?([^\s\"#]+)", re.I | re.M)
+CONFIG_SECRET = re.compile(r"^\s*([\w.-]*(?:password|passwd|secret|token|api_key)\w*)\s*[=:]\s*\"?([^\s\"#]+)", re.I | re.M)
+# The agents' only projected service-account token: for the broker, never for the API server
+# (whose audiences are its issuer URL or "api"), and short-lived.
+AGENT_TOKEN_AUDIENCE_FORBIDDEN = re.compile(r"^(https?://|api$|kubernetes)", re.I)
+AGENT_TOKEN_MAX_SECONDS = 3600
 
 
 def _sc(spec: Obj, container: Obj, key: str) -> Any:
@@ -69,6 +78,18 @@ def check_pod(obj: Obj, spec: Obj, problems: list[str]) -> None:
     if spec.get("serviceAccountName") in (None, "", "default"):
         problems.append(f"{name}: needs its own ServiceAccount")
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for vol in volumes.values():
+        for source in (vol.get("projected") or {}).get("sources", []):
+            token = source.get("serviceAccountToken")
+            if token is None:
+                continue
+            audience = token.get("audience", "")
+            if not is_agent:
+                problems.append(f"{name}: volume {vol['name']} projects a service-account token (only the agent has one, for the broker)")
+            elif not audience or AGENT_TOKEN_AUDIENCE_FORBIDDEN.match(audience):
+                problems.append(f"{name}: volume {vol['name']}: the token's audience {audience!r} would let it reach the API server")
+            elif token.get("expirationSeconds", 3600) > AGENT_TOKEN_MAX_SECONDS:
+                problems.append(f"{name}: volume {vol['name']}: token valid for more than {AGENT_TOKEN_MAX_SECONDS} s")
     for container in spec.get("initContainers", []) + spec.get("containers", []):
         c = f"{name} container {container['name']}"
         res = container.get("resources") or {}
@@ -115,6 +136,8 @@ def check_pod(obj: Obj, spec: Obj, problems: list[str]) -> None:
         # hostPath: only the agent, only the listed paths, read-only but for the spool.
         for mount in container.get("volumeMounts", []):
             vol = volumes.get(mount["name"], {})
+            if "projected" in vol and mount.get("readOnly") is not True:
+                problems.append(f"{c}: projected volume {mount['name']} must be mounted readOnly")
             if "hostPath" not in vol:
                 continue
             path = vol["hostPath"]["path"]
@@ -171,6 +194,8 @@ def check_render(label: str, objects: list[Obj]) -> list[str]:
         if kind == "ConfigMap":
             for key, text in (obj.get("data") or {}).items():
                 for m in CONFIG_SECRET.finditer(text):
+                    if m.group(1).endswith("_file") and m.group(2).startswith("/"):
+                        continue  # where a secret is read from, not a secret
                     problems.append(f"{name}: {key} sets {m.group(1)} to a value; secrets come from Secrets")
                 for m in URL_WITH_PASSWORD.finditer(text):
                     problems.append(f"{name}: {key} has a URL with a password")
@@ -182,9 +207,14 @@ def check_render(label: str, objects: list[Obj]) -> list[str]:
     return problems
 
 
+# The one generated key that is not random: the off-cluster agents' hashed lines, from values.
+OFF_CLUSTER_CREDENTIALS = ("Secret/auditflow-mqtt", "credentials")
+
+
 def check_generated_secrets() -> list[str]:
     """The chart's Secrets are random at install time: two renders share no value, and none
-    is empty (except the broker's credentials while no node is known offline)."""
+    is empty. The broker's credentials are the values' `node:sha256:<hex>` lines, exactly, and
+    a line holding a password fails the render."""
     case = next(c for c in render.CHART_CASES if c.label == "chart-external-services")
     first, second = (
         {ident(o): o for o in render.helm_template(case) if o["kind"] == "Secret"} for _ in range(2)
@@ -192,12 +222,24 @@ def check_generated_secrets() -> list[str]:
     problems = []
     if not first:
         problems.append("secrets.generate=true rendered no Secret")
+    lines = render.load_values(case.values_files)["broker"]["offClusterCredentials"]
     for key, obj in first.items():
         for data_key, value in (obj.get("data") or {}).items():
+            if (key, data_key) == OFF_CLUSTER_CREDENTIALS:
+                got = base64.b64decode(value).decode()
+                if got.split() != lines:
+                    problems.append(f"{key}: {data_key} is {got!r}, not broker.offClusterCredentials")
+                continue
             if not value:
                 problems.append(f"{key}: {data_key} is empty")
             elif value == second[key]["data"][data_key]:
                 problems.append(f"{key}: {data_key} is the same in two renders: not generated")
+    try:
+        render.helm_template(case, extra={"broker": {"offClusterCredentials": ["pi9:a-plaintext-password-here"]}})
+        problems.append("broker.offClusterCredentials with a plaintext password rendered")
+    except Exception as e:  # helm_python.HelmError; its message must not repeat the password
+        if "plaintext-password" in str(e) or "node:sha256" not in str(e):
+            problems.append(f"a plaintext broker.offClusterCredentials line failed with an unhelpful or leaking message: {e}")
     without = render.helm_template(case, extra={"secrets": {"generate": False}})
     problems.extend(f"{ident(o)}: rendered although secrets.generate=false" for o in without if o["kind"] == "Secret")
     return problems

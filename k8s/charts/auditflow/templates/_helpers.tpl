@@ -91,3 +91,30 @@ redis://:$(REDIS_PASSWORD)@{{ .host }}:{{ .port }}/0
       name: {{ .secret }}
       key: {{ .key }}
 {{- end }}
+
+{{/* The broker's credentials file: broker.offClusterCredentials, one `node:sha256:<hex>` line
+each; a plaintext password (or anything else) fails the render, naming only the node. */}}
+{{- define "auditflow.offClusterCredentials" -}}
+{{- range .Values.broker.offClusterCredentials }}
+{{- if not (regexMatch "^[A-Za-z0-9][A-Za-z0-9._-]*:sha256:[0-9a-f]{64}$" .) }}
+{{- fail (printf "broker.offClusterCredentials: the line for %q is not `node:sha256:<64 lowercase hex>` (the SHA-256 of the node's password, never the password)" (regexReplaceAll ":.*$" . "")) }}
+{{- end }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The broker's [mqtt.kubernetes] section: the agents' projected service-account tokens are
+checked against the cluster's key set (ConfigMap auditflow-cluster-jwks), for the agents'
+ServiceAccount in this release's namespace. */}}
+{{- define "auditflow.brokerKubernetesAuth" -}}
+{{- with .Values.broker.kubernetesAuth -}}
+[mqtt.kubernetes]
+# Added by the chart (broker.kubernetesAuth): agents in the cluster log in with their pod's
+# projected service-account token, which names their node; checked offline against the
+# cluster's key set (ConfigMap auditflow-cluster-jwks, made by k8s/create-secrets.sh).
+jwks_file = "/etc/auditflow/cluster-jwks/jwks.json"
+issuer = {{ required "broker.kubernetesAuth.issuer: the cluster's service-account issuer" .issuer | quote }}
+audience = {{ required "broker.kubernetesAuth.audience" .audience | quote }}
+service_accounts = ["system:serviceaccount:{{ $.Release.Namespace }}:auditflow-agent"]
+{{- end }}
+{{- end }}
