@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use broker::acks::AckBook;
 use broker::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER, Incoming, classify};
+use broker::report::{Refusal, Reporter};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use runtime::retry::Backoff;
@@ -154,10 +155,10 @@ const BATCH: usize = 256;
 const BATCH_WAIT: Duration = Duration::from_millis(20);
 
 /// Moves agents' publishes from the in-process broker into the pipeline, acking each agent
-/// after its envelopes are committed. Runs until cancelled.
+/// after its envelopes are committed, and the broker's refusals of nodes' actions in as
+/// `mqtt_refused` events (`broker/src/report.rs`). Runs until cancelled.
 pub async fn bridge<S: WindowState + 'static>(
-    mut tx: LinkTx,
-    mut rx: LinkRx,
+    (mut tx, mut rx, mut refusals): (LinkTx, LinkRx, tokio::sync::mpsc::Receiver<Refusal>),
     pipeline: Arc<Pipeline<S, SharedStore>>,
     max_frame: usize,
     cancel: CancellationToken,
@@ -165,14 +166,19 @@ pub async fn bridge<S: WindowState + 'static>(
     tx.subscribe(EVENTS_FILTER).context("subscribe to agents' events")?;
     tx.subscribe(HEARTBEAT_FILTER).context("subscribe to agents' heartbeats")?;
     let mut book = AckBook::default();
+    let mut reporter = Reporter::new();
     let metrics = pipeline.metrics.clone();
     loop {
         let mut incoming = Vec::new();
-        let first = tokio::select! {
+        let mut items = Vec::new();
+        tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            n = rx.next() => n.context("the MQTT broker's link closed")?,
-        };
-        incoming.extend(first);
+            n = rx.next() => incoming.extend(n.context("the MQTT broker's link closed")?),
+            Some(r) = refusals.recv() => items.push(Item::Envelope(reporter.envelope(&r))),
+        }
+        while let Ok(r) = refusals.try_recv() {
+            items.push(Item::Envelope(reporter.envelope(&r)));
+        }
         let deadline = tokio::time::Instant::now() + BATCH_WAIT;
         while incoming.len() < BATCH {
             match tokio::time::timeout_at(deadline, rx.next()).await {
@@ -180,7 +186,6 @@ pub async fn bridge<S: WindowState + 'static>(
                 Err(_) => break,
             }
         }
-        let mut items = Vec::new();
         let mut streams = Vec::new();
         let mut beats: Vec<Heartbeat> = Vec::new();
         for n in incoming {
@@ -198,11 +203,22 @@ pub async fn bridge<S: WindowState + 'static>(
                 Incoming::Invalid { reason, detail, topic, .. } => {
                     metrics.invalid.inc();
                     tracing::warn!(reason, detail = %detail, topic = %topic, "envelope refused");
+                    if let Some(node) = topic.strip_prefix("auditflow/v1/events/") {
+                        let r = Refusal {
+                            node: node.to_owned(),
+                            reason,
+                            access: "publish",
+                            topic: topic.clone(),
+                        };
+                        items.push(Item::Envelope(reporter.envelope(&r)));
+                    }
                 }
                 Incoming::Ignored(reason) => {
                     metrics.invalid.inc();
                     tracing::debug!(reason, "publish ignored");
                 }
+                // Only the broker makes reports; nothing on the link is one.
+                Incoming::Report { .. } => {}
             }
         }
         metrics.messages_in.with_label_values(&["native"]).inc_by(streams.len() as u64);

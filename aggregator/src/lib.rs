@@ -259,6 +259,7 @@ async fn run_embedded(
     let (credentials, password) = dir.credentials(&node)?;
     let mqtt_addr: std::net::SocketAddr = e.mqtt_listen.parse().context("embedded.mqtt_listen")?;
     let broker_metrics = broker::telemetry::Metrics::new();
+    let (refusal_tx, refusal_rx) = tokio::sync::mpsc::channel(broker::report::QUEUE);
     let (link_tx, link_rx) = broker::mqtt::start(
         &broker::mqtt::MqttSettings {
             listen: mqtt_addr,
@@ -271,6 +272,7 @@ async fn run_embedded(
             // Embedded mode is the single-box profile (listening on loopback by default);
             // agents on other machines over TLS go through `auditflow-broker`.
             tls: None,
+            refusals: Some(refusal_tx),
         },
         &broker_metrics,
     )?;
@@ -301,8 +303,13 @@ async fn run_embedded(
         let cancel = cancel.clone();
         let max_frame = config.ingest.max_frame_bytes;
         tracker.spawn(async move {
-            if let Err(e) =
-                embedded::bridge(link_tx, link_rx, pipeline, max_frame, cancel.clone()).await
+            if let Err(e) = embedded::bridge(
+                (link_tx, link_rx, refusal_rx),
+                pipeline,
+                max_frame,
+                cancel.clone(),
+            )
+            .await
             {
                 tracing::error!(error = %format!("{e:#}"), "embedded bridge failed");
                 cancel.cancel();

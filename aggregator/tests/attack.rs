@@ -303,6 +303,28 @@ async fn probes(t: &Target) -> Vec<(String, bool)> {
         }
         closed && start.elapsed() < Duration::from_secs(14)
     });
+    // Every refused action raised an alert about the attacker, and none about its victim.
+    held("refusals raise FLEET-MQTT-REFUSED-001 for pi-a only", {
+        let start = Instant::now();
+        loop {
+            let r = request(
+                api,
+                "GET",
+                "/api/v1/alerts?rule=FLEET-MQTT-REFUSED-001",
+                Some(ADMIN),
+                None,
+                &[],
+            );
+            let nodes: Vec<String> = r.json()["alerts"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["node"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            if !nodes.is_empty() || start.elapsed() > Duration::from_secs(15) {
+                break nodes == ["pi-a"];
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
     // Token guessing backs off (last: it locks this address out for a while).
     let statuses: Vec<u16> = (0..25)
         .map(|i| {

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use wire::{Envelope, Heartbeat, queues};
 
 use crate::acks::AckBook;
+use crate::report::{Refusal, Reporter};
 use crate::telemetry::Metrics;
 
 /// Unconfirmed envelopes at most; beyond this the bridge stops reading from rumqttd.
@@ -46,6 +47,11 @@ pub enum Incoming {
     Invalid { reason: &'static str, detail: String, topic: String, frame: Vec<u8> },
     /// Not for the bridge (wrong topic, bad heartbeat): counted, dropped.
     Ignored(&'static str),
+    /// The broker's own envelope reporting a refusal (`report.rs`); acknowledges no agent.
+    Report {
+        /// The encoded envelope.
+        frame: Vec<u8>,
+    },
 }
 
 /// Validates one publish: the topic names the node, the frame decodes, and the node id inside
@@ -95,9 +101,11 @@ pub async fn run(
     settings: BridgeSettings,
     mut link_tx: LinkTx,
     mut link_rx: LinkRx,
+    mut refusals: tokio::sync::mpsc::Receiver<Refusal>,
     metrics: Metrics,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut reporter = Reporter::new();
     link_tx.subscribe(EVENTS_FILTER).context("subscribe to agents' events")?;
     link_tx.subscribe(HEARTBEAT_FILTER).context("subscribe to agents' heartbeats")?;
     let mut book = AckBook::default();
@@ -115,8 +123,8 @@ pub async fn run(
                 let result = pump(
                     &settings,
                     &channel,
-                    &mut link_tx,
-                    &mut link_rx,
+                    Links { tx: &mut link_tx, rx: &mut link_rx },
+                    (&mut refusals, &mut reporter),
                     &mut book,
                     &metrics,
                     &cancel,
@@ -172,16 +180,22 @@ enum Pending {
     Other,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The bridge's two ends of the in-process link to rumqttd.
+struct Links<'a> {
+    tx: &'a mut LinkTx,
+    rx: &'a mut LinkRx,
+}
+
 async fn pump(
     settings: &BridgeSettings,
     channel: &Channel,
-    link_tx: &mut LinkTx,
-    link_rx: &mut LinkRx,
+    links: Links<'_>,
+    (refusals, reporter): (&mut tokio::sync::mpsc::Receiver<Refusal>, &mut Reporter),
     book: &mut AckBook,
     metrics: &Metrics,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let Links { tx: link_tx, rx: link_rx } = links;
     let mut confirms = FuturesOrdered::new();
     let mut pending: VecDeque<Pending> = VecDeque::new();
     // When the oldest unconfirmed publish went out (reset by every confirm).
@@ -232,10 +246,30 @@ async fn pump(
                     let Some(notification) = notification.context("rumqttd link closed")? else { continue };
                     if let Notification::Forward(forward) = notification {
                         let item = classify(&forward.publish.topic, &forward.publish.payload, settings.max_frame);
+                        if let Incoming::Invalid { reason, topic, .. } = &item
+                            && let Some(node) = topic.strip_prefix("auditflow/v1/events/")
+                        {
+                            let refusal = Refusal { node: node.to_owned(), reason, access: "publish", topic: topic.clone() };
+                            crate::mqtt::report(None, metrics, refusal.clone());
+                            let frame = wire::encode(&reporter.envelope(&refusal));
+                            if let Some((p, confirm)) = publish(channel, Incoming::Report { frame }, metrics).await? {
+                                pending.push_back(p);
+                                confirms.push_back(confirm);
+                            }
+                        }
                         if let Some((p, confirm)) = publish(channel, item, metrics).await? {
                             pending.push_back(p);
                             confirms.push_back(confirm);
                         }
+                    }
+                }
+                refusal = refusals.recv(), if pending.len() < WINDOW => {
+                    // The sender lives as long as rumqttd: never closed while we run.
+                    let Some(refusal) = refusal else { continue };
+                    let frame = wire::encode(&reporter.envelope(&refusal));
+                    if let Some((p, confirm)) = publish(channel, Incoming::Report { frame }, metrics).await? {
+                        pending.push_back(p);
+                        confirms.push_back(confirm);
                     }
                 }
             }
@@ -293,6 +327,7 @@ async fn publish(
             metrics.refused.with_label_values(&[reason]).inc();
             return Ok(None);
         }
+        Incoming::Report { frame } => (queues::EVENTS, frame, persistent, Pending::Other),
     };
     let confirm = channel
         .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &frame, properties)

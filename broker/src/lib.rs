@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod http;
 pub mod kubetoken;
 pub mod mqtt;
+pub mod report;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let http = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("bind the HTTP port {}", config.http.listen))?;
+    let (refusal_tx, refusal_rx) = tokio::sync::mpsc::channel(report::QUEUE);
     let (link_tx, link_rx) = mqtt::start(
         &mqtt::MqttSettings {
             listen,
@@ -59,6 +61,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
                 cert: config.mqtt.tls_cert.clone().into(),
                 key: config.mqtt.tls_key.clone().into(),
             }),
+            refusals: Some(refusal_tx),
         },
         &metrics,
     )?;
@@ -71,6 +74,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         },
         link_tx,
         link_rx,
+        refusal_rx,
         metrics.clone(),
         cancel.clone(),
     )

@@ -21,6 +21,7 @@ use rumqttd::{
 use crate::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER};
 use crate::credentials::Credentials;
 use crate::kubetoken::TokenVerifier;
+use crate::report::Refusal;
 use crate::telemetry::Metrics;
 
 /// Topic filter of the acks the bridge publishes.
@@ -43,6 +44,23 @@ pub struct MqttSettings {
     pub max_inflight: usize,
     /// MQTT over TLS with this certificate chain and key (PEM files); `None` for plain MQTT.
     pub tls: Option<TlsFiles>,
+    /// Where refused actions of authenticated nodes are reported (they become alerts).
+    pub refusals: Option<tokio::sync::mpsc::Sender<Refusal>>,
+}
+
+/// Reports a refusal: counted per node, and queued to become an alert (dropped, counted, when
+/// the queue is full).
+pub fn report(
+    refusals: Option<&tokio::sync::mpsc::Sender<Refusal>>,
+    metrics: &Metrics,
+    r: Refusal,
+) {
+    metrics.node_refusals.with_label_values(&[&r.node, r.reason]).inc();
+    if let Some(tx) = refusals
+        && tx.try_send(r).is_err()
+    {
+        metrics.reports_dropped.inc();
+    }
 }
 
 /// The listener's certificate chain and private key, PEM files. rumqttd reads them for every
@@ -93,10 +111,25 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
     let accepted = metrics.clients_accepted.clone();
     let refused_counter = metrics.clients_refused.clone();
     let refused_acl = metrics.clients_refused.with_label_values(&["acl"]);
+    let acl_metrics = metrics.clone();
+    let refusals = settings.refusals.clone();
     let topic_acl = TopicAcl(Arc::new(move |client_id: &str, access: Access, topic: &str| {
         let ok = allowed(client_id, access, topic);
         if !ok {
             refused_acl.inc();
+            report(
+                refusals.as_ref(),
+                &acl_metrics,
+                Refusal {
+                    node: client_id.to_owned(),
+                    reason: "acl",
+                    access: match access {
+                        Access::Publish => "publish",
+                        Access::Subscribe => "subscribe",
+                    },
+                    topic: topic.to_owned(),
+                },
+            );
             tracing::warn!(
                 client_id,
                 topic,

@@ -11,6 +11,11 @@ pub struct Metrics {
     pub clients_accepted: IntCounter,
     /// HTTP connections closed at once because the listener's cap was reached.
     pub http_refused: IntCounter,
+    /// Actions of authenticated nodes refused, per node and reason (`acl`, `node_mismatch`,
+    /// `undecodable`); the node label is bounded by the fleet (only authenticated clients).
+    pub node_refusals: IntCounterVec,
+    /// Refusal reports (alerts) dropped because their queue was full.
+    pub reports_dropped: IntCounter,
     /// MQTT client connections open now (see `mqtt::spawn_connection_gauge`).
     pub clients_connected: IntGauge,
     /// MQTT connections refused, per reason (`auth`, `acl`, `token_*`).
@@ -51,6 +56,22 @@ impl Metrics {
         };
         let gauge = |name: &str, help: &str| runtime::metrics::gauge(&registry, name, help);
         Self {
+            node_refusals: {
+                let c = IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "auditflow_broker_node_refusals_total",
+                        "Actions of authenticated nodes refused (each also raises FLEET-MQTT-REFUSED-001), per node and reason.",
+                    ),
+                    &["node", "reason"],
+                )
+                .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            reports_dropped: counter(
+                "auditflow_broker_refusal_reports_dropped_total",
+                "Refusal reports dropped because their queue was full (a flood of refusals).",
+            ),
             http_refused: counter(
                 "auditflow_broker_http_connections_refused_total",
                 "HTTP connections closed at once: the listener's connection cap was reached.",

@@ -245,16 +245,38 @@ fn agent_state(dir: &Path, node: &str) -> (u64, u64) {
 }
 
 /// Drains `auditflow.events`: which sequence numbers arrived per (node, epoch).
+/// Drains `auditflow.events`: which sequence numbers arrived per (node, epoch) from agents;
+/// the broker's own refusal reports (`report.rs`) are left out.
 async fn drain_events(url: &str) -> HashMap<(String, u64), Vec<u64>> {
+    drain_all(url).await.0
+}
+
+/// Like [`drain_events`], and the broker's refusal reports as (node, reason).
+async fn drain_all(url: &str) -> (HashMap<(String, u64), Vec<u64>>, Vec<(String, String)>) {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ: {e}"));
     let channel = conn.create_channel().await.unwrap();
     let mut seen: HashMap<(String, u64), Vec<u64>> = HashMap::new();
+    let mut reports = Vec::new();
     while let Some(m) =
         channel.basic_get(wire::queues::EVENTS.into(), BasicGetOptions::default()).await.unwrap()
     {
         let e: wire::Envelope = wire::decode(&m.delivery.data).expect("valid envelope");
+        if let [event] = e.events.as_slice()
+            && event.origin.as_deref() == Some("auditflow-broker")
+            && let wire::model::EventKind::Generic { event_type, fields } = &event.kind
+            && event_type == "mqtt_refused"
+        {
+            let reason = fields
+                .iter()
+                .find(|(k, _)| k == "reason")
+                .map(|(_, v)| format!("{v:?}"))
+                .unwrap_or_default();
+            reports.push((e.node_id.clone(), reason));
+            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            continue;
+        }
         let counts = seen.entry((e.node_id.clone(), e.epoch)).or_default();
         let end = e.end_seq() as usize;
         if counts.len() < end {
@@ -266,7 +288,7 @@ async fn drain_events(url: &str) -> HashMap<(String, u64), Vec<u64>> {
         m.delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
     let _ = conn.close(200, "done".into()).await;
-    seen
+    (seen, reports)
 }
 
 fn assert_complete(dir: &Path, nodes: &[&str], seen: &HashMap<(String, u64), Vec<u64>>) {
@@ -664,7 +686,19 @@ async fn a_node_can_touch_only_its_own_topics() {
     assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"acl\"}"), 8.0);
     assert_eq!(victim_events.await.unwrap(), 0, "the victim received a forged message");
     assert_eq!(broker.metric("auditflow_broker_envelopes_in_total"), 0.0);
-    assert!(drain_events(&vhost.url).await.is_empty(), "a forged envelope reached RabbitMQ");
+    // What reached RabbitMQ: no forged envelope, and one report (an alert) per refusal, each
+    // about the attacker.
+    let (seen, reports) = drain_all(&vhost.url).await;
+    assert!(seen.is_empty(), "a forged envelope reached RabbitMQ");
+    assert_eq!(reports.len(), 8, "{reports:?}");
+    assert!(
+        reports.iter().all(|(node, reason)| node == "pi-a" && reason.contains("acl")),
+        "{reports:?}"
+    );
+    assert_eq!(
+        broker.metric("auditflow_broker_node_refusals_total{node=\"pi-a\",reason=\"acl\"}"),
+        8.0
+    );
 
     // Its own topics work as before: an envelope in, an ack back.
     let (client, mut eventloop) = session(broker.mqtt, "pi-a").await;
