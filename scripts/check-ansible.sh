@@ -265,9 +265,14 @@ apply_nodes() {
   check "unit 0644 root" mode_is "$o" "$unit" 644 root root
   check "config node id" has "$o" /etc/auditflow/agent.toml 'node_id = "test-node"'
   check "config filter rules" test "$(grep -c '^\[\[filter\]\]$' "$o/etc/auditflow/agent.toml")" = 2
-  check "config holds no secret" lacks "$o/etc/auditflow/agent.toml" test-password
-  check "password in the credentials file" has "$o" /etc/auditflow/agent.env 'AUDITFLOW_MQTT_PASSWORD=test-password-for-a-throwaway-root'
-  check "no secret in the output" lacks "$WORK/apply-nodes.log" test-password-for-a-throwaway-root
+  # The host's own MQTT password, generated on the controller beside the inventory.
+  local pw_dir="$WORK/.auditflow-mqtt-passwords" pw
+  pw=$(cat "$pw_dir/outside" 2>/dev/null || true)
+  check "own password generated on the controller (40 letters and digits)" grep -qxE '[A-Za-z0-9]{40}' "$pw_dir/outside"
+  check "controller's password folder 0700, file 0600" test "$(stat -c '%a' "$pw_dir" "$pw_dir/outside" | tr '\n' ' ')" = '700 600 '
+  check "config holds no secret" lacks "$o/etc/auditflow/agent.toml" "${pw:-no-password}"
+  check "password in the credentials file" has "$o" /etc/auditflow/agent.env "AUDITFLOW_MQTT_PASSWORD=${pw:-no-password}"
+  check "no secret in the output" lacks "$WORK/apply-nodes.log" "${pw:-no-password}"
   check "config valid for the agent" chroot "$o" /usr/local/bin/auditflow-agent check-config --config /etc/auditflow/agent.toml
   # The sources, as the role's defaults switch them on.
   check "config sources: auth, dpkg and files on, k8s_audit off" "$VENV/bin/python" -c '
@@ -500,8 +505,21 @@ JSON
   STEP_FAILED=0
   # The platform.
   check "k8s/ copied to the server" test -f "$a$deploy/k8s/overlays/prod/kustomization.yaml"
-  check "Secrets made by create-secrets.sh, broker admits the outside host" \
-    grep -qx 'auditflow-prod test-server outside' "$a/var/log/create-secrets-fake.log"
+  # The broker gets the outside host's node id and the SHA-256 of its own password, nothing
+  # more: the cluster's nodes need no line (their pods log in with their own tokens).
+  local pw line
+  pw=$(cat "$WORK/.auditflow-mqtt-passwords/outside" 2>/dev/null || echo no-password)
+  line="test-node:sha256:$(printf '%s' "$pw" | sha256sum | cut -d' ' -f1)"
+  check "Secrets made by create-secrets.sh, broker admits the outside host by its hash" \
+    grep -qxF "auditflow-prod $line" "$a/var/log/create-secrets-fake.log"
+  check "helm: create-secrets.sh copies only the cluster's keys" \
+    grep -qx -- '--jwks-only auditflow-prod' "$a/var/log/create-secrets-fake.log"
+  check "HelmChart gives the broker the outside host's hashed line" grep -qF -- "- $line" "$a$deploy/helmchart.yaml"
+  for log in platform-kustomize.log platform-helm.log platform-helm-again.log; do
+    check "no agent password in $log" lacks "$WORK/$log" "$pw"
+  done
+  check "no agent password in the HelmChart" lacks "$a$deploy/helmchart.yaml" "$pw"
+  check "no agent password in the kubectl calls" lacks "$k" "$pw"
   check "Secret from a variable" grep -qF '"stringData": {"token": "s3cret-for-test"}' "$k"
   check "overlay compared" grep -qx "ARGS diff -k $deploy/k8s/overlays/prod" "$k"
   check "overlay applied" grep -qx "ARGS apply -k $deploy/k8s/overlays/prod" "$k"
@@ -515,7 +533,9 @@ assert doc["kind"] == "HelmChart" and spec["targetNamespace"] == "auditflow-prod
 names = tarfile.open(fileobj=io.BytesIO(base64.b64decode(spec["chartContent"]))).getnames()
 assert "auditflow/Chart.yaml" in names and "auditflow/templates/configmap.yaml" in names, names
 values = yaml.safe_load(spec["valuesContent"])
-assert values == {"replicas": 2, "image": {"tag": "9.9.9"}, "secrets": {"nodeNames": ["outside"]}}, values
+lines = values["broker"].pop("offClusterCredentials")
+assert len(lines) == 1 and lines[0].startswith("test-node:sha256:"), lines
+assert values == {"replicas": 2, "image": {"tag": "9.9.9"}, "broker": {}}, values
 ' "$a$deploy/helmchart.yaml"
   check "chart packed reproducibly" cmp -s "$WORK/helmchart-1.yaml" "$a$deploy/helmchart.yaml"
   check "HelmChart unchanged on the second run" \
@@ -578,6 +598,56 @@ assert all("persistentVolumeClaim" not in v for v in pod["volumes"])
   return "$STEP_FAILED"
 }
 
+# --- a password per agent host, never shared ------------------------------------------------
+# The roles' defaults for two local hosts (ansible/tests/mqtt-passwords.yml), run twice: each
+# host gets its own random password, kept on the controller (0600 in a 0700 folder), the same
+# on the second run; the broker's line for each is `node:sha256:<SHA-256 of its password>`; no
+# password appears in the output.
+mqtt_passwords() {
+  local dir="$WORK/passwords" inv="$WORK/passwords/inventory" run
+  rm -rf "$dir"
+  mkdir -p "$inv" "$dir/run1" "$dir/run2"
+  cat >"$inv/hosts.yml" <<INVENTORY
+all:
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: $VENV/bin/python
+  children:
+    k3s_servers:
+      hosts:
+        server: {}
+    auditflow_agents:
+      hosts:
+        alpha.example.test: {}
+        beta: {}
+INVENTORY
+  for run in run1 run2; do
+    if ! (cd ansible && ANSIBLE_NOCOLOR=1 ansible-playbook -i "$inv/hosts.yml" tests/mqtt-passwords.yml \
+      -e "result_dir=$dir/$run") >"$WORK/mqtt-passwords-$run.log" 2>&1; then
+      show_failure "mqtt-passwords-$run.log"
+      return 1
+    fi
+  done
+  STEP_FAILED=0
+  local a b
+  a=$(cat "$dir/run1/alpha.example.test.password")
+  b=$(cat "$dir/run1/beta.password")
+  check "two hosts get different passwords" test "$a" != "$b"
+  check "passwords are 40 random letters and digits" bash -c "[[ '$a' =~ ^[A-Za-z0-9]{40}\$ && '$b' =~ ^[A-Za-z0-9]{40}\$ ]]"
+  check "kept on the controller beside the inventory" test "$(cat "$inv/.auditflow-mqtt-passwords/beta")" = "$b"
+  check "controller's folder 0700, files 0600" test \
+    "$(stat -c '%a' "$inv/.auditflow-mqtt-passwords" "$inv/.auditflow-mqtt-passwords/alpha.example.test" "$inv/.auditflow-mqtt-passwords/beta" | tr '\n' ' ')" = '700 600 600 '
+  check "the same passwords on the next run" cmp -s "$dir/run1/beta.password" "$dir/run2/beta.password"
+  check "the broker's line is the node id and the SHA-256 of its password" "$VENV/bin/python" -c '
+import hashlib, json, sys
+lines = json.load(open(sys.argv[1]))
+want = sorted(f"{node}:sha256:{hashlib.sha256(pw.encode()).hexdigest()}" for node, pw in (("alpha", sys.argv[2]), ("beta", sys.argv[3])))
+assert lines == want, (lines, want)
+' "$dir/run1/lines.json" "$a" "$b"
+  check "no password in the output" bash -c "! grep -qF -e '$a' -e '$b' '$WORK/mqtt-passwords-run1.log' '$WORK/mqtt-passwords-run2.log'"
+  return "$STEP_FAILED"
+}
+
 stage tools tools
 stage ansible-lint lint
 stage syntax-check syntax
@@ -590,4 +660,5 @@ stage k3s-apply k3s_apply
 stage idempotence reapply_all
 stage k3s-wrong-sha256 k3s_wrong_sha
 stage platform-and-ci-runner platform_and_runner
+stage mqtt-passwords mqtt_passwords
 summary
