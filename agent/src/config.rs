@@ -127,6 +127,8 @@ pub struct SourcesConfig {
     pub k8s_audit: TailConfig,
     /// Watched files.
     pub files: FilesConfig,
+    /// When a tailing source counts as blind (it reads lines it does not understand).
+    pub blind: crate::blind::BlindConfig,
 }
 
 /// `[sources.files]`: files whose content and ownership are watched.
@@ -207,6 +209,7 @@ impl Default for SourcesConfig {
             dpkg: tail("/var/log/dpkg.log", 6),
             k8s_audit: tail("/var/lib/rancher/k3s/server/logs/audit.log", 7),
             files: FilesConfig::default(),
+            blind: crate::blind::BlindConfig::default(),
         }
     }
 }
@@ -326,7 +329,7 @@ impl Validate for Config {
     }
 
     fn validate(&self) -> Vec<String> {
-        let mut errors = Vec::new();
+        let mut errors = self.sources.blind.problems();
         let token = &self.http.generate_event_token;
         if !token.is_empty() && token.len() < 16 {
             errors.push(

@@ -6,6 +6,7 @@
 //! [`spool`] on disk → transport ([`amqp`]) → acknowledgement → spool truncation.
 
 pub mod amqp;
+pub mod blind;
 pub mod config;
 pub mod files;
 pub mod filter;
@@ -148,6 +149,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             format,
             state_path: Path::new(&config.spool.dir).join(format!("tail-{name}.pos")),
             from_beginning: t.start_at == "beginning",
+            blind: config.sources.blind.clone(),
         };
         tails.push(
             tail::spawn(settings, events_tx.clone(), metrics.clone(), stop_pipeline.clone())

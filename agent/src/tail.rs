@@ -58,6 +58,8 @@ pub struct TailSettings {
     pub state_path: PathBuf,
     /// On first start, read the history already in the file.
     pub from_beginning: bool,
+    /// When the source reports itself blind.
+    pub blind: crate::blind::BlindConfig,
 }
 
 /// The saved position: which file (inode) and how far into it.
@@ -321,6 +323,7 @@ fn run(
     let mut saved_at = saved;
     let mut last_error = Instant::now() - Duration::from_secs(60);
     let mut overlong_seen = 0;
+    let mut watch = crate::blind::Watch::new(s.name, s.blind.clone());
     while !cancel.is_cancelled() {
         let at_end = match tailer.step(&mut lines) {
             Ok(e) => e,
@@ -332,10 +335,16 @@ fn run(
                 true
             }
         };
+        let read = lines.len() as u64 + (tailer.overlong - overlong_seen);
         for line in lines.drain(..) {
-            if parser.push(line.trim_end_matches('\r'), &mut events) == LineKind::Unparsed {
+            let line = line.trim_end_matches('\r');
+            if parser.push(line, &mut events) == LineKind::Unparsed {
                 unparsed.inc();
+                watch.unparsed(Some(line));
             }
+        }
+        for _ in overlong_seen..tailer.overlong {
+            watch.unparsed(None);
         }
         unparsed.inc_by(tailer.overlong - overlong_seen);
         overlong_seen = tailer.overlong;
@@ -343,6 +352,14 @@ fn run(
             parser.settle(&mut events);
         }
         collected.inc_by(events.len() as u64);
+        watch.read(read, events.len() as u64);
+        if let Some(blind) = watch.check(Instant::now()) {
+            tracing::warn!(
+                source = s.name,
+                "the source understands too few of its lines; reporting it"
+            );
+            events.push(blind);
+        }
         for e in events.drain(..) {
             if out.blocking_send(Collected::Event(e)).is_err() {
                 return;

@@ -232,3 +232,76 @@ async fn watched_file_changes_arrive_live_and_after_a_sigkill() {
         .queue_delete(format!("{queue}.hb").as_str().into(), QueueDeleteOptions::default())
         .await;
 }
+
+/// design.md §4.1: a source whose log changes format under it (here sshd lines, then the same
+/// daemon writing JSON) reports itself blind with the counts and samples of what it did not
+/// understand, once per window, and says nothing while it understands its lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_whose_format_changes_reports_itself_blind() {
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| {
+        panic!("AMQP_URL is not set: RabbitMQ is required for this test; run scripts/test.sh")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let queue = format!("auditflow.test.blind.{}", std::process::id());
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"pi-blind\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\nfsync = false\n[batch]\nmax_age_ms = 100\n\
+             [transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\namqp_queue = \"{queue}\"\n\
+             amqp_heartbeat_queue = \"{queue}.hb\"\n\
+             [sources.auth]\nenabled = true\npath = \"{}\"\nstart_at = \"beginning\"\n\
+             [sources.blind]\ncheck_interval_s = 2\nmin_lines = 10\nmin_understood = 0.5\n",
+            dir.path().join("spool").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    failures(&log, 0, 30);
+    let _agent = start_agent(&config);
+
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    // (logins, blind reports) seen.
+    type Seen = (u32, Vec<Vec<(String, wire::Value)>>);
+    let add = |seen: &mut Seen, e: &wire::Event| match &e.kind {
+        EventKind::Login { .. } => seen.0 += 1,
+        EventKind::Generic { event_type, fields } if event_type == "source_blind" => {
+            seen.1.push(fields.clone());
+        }
+        _ => {}
+    };
+    let mut seen: Seen = (0, Vec::new());
+    collect_until(&channel, &queue, &mut seen, add, |s| s.0 >= 30).await;
+    // Two windows pass with every line understood: no report.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    collect_until(&channel, &queue, &mut seen, add, |_| true).await;
+    assert!(seen.1.is_empty(), "a source that understands its lines reported itself: {:?}", seen.1);
+
+    // The daemon's format changes.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    for i in 0..40 {
+        writeln!(
+            f,
+            r#"{{"ts":"2026-12-06T08:00:{i:02}Z","prog":"sshd","msg":"auth failed","user":"u{i}"}}"#
+        )
+        .unwrap();
+    }
+    drop(f);
+    collect_until(&channel, &queue, &mut seen, add, |s| !s.1.is_empty()).await;
+    let report = &seen.1[0];
+    let get = |k: &str| report.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("source"), Some(wire::Value::Str("auth".into())), "{report:?}");
+    assert_eq!(get("unparsed"), Some(wire::Value::Int(40)), "{report:?}");
+    assert_eq!(get("understood_pct"), Some(wire::Value::Int(0)), "{report:?}");
+    assert!(
+        matches!(get("sample_3"), Some(wire::Value::Str(s)) if s.contains(r#""user":"u39""#)),
+        "the newest line not understood is a sample: {report:?}"
+    );
+    let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    let _ = channel
+        .queue_delete(format!("{queue}.hb").as_str().into(), QueueDeleteOptions::default())
+        .await;
+}
