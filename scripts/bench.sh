@@ -4,6 +4,7 @@
 #   scripts/bench.sh agent [SECONDS]
 #   scripts/bench.sh broker [SECONDS]
 #   scripts/bench.sh detect [SECONDS]
+#   scripts/bench.sh parse [LINES]
 #
 # agent: runs the release agent's synthetic source at 1k, 10k and 100k events/s into the local
 # RabbitMQ over AMQP (spool with fsync on, publisher confirms), each for SECONDS (default 10),
@@ -14,6 +15,10 @@
 # against the shipped rule pack, with in-memory state and with the local Redis, SECONDS each
 # (default 10). Its last line is
 #   detect: memory_events_per_s=<n> redis_events_per_s=<m>
+# parse: the auth parser on one core over a mixed corpus of every family in
+# tests/fixtures/auth, LINES lines (default 2,000,000), in memory (agent/examples/bench_parse.rs).
+# Its last line is
+#   parse: lines_per_s=<n> events_per_s=<m>
 # e2e [SECONDS] [AGENTS] [RATE]: the whole pipeline as release processes on this machine, the
 # cluster profile (agents → broker → RabbitMQ → aggregator with Redis and PostgreSQL) and then
 # the embedded profile (agents → aggregator with its in-process broker and SQLite): AGENTS
@@ -198,10 +203,16 @@ bench_e2e() {
   printf '%s\n' "${lines[@]}"
 }
 
+bench_parse() {
+  cargo build --quiet --release -p agent --example bench_parse
+  "$ROOT/target/release/examples/bench_parse" "${1:-2000000}"
+}
+
 case "$what" in
   agent) bench_agent ;;
+  parse) bench_parse "${2:-}" ;;
   broker) bench_broker ;;
   detect) bench_detect ;;
   e2e) bench_e2e "$@" ;;  # its own defaults: 20 s, 2 agents, 101000 events/s each
-  *) echo "usage: scripts/bench.sh agent|broker|detect|e2e [SECONDS]" >&2; exit 64 ;;
+  *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e [SECONDS|LINES]" >&2; exit 64 ;;
 esac
