@@ -55,6 +55,8 @@ struct Core {
     rules: Arc<Rules>,
     status: Arc<Mutex<RuleStatus>>,
     reloader: Option<Arc<Reloader>>,
+    /// The notification channels' HTTP clients (built at start: a bad CA file is an error).
+    http: notify::HttpClients,
 }
 
 /// Starts the API and metrics servers, the rule reloader, the notifier and the fleet watcher.
@@ -124,6 +126,7 @@ fn start_common<S: state::WindowState + 'static>(
         amqp,
         max_attempts: config.notify.max_attempts,
         metrics: core.metrics,
+        http: core.http,
     });
     tracker.spawn(notifier.run(cancel.clone()));
     tracker.spawn(fleet::run(pipeline, config.detection.silent_after(), cancel.clone()));
@@ -158,7 +161,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             last: Mutex::new(initial_digest),
         })
     });
-    let core = Core { metrics: metrics.clone(), rules: rules.clone(), status, reloader };
+    let http = notify::HttpClients::new(&config.notify.channels)?;
+    let core = Core { metrics: metrics.clone(), rules: rules.clone(), status, reloader, http };
     let tracker = TaskTracker::new();
     if config.is_embedded() {
         run_embedded(&config, core, secrets, (api, metrics_listener), &tracker, &cancel).await?;
