@@ -21,6 +21,15 @@
 #                                       `name:token:role` entries for more users)
 #                       github-secret   the GitHub webhook secret (set the same in GitHub)
 #                       gitlab-token    the GitLab webhook secret token
+#   auditflow-tls-ca    tls.crt, tls.key  the CA that signs the broker's certificate (mounted
+#                                       by no pod; kept, so that agents keep trusting it)
+#   auditflow-broker-tls  tls.crt, tls.key, ca.crt  the broker's certificate for MQTT over
+#                                       TLS: auditflow-broker, .NAMESPACE, .NAMESPACE.svc,
+#                                       .NAMESPACE.svc.cluster.local and the names and addresses
+#                                       in AUDITFLOW_BROKER_TLS_NAMES (comma-separated, for
+#                                       agents outside the cluster); 825 days. Kept when it
+#                                       exists: delete it and run again to re-issue it.
+#   ConfigMap auditflow-broker-ca  ca.crt  the CA's certificate, which the agents trust
 #   ConfigMap auditflow-cluster-jwks  jwks.json  the cluster's public service-account keys
 #                                       (kubectl get --raw /openid/v1/jwks), against which the
 #                                       broker checks the agent pods' tokens. The script prints
@@ -144,6 +153,40 @@ else
     --from-file=github-secret="$tmp/github-secret" --from-file=gitlab-token="$tmp/gitlab-token" >/dev/null
   echo "secret auditflow-api created (admin token: kubectl -n $ns get secret auditflow-api -o jsonpath='{.data.admin-token}' | base64 -d)"
 fi
+
+# The broker's TLS certificate, from a CA of our own (EC P-256, openssl). The CA's key goes
+# into its own Secret, which no pod mounts; the agents get the CA's certificate from a
+# ConfigMap, so that no pod on every node names a Secret holding a private key.
+if kubectl -n "$ns" get secret auditflow-tls-ca >/dev/null 2>&1; then
+  existing auditflow-tls-ca tls.crt >"$tmp/ca.crt"
+  existing auditflow-tls-ca tls.key >"$tmp/ca.key"
+  echo "secret auditflow-tls-ca exists: kept"
+else
+  openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$tmp/ca.key"
+  openssl req -x509 -new -key "$tmp/ca.key" -subj /CN=auditflow-broker-ca -days 3650 -out "$tmp/ca.crt" 2>/dev/null
+  kubectl -n "$ns" create secret tls auditflow-tls-ca --cert="$tmp/ca.crt" --key="$tmp/ca.key" >/dev/null
+  echo "secret auditflow-tls-ca created (a new CA: agents outside the cluster need its certificate)"
+fi
+if kubectl -n "$ns" get secret auditflow-broker-tls >/dev/null 2>&1; then
+  echo "secret auditflow-broker-tls exists: kept (delete it and run again to re-issue it)"
+else
+  sans="DNS:auditflow-broker,DNS:auditflow-broker.$ns,DNS:auditflow-broker.$ns.svc,DNS:auditflow-broker.$ns.svc.cluster.local"
+  IFS=, read -r -a extra <<<"${AUDITFLOW_BROKER_TLS_NAMES:-}"
+  for name in "${extra[@]}"; do
+    if [[ $name =~ ^[0-9.]+$ || $name == *:* ]]; then sans+=",IP:$name"; elif [ -n "$name" ]; then sans+=",DNS:$name"; fi
+  done
+  printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$sans" >"$tmp/ext.cnf"
+  openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$tmp/tls.key"
+  openssl req -new -key "$tmp/tls.key" -subj /CN=auditflow-broker -out "$tmp/tls.csr" 2>/dev/null
+  openssl x509 -req -in "$tmp/tls.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial \
+    -days 825 -extfile "$tmp/ext.cnf" -out "$tmp/tls.crt" 2>/dev/null
+  kubectl -n "$ns" create secret generic auditflow-broker-tls --type=kubernetes.io/tls \
+    --from-file=tls.crt="$tmp/tls.crt" --from-file=tls.key="$tmp/tls.key" --from-file=ca.crt="$tmp/ca.crt" >/dev/null
+  echo "secret auditflow-broker-tls created for ${sans//DNS:/}"
+fi
+kubectl -n "$ns" create configmap auditflow-broker-ca --from-file=ca.crt="$tmp/ca.crt" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+echo "configmap auditflow-broker-ca: the CA the agents trust"
 
 # The off-cluster agents' lines: the arguments, or the list the cluster holds. Lines holding
 # the old shared agents' password are dropped: any node knew it.

@@ -80,11 +80,12 @@ def cmd_lint() -> int:
     return failures
 
 
-# Kinds of the Prometheus Operator, which kubernetes-validate has no schemas for: checked for
-# the fields the operator needs instead.
+# Kinds of the Prometheus Operator and cert-manager, which kubernetes-validate has no schemas
+# for: checked for the fields the operator needs instead.
 CRD_REQUIRED = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("spec.selector", "spec.endpoints"),
     ("monitoring.coreos.com/v1", "PrometheusRule"): ("spec.groups",),
+    ("cert-manager.io/v1", "Certificate"): ("spec.secretName", "spec.issuerRef.name", "spec.dnsNames"),
 }
 
 
@@ -131,7 +132,7 @@ def cmd_validate(out: Path) -> int:
                 print(f"FAIL {label} {ident(obj)}: {e.message}")
     print(f"{'ok  ' if not failures else 'FAIL'} {len(unique)} distinct objects from {len(renders)} renders "
           f"validated strictly against Kubernetes {' and '.join(versions)} "
-          f"({crd_checked} Prometheus Operator objects checked for their required fields only: "
+          f"({crd_checked} Prometheus Operator and cert-manager objects checked for their required fields only: "
           f"no schema offline)")
     return failures
 

@@ -23,10 +23,18 @@ cluster is mapped, and each mapping is checked rather than trusted:
   cluster's;
 * a projected service-account token → a token that issuer signs the way the kubelet asks the
   API server to (audience and lifetime from the projection, `sub` the pod's ServiceAccount in
-  its namespace, the claim kubernetes.io.node.name the node), issued for k3s's issuer.
+  its namespace, the claim kubernetes.io.node.name the node), issued for k3s's issuer;
+* the broker's TLS certificate (Secret auditflow-broker-tls) and the agents' CA (ConfigMap
+  auditflow-broker-ca), which the chart's own CA or k8s/create-secrets.sh make at install
+  time → a CA and a certificate made with openssl for the run, with the names the chart and
+  create-secrets.sh give it (auditflow-broker, .<namespace>, .svc, .svc.cluster.local) plus
+  127.0.0.1, the address an mqtts:// URL is mapped to; the URL's own host must be one of
+  those names.
 Then its liveness and readiness probes are called at the declared paths and ports, and any
-workload-specific check runs (the agent must log in to the broker with its pod's token, which
-the broker verifies against the key set it mounts; no password is shared).
+workload-specific check runs (the broker must answer TLS with the mounted certificate when its
+configuration says so; the agent must log in to the broker with its pod's token, which the
+broker verifies against the key set it mounts, over TLS trusting the mounted CA only; no
+password is shared).
 
 Workloads not marked `launch` (none today) are not started, and the output says so; their
 configuration and environment are still checked with the binary's `check-config`. Adding a
@@ -44,6 +52,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import tempfile
@@ -79,8 +88,9 @@ class Workload:
 
 
 def _agent_logged_in(ctx: "Context", me: "Running") -> str | None:
-    """The agent logged in to the broker over MQTT as its node with its pod's projected
-    service-account token, which the broker verified against the cluster's key set:
+    """The agent logged in to the broker over MQTT (over TLS, trusting the mounted CA only,
+    when its URL is mqtts://) as its node with its pod's projected service-account token,
+    which the broker verified against the cluster's key set:
     `auditflow_agent_upstream_connected 1`."""
     deadline = time.monotonic() + 20
     last = ""
@@ -92,9 +102,26 @@ def _agent_logged_in(ctx: "Context", me: "Running") -> str | None:
     return "the agent did not log in to the broker within 20 s (auditflow_agent_upstream_connected != 1)"
 
 
+def _broker_tls(ctx: "Context", me: "Running") -> str | None:
+    """With tls_cert in its configuration, the broker answers TLS 1.2+ on its MQTT port with the
+    mounted certificate, which verifies for the name auditflow-broker against the test CA."""
+    if me.config_file is None or 'tls_cert = "' not in me.config_file.read_text():
+        return None
+    context = ssl.create_default_context(cafile=str(ctx.tls().ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        with socket.create_connection(("127.0.0.1", me.local_port("mqtt")), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="auditflow-broker") as tls:
+                version = tls.version()
+    except (OSError, ssl.SSLError) as e:
+        return f"no TLS handshake with the broker's MQTT port for the name auditflow-broker: {e}"
+    me.note = f"MQTT over {version}, certificate verified for auditflow-broker"
+    return None
+
+
 # Start order matters: a workload's peers must be running before it.
 WORKLOADS = [
-    Workload("Deployment", "auditflow-broker", launch=True),
+    Workload("Deployment", "auditflow-broker", launch=True, check=_broker_tls),
     Workload("DaemonSet", "auditflow-agent", launch=True, check=_agent_logged_in),
     Workload("Deployment", "auditflow-aggregator", launch=True),
     Workload("Deployment", "auditflow-dashboard", launch=True),
@@ -149,6 +176,10 @@ class Running:
     ports: dict[int, int]  # containerPort -> local port
     named: dict[str, int]  # port name -> containerPort
     log: Path
+    # The configuration file as written for this run (the workload checks read it).
+    config_file: Path | None = None
+    # What a workload check found, printed with the probes.
+    note: str = ""
 
     def local_port(self, port: int | str) -> int:
         container_port = self.named[port] if isinstance(port, str) else port
@@ -212,6 +243,39 @@ class TestIssuer:
         return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
+# The names the broker's certificate holds (templates/tls.yaml, k8s/create-secrets.sh), in the
+# manifests' default namespace.
+TLS_NAMES = ("auditflow-broker", f"auditflow-broker.{DEFAULT_NAMESPACE}", f"auditflow-broker.{DEFAULT_NAMESPACE}.svc",
+             f"auditflow-broker.{DEFAULT_NAMESPACE}.svc.cluster.local")
+
+
+class TestTls:
+    """The broker's certificate for the run: an EC P-256 CA and a certificate it signs for
+    TLS_NAMES and 127.0.0.1 (openssl)."""
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca_file = directory / "ca.crt"
+        ca_key, key, csr, cert = (directory / n for n in ("ca.key", "tls.key", "tls.csr", "tls.crt"))
+        ext = directory / "ext.cnf"
+        sans = ",".join([*(f"DNS:{n}" for n in TLS_NAMES), "IP:127.0.0.1"])
+        ext.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+        for argv in (
+            ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(ca_key)],
+            ["req", "-x509", "-new", "-key", str(ca_key), "-subj", "/CN=auditflow-launch-test-ca", "-days", "2",
+             "-out", str(self.ca_file)],
+            ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)],
+            ["req", "-new", "-key", str(key), "-subj", "/CN=auditflow-broker", "-out", str(csr)],
+            ["x509", "-req", "-in", str(csr), "-CA", str(self.ca_file), "-CAkey", str(ca_key), "-CAcreateserial",
+             "-days", "2", "-extfile", str(ext), "-out", str(cert)],
+        ):
+            subprocess.run(["openssl", *argv], check=True, capture_output=True)
+        # PKCS#8, as cert-manager and Helm's genSignedCert write keys too.
+        pkcs8 = subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", str(key)],
+                               check=True, capture_output=True, text=True).stdout
+        self.files = {"tls.crt": cert.read_text(), "tls.key": pkcs8, "ca.crt": self.ca_file.read_text()}
+
+
 @dataclass
 class Context:
     objects: list[Obj]
@@ -221,6 +285,12 @@ class Context:
     secret_values: dict[tuple[str, str], str] = field(default_factory=dict)
     running: dict[str, Running] = field(default_factory=dict)
     issuer: TestIssuer | None = None
+    tls_files: TestTls | None = None
+
+    def tls(self) -> TestTls:
+        if self.tls_files is None:
+            self.tls_files = TestTls(self.tmp / "tls")
+        return self.tls_files
 
     def cluster_issuer(self) -> TestIssuer:
         if self.issuer is None:
@@ -234,6 +304,8 @@ class Context:
         if (name, key) == ("auditflow-mqtt", "credentials"):
             digest = hashlib.sha256(self.secret("test", "off-cluster-password").encode()).hexdigest()
             return f"off-cluster-test-node:sha256:{digest}\n"
+        if name == "auditflow-broker-tls" and key in ("tls.crt", "tls.key", "ca.crt"):
+            return self.tls().files[key]
         if (name, key) == ("auditflow-api", "tokens"):
             return f"admin:{self.secret('auditflow-api', 'admin-token')}:admin"
         if (name, key) not in self.secret_values:
@@ -248,6 +320,9 @@ class Context:
         if name == "auditflow-cluster-jwks" and self.find("ConfigMap", name) is None:
             # Made at install time from the cluster's /openid/v1/jwks (k8s/create-secrets.sh).
             return {"kind": "ConfigMap", "metadata": {"name": name}, "data": {"jwks.json": self.cluster_issuer().jwks}}
+        if name == "auditflow-broker-ca" and self.find("ConfigMap", name) is None:
+            # Made at install time with the broker's certificate (k8s/create-secrets.sh).
+            return {"kind": "ConfigMap", "metadata": {"name": name}, "data": {"ca.crt": self.tls().files["ca.crt"]}}
         obj = self.find("ConfigMap", name)
         if obj is None:
             raise LaunchError(f"ConfigMap {name} is not in the manifests")
@@ -308,6 +383,7 @@ class Prepared:
     gid: int | None
     groups: list[int]
     root: Path
+    config_file: Path | None = None
 
 
 class Mapper:
@@ -353,7 +429,9 @@ class Mapper:
         svc = self.ctx.find("Service", host)
         if svc is None:
             raise LaunchError(f"{value!r} names {host}, which is not a Service of the manifests")
-        port = int(m.group("port") or {"http": 80, "https": 443, "mqtt": 1883, "amqp": 5672,
+        if scheme == "mqtts" and host not in TLS_NAMES:
+            raise LaunchError(f"{value!r}: the broker's certificate does not name {host} (it names {', '.join(TLS_NAMES)})")
+        port = int(m.group("port") or {"http": 80, "https": 443, "mqtt": 1883, "mqtts": 8883, "amqp": 5672,
                                        "postgres": 5432, "redis": 6379}.get(scheme, 0))
         svc_port = next((p for p in svc["spec"]["ports"] if p["port"] == port), None)
         if svc_port is None:
@@ -507,7 +585,7 @@ def prepare(ctx: Context, workload: Workload, obj: Obj, root: Path) -> Prepared:
     copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source, copy)
     argv = [str(copy), *(mapper.path(_expand(a, env)) for a in command[1:] + container.get("args", []))]
-    return Prepared(workload, argv, env, ports, named, container, uid, gid, groups, root)
+    return Prepared(workload, argv, env, ports, named, container, uid, gid, groups, root, path)
 
 
 def _as_user(p: Prepared, argv: list[str], as_root: bool) -> list[str]:
@@ -524,7 +602,7 @@ def start(ctx: Context, p: Prepared) -> Running:
     with open(log, "wb") as out:
         proc = subprocess.Popen(_as_user(p, p.argv, ctx.as_root), env=p.env, cwd=p.root,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return Running(p.workload, proc, p.ports, p.named, log)
+    return Running(p.workload, proc, p.ports, p.named, log, p.config_file)
 
 
 def probe(run: Running, container: Obj) -> list[str]:
@@ -635,7 +713,7 @@ def run_render(label: str, objects: list[Obj], bin_dir: Path, seen: set[str]) ->
                     problem = w.check(ctx, run)
                     if problem:
                         raise LaunchError(problem)
-                    results.append(" ".join((w.check.__doc__ or "check ok").split()))
+                    results.append(run.note or " ".join((w.check.__doc__ or "check ok").split()))
                 launched.append(w.name)
                 user = f"uid {prepared.uid}" if ctx.as_root and prepared.uid is not None else "this user"
                 if repeat:

@@ -14,8 +14,15 @@ Secrets: no Secret object in a Kustomize render (they are created at install tim
   in a URL's user info or in a ConfigMap (a `*_file` key naming a path is where one is read).
 Service-account tokens: only the agent projects one, for the broker's audience (never the API
   server's), valid an hour at most, mounted read-only.
-Plus: NodePort only for the dashboard on 30080; no RBAC bindings (nothing needs the API);
-  every workload is selected by a NetworkPolicy and the namespace has a default deny.
+Plus: NodePort only for the dashboard on 30080, and NodePort or LoadBalancer for the broker's
+  MQTT port only through auditflow-broker-external, only over TLS, only from the CIDRs the
+  broker's NetworkPolicy names; no RBAC bindings (nothing needs the API); every workload is
+  selected by a NetworkPolicy and the namespace has a default deny.
+MQTT over TLS (tls.enabled): the broker listens with a certificate and key from the Secret
+  auditflow-broker-tls, the agents connect with mqtts:// and trust the CA of the ConfigMap
+  auditflow-broker-ca only, and no pod but the broker names the broker's Secret. The chart's
+  own CA and certificate are random in every render, the certificate chains to the CA in
+  that ConfigMap and holds the Service's names (openssl).
 
 THE EXCEPTION (written, narrow): the agent DaemonSet `auditflow-agent` may mount hostPath
 volumes, because collecting a node's audit trail means reading the node's files. Only the
@@ -38,6 +45,9 @@ from __future__ import annotations
 
 import base64
 import re
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import render
@@ -189,7 +199,9 @@ def check_render(label: str, objects: list[Obj]) -> list[str]:
             problems.append(f"{name}: RBAC object, but no AuditFlow process uses the Kubernetes API")
         if kind == "Service" and obj["spec"].get("type") in ("NodePort", "LoadBalancer"):
             ports = [p.get("nodePort") for p in obj["spec"]["ports"]]
-            if obj["metadata"]["name"] != "auditflow-dashboard" or ports != [30080]:
+            if obj["metadata"]["name"] == "auditflow-broker-external":
+                problems.extend(f"{name}: {p}" for p in _broker_exposure(obj, objects))
+            elif obj["metadata"]["name"] != "auditflow-dashboard" or ports != [30080]:
                 problems.append(f"{name}: exposed outside the cluster ({obj['spec']['type']} {ports})")
         if kind == "ConfigMap":
             for key, text in (obj.get("data") or {}).items():
@@ -199,11 +211,108 @@ def check_render(label: str, objects: list[Obj]) -> list[str]:
                     problems.append(f"{name}: {key} sets {m.group(1)} to a value; secrets come from Secrets")
                 for m in URL_WITH_PASSWORD.finditer(text):
                     problems.append(f"{name}: {key} has a URL with a password")
+    problems.extend(_mqtt_tls(objects))
     if policies and not any(p["metadata"]["name"] == "auditflow-default-deny" and
                             set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"} for p in policies):
         problems.append("no default-deny NetworkPolicy for ingress and egress")
     if not policies:
         problems.append("no NetworkPolicy at all")
+    return problems
+
+
+def _find(objects: list[Obj], kind: str, name: str) -> Obj | None:
+    return next((o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name), None)
+
+
+def _broker_toml(objects: list[Obj]) -> str:
+    cm = next((o for o in objects if o["kind"] == "ConfigMap"
+               and o["metadata"]["name"].startswith("auditflow-broker-config")), None)
+    return (cm or {}).get("data", {}).get("broker.toml", "")
+
+
+def _broker_exposure(svc: Obj, objects: list[Obj]) -> list[str]:
+    """The broker's external Service: the TLS port only, the broker listening with TLS, and a
+    NetworkPolicy rule that admits named CIDRs (never everyone) on that port."""
+    problems = []
+    ports = svc["spec"]["ports"]
+    if [p["port"] for p in ports] != [8883]:
+        problems.append(f"exposes ports {[p['port'] for p in ports]}, not the MQTT-over-TLS port 8883 only")
+    if 'tls_cert = "' not in _broker_toml(objects):
+        problems.append("exposes the broker, which does not listen with TLS")
+    policy = _find(objects, "NetworkPolicy", "auditflow-broker")
+    if policy is not None:
+        blocks = [f["ipBlock"]["cidr"] for rule in policy["spec"].get("ingress", [])
+                  if any(p.get("port") == 8883 for p in rule.get("ports", []))
+                  for f in rule.get("from", []) if "ipBlock" in f]
+        if not blocks:
+            problems.append("the broker's NetworkPolicy admits no address range from outside on 8883")
+        if "0.0.0.0/0" in blocks or "::/0" in blocks:
+            problems.append("the broker's NetworkPolicy admits everyone on 8883")
+    return problems
+
+
+def _mqtt_tls(objects: list[Obj]) -> list[str]:
+    """With TLS on (the broker's [mqtt] has tls_cert), broker and agents agree on it."""
+    broker = _find(objects, "Deployment", "auditflow-broker")
+    agent = _find(objects, "DaemonSet", "auditflow-agent")
+    toml = _broker_toml(objects)
+    if broker is None or agent is None or not toml:
+        return []
+    problems = []
+    tls = 'tls_cert = "' in toml
+    agent_env = {e["name"]: e.get("value") for e in agent["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+    url = agent_env.get("AUDITFLOW_MQTT_URL", "")
+    if tls != url.startswith("mqtts://"):
+        problems.append(f"DaemonSet/auditflow-agent: AUDITFLOW_MQTT_URL {url!r}, but the broker "
+                        f"{'listens with' if tls else 'has no'} TLS")
+    if tls and not agent_env.get("AUDITFLOW_MQTT_CA_FILE"):
+        problems.append("DaemonSet/auditflow-agent: mqtts:// without AUDITFLOW_MQTT_CA_FILE would trust the system's roots")
+    for obj in objects:
+        spec = render.pod_spec(obj)
+        if spec is None or obj is broker:
+            continue
+        for vol in spec.get("volumes", []):
+            if (vol.get("secret") or {}).get("secretName") in ("auditflow-broker-tls", "auditflow-tls-ca"):
+                problems.append(f"{ident(obj)}: mounts the Secret {vol['secret']['secretName']} (a private key); "
+                                "only the broker may")
+    return problems
+
+
+def _openssl(args: list[str], data: str) -> str:
+    out = subprocess.run(["openssl", *args], input=data, capture_output=True, text=True, check=False)
+    return out.stdout + out.stderr
+
+
+def check_generated_tls() -> list[str]:
+    """The chart's own CA and broker certificate (tls.enabled, no cert-manager): random in
+    every render, the agents' CA ConfigMap is the CA, the certificate chains to it and holds the
+    Service's names; none rendered with secrets.generate=false."""
+    case = next(c for c in render.CHART_CASES if c.label == "chart-default")
+    first, second = ({ident(o): o for o in render.helm_template(case)} for _ in range(2))
+    problems = []
+    tls, ca_secret = first.get("Secret/auditflow-broker-tls"), first.get("Secret/auditflow-tls-ca")
+    ca_map = first.get("ConfigMap/auditflow-broker-ca")
+    if tls is None or ca_secret is None or ca_map is None:
+        return ["chart-default rendered no auditflow-broker-tls, auditflow-tls-ca or auditflow-broker-ca"]
+    for key in ("tls.key", "tls.crt"):
+        if tls["data"][key] == second["Secret/auditflow-broker-tls"]["data"][key]:
+            problems.append(f"Secret/auditflow-broker-tls: {key} is the same in two renders: not generated")
+    ca = base64.b64decode(tls["data"]["ca.crt"]).decode()
+    if ca.strip() != ca_map["data"]["ca.crt"].strip() or ca != base64.b64decode(ca_secret["data"]["tls.crt"]).decode():
+        problems.append("the agents' CA (ConfigMap auditflow-broker-ca) is not the CA of the broker's certificate")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "ca.pem").write_text(ca)
+        leaf = base64.b64decode(tls["data"]["tls.crt"]).decode()
+        verify = _openssl(["verify", "-CAfile", str(Path(tmp) / "ca.pem"), "-purpose", "sslserver"], leaf)
+        if ": OK" not in verify:
+            problems.append(f"the broker's certificate does not verify against the CA: {verify.strip()}")
+        text = _openssl(["x509", "-noout", "-ext", "subjectAltName"], leaf)
+        for host in ("auditflow-broker", f"auditflow-broker.{case.namespace}.svc"):
+            if f"DNS:{host}" not in text:
+                problems.append(f"the broker's certificate does not name {host}: {text.strip()}")
+    without = render.helm_template(case, extra={"secrets": {"generate": False}})
+    problems.extend(f"{ident(o)}: rendered although secrets.generate=false" for o in without
+                    if ident(o) in ("Secret/auditflow-broker-tls", "Secret/auditflow-tls-ca", "ConfigMap/auditflow-broker-ca"))
     return problems
 
 
@@ -265,6 +374,15 @@ def check(renders: dict[str, list[Obj]]) -> int:
             print(f"  {p}")
     else:
         print("ok   generated secrets: random in every render, none with secrets.generate=false")
+    problems = check_generated_tls()
+    if problems:
+        failures += 1
+        print("FAIL the chart's broker certificate:")
+        for p in problems:
+            print(f"  {p}")
+    else:
+        print("ok   the chart's broker certificate: random in every render, signed by the CA the agents "
+              "trust, names the broker's Service; none with secrets.generate=false")
     print(f"exception in force: hostPath only for {AGENT[0]}/{AGENT[1]}: read-only directories "
           f"{', '.join(sorted(AGENT_READ_ONLY_HOST_PATHS))}; writable {AGENT_SPOOL} (spool); "
           f"no supplementalGroups {sorted(AGENT_FORBIDDEN_GROUPS)}")

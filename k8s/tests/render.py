@@ -52,6 +52,8 @@ CHART_CASES = (
     ChartCase("chart-monitoring", (K8S / "tests" / "values-monitoring.yaml",), "auditflow"),
     # Every optional switch flipped, so that no template branch goes unrendered.
     ChartCase("chart-external-services", (K8S / "tests" / "values-external.yaml",), "auditflow"),
+    # MQTT without TLS (the one switch the case above cannot flip with it).
+    ChartCase("chart-no-tls", (K8S / "tests" / "values-no-tls.yaml",), "auditflow"),
 )
 
 KUSTOMIZE_CASES = (

@@ -118,3 +118,44 @@ audience = {{ required "broker.kubernetesAuth.audience" .audience | quote }}
 service_accounts = ["system:serviceaccount:{{ $.Release.Namespace }}:auditflow-agent"]
 {{- end }}
 {{- end }}
+
+{{/* The broker's MQTT port: 8883 with TLS, 1883 without. */}}
+{{- define "auditflow.mqttPort" -}}
+{{- if .Values.tls.enabled }}8883{{ else }}1883{{ end -}}
+{{- end }}
+
+{{/* The agents' broker URL (AUDITFLOW_MQTT_URL). The Service's short name: the same in every
+namespace, resolved through the pod's search path, and one of the certificate's names. */}}
+{{- define "auditflow.mqttUrl" -}}
+{{- if .Values.tls.enabled }}mqtts://auditflow-broker:8883{{ else }}mqtt://auditflow-broker:1883{{ end -}}
+{{- end }}
+
+{{/* The DNS names of the broker's certificate, as a JSON list. */}}
+{{- define "auditflow.brokerTlsDnsNames" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list "auditflow-broker" (printf "auditflow-broker.%s" $ns) (printf "auditflow-broker.%s.svc" $ns) (printf "auditflow-broker.%s.svc.cluster.local" $ns) -}}
+{{- concat $names (.Values.tls.extraDnsNames | default list) | uniq | toJson -}}
+{{- end }}
+
+{{/* The broker's [mqtt] section: the listener (TLS or not), the certificate files of the
+Secret auditflow-broker-tls, the off-cluster agents' credentials, and broker.mqtt. */}}
+{{- define "auditflow.brokerMqtt" -}}
+[mqtt]
+# Added by the chart (tls.enabled, broker.mqtt).
+listen = "0.0.0.0:{{ include "auditflow.mqttPort" . }}"
+{{- if .Values.tls.enabled }}
+# MQTT over TLS only (TLS 1.2 and 1.3), with the Secret auditflow-broker-tls; both files are
+# read again at every connection, so a renewed certificate needs no restart.
+tls_cert = "/etc/auditflow/tls/tls.crt"
+tls_key = "/etc/auditflow/tls/tls.key"
+{{- end }}
+# The off-cluster agents' `node:sha256:<hex>` lines, from the Secret auditflow-mqtt (key
+# credentials). Agents in the cluster log in with their service-account token instead.
+credentials_file = "/etc/auditflow/mqtt/credentials"
+{{- range $key, $value := .Values.broker.mqtt }}
+{{- if has $key (list "listen" "tls_cert" "tls_key" "credentials_file") }}
+{{- fail (printf "broker.mqtt.%s: set by the chart" $key) }}
+{{- end }}
+{{ $key }} = {{ toJson $value }}
+{{- end }}
+{{- end }}
