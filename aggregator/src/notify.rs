@@ -22,7 +22,6 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::legacy_alert;
@@ -43,16 +42,27 @@ pub struct ChannelConfig {
     /// Webhook URL (`https://…`, or `http://…` inside the cluster), for `webhook` and `slack`.
     #[serde(default)]
     pub url: String,
-    /// CA certificates (PEM) trusted for this channel's `https://` URL besides the system's.
+    /// CA certificates (PEM) trusted for this channel's `https://` URL or SMTP TLS besides
+    /// the system's.
     #[serde(default)]
     pub ca_file: String,
     /// A file holding the key that signs a generic webhook's body
     /// (`X-AuditFlow-Signature: sha256=…`); empty: unsigned.
     #[serde(default)]
     pub secret_file: String,
-    /// SMTP relay `host:port`, for `email`.
+    /// SMTP server `host:port`, for `email`.
     #[serde(default)]
     pub smtp: String,
+    /// `starttls` (required; the default), `tls` (implicit, port 465) or `none` (a relay
+    /// inside the cluster), for `email`.
+    #[serde(default = "default_smtp_tls")]
+    pub smtp_tls: String,
+    /// SMTP AUTH user; empty: no AUTH.
+    #[serde(default)]
+    pub smtp_user: String,
+    /// A file holding the SMTP password.
+    #[serde(default)]
+    pub smtp_password_file: String,
     /// Sender address, for `email`.
     #[serde(default)]
     pub from: String,
@@ -68,6 +78,10 @@ pub struct ChannelConfig {
     /// Only alerts with at least one of these tags (empty: any).
     #[serde(default)]
     pub tags: Vec<String>,
+}
+
+fn default_smtp_tls() -> String {
+    "starttls".into()
 }
 
 fn rank(severity: &str) -> u8 {
@@ -110,9 +124,24 @@ impl ChannelConfig {
                 if !self.smtp.contains(':') || self.from.is_empty() || self.to.is_empty() {
                     errors.push(format!("{at}: email needs smtp (host:port), from and to"));
                 }
-                let bad = |a: &str| a.contains(['\r', '\n', '<', '>']) || !a.contains('@');
+                if !matches!(self.smtp_tls.as_str(), "starttls" | "tls" | "none") {
+                    errors.push(format!("{at}: smtp_tls must be starttls, tls or none"));
+                }
+                if !self.smtp_user.is_empty()
+                    && let Err(e) = self.smtp_password()
+                {
+                    errors.push(format!("{at}: smtp_password_file: {e:#}"));
+                }
+                if !self.ca_file.is_empty()
+                    && let Err(e) = tls_config(&self.ca_file)
+                {
+                    errors.push(format!("{at}: ca_file: {e:#}"));
+                }
+                let bad = |a: &str| a.parse::<lettre::message::Mailbox>().is_err();
                 if bad(&self.from) || self.to.iter().any(|t| bad(t)) {
-                    errors.push(format!("{at}: from and to must be plain addresses"));
+                    errors.push(format!(
+                        "{at}: from and to must be addresses (`a@example.org` or `Name <a@example.org>`)"
+                    ));
                 }
             }
             other => errors.push(format!("{at}: kind `{other}` is not webhook, slack or email")),
@@ -143,6 +172,16 @@ impl ChannelConfig {
 }
 
 impl ChannelConfig {
+    /// The SMTP password, read from `smtp_password_file`.
+    pub fn smtp_password(&self) -> anyhow::Result<String> {
+        anyhow::ensure!(!self.smtp_password_file.is_empty(), "smtp_user needs smtp_password_file");
+        let text = std::fs::read_to_string(&self.smtp_password_file)
+            .with_context(|| format!("read {}", self.smtp_password_file))?;
+        let password = text.trim();
+        anyhow::ensure!(!password.is_empty(), "{} is empty", self.smtp_password_file);
+        Ok(password.to_owned())
+    }
+
     /// The signing key of a generic webhook, read from `secret_file` (at least 16 bytes).
     pub fn secret(&self) -> anyhow::Result<Option<Vec<u8>>> {
         if self.secret_file.is_empty() {
@@ -261,63 +300,83 @@ async fn post_json(
     if status.is_success() { Ok(()) } else { anyhow::bail!("HTTP {status}") }
 }
 
-async fn send_mail(c: &ChannelConfig, a: &Alert) -> anyhow::Result<()> {
-    let stream =
-        tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&c.smtp))
-            .await
-            .context("connect timed out")?
-            .context("connect")?;
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    // Reads one (possibly multi-line) reply and checks its code class.
-    async fn reply(
-        lines: &mut tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
-        want: char,
-    ) -> anyhow::Result<()> {
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .context("SMTP server silent")??
-                .context("SMTP server closed the connection")?;
-            if line.len() >= 4 && line.as_bytes()[3] == b'-' {
-                continue;
-            }
-            if line.starts_with(want) {
-                return Ok(());
-            }
-            anyhow::bail!("SMTP: {line}");
-        }
-    }
-    reply(&mut lines, '2').await?;
-    write.write_all(b"EHLO auditflow\r\n").await?;
-    reply(&mut lines, '2').await?;
-    write.write_all(format!("MAIL FROM:<{}>\r\n", c.from).as_bytes()).await?;
-    reply(&mut lines, '2').await?;
+/// HTML-escapes alert text (titles and nodes come from events, which a node controls).
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The mail for an alert: plain text and HTML, with `Date` and a `Message-ID`.
+pub fn mail(c: &ChannelConfig, a: &Alert) -> anyhow::Result<lettre::Message> {
+    use lettre::message::{Mailbox, MultiPart};
+    let from: Mailbox = c.from.parse().with_context(|| format!("from `{}`", c.from))?;
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .subject(format!("[AuditFlow {}] {}", a.severity, a.title).replace(['\r', '\n'], " "))
+        .date_now()
+        .message_id(Some(format!("<{}.{}@auditflow>", a.id, now_ms())));
     for to in &c.to {
-        write.write_all(format!("RCPT TO:<{to}>\r\n").as_bytes()).await?;
-        reply(&mut lines, '2').await?;
+        builder = builder.to(to.parse::<Mailbox>().with_context(|| format!("to `{to}`"))?);
     }
-    write.write_all(b"DATA\r\n").await?;
-    reply(&mut lines, '3').await?;
-    // Header values come from our config and the alert; strip line breaks so no field can
-    // inject headers, and dot-stuff the body.
-    let clean = |s: &str| s.replace(['\r', '\n'], " ");
-    let body: String = text(a)
-        .lines()
-        .map(|l| if l.starts_with('.') { format!(".{l}\r\n") } else { format!("{l}\r\n") })
-        .collect();
-    let msg = format!(
-        "From: {}\r\nTo: {}\r\nSubject: {}\r\nMessage-ID: <{}@auditflow>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}.\r\n",
-        clean(&c.from),
-        clean(&c.to.join(", ")),
-        clean(&format!("[AuditFlow {}] {}", a.severity, a.title)),
-        a.id,
-        body
+    let html = format!(
+        "<html><body><p><strong>[{}] {}</strong></p><table>\
+         <tr><th align=\"left\">Rule</th><td>{}</td></tr>\
+         <tr><th align=\"left\">Node</th><td>{}</td></tr>\
+         <tr><th align=\"left\">Occurrences</th><td>{}</td></tr>\
+         <tr><th align=\"left\">First seen</th><td>{}</td></tr>\
+         <tr><th align=\"left\">Alert</th><td>{}</td></tr></table></body></html>",
+        html_escape(&a.severity),
+        html_escape(&a.title),
+        html_escape(&a.rule_id),
+        html_escape(&a.node),
+        a.occurrences,
+        crate::store::rfc3339(a.first_seen),
+        a.id
     );
-    write.write_all(msg.as_bytes()).await?;
-    reply(&mut lines, '2').await?;
-    write.write_all(b"QUIT\r\n").await?;
-    Ok(())
+    builder.multipart(MultiPart::alternative_plain_html(text(a), html)).context("build the mail")
+}
+
+/// Sends an alert's mail through the channel's SMTP server: implicit TLS (`smtp_tls = "tls"`,
+/// port 465), STARTTLS required (`"starttls"`, the default, port 587) or plain (`"none"`,
+/// for a relay inside the cluster), with AUTH when `smtp_user` is set.
+async fn send_mail(c: &ChannelConfig, a: &Alert) -> anyhow::Result<()> {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+    let (host, port) = c
+        .smtp
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        .context("smtp must be host:port")?;
+    let tls = if c.smtp_tls == "none" {
+        Tls::None
+    } else {
+        let mut params = TlsParameters::builder(host.clone());
+        if !c.ca_file.is_empty() {
+            let pem = std::fs::read(&c.ca_file).with_context(|| format!("read {}", c.ca_file))?;
+            params = params.add_root_certificate(Certificate::from_pem(&pem)?);
+        }
+        let params = params.build_rustls()?;
+        if c.smtp_tls == "tls" { Tls::Wrapper(params) } else { Tls::Required(params) }
+    };
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .tls(tls)
+        .timeout(Some(Duration::from_secs(30)));
+    if !c.smtp_user.is_empty() {
+        transport =
+            transport.credentials(Credentials::new(c.smtp_user.clone(), c.smtp_password()?));
+    }
+    let transport: AsyncSmtpTransport<Tokio1Executor> = transport.build();
+    transport.send(mail(c, a)?).await.map(drop).map_err(|e| {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        anyhow::anyhow!(text)
+    })
 }
 
 /// A lazily (re)connected publisher to `audit_alerts` with publisher confirms.
@@ -500,6 +559,9 @@ mod tests {
             ca_file: String::new(),
             secret_file: String::new(),
             smtp: String::new(),
+            smtp_tls: default_smtp_tls(),
+            smtp_user: String::new(),
+            smtp_password_file: String::new(),
             from: String::new(),
             to: Vec::new(),
             min_severity: None,

@@ -103,7 +103,7 @@ async fn alerts_reach_every_channel_with_retries_filters_and_silences() {
         "[notify]\nmax_attempts = 20\n\
          [[notify.channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/in\"\n\
          [[notify.channels]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:{slack_port}/services/x\"\nmin_severity = \"CRITICAL\"\n\
-         [[notify.channels]]\nname = \"mail\"\nkind = \"email\"\nsmtp = \"127.0.0.1:{smtp_port}\"\nfrom = \"af@example.org\"\nto = [\"ops@example.org\"]\ntags = [\"file-integrity\"]\n"
+         [[notify.channels]]\nname = \"mail\"\nkind = \"email\"\nsmtp = \"127.0.0.1:{smtp_port}\"\nsmtp_tls = \"none\"\nfrom = \"af@example.org\"\nto = [\"ops@example.org\"]\ntags = [\"file-integrity\"]\n"
     );
     let tokens = format!("ops:{OPERATOR}:operator");
     let a = Aggregator::start_with(
@@ -433,4 +433,152 @@ async fn https_webhooks_check_the_receiver_and_sign_the_body() {
     })
     .await;
     assert!(rogue_rx.try_recv().is_err(), "an untrusted receiver got the alert");
+}
+
+/// An SMTP server over implicit TLS (port 465 style) that requires AUTH PLAIN with `user` and
+/// `password`: each accepted message's data goes to the channel; a wrong login is answered 535.
+fn smtps_sink(user: &str, password: &str, out: std::sync::mpsc::Sender<String>) -> (u16, String) {
+    use std::io::{BufRead, Write};
+    let (ca_pem, cert, key) = test_pki("smtp");
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap(),
+    );
+    let login = {
+        let raw = format!("\0{user}\0{password}");
+        // base64 of AUTH PLAIN's initial response
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::new();
+        for c in raw.as_bytes().chunks(3) {
+            let n = c.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            for i in 0..4 {
+                s.push(if i <= c.len() {
+                    char::from(A[(n >> (18 - 6 * i) & 63) as usize])
+                } else {
+                    '='
+                });
+            }
+        }
+        s
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let (config, out, login) = (config.clone(), out.clone(), login.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = std::io::BufReader::new(rustls::StreamOwned::new(conn, stream));
+                let say = |tls: &mut std::io::BufReader<rustls::StreamOwned<_, _>>, s: &[u8]| {
+                    let w = tls.get_mut();
+                    let _ = w.write_all(s);
+                    let _ = w.flush();
+                };
+                say(&mut tls, b"220 smtps sink\r\n");
+                let (mut authed, mut data): (bool, Option<String>) = (false, None);
+                loop {
+                    let mut line = String::new();
+                    if tls.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim_end_matches(['\r', '\n']).to_owned();
+                    if let Some(d) = data.as_mut() {
+                        if line == "." {
+                            let _ = out.send(data.take().unwrap_or_default());
+                            say(&mut tls, b"250 queued\r\n");
+                        } else {
+                            d.push_str(&line);
+                            d.push('\n');
+                        }
+                        continue;
+                    }
+                    let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                    match verb.as_str() {
+                        "EHLO" => say(&mut tls, b"250-sink\r\n250 AUTH PLAIN\r\n"),
+                        "AUTH" if line.ends_with(&login) => {
+                            authed = true;
+                            say(&mut tls, b"235 ok\r\n");
+                        }
+                        "AUTH" => say(&mut tls, b"535 bad login\r\n"),
+                        "MAIL" | "RCPT" if !authed => say(&mut tls, b"530 authenticate first\r\n"),
+                        "DATA" => {
+                            data = Some(String::new());
+                            say(&mut tls, b"354 go on\r\n");
+                        }
+                        "QUIT" => {
+                            say(&mut tls, b"221 bye\r\n");
+                            return;
+                        }
+                        _ => say(&mut tls, b"250 OK\r\n"),
+                    }
+                }
+            });
+        }
+    });
+    (port, ca_pem)
+}
+
+/// E-mail to a server that speaks only TLS and requires AUTH: the mail arrives with Date,
+/// Message-ID, and plain-text and HTML parts, after the server's certificate was checked
+/// against the channel's `ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_over_tls_with_auth_and_both_parts() {
+    let env = Env::new("notify_smtps").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (port, ca) = smtps_sink("alerts@example.org", "smtp-password-0123456789", tx);
+    let ca_file = dir.path().join("smtp-ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let pw = dir.path().join("smtp.password");
+    std::fs::write(&pw, "smtp-password-0123456789\n").unwrap();
+    let top = format!(
+        "[notify]\nmax_attempts = 20\n\
+         [[notify.channels]]\nname = \"mail\"\nkind = \"email\"\nsmtp = \"localhost:{port}\"\nsmtp_tls = \"tls\"\n\
+         smtp_user = \"alerts@example.org\"\nsmtp_password_file = \"{}\"\nca_file = \"{}\"\n\
+         from = \"AuditFlow <alerts@example.org>\"\nto = [\"ops@example.org\"]\n",
+        pw.display(),
+        ca_file.display()
+    );
+    let tokens = format!("ops:{OPERATOR}:operator");
+    let a = Aggregator::start_with(
+        &env,
+        dir.path(),
+        "notify_smtps",
+        &top,
+        &[("AUDITFLOW_API_TOKENS", &tokens)],
+    );
+    let events: Vec<Value> =
+        (0..3).map(|i| failed_login("<b>eve</b>", "pi-mail", i * 5, 950 + i)).collect();
+    let r = request(
+        a.http,
+        "POST",
+        "/api/v1/events",
+        Some(OPERATOR),
+        Some(Value::Array(events).to_string().as_bytes()),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let mail = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the mail arrived over TLS after AUTH");
+    for header in
+        ["Date: ", "Message-ID: <", "From: AuditFlow <alerts@example.org>", "To: ops@example.org"]
+    {
+        assert!(mail.contains(header), "no `{header}` in:\n{mail}");
+    }
+    assert!(mail.contains("multipart/alternative"), "{mail}");
+    assert!(mail.contains("text/plain") && mail.contains("text/html"), "{mail}");
+    assert!(mail.contains("pi-mail"), "{mail}");
+    assert!(
+        !mail.contains("<b>eve</b></td>"),
+        "event text became markup in the HTML part:\n{mail}"
+    );
 }
