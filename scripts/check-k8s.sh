@@ -13,7 +13,10 @@
 #               (k8s/base is generated from the chart; k8s/tests/agree.py)
 #   6. launch   the real binaries started as the manifests say, their probes called
 #               (k8s/tests/launch.py; needs RabbitMQ: scripts/services.sh)
-#   7. rules    `auditflow-aggregator rules check` and `rules test` on the rules ConfigMap's
+#   7. inventory the Ansible inventory example's agents outside the cluster reach the broker the
+#               chart serves with the values it implies: mqtts://, port, certificate name, CA,
+#               NetworkPolicy (k8s/tests/inventory.py)
+#   8. rules    `auditflow-aggregator rules check` and `rules test` on the rules ConfigMap's
 #               files (a copy of the shipped pack, aggregator/rules; the agree step keeps
 #               them equal)
 #
@@ -147,5 +150,6 @@ stage validate k8scheck validate "$RENDERED"
 stage policy k8scheck policy "$RENDERED"
 stage agree k8scheck agree "$RENDERED"
 stage launch launch
+stage inventory k8scheck inventory
 stage rules rules
 summary

