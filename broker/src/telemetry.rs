@@ -16,6 +16,8 @@ pub struct Metrics {
     pub node_refusals: IntCounterVec,
     /// Refusal reports (alerts) dropped because their queue was full.
     pub reports_dropped: IntCounter,
+    /// Connections that replaced an existing one with the same client id, per node.
+    pub takeovers: IntCounterVec,
     /// MQTT client connections open now (see `mqtt::spawn_connection_gauge`).
     pub clients_connected: IntGauge,
     /// MQTT connections refused, per reason (`auth`, `acl`, `token_*`).
@@ -63,6 +65,18 @@ impl Metrics {
                         "Actions of authenticated nodes refused (each also raises FLEET-MQTT-REFUSED-001), per node and reason.",
                     ),
                     &["node", "reason"],
+                )
+                .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            takeovers: {
+                let c = IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "auditflow_broker_client_takeovers_total",
+                        "Connections that replaced an existing one with the same client id (a quick reconnect, or two holders of one credential), per node.",
+                    ),
+                    &["node"],
                 )
                 .expect("valid metric");
                 registry.register(Box::new(c.clone())).expect("unique metric");

@@ -384,6 +384,12 @@ async fn strangers_and_impostors_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
 
+    // A second connection with pi-c's identity replaces the first, and is counted.
+    let (_first, mut first_loop) = session(broker.mqtt, "pi-c").await;
+    let (_second, _second_loop) = session(broker.mqtt, "pi-c").await;
+    assert!(dropped(&mut first_loop, Duration::from_secs(5)).await, "the older session was kept");
+    assert_eq!(broker.metric("auditflow_broker_client_takeovers_total{node=\"pi-c\"}"), 1.0);
+
     assert!(!try_connect(broker.mqtt, "pi-a", None).await, "no credentials");
     assert!(!try_connect(broker.mqtt, "pi-a", Some(("pi-a", "wrong"))).await, "wrong password");
     assert!(
@@ -749,6 +755,7 @@ fn bare_rumqttd() -> (u16, rumqttd::local::LinkTx, rumqttd::local::LinkRx) {
     };
     let router = RouterConfig {
         topic_acl: None,
+        on_takeover: None,
         max_connections: 16,
         max_outgoing_packet_count: 256,
         max_segment_size: 1 << 20,

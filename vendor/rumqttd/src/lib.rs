@@ -213,11 +213,25 @@ impl std::fmt::Debug for TopicAcl {
     }
 }
 
+/// AuditFlow patch: called with the client id when a new connection replaces an existing
+/// one with the same client id (MQTT 3.1.1 §3.1.4: the older is disconnected).
+#[derive(Clone)]
+pub struct Takeover(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Takeover")
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct RouterConfig {
     /// AuditFlow patch: the topic ACL for remote clients; none allows everything.
     #[serde(skip)]
     pub topic_acl: Option<TopicAcl>,
+    /// AuditFlow patch: told of every client-id takeover.
+    #[serde(skip)]
+    pub on_takeover: Option<Takeover>,
     pub max_connections: usize,
     pub max_outgoing_packet_count: u64,
     pub max_segment_size: usize,

@@ -289,6 +289,9 @@ impl Router {
                     "Duplicate client_id, dropping previous connection with connection_id: {}",
                     connection_id
                 );
+                if let Some(takeover) = &self.config.on_takeover {
+                    (takeover.0)(&client_id);
+                }
                 self.handle_disconnection(*connection_id, None);
             }
         }
