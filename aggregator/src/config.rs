@@ -196,12 +196,12 @@ impl Config {
 }
 
 /// `[http]`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// API, webhooks, SSE.
+    /// API, webhooks, SSE; empty: the profile's default ([`Config::api_listen`]).
     pub listen: String,
-    /// Prometheus metrics.
+    /// Prometheus metrics; empty: the profile's default ([`Config::metrics_listen`]).
     pub metrics_listen: String,
 }
 
@@ -304,13 +304,26 @@ impl Default for Config {
     }
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self { listen: "0.0.0.0:8000".into(), metrics_listen: "0.0.0.0:9102".into() }
-    }
-}
-
 impl Config {
+    /// Where the API listens: `http.listen`, or by default every interface in the cluster
+    /// profile (a pod's port, behind a NetworkPolicy) and only this machine in embedded mode
+    /// (a laptop or a Pi on a LAN: the admin token should not face the network unless asked).
+    pub fn api_listen(&self) -> String {
+        match (self.http.listen.as_str(), self.is_embedded()) {
+            ("", true) => "127.0.0.1:8000".into(),
+            ("", false) => "0.0.0.0:8000".into(),
+            (listen, _) => listen.to_owned(),
+        }
+    }
+
+    /// Where `/metrics` listens, with the same defaults on port 9102.
+    pub fn metrics_listen(&self) -> String {
+        match (self.http.metrics_listen.as_str(), self.is_embedded()) {
+            ("", true) => "127.0.0.1:9102".into(),
+            ("", false) => "0.0.0.0:9102".into(),
+            (listen, _) => listen.to_owned(),
+        }
+    }
     /// True when no external service is configured: everything runs in-process.
     pub fn is_embedded(&self) -> bool {
         let s = &self.services;
@@ -348,7 +361,7 @@ impl Validate for Config {
         for (key, value) in
             [("http.listen", &self.http.listen), ("http.metrics_listen", &self.http.metrics_listen)]
         {
-            if value.parse::<SocketAddr>().is_err() {
+            if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
                 errors.push(format!("{key}: `{value}` is not an address:port"));
             }
         }
@@ -425,6 +438,23 @@ mod tests {
     use runtime::config::{no_env, parse};
 
     use super::*;
+
+    #[test]
+    fn the_api_faces_the_network_only_in_the_cluster_or_when_asked() {
+        let mut c = Config::default();
+        assert!(c.is_embedded());
+        assert_eq!(
+            (c.api_listen(), c.metrics_listen()),
+            ("127.0.0.1:8000".into(), "127.0.0.1:9102".into())
+        );
+        c.services.amqp_url = "amqp://x".into();
+        assert_eq!(
+            (c.api_listen(), c.metrics_listen()),
+            ("0.0.0.0:8000".into(), "0.0.0.0:9102".into())
+        );
+        c.http.listen = "10.0.0.5:8080".into();
+        assert_eq!(c.api_listen(), "10.0.0.5:8080");
+    }
 
     #[test]
     fn documented_defaults_equal_the_built_in_ones() {

@@ -137,12 +137,13 @@ fn start_common<S: state::WindowState + 'static>(
 /// port is reported at once.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let secrets = config.secrets().map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
-    let api = tokio::net::TcpListener::bind(&config.http.listen)
+    let (api_listen, metrics_listen) = (config.api_listen(), config.metrics_listen());
+    let api = tokio::net::TcpListener::bind(&api_listen)
         .await
-        .with_context(|| format!("bind the API to {}", config.http.listen))?;
-    let metrics_listener = tokio::net::TcpListener::bind(&config.http.metrics_listen)
+        .with_context(|| format!("bind the API to {api_listen}"))?;
+    let metrics_listener = tokio::net::TcpListener::bind(&metrics_listen)
         .await
-        .with_context(|| format!("bind metrics to {}", config.http.metrics_listen))?;
+        .with_context(|| format!("bind metrics to {metrics_listen}"))?;
     let metrics = Metrics::new();
     let (set, initial_digest) = load_rules(&config)?;
     metrics.rules_loaded.set(set.rules.len() as i64);
@@ -205,8 +206,7 @@ async fn run_cluster(
         Box::pin(async move { if connected { Ok(()) } else { Err("not connected".into()) } })
     });
     let amqp = config.notify.audit_alerts.then(|| notify::AmqpPublisher::new(&s.amqp_url));
-    let (http_addr, metrics_addr) =
-        (config.http.listen.clone(), config.http.metrics_listen.clone());
+    let (http_addr, metrics_addr) = (config.api_listen(), config.metrics_listen());
     start_common(
         config,
         core,
