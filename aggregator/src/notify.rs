@@ -272,6 +272,18 @@ fn text(a: &Alert) -> String {
     )
 }
 
+/// An error with its whole chain of causes, for the delivery's recorded error.
+fn chain(e: &dyn std::error::Error) -> anyhow::Error {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    anyhow::anyhow!(text)
+}
+
 /// POSTs `body` as JSON with the channel's client, signed when the channel has a key.
 async fn post_json(
     (client, secret): &(reqwest::Client, Option<Vec<u8>>),
@@ -285,17 +297,7 @@ async fn post_json(
     }
     // The error's chain names what failed (DNS, connect, TLS, timeout) without the URL's
     // query, which may hold a token (Slack's URLs are secrets themselves).
-    let resp = req.body(body).send().await.map_err(|e| {
-        let e = e.without_url();
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        anyhow::anyhow!(text)
-    })?;
+    let resp = req.body(body).send().await.map_err(|e| chain(&e.without_url()))?;
     let status = resp.status();
     if status.is_success() { Ok(()) } else { anyhow::bail!("HTTP {status}") }
 }
@@ -367,16 +369,7 @@ async fn send_mail(c: &ChannelConfig, a: &Alert) -> anyhow::Result<()> {
             transport.credentials(Credentials::new(c.smtp_user.clone(), c.smtp_password()?));
     }
     let transport: AsyncSmtpTransport<Tokio1Executor> = transport.build();
-    transport.send(mail(c, a)?).await.map(drop).map_err(|e| {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        anyhow::anyhow!(text)
-    })
+    transport.send(mail(c, a)?).await.map(drop).map_err(|e| chain(&e))
 }
 
 /// A lazily (re)connected publisher to `audit_alerts` with publisher confirms.
