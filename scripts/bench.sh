@@ -186,7 +186,7 @@ bench_e2e() {
   # shellcheck source=scripts/services.sh
   source scripts/services.sh
   services_up >/dev/null
-  cargo build --quiet --release -p broker -p aggregator --bins --example bench_e2e
+  cargo build --quiet --release -p broker -p aggregator -p auditflow --bins --example bench_e2e
   cargo build --quiet --profile release-agent -p agent
   local bench="$ROOT/target/release/examples/bench_e2e" lines=()
   for profile in cluster embedded; do

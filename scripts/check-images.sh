@@ -8,7 +8,8 @@
 # 3. the arm64 agent binary runs under qemu-user (Debian's qemu-user-static): --version,
 #    then a finite synthetic run into the local RabbitMQ over AMQP, which exits only once
 #    RabbitMQ confirmed every event; the envelopes are then counted in the queue;
-# 4. the amd64 aggregator image runs under podman (embedded mode) and answers /healthz;
+# 4. the amd64 aggregator image runs under podman against the local RabbitMQ, Redis and
+#    PostgreSQL and answers /readyz and the API;
 # 5. the arm64 agent image runs under podman through qemu's binfmt handler, answers /healthz
 #    and delivers to RabbitMQ.
 #
@@ -18,12 +19,13 @@
 # is changed. Registering qemu's binfmt handler for aarch64 is kernel state, as the
 # qemu-user-static package does on a machine with systemd running.
 #
-# Needs AMQP_URL and rabbitmqctl (scripts/services.sh, sourced by scripts/test.sh).
+# Needs AMQP_URL, DATABASE_URL, REDIS_URL and rabbitmqctl (scripts/services.sh, sourced by scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT="$ROOT/target/images"
 : "${AMQP_URL:?AMQP_URL is not set: run through scripts/test.sh (RabbitMQ is required)}"
+: "${DATABASE_URL:?DATABASE_URL is not set: run through scripts/test.sh}" "${REDIS_URL:?REDIS_URL is not set: run through scripts/test.sh}"
 
 log() { echo "[check-images] $*"; }
 fail() { echo "[check-images] FAILED: $*" >&2; exit 1; }
@@ -134,15 +136,20 @@ wait_http() { # url seconds container
   return 1
 }
 
-# 4. The amd64 aggregator image, embedded mode.
+# 4. The amd64 aggregator image, the cluster service it ships as: against this machine's
+#    RabbitMQ, Redis and PostgreSQL (host network), ready when it reaches all three.
 port=$(free_port)
-podman_ run -d --name af-check-aggregator --arch amd64 --tmpfs /data:rw,mode=1777 \
-  "oci-archive:$OUT/auditflow-aggregator.oci.tar" --data-dir /data --listen "127.0.0.1:$port" \
-  --metrics-listen "127.0.0.1:$(free_port)" --mqtt-listen "127.0.0.1:$(free_port)" --no-demo >/dev/null
-wait_http "http://127.0.0.1:$port/healthz" 60 af-check-aggregator || fail "the aggregator image did not answer /healthz"
+mport=$(free_port)
+podman_ run -d --name af-check-aggregator --arch amd64 -e AMQP_URL -e DATABASE_URL -e REDIS_URL \
+  -e AUDITFLOW_API_TOKENS="check:check-images-token-0123456789:viewer" \
+  "oci-archive:$OUT/auditflow-aggregator.oci.tar" --listen "127.0.0.1:$port" \
+  --metrics-listen "127.0.0.1:$mport" >/dev/null
+wait_http "http://127.0.0.1:$port/readyz" 60 af-check-aggregator || fail "the aggregator image did not become ready"
+curl -fsS -o /dev/null -H "Authorization: Bearer check-images-token-0123456789" \
+  "http://127.0.0.1:$port/api/v1/alerts?limit=1" || fail "the aggregator image's API did not answer"
 user=$(podman_ inspect -f '{{.Config.User}}' af-check-aggregator)
 podman_ rm -f af-check-aggregator >/dev/null
-log "podman: the amd64 aggregator image answered /healthz (user $user)"
+log "podman: the amd64 aggregator image reached RabbitMQ, Redis and PostgreSQL and answered the API (user $user)"
 
 # 5. The arm64 agent image, through qemu's binfmt handler.
 if ! [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then

@@ -5,7 +5,7 @@
 //!
 //! * cluster: AGENTS agents → auditflow-broker (MQTT) → RabbitMQ → auditflow-aggregator with
 //!   Redis and PostgreSQL (a vhost, database and key prefix of its own, removed afterwards);
-//! * embedded: the same agents → auditflow-aggregator with no services (in-process broker,
+//! * embedded: the same agents → `auditflow` with no services (in-process broker,
 //!   SQLite, in-memory state).
 //!
 //! Each agent sends RATE events/s of ordinary traffic (`[synthetic] mix = "normal"`, which fires
@@ -247,7 +247,8 @@ fn main() -> anyhow::Result<()> {
     let mut _services = None;
 
     let agg_log = std::fs::File::create(dir.path().join("aggregator.log"))?;
-    let mut agg = Command::new(a.bin_dir.join("auditflow-aggregator"));
+    let binary = if a.profile == "cluster" { "auditflow-aggregator" } else { "auditflow" };
+    let mut agg = Command::new(a.bin_dir.join(binary));
     agg.env("AUDITFLOW_API_TOKENS", format!("bench:{TOKEN}:admin"))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

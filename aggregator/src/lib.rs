@@ -1,11 +1,11 @@
 //! The AuditFlow aggregator: consumes events, deduplicates them, runs the detection rules with
-//! shared state, stores and folds alerts, notifies, and serves the REST API and metrics; with
-//! no services configured it runs the whole system embedded (design.md §2, §4–§6). This crate is
-//! the library; `main.rs` is a thin binary around it.
+//! shared state, stores and folds alerts, notifies, and serves the REST API and metrics
+//! (design.md §2, §4–§6). [`run`] is the cluster profile (RabbitMQ, Redis, PostgreSQL);
+//! [`Core`], [`Listeners`], [`Services`] and [`start`] are the pieces a profile is built from,
+//! which the `auditflow` crate composes into embedded mode. `main.rs` is a thin binary.
 
 pub mod config;
 pub mod detect;
-pub mod embedded;
 pub mod fleet;
 pub mod http;
 pub mod ingest;
@@ -33,7 +33,6 @@ use crate::ingest::{ConsumerSettings, Feed};
 use crate::pipeline::{Pipeline, Rules};
 use crate::reload::{Reloader, RuleStatus};
 use crate::rules::RuleSet;
-use crate::state::memory::MemoryState;
 use crate::state::redis::RedisState;
 use crate::telemetry::Metrics;
 
@@ -49,33 +48,111 @@ pub fn load_rules(config: &Config) -> anyhow::Result<(RuleSet, Option<u32>)> {
     Ok((set, Some(reload::digest(&files))))
 }
 
-/// What both profiles share once started: the pieces the API, notifier and watchers need.
-struct Core {
-    metrics: Metrics,
-    rules: Arc<Rules>,
+/// What every profile shares once started: the pieces the API, notifier and watchers need.
+pub struct Core {
+    /// The aggregator's metrics.
+    pub metrics: Metrics,
+    /// The live rule set.
+    pub rules: Arc<Rules>,
     status: Arc<Mutex<RuleStatus>>,
     reloader: Option<Arc<Reloader>>,
     /// The notification channels' HTTP clients (built at start: a bad CA file is an error).
     http: notify::HttpClients,
 }
 
-/// Starts the API and metrics servers, the rule reloader, the notifier and the fleet watcher.
-/// `/readyz` checks `checks` and then the store, under the name `store_name`.
-#[allow(clippy::too_many_arguments)]
-fn start_common<S: state::WindowState + 'static>(
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("reloads", &self.reloader.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Loads the rules, builds the metrics, the reloader (when a rule directory is set) and
+    /// the notification clients.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let (set, initial_digest) = load_rules(config)?;
+        metrics.rules_loaded.set(set.rules.len() as i64);
+        let status =
+            Arc::new(Mutex::new(RuleStatus { version: set.version.clone(), last_error: None }));
+        let lateness = config.detection.lateness();
+        let rules = Arc::new(Rules::new(Detector::new(Arc::new(set), lateness)));
+        let reloader = (!config.rules_dir.is_empty()).then(|| {
+            Arc::new(Reloader {
+                dir: config.rules_dir.clone().into(),
+                interval: config.detection.reload(),
+                lateness,
+                rules: rules.clone(),
+                status: status.clone(),
+                metrics: metrics.clone(),
+                last: Mutex::new(initial_digest),
+            })
+        });
+        let http = notify::HttpClients::new(&config.notify.channels)?;
+        Ok(Self { metrics, rules, status, reloader, http })
+    }
+}
+
+/// The API's and `/metrics`' listeners, bound before anything else starts so that a taken
+/// port is reported at once.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The API (and whatever [`Services::extra_routes`] adds).
+    pub api: tokio::net::TcpListener,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds `http.listen` and `http.metrics_listen` (or the profile's defaults).
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let (api_listen, metrics_listen) = (config.api_listen(), config.metrics_listen());
+        let api = tokio::net::TcpListener::bind(&api_listen)
+            .await
+            .with_context(|| format!("bind the API to {api_listen}"))?;
+        let metrics = tokio::net::TcpListener::bind(&metrics_listen)
+            .await
+            .with_context(|| format!("bind metrics to {metrics_listen}"))?;
+        Ok(Self { api, metrics })
+    }
+}
+
+/// What a profile (the cluster profile here, embedded mode in the `auditflow` crate) brings
+/// to [`start`]: its pipeline over its state and store, and what its API serves.
+pub struct Services<S: state::WindowState> {
+    /// The detection pipeline over the profile's state and store.
+    pub pipeline: Arc<Pipeline<S, store::SharedStore>>,
+    /// API tokens.
+    pub tokens: http::auth::Tokens,
+    /// Webhook secrets.
+    pub hooks: http::hooks::HookSecrets,
+    /// `/readyz` checks, before the store's own.
+    pub checks: Vec<(&'static str, Check)>,
+    /// The store's name in `/readyz`.
+    pub store_name: &'static str,
+    /// The `audit_alerts` publisher (cluster profile, when enabled).
+    pub amqp: Option<notify::AmqpPublisher>,
+    /// Routes served beside the API on its origin (embedded mode: the dashboard).
+    pub extra_routes: Option<axum::Router>,
+}
+
+impl<S: state::WindowState> std::fmt::Debug for Services<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").field("store_name", &self.store_name).finish_non_exhaustive()
+    }
+}
+
+/// Starts the API and metrics servers, the rule reloader, the notifier and the fleet watcher
+/// on `tracker`. `/readyz` checks the services' checks and then the store.
+pub fn start<S: state::WindowState + 'static>(
     config: &Config,
     core: Core,
-    pipeline: Arc<Pipeline<S, store::SharedStore>>,
-    tokens: http::auth::Tokens,
-    hooks: http::hooks::HookSecrets,
-    mut checks: Vec<(&'static str, Check)>,
-    store_name: &'static str,
-    listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
-    amqp: Option<notify::AmqpPublisher>,
-    with_dashboard: bool,
+    services: Services<S>,
+    listeners: Listeners,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) {
+    let Services { pipeline, tokens, hooks, mut checks, store_name, amqp, extra_routes } = services;
     let store = pipeline.sink.clone();
     let pinged = store.clone();
     let store_check: Check = Arc::new(move || {
@@ -107,15 +184,13 @@ fn start_common<S: state::WindowState + 'static>(
         );
     }
     let mut router = http::router(app.clone(), api_state);
-    if with_dashboard {
-        // Embedded mode serves the dashboard from the API's own origin.
-        router = router.merge(dashboard::assets());
+    if let Some(extra) = extra_routes {
+        router = router.merge(extra);
     }
-    let (api, metrics_listener) = listeners;
     let refused = core.metrics.http_refused.clone();
-    tracker.spawn(http::serve(api, router, refused.clone(), cancel.clone()));
+    tracker.spawn(http::serve(listeners.api, router, refused.clone(), cancel.clone()));
     tracker.spawn(http::serve(
-        metrics_listener,
+        listeners.metrics,
         http::metrics_router(app),
         refused,
         cancel.clone(),
@@ -132,44 +207,20 @@ fn start_common<S: state::WindowState + 'static>(
     tracker.spawn(fleet::run(pipeline, config.detection.silent_after(), cancel.clone()));
 }
 
-/// Runs the aggregator until `cancel` fires: the cluster profile when the services are
-/// configured, else embedded mode. Listeners are bound before anything else so that a taken
-/// port is reported at once.
+/// What `auditflow-aggregator` says when no service is configured.
+pub const NEEDS_SERVICES: &str = "auditflow-aggregator is the cluster service: set AMQP_URL, \
+     DATABASE_URL and REDIS_URL (or services.*); `auditflow` runs the whole system in one \
+     process with none of them";
+
+/// Runs the cluster profile until `cancel` fires. Listeners are bound before anything else so
+/// that a taken port is reported at once.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    anyhow::ensure!(!config.is_embedded(), NEEDS_SERVICES);
     let secrets = config.secrets().map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
-    let (api_listen, metrics_listen) = (config.api_listen(), config.metrics_listen());
-    let api = tokio::net::TcpListener::bind(&api_listen)
-        .await
-        .with_context(|| format!("bind the API to {api_listen}"))?;
-    let metrics_listener = tokio::net::TcpListener::bind(&metrics_listen)
-        .await
-        .with_context(|| format!("bind metrics to {metrics_listen}"))?;
-    let metrics = Metrics::new();
-    let (set, initial_digest) = load_rules(&config)?;
-    metrics.rules_loaded.set(set.rules.len() as i64);
-    let status =
-        Arc::new(Mutex::new(RuleStatus { version: set.version.clone(), last_error: None }));
-    let lateness = config.detection.lateness();
-    let rules = Arc::new(Rules::new(Detector::new(Arc::new(set), lateness)));
-    let reloader = (!config.rules_dir.is_empty()).then(|| {
-        Arc::new(Reloader {
-            dir: config.rules_dir.clone().into(),
-            interval: config.detection.reload(),
-            lateness,
-            rules: rules.clone(),
-            status: status.clone(),
-            metrics: metrics.clone(),
-            last: Mutex::new(initial_digest),
-        })
-    });
-    let http = notify::HttpClients::new(&config.notify.channels)?;
-    let core = Core { metrics: metrics.clone(), rules: rules.clone(), status, reloader, http };
+    let listeners = Listeners::bind(&config).await?;
+    let core = Core::new(&config)?;
     let tracker = TaskTracker::new();
-    if config.is_embedded() {
-        run_embedded(&config, core, secrets, (api, metrics_listener), &tracker, &cancel).await?;
-    } else {
-        run_cluster(&config, core, secrets, (api, metrics_listener), &tracker, &cancel).await?;
-    }
+    run_cluster(&config, core, secrets, listeners, &tracker, &cancel).await?;
     tracker.close();
     cancel.cancelled().await;
     tracker.wait().await;
@@ -180,7 +231,7 @@ async fn run_cluster(
     config: &Config,
     core: Core,
     secrets: config::Secrets,
-    listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
+    listeners: Listeners,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -207,20 +258,16 @@ async fn run_cluster(
     });
     let amqp = config.notify.audit_alerts.then(|| notify::AmqpPublisher::new(&s.amqp_url));
     let (http_addr, metrics_addr) = (config.api_listen(), config.metrics_listen());
-    start_common(
-        config,
-        core,
-        pipeline.clone(),
-        secrets.tokens,
-        secrets.hooks,
-        vec![("rabbitmq", amqp_check), ("redis", redis_check)],
-        "postgresql",
-        listeners,
+    let services = Services {
+        pipeline: pipeline.clone(),
+        tokens: secrets.tokens,
+        hooks: secrets.hooks,
+        checks: vec![("rabbitmq", amqp_check), ("redis", redis_check)],
+        store_name: "postgresql",
         amqp,
-        false,
-        tracker,
-        cancel,
-    );
+        extra_routes: None,
+    };
+    start(config, core, services, listeners, tracker, cancel);
     let mut feeds = vec![Feed::Native, Feed::Heartbeats];
     if config.ingest.legacy_queue {
         feeds.push(Feed::Legacy);
@@ -244,123 +291,5 @@ async fn run_cluster(
         });
     }
     tracing::info!(api = %http_addr, metrics = %metrics_addr, "aggregator running (cluster profile)");
-    Ok(())
-}
-
-async fn run_embedded(
-    config: &Config,
-    core: Core,
-    secrets: config::Secrets,
-    listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
-    tracker: &TaskTracker,
-    cancel: &CancellationToken,
-) -> anyhow::Result<()> {
-    let e = &config.embedded;
-    let dir = embedded::DataDir::open(&config.data_dir)?;
-    let store = store::open(&dir.database_url(), config.notify.outbox_channels(false)).await?;
-    let (tokens, generated) = embedded::tokens(secrets.tokens, &dir)?;
-    let node = agent::node_name(&agent::Config::default());
-    let (credentials, password) = dir.credentials(&node)?;
-    let mqtt_addr: std::net::SocketAddr = e.mqtt_listen.parse().context("embedded.mqtt_listen")?;
-    let broker_metrics = broker::telemetry::Metrics::new();
-    let (refusal_tx, refusal_rx) = tokio::sync::mpsc::channel(broker::report::QUEUE);
-    let (link_tx, link_rx) = broker::mqtt::start(
-        &broker::mqtt::MqttSettings {
-            listen: mqtt_addr,
-            credentials: Arc::new(credentials),
-            // Service-account tokens are the DaemonSet's credential, a cluster-profile thing.
-            tokens: None,
-            max_payload_bytes: config.ingest.max_frame_bytes,
-            max_connections: 256,
-            max_inflight: 64,
-            // Embedded mode is the single-box profile (listening on loopback by default);
-            // agents on other machines over TLS go through `auditflow-broker`.
-            tls: None,
-            refusals: Some(refusal_tx),
-        },
-        &broker_metrics,
-    )?;
-    let metrics = core.metrics.clone();
-    let pipeline = Arc::new(Pipeline {
-        state: MemoryState::new(),
-        sink: store.clone(),
-        rules: core.rules.clone(),
-        metrics: metrics.clone(),
-    });
-    let api_addr = listeners.0.local_addr()?;
-    start_common(
-        config,
-        core,
-        pipeline.clone(),
-        tokens,
-        secrets.hooks,
-        Vec::new(),
-        "sqlite",
-        listeners,
-        None,
-        true,
-        tracker,
-        cancel,
-    );
-    {
-        let pipeline = pipeline.clone();
-        let cancel = cancel.clone();
-        let max_frame = config.ingest.max_frame_bytes;
-        tracker.spawn(async move {
-            if let Err(e) = embedded::bridge(
-                (link_tx, link_rx, refusal_rx),
-                pipeline,
-                max_frame,
-                cancel.clone(),
-            )
-            .await
-            {
-                tracing::error!(error = %format!("{e:#}"), "embedded bridge failed");
-                cancel.cancel();
-            }
-        });
-    }
-    if e.demo {
-        let mqtt = format!("127.0.0.1:{}", mqtt_addr.port());
-        let agent_config = embedded::agent_config(&dir, &node, &mqtt, &password, e.demo_rate);
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            if let Err(e) = agent::run(agent_config, cancel).await {
-                tracing::error!(error = %format!("{e:#}"), "the in-process agent failed");
-            }
-        });
-    }
-    let host = if api_addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        api_addr.ip().to_string()
-    };
-    let mut banner = format!(
-        "\nAuditFlow is running (embedded mode, data in {}).\n  Open:        http://{host}:{}/\n",
-        dir.root.display(),
-        api_addr.port()
-    );
-    let token_file = dir.root.join("admin.token");
-    match generated {
-        embedded::AdminToken::Created(token) => banner.push_str(&format!(
-            "  API token:   {token}   (admin; shown this once, kept in {})\n  Try:         curl -H 'Authorization: Bearer {token}' http://{host}:{}/api/v1/alerts\n",
-            token_file.display(),
-            api_addr.port()
-        )),
-        embedded::AdminToken::Kept => banner.push_str(&format!(
-            "  API token:   in {} (admin)\n  Try:         curl -H \"Authorization: Bearer $(cat {})\" http://{host}:{}/api/v1/alerts\n",
-            token_file.display(),
-            token_file.display(),
-            api_addr.port()
-        )),
-        embedded::AdminToken::Configured => {}
-    }
-    banner.push_str(&format!(
-        "  MQTT:        {mqtt_addr} for agents (node:password lines in {})\n  Demo agent:  {}\n",
-        dir.root.join("agents.credentials").display(),
-        if e.demo { format!("{node}, {} synthetic events/s", e.demo_rate) } else { "off".into() }
-    ));
-    println!("{banner}");
-    tracing::info!(api = %api_addr, mqtt = %mqtt_addr, "aggregator running (embedded)");
     Ok(())
 }

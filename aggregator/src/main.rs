@@ -12,35 +12,26 @@ use aggregator::rules::RuleSet;
 const BINARY: &str = "auditflow-aggregator";
 const THREADS: runtime::process::Threads = runtime::process::Threads::Workers(2);
 
-/// The AuditFlow aggregator.
+/// The AuditFlow aggregator, the cluster service: consumes from RabbitMQ, keeps detection state
+/// in Redis and alerts in PostgreSQL. `auditflow` runs the whole system in one process.
 #[derive(Debug, Parser)]
 #[command(name = "auditflow-aggregator", version, about)]
 struct Cli {
     #[command(flatten)]
     args: runtime::cli::ConfigArgs,
-    /// Data directory of embedded mode (SQLite store, tokens, the demo agent's spool);
-    /// overrides `data_dir`.
-    #[arg(long, global = true, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Address of the API (and, in embedded mode, the dashboard); overrides `http.listen`.
+    /// Address of the API; overrides `http.listen`.
     #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// Address of /metrics; overrides `http.metrics_listen`.
     #[arg(long, global = true, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// Embedded mode's MQTT listener for agents; overrides `embedded.mqtt_listen`.
-    #[arg(long, global = true, value_name = "ADDR")]
-    mqtt_listen: Option<std::net::SocketAddr>,
-    /// Embedded mode without the in-process demo agent; sets `embedded.demo = false`.
-    #[arg(long, global = true)]
-    no_demo: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the aggregator (the default).
+    /// Run the aggregator (the default); needs AMQP_URL, DATABASE_URL and REDIS_URL.
     Run,
     /// Print the documented default configuration.
     PrintDefaultConfig,
@@ -92,20 +83,11 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     // Command-line flags win over the file (they are typed, so nothing new to validate).
-    if let Some(d) = &cli.data_dir {
-        config.data_dir = d.display().to_string();
-    }
     if let Some(a) = cli.listen {
         config.http.listen = a.to_string();
     }
     if let Some(a) = cli.metrics_listen {
         config.http.metrics_listen = a.to_string();
-    }
-    if let Some(a) = cli.mqtt_listen {
-        config.embedded.mqtt_listen = a.to_string();
-    }
-    if cli.no_demo {
-        config.embedded.demo = false;
     }
     match cli.command.unwrap_or(Command::Run) {
         Command::PrintDefaultConfig => ExitCode::SUCCESS,
@@ -215,6 +197,10 @@ fn migrate(config: &Config) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    runtime::process::init_tracing("info,lapin=warn,sqlx=warn,rumqttd=warn");
+    if config.is_embedded() {
+        eprintln!("{BINARY}: {}", aggregator::NEEDS_SERVICES);
+        return runtime::config::exit_config();
+    }
+    runtime::process::init_tracing("info,lapin=warn,sqlx=warn");
     runtime::process::run_service(BINARY, THREADS, |cancel| aggregator::run(config, cancel))
 }

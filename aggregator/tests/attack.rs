@@ -86,7 +86,7 @@ fn start_embedded(dir: &Path, procs: &mut Procs) -> Target {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("agents.credentials"), credentials()).unwrap();
-    let mut child = Command::new(workspace_bin("auditflow-aggregator"))
+    let mut child = Command::new(workspace_bin("auditflow"))
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{api}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
@@ -102,7 +102,7 @@ fn start_embedded(dir: &Path, procs: &mut Procs) -> Target {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("embedded.log")).unwrap())
         .spawn()
-        .expect("start auditflow-aggregator");
+        .expect("start auditflow");
     wait_ready(api, &mut child, "the embedded aggregator");
     procs.0.push(child);
     Target { profile: "embedded", mqtt, api }

@@ -1,4 +1,4 @@
-//! Embedded mode end to end: the real binary with no services configured runs its broker,
+//! Embedded mode end to end: the `auditflow` binary (no services) runs its broker,
 //! the demo agent (over MQTT), detection, SQLite and the API in one process. Demo alerts show
 //! up in the API, survive a restart, and the process stops cleanly on SIGTERM.
 
@@ -17,7 +17,7 @@ struct Embedded {
 
 fn start(dir: &std::path::Path) -> Embedded {
     let (http, metrics, mqtt) = (free_port(), free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_auditflow-aggregator"))
+    let child = Command::new(support::workspace_bin("auditflow"))
         .args(["--data-dir", dir.join("data").to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{http}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
@@ -31,7 +31,7 @@ fn start(dir: &std::path::Path) -> Embedded {
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("embedded.log")).unwrap())
         .spawn()
-        .expect("start auditflow-aggregator");
+        .expect("start auditflow");
     let mut e = Embedded { child, http };
     let start = Instant::now();
     while request_status(http, "/readyz") != Some(200) {
@@ -133,7 +133,7 @@ fn a_taken_mqtt_port_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let out = Command::new(env!("CARGO_BIN_EXE_auditflow-aggregator"))
+    let out = Command::new(support::workspace_bin("auditflow"))
         .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])

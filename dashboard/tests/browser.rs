@@ -134,13 +134,13 @@ fn wait_for_alerts(port: u16, query: &str, n: usize) -> Vec<Value> {
     }
 }
 
-/// The aggregator in embedded mode with three tokens, no demo traffic.
+/// Embedded mode (`auditflow`) with three tokens, no demo traffic.
 fn start_embedded(dir: &Path, procs: &mut Procs) -> (u16, u16) {
     let (http, metrics, mqtt) = (free_port(), free_port(), free_port());
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("agents.credentials"), "pi-browser:browser-agent-password\n").unwrap();
-    let mut child = Command::new(workspace_bin("auditflow-aggregator"))
+    let mut child = Command::new(workspace_bin("auditflow"))
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{http}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
@@ -158,7 +158,7 @@ fn start_embedded(dir: &Path, procs: &mut Procs) -> (u16, u16) {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("aggregator.log")).unwrap())
         .spawn()
-        .expect("start auditflow-aggregator");
+        .expect("start auditflow");
     wait_http(http, "/readyz", &mut child, "the aggregator");
     procs.0.push(child);
     (http, mqtt)

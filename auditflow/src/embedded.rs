@@ -1,7 +1,5 @@
-//! Embedded mode (design.md §2): with no service configured, one process runs everything —
-//! the MQTT broker for agents (rumqttd, from the broker crate), a bridge from it straight into
-//! the detection pipeline, in-memory state, SQLite under the data directory, the API, and an
-//! in-process agent for this host producing demo traffic.
+//! Embedded mode's own pieces: the data directory and its secrets, and the bridge from the
+//! in-process MQTT broker into the detection pipeline.
 //!
 //! The bridge keeps the cluster profile's delivery guarantee: an agent's envelopes are acked
 //! only after the batch holding them is committed to SQLite (design.md §4), so the in-process
@@ -21,10 +19,10 @@ use runtime::retry::Backoff;
 use tokio_util::sync::CancellationToken;
 use wire::model::{Heartbeat, Timestamp};
 
-use crate::http::auth::{Role, Tokens, generate_token};
-use crate::pipeline::{Item, Pipeline};
-use crate::state::WindowState;
-use crate::store::SharedStore;
+use aggregator::http::auth::{Role, Tokens, generate_token};
+use aggregator::pipeline::{Item, Pipeline};
+use aggregator::state::WindowState;
+use aggregator::store::SharedStore;
 
 /// Files under the data directory.
 #[derive(Clone, Debug)]

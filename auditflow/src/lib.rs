@@ -1,0 +1,156 @@
+//! AuditFlow in one process (embedded mode, design.md §2): the composition of the services.
+//! With no service configured, one process runs the MQTT broker for agents (rumqttd, from the
+//! `broker` crate), a bridge from it straight into the aggregator's detection pipeline,
+//! in-memory state, SQLite under the data directory, the API with the dashboard on its origin,
+//! and an in-process agent for this host producing demo traffic.
+//!
+//! This is the only crate that depends on the services; they never depend on each other
+//! (ARCHITECTURE.md), so the cluster binaries link only what they run.
+
+pub mod embedded;
+
+use std::sync::Arc;
+
+use aggregator::config::{Config, Secrets};
+use aggregator::pipeline::Pipeline;
+use aggregator::state::memory::MemoryState;
+use aggregator::{Core, Listeners, Services};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What `auditflow` says when a service is configured.
+pub const NO_SERVICES: &str = "auditflow runs the whole system in one process and uses no \
+     service: unset AMQP_URL, DATABASE_URL and REDIS_URL (and services.*), or run \
+     auditflow-aggregator, the cluster service, with them";
+
+/// Runs embedded mode until `cancel` fires. Listeners are bound before anything else so that
+/// a taken port is reported at once.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    anyhow::ensure!(config.is_embedded(), NO_SERVICES);
+    let secrets = config.secrets().map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
+    let listeners = Listeners::bind(&config).await?;
+    let core = Core::new(&config)?;
+    let tracker = TaskTracker::new();
+    start_embedded(&config, core, secrets, listeners, &tracker, &cancel).await?;
+    tracker.close();
+    cancel.cancelled().await;
+    tracker.wait().await;
+    Ok(())
+}
+
+async fn start_embedded(
+    config: &Config,
+    core: Core,
+    secrets: Secrets,
+    listeners: Listeners,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let e = &config.embedded;
+    let dir = embedded::DataDir::open(&config.data_dir)?;
+    let store =
+        aggregator::store::open(&dir.database_url(), config.notify.outbox_channels(false)).await?;
+    let (tokens, generated) = embedded::tokens(secrets.tokens, &dir)?;
+    let node = agent::node_name(&agent::Config::default());
+    let (credentials, password) = dir.credentials(&node)?;
+    let mqtt_addr: std::net::SocketAddr = e.mqtt_listen.parse().context("embedded.mqtt_listen")?;
+    let broker_metrics = broker::telemetry::Metrics::new();
+    let (refusal_tx, refusal_rx) = tokio::sync::mpsc::channel(broker::report::QUEUE);
+    let (link_tx, link_rx) = broker::mqtt::start(
+        &broker::mqtt::MqttSettings {
+            listen: mqtt_addr,
+            credentials: Arc::new(credentials),
+            // Service-account tokens are the DaemonSet's credential, a cluster-profile thing.
+            tokens: None,
+            max_payload_bytes: config.ingest.max_frame_bytes,
+            max_connections: 256,
+            max_inflight: 64,
+            // Embedded mode is the single-box profile (listening on loopback by default);
+            // agents on other machines over TLS go through `auditflow-broker`.
+            tls: None,
+            refusals: Some(refusal_tx),
+        },
+        &broker_metrics,
+    )?;
+    let metrics = core.metrics.clone();
+    let pipeline = Arc::new(Pipeline {
+        state: MemoryState::new(),
+        sink: store.clone(),
+        rules: core.rules.clone(),
+        metrics: metrics.clone(),
+    });
+    let api_addr = listeners.api.local_addr()?;
+    let services = Services {
+        pipeline: pipeline.clone(),
+        tokens,
+        hooks: secrets.hooks,
+        checks: Vec::new(),
+        store_name: "sqlite",
+        amqp: None,
+        // The dashboard from the API's own origin: no CORS, no second port.
+        extra_routes: Some(dashboard::assets()),
+    };
+    aggregator::start(config, core, services, listeners, tracker, cancel);
+    {
+        let pipeline = pipeline.clone();
+        let cancel = cancel.clone();
+        let max_frame = config.ingest.max_frame_bytes;
+        tracker.spawn(async move {
+            if let Err(e) = embedded::bridge(
+                (link_tx, link_rx, refusal_rx),
+                pipeline,
+                max_frame,
+                cancel.clone(),
+            )
+            .await
+            {
+                tracing::error!(error = %format!("{e:#}"), "embedded bridge failed");
+                cancel.cancel();
+            }
+        });
+    }
+    if e.demo {
+        let mqtt = format!("127.0.0.1:{}", mqtt_addr.port());
+        let agent_config = embedded::agent_config(&dir, &node, &mqtt, &password, e.demo_rate);
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            if let Err(e) = agent::run(agent_config, cancel).await {
+                tracing::error!(error = %format!("{e:#}"), "the in-process agent failed");
+            }
+        });
+    }
+    let host = if api_addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        api_addr.ip().to_string()
+    };
+    let mut banner = format!(
+        "\nAuditFlow is running (embedded mode, data in {}).\n  Open:        http://{host}:{}/\n",
+        dir.root.display(),
+        api_addr.port()
+    );
+    let token_file = dir.root.join("admin.token");
+    match generated {
+        embedded::AdminToken::Created(token) => banner.push_str(&format!(
+            "  API token:   {token}   (admin; shown this once, kept in {})\n  Try:         curl -H 'Authorization: Bearer {token}' http://{host}:{}/api/v1/alerts\n",
+            token_file.display(),
+            api_addr.port()
+        )),
+        embedded::AdminToken::Kept => banner.push_str(&format!(
+            "  API token:   in {} (admin)\n  Try:         curl -H \"Authorization: Bearer $(cat {})\" http://{host}:{}/api/v1/alerts\n",
+            token_file.display(),
+            token_file.display(),
+            api_addr.port()
+        )),
+        embedded::AdminToken::Configured => {}
+    }
+    banner.push_str(&format!(
+        "  MQTT:        {mqtt_addr} for agents (node:password lines in {})\n  Demo agent:  {}\n",
+        dir.root.join("agents.credentials").display(),
+        if e.demo { format!("{node}, {} synthetic events/s", e.demo_rate) } else { "off".into() }
+    ));
+    println!("{banner}");
+    tracing::info!(api = %api_addr, mqtt = %mqtt_addr, "aggregator running (embedded)");
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `auditflow`: the whole system in one process (embedded mode, design.md §2). Parses
+//! arguments, loads the configuration (the aggregator's file) and runs it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use aggregator::config::{Config, DEFAULT_TOML};
+
+const BINARY: &str = "auditflow";
+const THREADS: runtime::process::Threads = runtime::process::Threads::Workers(2);
+
+/// AuditFlow in one process: the MQTT broker for agents, detection, a SQLite alert store, the
+/// API, the dashboard and a demo agent for this host. No service to install.
+#[derive(Debug, Parser)]
+#[command(name = "auditflow", version, about)]
+struct Cli {
+    #[command(flatten)]
+    args: runtime::cli::ConfigArgs,
+    /// Data directory (SQLite store, tokens, agents' credentials, the demo agent's spool);
+    /// overrides `data_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the API and the dashboard; overrides `http.listen`.
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Address of /metrics; overrides `http.metrics_listen`.
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// The MQTT listener for agents; overrides `embedded.mqtt_listen`.
+    #[arg(long, global = true, value_name = "ADDR")]
+    mqtt_listen: Option<std::net::SocketAddr>,
+    /// Without the in-process demo agent; sets `embedded.demo = false`.
+    #[arg(long, global = true)]
+    no_demo: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything (the default).
+    Run,
+    /// Print the documented default configuration.
+    PrintDefaultConfig,
+    /// Check the configuration and exit: 0 when valid, 64 with every problem listed when not.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.args.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {
+        print!("{DEFAULT_TOML}");
+        return ExitCode::SUCCESS;
+    }
+    let mut config = match runtime::config::load::<Config>(BINARY, cli.args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // Command-line flags win over the file (they are typed, so nothing new to validate).
+    if let Some(d) = &cli.data_dir {
+        config.data_dir = d.display().to_string();
+    }
+    if let Some(a) = cli.listen {
+        config.http.listen = a.to_string();
+    }
+    if let Some(a) = cli.metrics_listen {
+        config.http.metrics_listen = a.to_string();
+    }
+    if let Some(a) = cli.mqtt_listen {
+        config.embedded.mqtt_listen = a.to_string();
+    }
+    if cli.no_demo {
+        config.embedded.demo = false;
+    }
+    match cli.command.unwrap_or(Command::Run) {
+        Command::PrintDefaultConfig => ExitCode::SUCCESS,
+        Command::CheckConfig => {
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            // Silently ignoring a configured service would leave its user wondering where the
+            // alerts went.
+            if !config.is_embedded() {
+                eprintln!("{BINARY}: {}", auditflow::NO_SERVICES);
+                return runtime::config::exit_config();
+            }
+            runtime::process::init_tracing("info,sqlx=warn,rumqttd=warn");
+            runtime::process::run_service(BINARY, THREADS, |cancel| auditflow::run(config, cancel))
+        }
+    }
+}
