@@ -11,9 +11,8 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use lapin::Confirmation;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +76,7 @@ pub async fn run_sender(
                 metrics.connected.set(0);
                 // A close on a dead connection may wait forever for RabbitMQ's answer.
                 let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
+                    runtime::amqp::CLOSE_TIMEOUT,
                     conn.close(200, "agent stopping".into()),
                 )
                 .await;
@@ -105,34 +104,14 @@ pub const FRAME_MAX: u32 = 16 * 1024;
 
 /// The URL with `frame_max` set to [`FRAME_MAX`] when it does not set one itself.
 fn with_frame_max(url: &str) -> anyhow::Result<lapin::uri::AMQPUri> {
-    let mut uri: lapin::uri::AMQPUri =
-        url.parse().map_err(|e: String| anyhow::anyhow!("the AMQP URL is invalid: {e}"))?;
+    let mut uri = runtime::amqp::parse_url(url)?;
     uri.query.frame_max.get_or_insert(FRAME_MAX);
     Ok(uri)
 }
 
 async fn connect(settings: &AmqpSettings) -> anyhow::Result<(Connection, Channel)> {
-    let uri = with_frame_max(&settings.url)?;
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        Connection::connect_uri(uri, ConnectionProperties::default()),
-    )
-    .await
-    .context("connect timed out")?
-    .context("connect")?;
-    let channel = conn.create_channel().await.context("open channel")?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await.context("confirm_select")?;
-    for queue in [&settings.queue, &settings.heartbeat_queue] {
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("declare queue {queue}"))?;
-    }
-    Ok((conn, channel))
+    let queues = [settings.queue.as_str(), settings.heartbeat_queue.as_str()];
+    runtime::amqp::open_confirming(with_frame_max(&settings.url)?, &queues).await
 }
 
 #[allow(clippy::too_many_arguments)]

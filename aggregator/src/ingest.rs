@@ -12,10 +12,10 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use runtime::amqp::Sessions;
 use runtime::retry::Backoff;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -114,65 +114,25 @@ where
     S: WindowState + 'static,
     K: AlertSink + 'static,
 {
-    let mut backoff = Backoff::service();
     let metrics = pipeline.metrics.clone();
-    while !cancel.is_cancelled() {
-        let session = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            s = connect(&settings) => s,
-        };
-        match session {
-            Ok((conn, channel)) => {
-                tracing::info!(queue = settings.feed.queue(), "consuming");
-                metrics.rabbitmq_connected.set(1);
-                backoff.reset();
-                let result = consume(&settings, &channel, &pipeline, &cancel).await;
-                metrics.rabbitmq_connected.set(0);
-                let _ = conn.close(200, "aggregator stopping".into()).await;
-                match result {
-                    Ok(()) => return Ok(()),
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "consumer lost RabbitMQ"),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot connect to RabbitMQ")
-            }
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = tokio::time::sleep(backoff.next_delay()) => {}
+    let mut sessions = Sessions::new("consumer", metrics.rabbitmq_connected.clone());
+    while let Some((conn, channel)) = sessions.connect(|| connect(&settings), &cancel).await {
+        tracing::info!(queue = settings.feed.queue(), "consuming");
+        let result = consume(&settings, &channel, &pipeline, &cancel).await;
+        if sessions.ended(conn, result, &cancel).await {
+            break;
         }
     }
     Ok(())
 }
 
-/// Opens a connection and a channel in publisher-confirm mode, declaring `queues` exactly as
-/// their other users declare them (durable, no arguments), or RabbitMQ refuses the
-/// declaration. Shared by the consumers and the `audit_alerts` publisher.
+/// A channel in publisher-confirm mode with `queues` declared. Shared by the consumers and
+/// the `audit_alerts` publisher.
 pub(crate) async fn open_confirming(
     url: &str,
     queues: &[&str],
 ) -> anyhow::Result<(Connection, Channel)> {
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        Connection::connect(url, ConnectionProperties::default()),
-    )
-    .await
-    .context("connect timed out")?
-    .context("connect")?;
-    let channel = conn.create_channel().await.context("open channel")?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await.context("confirm_select")?;
-    for &queue in queues {
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("declare {queue}"))?;
-    }
-    Ok((conn, channel))
+    runtime::amqp::open_confirming(runtime::amqp::parse_url(url)?, queues).await
 }
 
 async fn connect(settings: &ConsumerSettings) -> anyhow::Result<(Connection, Channel)> {

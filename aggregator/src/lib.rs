@@ -212,15 +212,33 @@ pub const NEEDS_SERVICES: &str = "auditflow-aggregator is the cluster service: s
      DATABASE_URL and REDIS_URL (or services.*); `auditflow` runs the whole system in one \
      process with none of them";
 
-/// Runs the cluster profile until `cancel` fires. Listeners are bound before anything else so
-/// that a taken port is reported at once.
+/// Runs the cluster profile until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let config = &config;
     anyhow::ensure!(!config.is_embedded(), NEEDS_SERVICES);
+    run_profile(config, cancel, |core, secrets, listeners, tracker, cancel| async move {
+        run_cluster(config, core, secrets, listeners, &tracker, &cancel).await
+    })
+    .await
+}
+
+/// A profile's life: reads the secrets, binds the listeners before anything else (so that a
+/// taken port is reported at once), builds the [`Core`], lets `start` spawn the profile's
+/// tasks on the tracker, and after `cancel` fires waits for every task to finish.
+pub async fn run_profile<F, Fut>(
+    config: &Config,
+    cancel: CancellationToken,
+    start: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Core, config::Secrets, Listeners, TaskTracker, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let secrets = config.secrets().map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
-    let listeners = Listeners::bind(&config).await?;
-    let core = Core::new(&config)?;
+    let listeners = Listeners::bind(config).await?;
+    let core = Core::new(config)?;
     let tracker = TaskTracker::new();
-    run_cluster(&config, core, secrets, listeners, &tracker, &cancel).await?;
+    start(core, secrets, listeners, tracker.clone(), cancel.clone()).await?;
     tracker.close();
     cancel.cancelled().await;
     tracker.wait().await;

@@ -24,19 +24,18 @@ pub const NO_SERVICES: &str = "auditflow runs the whole system in one process an
      service: unset AMQP_URL, DATABASE_URL and REDIS_URL (and services.*), or run \
      auditflow-aggregator, the cluster service, with them";
 
-/// Runs embedded mode until `cancel` fires. Listeners are bound before anything else so that
-/// a taken port is reported at once.
+/// Runs embedded mode until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let config = &config;
     anyhow::ensure!(config.is_embedded(), NO_SERVICES);
-    let secrets = config.secrets().map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
-    let listeners = Listeners::bind(&config).await?;
-    let core = Core::new(&config)?;
-    let tracker = TaskTracker::new();
-    start_embedded(&config, core, secrets, listeners, &tracker, &cancel).await?;
-    tracker.close();
-    cancel.cancelled().await;
-    tracker.wait().await;
-    Ok(())
+    aggregator::run_profile(
+        config,
+        cancel,
+        |core, secrets, listeners, tracker, cancel| async move {
+            start_embedded(config, core, secrets, listeners, &tracker, &cancel).await
+        },
+    )
+    .await
 }
 
 async fn start_embedded(

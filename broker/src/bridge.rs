@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
-use runtime::retry::Backoff;
+use runtime::amqp::Sessions;
 use tokio_util::sync::CancellationToken;
 use wire::{Envelope, Heartbeat, queues};
 
@@ -109,68 +109,31 @@ pub async fn run(
     link_tx.subscribe(EVENTS_FILTER).context("subscribe to agents' events")?;
     link_tx.subscribe(HEARTBEAT_FILTER).context("subscribe to agents' heartbeats")?;
     let mut book = AckBook::default();
-    let mut backoff = Backoff::service();
-    while !cancel.is_cancelled() {
-        let session = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            s = connect(&settings.amqp_url) => s,
-        };
-        match session {
-            Ok((conn, channel)) => {
-                tracing::info!("bridge connected to RabbitMQ");
-                metrics.rabbitmq_connected.set(1);
-                backoff.reset();
-                let result = pump(
-                    &settings,
-                    &channel,
-                    Links { tx: &mut link_tx, rx: &mut link_rx },
-                    (&mut refusals, &mut reporter),
-                    &mut book,
-                    &metrics,
-                    &cancel,
-                )
-                .await;
-                metrics.rabbitmq_connected.set(0);
-                metrics.in_flight.set(0);
-                let _ = conn.close(200, "broker stopping".into()).await;
-                match result {
-                    Ok(()) => return Ok(()),
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "bridge lost RabbitMQ"),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "bridge cannot connect to RabbitMQ")
-            }
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = tokio::time::sleep(backoff.next_delay()) => {}
+    let mut sessions = Sessions::new("bridge", metrics.rabbitmq_connected.clone());
+    while let Some((conn, channel)) =
+        sessions.connect(|| connect(&settings.amqp_url), &cancel).await
+    {
+        let result = pump(
+            &settings,
+            &channel,
+            Links { tx: &mut link_tx, rx: &mut link_rx },
+            (&mut refusals, &mut reporter),
+            &mut book,
+            &metrics,
+            &cancel,
+        )
+        .await;
+        metrics.in_flight.set(0);
+        if sessions.ended(conn, result, &cancel).await {
+            break;
         }
     }
     Ok(())
 }
 
 async fn connect(url: &str) -> anyhow::Result<(Connection, Channel)> {
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        Connection::connect(url, ConnectionProperties::default()),
-    )
-    .await
-    .context("connect timed out")?
-    .context("connect")?;
-    let channel = conn.create_channel().await.context("open channel")?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await.context("confirm_select")?;
-    for queue in [queues::EVENTS, queues::EVENTS_DLQ, queues::HEARTBEATS] {
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("declare queue {queue}"))?;
-    }
-    Ok((conn, channel))
+    let queues = [queues::EVENTS, queues::EVENTS_DLQ, queues::HEARTBEATS];
+    runtime::amqp::open_confirming(runtime::amqp::parse_url(url)?, &queues).await
 }
 
 /// What a confirm is for.
@@ -250,7 +213,7 @@ async fn pump(
                             && let Some(node) = topic.strip_prefix("auditflow/v1/events/")
                         {
                             let refusal = Refusal { node: node.to_owned(), reason, access: "publish", topic: topic.clone() };
-                            crate::mqtt::report(None, metrics, refusal.clone());
+                            crate::report::report(None, metrics, refusal.clone());
                             let frame = wire::encode(&reporter.envelope(&refusal));
                             if let Some((p, confirm)) = publish(channel, Incoming::Report { frame }, metrics).await? {
                                 pending.push_back(p);

@@ -21,7 +21,7 @@ use rumqttd::{
 use crate::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER};
 use crate::credentials::Credentials;
 use crate::kubetoken::TokenVerifier;
-use crate::report::Refusal;
+use crate::report::{Refusal, report};
 use crate::telemetry::Metrics;
 
 /// Topic filter of the acks the bridge publishes.
@@ -46,21 +46,6 @@ pub struct MqttSettings {
     pub tls: Option<TlsFiles>,
     /// Where refused actions of authenticated nodes are reported (they become alerts).
     pub refusals: Option<tokio::sync::mpsc::Sender<Refusal>>,
-}
-
-/// Reports a refusal: counted per node, and queued to become an alert (dropped, counted, when
-/// the queue is full).
-pub fn report(
-    refusals: Option<&tokio::sync::mpsc::Sender<Refusal>>,
-    metrics: &Metrics,
-    r: Refusal,
-) {
-    metrics.node_refusals.with_label_values(&[&r.node, r.reason]).inc();
-    if let Some(tx) = refusals
-        && tx.try_send(r).is_err()
-    {
-        metrics.reports_dropped.inc();
-    }
 }
 
 /// The listener's certificate chain and private key, PEM files. rumqttd reads them for every

@@ -87,6 +87,21 @@ impl Default for Reporter {
     }
 }
 
+/// Reports a refusal: counted per node, and queued to become an alert (dropped, counted, when
+/// the queue is full).
+pub fn report(
+    refusals: Option<&tokio::sync::mpsc::Sender<Refusal>>,
+    metrics: &crate::telemetry::Metrics,
+    r: Refusal,
+) {
+    metrics.node_refusals.with_label_values(&[&r.node, r.reason]).inc();
+    if let Some(tx) = refusals
+        && tx.try_send(r).is_err()
+    {
+        metrics.reports_dropped.inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
