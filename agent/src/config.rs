@@ -41,7 +41,8 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
-    pub listen: String,
+    #[serde(with = "runtime::config::address")]
+    pub listen: SocketAddr,
     /// Whether `POST /generate_event` answers at all. On for development and the legacy
     /// generator's users; the node configs AuditFlow ships (Pi image, Ansible role, chart)
     /// turn it off, since a real node's events come from its logs.
@@ -73,12 +74,32 @@ pub struct BatchConfig {
     pub max_age_ms: u64,
 }
 
+/// How the agent sends: `transport.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// MQTT (or MQTT over TLS) to the broker.
+    Mqtt,
+    /// AMQP straight to RabbitMQ.
+    Amqp,
+}
+
+/// What the synthetic source produces: `synthetic.mix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mix {
+    /// The seven legacy templates (they fire rules: demo traffic).
+    Legacy,
+    /// Only ordinary traffic no shipped rule fires on (background load for benchmarks).
+    Normal,
+}
+
 /// `[transport]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransportConfig {
     /// `mqtt` (to the broker) or `amqp` (straight to RabbitMQ).
-    pub kind: String,
+    pub kind: Transport,
     /// The broker, for `mqtt`.
     pub mqtt_url: String,
     /// This node's MQTT password, for `mqtt`; `AUDITFLOW_MQTT_PASSWORD` overrides it.
@@ -110,7 +131,7 @@ pub struct SyntheticConfig {
     pub limit: u64,
     /// `legacy`: the seven legacy templates (they fire rules: demo traffic); `normal`: only
     /// ordinary traffic no shipped rule fires on (background load for benchmarks).
-    pub mix: String,
+    pub mix: Mix,
     /// Shedding priority at the spool's cap (0–9, higher is kept longer); scenarios too.
     pub priority: u8,
 }
@@ -239,7 +260,7 @@ impl Default for Config {
         Self {
             node_id: String::new(),
             http: HttpConfig {
-                listen: "0.0.0.0:9100".into(),
+                listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
                 generate_event: true,
                 generate_event_token: String::new(),
             },
@@ -250,7 +271,7 @@ impl Default for Config {
             },
             batch: BatchConfig { max_events: 512, max_age_ms: 1000 },
             transport: TransportConfig {
-                kind: "mqtt".into(),
+                kind: Transport::Mqtt,
                 mqtt_url: "mqtt://auditflow-broker:1883".into(),
                 mqtt_password: String::new(),
                 mqtt_password_file: String::new(),
@@ -264,7 +285,7 @@ impl Default for Config {
                 rate_per_sec: 1.0,
                 seed: 42,
                 limit: 0,
-                mix: "legacy".into(),
+                mix: Mix::Legacy,
                 priority: 2,
             },
             sources: SourcesConfig::default(),
@@ -337,9 +358,6 @@ impl Validate for Config {
                     .into(),
             );
         }
-        if self.http.listen.parse::<SocketAddr>().is_err() {
-            errors.push(format!("http.listen: `{}` is not an address:port", self.http.listen));
-        }
         if self.spool.dir.is_empty() {
             errors.push("spool.dir: must not be empty".into());
         }
@@ -352,14 +370,14 @@ impl Validate for Config {
         if !(1..=60_000).contains(&self.batch.max_age_ms) {
             errors.push("batch.max_age_ms: must be between 1 and 60000".into());
         }
-        match self.transport.kind.as_str() {
-            "mqtt"
+        match self.transport.kind {
+            Transport::Mqtt
                 if !self.transport.mqtt_url.starts_with("mqtt://")
                     && !self.transport.mqtt_url.starts_with("mqtts://") =>
             {
                 errors.push("transport.mqtt_url: must start with mqtt:// or mqtts://".into());
             }
-            "amqp"
+            Transport::Amqp
                 if !self.transport.amqp_url.starts_with("amqp://")
                     && !self.transport.amqp_url.starts_with("amqps://") =>
             {
@@ -368,7 +386,7 @@ impl Validate for Config {
                         .into(),
                 );
             }
-            "mqtt" => {
+            Transport::Mqtt => {
                 let t = &self.transport;
                 if !t.mqtt_password.is_empty() && !t.mqtt_password_file.is_empty() {
                     errors.push(
@@ -382,17 +400,10 @@ impl Validate for Config {
                     errors.push(format!("transport.mqtt_password_file: {e}"));
                 }
             }
-            "amqp" => {}
-            other => errors.push(format!("transport.kind: `{other}` is not `mqtt` or `amqp`")),
+            Transport::Amqp => {}
         }
         for (i, rule) in self.filter.iter().enumerate() {
             errors.extend(rule.validate(&format!("filter[{i}]")));
-        }
-        if !["legacy", "normal"].contains(&self.synthetic.mix.as_str()) {
-            errors.push(format!(
-                "synthetic.mix: `{}` is not `legacy` or `normal`",
-                self.synthetic.mix
-            ));
         }
         for (name, t) in [
             ("auth", &self.sources.auth),

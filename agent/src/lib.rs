@@ -119,7 +119,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
                 rate_per_sec: config.synthetic.rate_per_sec,
                 seed: config.synthetic.seed,
                 limit: config.synthetic.limit,
-                normal_only: config.synthetic.mix == "normal",
+                normal_only: config.synthetic.mix == config::Mix::Normal,
             },
             events_tx.clone(),
             metrics.clone(),
@@ -199,8 +199,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     ));
 
     let stop_sender = cancel.child_token();
-    let sender = match config.transport.kind.as_str() {
-        "amqp" => tracker.spawn(amqp::run_sender(
+    let sender = match config.transport.kind {
+        config::Transport::Amqp => tracker.spawn(amqp::run_sender(
             amqp::AmqpSettings {
                 url: config.transport.amqp_url.clone(),
                 queue: config.transport.amqp_queue.clone(),
@@ -212,7 +212,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             metrics.clone(),
             stop_sender.clone(),
         )),
-        _ => tracker.spawn(mqtt::run_sender(
+        config::Transport::Mqtt => tracker.spawn(mqtt::run_sender(
             mqtt::MqttSettings::from_url(
                 &config.transport.mqtt_url,
                 &node_id,

@@ -4,10 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use runtime::config::{Env, Validate};
+use runtime::config::{Env, Validate, address, duration, optional_address};
 use serde::{Deserialize, Serialize};
-
-use crate::rules::parse_duration;
 
 /// The documented defaults, as printed by `print-default-config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -56,7 +54,8 @@ pub struct ApiConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddedConfig {
     /// The in-process MQTT broker's listener, for agents.
-    pub mqtt_listen: String,
+    #[serde(with = "address")]
+    pub mqtt_listen: SocketAddr,
     /// Run an in-process agent for this host with demo traffic.
     pub demo: bool,
     /// Demo events per second.
@@ -65,7 +64,7 @@ pub struct EmbeddedConfig {
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        Self { mqtt_listen: "127.0.0.1:1883".into(), demo: true, demo_rate: 50.0 }
+        Self { mqtt_listen: SocketAddr::from(([127, 0, 0, 1], 1883)), demo: true, demo_rate: 50.0 }
     }
 }
 
@@ -200,9 +199,11 @@ impl Config {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// API, webhooks, SSE; empty: the profile's default ([`Config::api_listen`]).
-    pub listen: String,
+    #[serde(with = "optional_address")]
+    pub listen: Option<SocketAddr>,
     /// Prometheus metrics; empty: the profile's default ([`Config::metrics_listen`]).
-    pub metrics_listen: String,
+    #[serde(with = "optional_address")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[detection]`
@@ -210,40 +211,26 @@ pub struct HttpConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DetectionConfig {
     /// How far behind the newest event of a window an event may arrive and still count.
-    pub allowed_lateness: String,
+    #[serde(with = "duration")]
+    pub allowed_lateness: Duration,
     /// How often the rule directory is checked for changes.
-    pub reload_interval: String,
+    #[serde(with = "duration")]
+    pub reload_interval: Duration,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
     /// An agent whose last heartbeat is older than this is reported silent.
-    pub agent_silent_after: String,
+    #[serde(with = "duration")]
+    pub agent_silent_after: Duration,
 }
 
 impl Default for DetectionConfig {
     fn default() -> Self {
         Self {
-            allowed_lateness: "5m".into(),
-            reload_interval: "2s".into(),
+            allowed_lateness: Duration::from_secs(300),
+            reload_interval: Duration::from_secs(2),
             redis_prefix: "auditflow:".into(),
-            agent_silent_after: "3m".into(),
+            agent_silent_after: Duration::from_secs(180),
         }
-    }
-}
-
-impl DetectionConfig {
-    /// `allowed_lateness` parsed (validated at load).
-    pub fn lateness(&self) -> Duration {
-        parse_duration(&self.allowed_lateness).unwrap_or(Duration::from_secs(300))
-    }
-
-    /// `agent_silent_after` parsed (validated at load).
-    pub fn silent_after(&self) -> Duration {
-        parse_duration(&self.agent_silent_after).unwrap_or(Duration::from_secs(180))
-    }
-
-    /// `reload_interval` parsed (validated at load).
-    pub fn reload(&self) -> Duration {
-        parse_duration(&self.reload_interval).unwrap_or(Duration::from_secs(2))
     }
 }
 
@@ -308,22 +295,20 @@ impl Config {
     /// Where the API listens: `http.listen`, or by default every interface in the cluster
     /// profile (a pod's port, behind a NetworkPolicy) and only this machine in embedded mode
     /// (a laptop or a Pi on a LAN: the admin token should not face the network unless asked).
-    pub fn api_listen(&self) -> String {
-        match (self.http.listen.as_str(), self.is_embedded()) {
-            ("", true) => "127.0.0.1:8000".into(),
-            ("", false) => "0.0.0.0:8000".into(),
-            (listen, _) => listen.to_owned(),
-        }
+    pub fn api_listen(&self) -> SocketAddr {
+        self.http.listen.unwrap_or_else(|| self.profile_address(8000))
     }
 
     /// Where `/metrics` listens, with the same defaults on port 9102.
-    pub fn metrics_listen(&self) -> String {
-        match (self.http.metrics_listen.as_str(), self.is_embedded()) {
-            ("", true) => "127.0.0.1:9102".into(),
-            ("", false) => "0.0.0.0:9102".into(),
-            (listen, _) => listen.to_owned(),
-        }
+    pub fn metrics_listen(&self) -> SocketAddr {
+        self.http.metrics_listen.unwrap_or_else(|| self.profile_address(9102))
     }
+
+    fn profile_address(&self, port: u16) -> SocketAddr {
+        let ip = if self.is_embedded() { [127, 0, 0, 1] } else { [0, 0, 0, 0] };
+        SocketAddr::from((ip, port))
+    }
+
     /// True when no external service is configured: everything runs in-process.
     pub fn is_embedded(&self) -> bool {
         let s = &self.services;
@@ -358,23 +343,7 @@ impl Validate for Config {
 
     fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        for (key, value) in
-            [("http.listen", &self.http.listen), ("http.metrics_listen", &self.http.metrics_listen)]
-        {
-            if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
-                errors.push(format!("{key}: `{value}` is not an address:port"));
-            }
-        }
-        for (key, value) in [
-            ("detection.allowed_lateness", &self.detection.allowed_lateness),
-            ("detection.reload_interval", &self.detection.reload_interval),
-            ("detection.agent_silent_after", &self.detection.agent_silent_after),
-        ] {
-            if parse_duration(value).is_none() {
-                errors.push(format!("{key}: `{value}` is not a duration like 500ms, 30s or 5m"));
-            }
-        }
-        if self.detection.reload().is_zero() {
+        if self.detection.reload_interval.is_zero() {
             errors.push("detection.reload_interval: must be more than zero".into());
         }
         let i = &self.ingest;
@@ -392,12 +361,6 @@ impl Validate for Config {
         }
         if let Err(e) = self.secrets() {
             errors.extend(e);
-        }
-        if self.embedded.mqtt_listen.parse::<SocketAddr>().is_err() {
-            errors.push(format!(
-                "embedded.mqtt_listen: `{}` is not an address:port",
-                self.embedded.mqtt_listen
-            ));
         }
         if !(self.embedded.demo_rate > 0.0 && self.embedded.demo_rate <= 100_000.0) {
             errors.push("embedded.demo_rate: must be above 0 and at most 100000".into());
@@ -443,17 +406,18 @@ mod tests {
     fn the_api_faces_the_network_only_in_the_cluster_or_when_asked() {
         let mut c = Config::default();
         assert!(c.is_embedded());
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(
             (c.api_listen(), c.metrics_listen()),
-            ("127.0.0.1:8000".into(), "127.0.0.1:9102".into())
+            (addr("127.0.0.1:8000"), addr("127.0.0.1:9102"))
         );
         c.services.amqp_url = "amqp://x".into();
         assert_eq!(
             (c.api_listen(), c.metrics_listen()),
-            ("0.0.0.0:8000".into(), "0.0.0.0:9102".into())
+            (addr("0.0.0.0:8000"), addr("0.0.0.0:9102"))
         );
-        c.http.listen = "10.0.0.5:8080".into();
-        assert_eq!(c.api_listen(), "10.0.0.5:8080");
+        c.http.listen = Some(addr("10.0.0.5:8080"));
+        assert_eq!(c.api_listen(), addr("10.0.0.5:8080"));
     }
 
     #[test]

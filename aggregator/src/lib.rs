@@ -75,12 +75,12 @@ impl Core {
         metrics.rules_loaded.set(set.rules.len() as i64);
         let status =
             Arc::new(Mutex::new(RuleStatus { version: set.version.clone(), last_error: None }));
-        let lateness = config.detection.lateness();
+        let lateness = config.detection.allowed_lateness;
         let rules = Arc::new(Rules::new(Detector::new(Arc::new(set), lateness)));
         let reloader = (!config.rules_dir.is_empty()).then(|| {
             Arc::new(Reloader {
                 dir: config.rules_dir.clone().into(),
-                interval: config.detection.reload(),
+                interval: config.detection.reload_interval,
                 lateness,
                 rules: rules.clone(),
                 status: status.clone(),
@@ -173,7 +173,7 @@ pub fn start<S: state::WindowState + 'static>(
         tokens: Arc::new(tokens),
         hooks: Arc::new(hooks),
         metrics: core.metrics.clone(),
-        silent_after: config.detection.silent_after(),
+        silent_after: config.detection.agent_silent_after,
         legacy_open: config.api.legacy_unauthenticated,
         cancel: cancel.clone(),
         guard: Arc::default(),
@@ -204,7 +204,7 @@ pub fn start<S: state::WindowState + 'static>(
         http: core.http,
     });
     tracker.spawn(notifier.run(cancel.clone()));
-    tracker.spawn(fleet::run(pipeline, config.detection.silent_after(), cancel.clone()));
+    tracker.spawn(fleet::run(pipeline, config.detection.agent_silent_after, cancel.clone()));
 }
 
 /// What `auditflow-aggregator` says when no service is configured.

@@ -82,12 +82,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // Command-line flags win over the file (they are typed, so nothing new to validate).
+    // Command-line flags win over the file (typed like the config, nothing new to check).
     if let Some(a) = cli.listen {
-        config.http.listen = a.to_string();
+        config.http.listen = Some(a);
     }
     if let Some(a) = cli.metrics_listen {
-        config.http.metrics_listen = a.to_string();
+        config.http.metrics_listen = Some(a);
     }
     match cli.command.unwrap_or(Command::Run) {
         Command::PrintDefaultConfig => ExitCode::SUCCESS,

@@ -260,9 +260,9 @@ pub fn agent_config(
     rate: f64,
 ) -> agent::Config {
     let mut c = agent::Config { node_id: node.to_owned(), ..Default::default() };
-    c.http.listen = "127.0.0.1:0".into();
+    c.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     c.spool.dir = dir.spool().display().to_string();
-    c.transport.kind = "mqtt".into();
+    c.transport.kind = agent::config::Transport::Mqtt;
     c.transport.mqtt_url = format!("mqtt://{mqtt}");
     c.transport.mqtt_password = password.to_owned();
     c.synthetic.enabled = true;

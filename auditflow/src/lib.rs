@@ -15,7 +15,6 @@ use aggregator::config::{Config, Secrets};
 use aggregator::pipeline::Pipeline;
 use aggregator::state::memory::MemoryState;
 use aggregator::{Core, Listeners, Services};
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -53,7 +52,7 @@ async fn start_embedded(
     let (tokens, generated) = embedded::tokens(secrets.tokens, &dir)?;
     let node = agent::node_name(&agent::Config::default());
     let (credentials, password) = dir.credentials(&node)?;
-    let mqtt_addr: std::net::SocketAddr = e.mqtt_listen.parse().context("embedded.mqtt_listen")?;
+    let mqtt_addr = e.mqtt_listen;
     let broker_metrics = broker::telemetry::Metrics::new();
     let (refusal_tx, refusal_rx) = tokio::sync::mpsc::channel(broker::report::QUEUE);
     let (link_tx, link_rx) = broker::mqtt::start(

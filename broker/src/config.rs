@@ -26,7 +26,8 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// Listener address.
-    pub listen: String,
+    #[serde(with = "runtime::config::address")]
+    pub listen: SocketAddr,
     /// TLS certificate (PEM); empty for plain MQTT.
     pub tls_cert: String,
     /// TLS key (PEM); empty for plain MQTT.
@@ -86,7 +87,8 @@ impl KubernetesAuth {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
-    pub listen: String,
+    #[serde(with = "runtime::config::address")]
+    pub listen: SocketAddr,
 }
 
 /// `[amqp]`
@@ -100,7 +102,7 @@ pub struct AmqpConfig {
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
-            listen: "0.0.0.0:1883".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             tls_cert: String::new(),
             tls_key: String::new(),
             credentials_file: String::new(),
@@ -114,7 +116,7 @@ impl Default for MqttConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:9101".into() }
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 9101)) }
     }
 }
 
@@ -128,12 +130,6 @@ impl Validate for Config {
 
     fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        for (key, value) in [("mqtt.listen", &self.mqtt.listen), ("http.listen", &self.http.listen)]
-        {
-            if value.parse::<SocketAddr>().is_err() {
-                errors.push(format!("{key}: `{value}` is not an address:port"));
-            }
-        }
         if self.mqtt.tls_cert.is_empty() != self.mqtt.tls_key.is_empty() {
             errors.push("mqtt.tls_cert, mqtt.tls_key: set both or neither".into());
         }

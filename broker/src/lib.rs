@@ -37,7 +37,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             .map_err(|e| anyhow::anyhow!(e.join("; ")))
             .context("load the credentials file")?
     };
-    let listen = config.mqtt.listen.parse().context("mqtt.listen")?;
+    let listen = config.mqtt.listen;
     let http = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("bind the HTTP port {}", config.http.listen))?;

@@ -14,14 +14,18 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the UI is served.
-    pub listen: String,
+    #[serde(with = "runtime::config::address")]
+    pub listen: SocketAddr,
     /// The aggregator's public API.
     pub api_url: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:8080".into(), api_url: "http://auditflow-aggregator:8000".into() }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            api_url: "http://auditflow-aggregator:8000".into(),
+        }
     }
 }
 
@@ -35,9 +39,6 @@ impl Validate for Config {
 
     fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        if self.listen.parse::<SocketAddr>().is_err() {
-            errors.push(format!("listen: `{}` is not an address:port", self.listen));
-        }
         // Plain HTTP: the dashboard reaches the aggregator inside the cluster; TLS for
         // browsers belongs at the ingress in front of the dashboard.
         if !self.api_url.starts_with("http://") {

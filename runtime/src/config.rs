@@ -4,8 +4,11 @@
 //! [`load`] adds the file and the process environment, for the binaries' `main`.
 //!
 //! Convention for config types: every field has a default (`Default` plus `#[serde(default)]`)
-//! and none is an `Option`, so that the serialized default names every key a file may use.
-//! "Unset" is spelled as an empty string.
+//! and is of the type the program uses (`SocketAddr`, `Duration` through [`duration`], enums,
+//! numbers), so that a value is parsed once, here, and a bad one is a start-up error naming its
+//! key, never a silent default further on. None is a bare `Option` (the serialized default must
+//! name every key a file may use): "unset" is spelled as an empty string
+//! ([`optional_address`]).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -53,6 +56,7 @@ where
     };
     let mut errors = Vec::new();
     check_table(&mut table, &defaults, "", &mut errors);
+    check_values::<T>(&mut table, &defaults, &mut errors);
     // Offending keys were removed above, so this only fails on problems serde alone can see
     // (a value out of an integer type's range, an unknown enum word).
     let mut config: T = match T::deserialize(toml::Value::Table(table)) {
@@ -148,6 +152,159 @@ fn check_table(
     }
 }
 
+/// Tries each value of `table` alone, put into the defaults, through the config type's own
+/// deserialization: values of the right TOML type that the type still refuses (an address, a
+/// duration, an enum word) are reported with their key, every one of them, and removed so
+/// that the rest can be deserialized.
+fn check_values<T: DeserializeOwned>(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    errors: &mut Vec<String>,
+) {
+    let mut leaves = Vec::new();
+    collect_leaves(table, &mut Vec::new(), &mut leaves);
+    for (path, value) in leaves {
+        let mut probe = defaults.clone();
+        set_leaf(&mut probe, &path, value);
+        if let Err(e) = T::deserialize(toml::Value::Table(probe)) {
+            errors.push(format!("{}: {}", path.join("."), e.message().trim()));
+            remove_leaf(table, &path);
+        }
+    }
+}
+
+/// Every non-table value of `table` with its path (an array is one value).
+fn collect_leaves(
+    table: &toml::Table,
+    path: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, toml::Value)>,
+) {
+    for (key, value) in table {
+        path.push(key.clone());
+        match value {
+            toml::Value::Table(inner) => collect_leaves(inner, path, out),
+            other => out.push((path.clone(), other.clone())),
+        }
+        path.pop();
+    }
+}
+
+fn set_leaf(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut at = table;
+    for key in parents {
+        let slot = at.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(inner) = slot else { return };
+        at = inner;
+    }
+    at.insert(last.clone(), value);
+}
+
+fn remove_leaf(table: &mut toml::Table, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut at = table;
+    for key in parents {
+        let Some(toml::Value::Table(inner)) = at.get_mut(key) else { return };
+        at = inner;
+    }
+    at.remove(last);
+}
+
+/// Parses a duration written as a whole number and a unit: `500ms`, `30s`, `5m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms).map(std::time::Duration::from_millis)
+}
+
+/// `#[serde(with = "runtime::config::duration")]`: a [`std::time::Duration`] in a config file,
+/// written as [`parse_duration`] reads it and refused when it does not.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// The largest unit that writes `d` exactly.
+    pub fn format(d: Duration) -> String {
+        let ms = d.as_millis();
+        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if ms > 0 && ms.is_multiple_of(size) {
+                return format!("{}{unit}", ms / size);
+            }
+        }
+        format!("{ms}ms")
+    }
+
+    /// Writes the duration.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*d))
+    }
+
+    /// Reads the duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_duration(&text).ok_or_else(|| {
+            D::Error::custom(format!("`{text}` is not a duration like 500ms, 30s or 5m"))
+        })
+    }
+}
+
+/// `#[serde(with = "runtime::config::optional_address")]`: an `address:port` that may be left
+/// empty (`""`, the default: the program chooses).
+pub mod optional_address {
+    use std::net::SocketAddr;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the address, or `""`.
+    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.map(|a| a.to_string()).unwrap_or_default())
+    }
+
+    /// Reads the address; `""` is none.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("`{text}` is not an address:port (or empty)")))
+    }
+}
+
+/// `#[serde(with = "runtime::config::address")]`: an `address:port`, with a message that
+/// says so when it is not one.
+pub mod address {
+    use std::net::SocketAddr;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the address.
+    pub fn serialize<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.to_string())
+    }
+
+    /// Reads the address.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| D::Error::custom(format!("`{text}` is not an address:port")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::{Deserialize, Serialize};
@@ -159,6 +316,10 @@ mod tests {
     struct Sample {
         listen: String,
         limit: u32,
+        #[serde(with = "duration")]
+        every: std::time::Duration,
+        #[serde(with = "optional_address")]
+        bind: Option<std::net::SocketAddr>,
         inner: Inner,
     }
 
@@ -171,7 +332,13 @@ mod tests {
 
     impl Default for Sample {
         fn default() -> Self {
-            Self { listen: "127.0.0.1:1".into(), limit: 5, inner: Inner::default() }
+            Self {
+                listen: "127.0.0.1:1".into(),
+                limit: 5,
+                every: std::time::Duration::from_secs(90),
+                bind: None,
+                inner: Inner::default(),
+            }
         }
     }
 
@@ -219,6 +386,34 @@ mod tests {
                 "limit: must be at least 1",
             ]
         );
+    }
+
+    #[test]
+    fn typed_values_are_parsed_once_and_every_bad_one_is_named() {
+        let s: Sample = parse("every = \"500ms\"\nbind = \"10.0.0.1:80\"\n", &no_env).unwrap();
+        assert_eq!(s.every, std::time::Duration::from_millis(500));
+        assert_eq!(s.bind, Some("10.0.0.1:80".parse().unwrap()));
+        let errors =
+            parse::<Sample>("every = \"soon\"\nbind = \"here\"\nlimit = 0\n", &no_env).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "bind: `here` is not an address:port (or empty)",
+                "every: `soon` is not a duration like 500ms, 30s or 5m",
+                "limit: must be at least 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn durations_print_as_they_are_written() {
+        for text in ["500ms", "30s", "5m", "2h", "1d", "90s", "1500ms"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(duration::format(d), text);
+        }
+        assert_eq!(parse_duration("5 m"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("99999999999999999999d"), None);
     }
 
     #[test]

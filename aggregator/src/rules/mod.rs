@@ -650,22 +650,8 @@ fn strings(value: Option<&Toml>, key: &str, err: &mut dyn FnMut(String)) -> Vec<
     }
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h`, `7d`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(ms).map(Duration::from_millis)
-}
+/// Parses `500ms`, `30s`, `5m`, `1h`, `7d`: the same words as every config file.
+pub use runtime::config::parse_duration;
 
 /// Converts a TOML value to JSON (rule test events share the JSON event builder).
 pub(crate) fn toml_to_json(v: &Toml) -> Json {
