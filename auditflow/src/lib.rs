@@ -7,7 +7,8 @@
 //! This is the only crate that depends on the services; they never depend on each other
 //! (ARCHITECTURE.md), so the cluster binaries link only what they run.
 
-pub mod embedded;
+pub mod bridge;
+pub mod datadir;
 
 use std::sync::Arc;
 
@@ -46,10 +47,10 @@ async fn start_embedded(
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     let e = &config.embedded;
-    let dir = embedded::DataDir::open(&config.data_dir)?;
+    let dir = datadir::DataDir::open(&config.data_dir)?;
     let store =
         aggregator::store::open(&dir.database_url(), config.notify.outbox_channels(false)).await?;
-    let (tokens, generated) = embedded::tokens(secrets.tokens, &dir)?;
+    let (tokens, generated) = datadir::tokens(secrets.tokens, &dir)?;
     let node = agent::node_name(&agent::Config::default());
     let (credentials, password) = dir.credentials(&node)?;
     let mqtt_addr = e.mqtt_listen;
@@ -95,13 +96,9 @@ async fn start_embedded(
         let cancel = cancel.clone();
         let max_frame = config.ingest.max_frame_bytes;
         tracker.spawn(async move {
-            if let Err(e) = embedded::bridge(
-                (link_tx, link_rx, refusal_rx),
-                pipeline,
-                max_frame,
-                cancel.clone(),
-            )
-            .await
+            if let Err(e) =
+                bridge::run((link_tx, link_rx, refusal_rx), pipeline, max_frame, cancel.clone())
+                    .await
             {
                 tracing::error!(error = %format!("{e:#}"), "embedded bridge failed");
                 cancel.cancel();
@@ -110,7 +107,7 @@ async fn start_embedded(
     }
     if e.demo {
         let mqtt = format!("127.0.0.1:{}", mqtt_addr.port());
-        let agent_config = embedded::agent_config(&dir, &node, &mqtt, &password, e.demo_rate);
+        let agent_config = agent_config(&dir, &node, &mqtt, &password, e.demo_rate);
         let cancel = cancel.clone();
         tracker.spawn(async move {
             if let Err(e) = agent::run(agent_config, cancel).await {
@@ -130,18 +127,18 @@ async fn start_embedded(
     );
     let token_file = dir.root.join("admin.token");
     match generated {
-        embedded::AdminToken::Created(token) => banner.push_str(&format!(
+        datadir::AdminToken::Created(token) => banner.push_str(&format!(
             "  API token:   {token}   (admin; shown this once, kept in {})\n  Try:         curl -H 'Authorization: Bearer {token}' http://{host}:{}/api/v1/alerts\n",
             token_file.display(),
             api_addr.port()
         )),
-        embedded::AdminToken::Kept => banner.push_str(&format!(
+        datadir::AdminToken::Kept => banner.push_str(&format!(
             "  API token:   in {} (admin)\n  Try:         curl -H \"Authorization: Bearer $(cat {})\" http://{host}:{}/api/v1/alerts\n",
             token_file.display(),
             token_file.display(),
             api_addr.port()
         )),
-        embedded::AdminToken::Configured => {}
+        datadir::AdminToken::Configured => {}
     }
     banner.push_str(&format!(
         "  MQTT:        {mqtt_addr} for agents (node:password lines in {})\n  Demo agent:  {}\n",
@@ -151,4 +148,25 @@ async fn start_embedded(
     println!("{banner}");
     tracing::info!(api = %api_addr, mqtt = %mqtt_addr, "aggregator running (embedded)");
     Ok(())
+}
+
+/// The in-process agent's configuration: this host's name, its spool under the data
+/// directory, the embedded broker, demo traffic at `rate` events/s.
+pub fn agent_config(
+    dir: &datadir::DataDir,
+    node: &str,
+    mqtt: &str,
+    password: &str,
+    rate: f64,
+) -> agent::Config {
+    let mut c = agent::Config { node_id: node.to_owned(), ..Default::default() };
+    c.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    c.spool.dir = dir.spool().display().to_string();
+    c.transport.kind = agent::config::Transport::Mqtt;
+    c.transport.mqtt_url = format!("mqtt://{mqtt}");
+    c.transport.mqtt_password = password.to_owned();
+    c.synthetic.enabled = true;
+    c.synthetic.rate_per_sec = rate;
+    c.synthetic.seed = wire::model::Timestamp::now().as_nanos() as u64;
+    c
 }

@@ -36,7 +36,19 @@ pub(super) fn search_text(f: &crate::detect::Firing) -> String {
 }
 
 /// Implements [`Store`](super::Store) for a type with fields `pool` (writes) and `read`
-/// (reads) of one sqlx pool type, and `channels: Vec<Channel>`.
+/// (reads) of one sqlx pool type, and `channels: Vec<Channel>`. The body, in order:
+///
+/// * row decoders: `alert_from_row`, `silence_from_row`;
+/// * one alert by id: `find_alert`;
+/// * writes: `commit_at` (firings folded into alerts, with their events and outbox rows, one
+///   transaction), `record_heartbeats`;
+/// * reads: `list_alerts` (keyset pages with filters), `list_alerts_offset` (the legacy
+///   API), `alert` (one alert with its events, history and deliveries);
+/// * operators' actions: `transition`;
+/// * silences: `add_silence`, `silences`, `expire_silence`;
+/// * fleet and statistics: `agents`, `stats`, `rule_counts`;
+/// * notification outbox: `claim_outbox`, `delivered`, `delivery_failed`, `delivery_skipped`;
+/// * health: `ping`.
 macro_rules! impl_store {
     ($store:ty, $row:ty) => {
         fn alert_from_row(row: &$row) -> anyhow::Result<$crate::store::Alert> {
@@ -86,6 +98,8 @@ macro_rules! impl_store {
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
+            // ── One alert by id ──
+
             async fn find_alert(
                 &self,
                 id: uuid::Uuid,
@@ -99,6 +113,8 @@ macro_rules! impl_store {
                     .context("read alert")?;
                 row.as_ref().map(alert_from_row).transpose()
             }
+
+            // ── Writes: detection's firings folded into alerts, agents' heartbeats ──
 
             async fn commit_at(
                 &self,
@@ -277,6 +293,8 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            // ── Reads: alert lists and one alert with its events, history and deliveries ──
+
             async fn list_alerts(
                 &self,
                 q: &$crate::store::AlertQuery,
@@ -416,6 +434,8 @@ macro_rules! impl_store {
                 Ok(Some(AlertDetail { alert, evidence, history, deliveries }))
             }
 
+            // ── Operators' actions: acknowledge, resolve, reopen, with history ──
+
             async fn transition(
                 &self,
                 id: uuid::Uuid,
@@ -492,6 +512,8 @@ macro_rules! impl_store {
                 }
             }
 
+            // ── Silences ──
+
             async fn add_silence(&self, s: &$crate::store::Silence) -> anyhow::Result<()> {
                 sqlx::query(
                     "INSERT INTO silences (id, matchers, comment, created_by, created_at, expires_at)
@@ -538,6 +560,8 @@ macro_rules! impl_store {
                 .rows_affected();
                 Ok(changed > 0)
             }
+
+            // ── Fleet and statistics ──
 
             async fn agents(&self) -> anyhow::Result<Vec<$crate::store::Agent>> {
                 use sqlx::Row;
@@ -622,6 +646,8 @@ macro_rules! impl_store {
                     .collect())
             }
 
+            // ── Notification outbox: claim, delivered, failed, skipped ──
+
             async fn claim_outbox(
                 &self,
                 now: i64,
@@ -701,6 +727,8 @@ macro_rules! impl_store {
                     .context("mark delivery skipped")?;
                 Ok(())
             }
+
+            // ── Health ──
 
             async fn ping(&self) -> anyhow::Result<()> {
                 sqlx::query("SELECT 1").execute(&self.read).await?;
