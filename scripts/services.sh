@@ -160,6 +160,16 @@ svc_browser() {
   svc_log "browser: $(chromium --version 2>/dev/null | head -n 1), $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
 }
 
+# The agent's journal source is tested against real journal files, which Debian's
+# systemd-journal-remote writes from export-format input (journalctl reads them).
+svc_journal_tools() {
+  if ! [ -x /lib/systemd/systemd-journal-remote ] && ! [ -x /usr/lib/systemd/systemd-journal-remote ]; then
+    svc_apt_install systemd-journal-remote
+  fi
+  command -v journalctl >/dev/null || svc_apt_install systemd
+  svc_log "journal: $(journalctl --version | head -n 1), systemd-journal-remote"
+}
+
 services_up() {
   svc_postgres
   svc_redis

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: brings up RabbitMQ, PostgreSQL and Redis on 127.0.0.1 (installing
-# them from Debian packages when missing) and headless chromium with chromedriver (for the
-# dashboard's browser tests), then runs the self-containment check, the format check, clippy
-# with warnings denied, the supply-chain check (cargo deny), every test, the fuzz smoke run, the
+# them from Debian packages when missing), headless chromium with chromedriver (for the
+# dashboard's browser tests) and systemd-journal-remote (real journal files for the agent's
+# journal source), then runs the self-containment check, the format check, clippy with
+# warnings denied, the supply-chain check (cargo deny), every test, the fuzz smoke run, the
 # workflow lint, the Kubernetes checks, the Ansible checks and the arm64 builds and images.
 # Prints how long each stage took. A failing stage does not stop the run: every stage runs,
 # the summary marks what failed, and the exit status is that of the first failure. Tools it
@@ -118,6 +119,7 @@ fi
 if want test; then
   stage "services" services_up
   stage "browser" svc_browser
+  stage "journal-tools" svc_journal_tools
   stage "tests" run_tests
   stage "fuzz" fuzz_smoke
 elif want deploy || want images; then

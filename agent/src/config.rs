@@ -148,6 +148,8 @@ pub struct SourcesConfig {
     pub k8s_audit: TailConfig,
     /// Watched files.
     pub files: FilesConfig,
+    /// Auth and kernel messages from the systemd journal.
+    pub journal: JournalConfig,
     /// When a tailing source counts as blind (it reads lines it does not understand).
     pub blind: crate::blind::BlindConfig,
 }
@@ -205,16 +207,50 @@ pub struct TailConfig {
     pub path: String,
     /// On first start (no saved position): `end` skips the history already in the file,
     /// `beginning` reads it.
-    #[serde(default = "start_at_end")]
-    pub start_at: String,
+    #[serde(default)]
+    pub start_at: StartAt,
     /// Shedding priority at the spool's cap (0–9, higher is kept longer); unset takes the
     /// source's default (auth 8, k8s_audit 7, dpkg 6).
     #[serde(default)]
     pub priority: Option<u8>,
 }
 
-fn start_at_end() -> String {
-    "end".into()
+/// Where a source starts reading on its first start (no saved position): `start_at`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// From now on: a new agent reports what happens next, not last week's history.
+    #[default]
+    End,
+    /// The history already there too.
+    Beginning,
+}
+
+/// `[sources.journal]`: sshd, sudo, su, logind and account changes, and kernel messages, read
+/// from the systemd journal through `journalctl` (`agent/src/journal.rs`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Whether it runs.
+    pub enabled: bool,
+    /// The journalctl binary.
+    pub journalctl: String,
+    /// A journal directory to read instead of the system journal; empty: the system journal.
+    pub directory: String,
+    /// On first start (no saved cursor): `end` reads from now on, `beginning` the whole
+    /// journal.
+    pub start_at: StartAt,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            journalctl: "journalctl".into(),
+            directory: String::new(),
+            start_at: StartAt::End,
+        }
+    }
 }
 
 impl Default for SourcesConfig {
@@ -222,7 +258,7 @@ impl Default for SourcesConfig {
         let tail = |path: &str, priority: u8| TailConfig {
             enabled: false,
             path: path.into(),
-            start_at: start_at_end(),
+            start_at: StartAt::End,
             priority: Some(priority),
         };
         Self {
@@ -230,6 +266,7 @@ impl Default for SourcesConfig {
             dpkg: tail("/var/log/dpkg.log", 6),
             k8s_audit: tail("/var/lib/rancher/k3s/server/logs/audit.log", 7),
             files: FilesConfig::default(),
+            journal: JournalConfig::default(),
             blind: crate::blind::BlindConfig::default(),
         }
     }
@@ -412,9 +449,6 @@ impl Validate for Config {
         ] {
             if t.enabled && !t.path.starts_with('/') {
                 errors.push(format!("sources.{name}.path: must be an absolute path"));
-            }
-            if !["end", "beginning"].contains(&t.start_at.as_str()) {
-                errors.push(format!("sources.{name}.start_at: must be `end` or `beginning`"));
             }
             if t.priority.is_some_and(|p| p > 9) {
                 errors.push(format!("sources.{name}.priority: must be between 0 and 9"));

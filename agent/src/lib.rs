@@ -11,6 +11,7 @@ pub mod config;
 pub mod files;
 pub mod filter;
 pub mod http;
+pub mod journal;
 pub mod mqtt;
 pub mod parse;
 pub mod pipeline;
@@ -148,12 +149,26 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             path: t.path.clone().into(),
             format,
             state_path: Path::new(&config.spool.dir).join(format!("tail-{name}.pos")),
-            from_beginning: t.start_at == "beginning",
+            from_beginning: t.start_at == config::StartAt::Beginning,
             blind: config.sources.blind.clone(),
         };
         tails.push(
             tail::spawn(settings, events_tx.clone(), metrics.clone(), stop_pipeline.clone())
                 .with_context(|| format!("start the {name} source"))?,
+        );
+    }
+    if config.sources.journal.enabled {
+        let j = &config.sources.journal;
+        let settings = journal::JournalSettings {
+            journalctl: PathBuf::from(&j.journalctl),
+            directory: PathBuf::from(&j.directory),
+            state_path: Path::new(&config.spool.dir).join("journal.cursor"),
+            from_beginning: j.start_at == config::StartAt::Beginning,
+            blind: config.sources.blind.clone(),
+        };
+        tails.push(
+            journal::spawn(settings, events_tx.clone(), metrics.clone(), stop_pipeline.clone())
+                .context("start the journal source")?,
         );
     }
     if config.sources.files.enabled {

@@ -33,12 +33,14 @@ pub struct Priorities {
 
 impl Priorities {
     /// The priority of an event from `source`. Events submitted over the HTTP API are 5; the
-    /// agent's reports on itself are 9.
+    /// agent's reports on itself are 9; kernel messages from the journal share the auth log's
+    /// (both come from the journal source, and an OOM kill or an AppArmor denial matters as
+    /// much as a login).
     pub fn of(&self, source: wire::Source) -> u8 {
         use wire::Source;
         match source {
             Source::Synthetic => self.synthetic,
-            Source::AuthLog => self.auth,
+            Source::AuthLog | Source::Kernel => self.auth,
             Source::Dpkg => self.dpkg,
             Source::K8sAudit => self.k8s_audit,
             Source::FileWatch => self.files,

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     /// Log lines a tailing source did not understand (or skipped as overlong), per source.
     pub unparsed: IntCounterVec,
+    /// Journal entries read, by use: `used` (an auth or kernel message), `skipped` (another
+    /// program's), `oversized` (a value over 64 KiB, skipped).
+    pub journal_entries: IntCounterVec,
     /// Bytes in the spool.
     pub spool_bytes: IntGauge,
     /// Connections (re)established to the upstream.
@@ -77,6 +80,11 @@ impl Metrics {
                 "auditflow_agent_unparsed_lines_total",
                 "Log lines not understood (or longer than 64 KiB), per source.",
                 "source",
+            ),
+            journal_entries: counter_vec(
+                "auditflow_agent_journal_entries_total",
+                "Journal entries read: used (auth or kernel), skipped (another program's), oversized.",
+                "use",
             ),
             spool_bytes: gauge("auditflow_agent_spool_bytes", "Bytes in the spool."),
             connects: counter(

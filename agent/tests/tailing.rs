@@ -3,6 +3,8 @@
 //! * The auth log: it grows, is rotated by rename (with a late write to the old file), grows
 //!   while the agent is killed with SIGKILL, and is then truncated in place (copytruncate).
 //!   Every failed login written to the log must arrive at least once, none missing.
+//! * The journal: a real journal file (written by systemd-journal-remote) followed live and
+//!   from its saved cursor after a SIGKILL; auth and kernel messages arrive, none missing.
 //! * Watched files: changes seen by inotify while the agent runs, and changes made while it
 //!   was killed, reported at its next start.
 //!
@@ -299,6 +301,149 @@ async fn a_source_whose_format_changes_reports_itself_blind() {
     assert!(
         matches!(get("sample_3"), Some(wire::Value::Str(s)) if s.contains(r#""user":"u39""#)),
         "the newest line not understood is a sample: {report:?}"
+    );
+    let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    let _ = channel
+        .queue_delete(format!("{queue}.hb").as_str().into(), QueueDeleteOptions::default())
+        .await;
+}
+
+/// systemd-journal-remote, which writes genuine journal files from export-format input.
+fn journal_remote() -> std::path::PathBuf {
+    ["/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "systemd-journal-remote is missing: the journal test needs it to write real journal \
+                 files (Debian package systemd-journal-remote; scripts/test.sh installs it)"
+            )
+        })
+}
+
+/// Appends entries to the journal file `journal`: failed logins of `j{from}..j{to}` from
+/// sshd-session, an unrelated program's line, and (with `oom`) a kernel OOM kill.
+fn journal_entries(journal: &Path, from: u32, to: u32, oom: bool) {
+    let mut export = Vec::new();
+    let mut entry = |i: u32, fields: &[(&str, String)]| {
+        let us = 1_765_000_000_000_000u64 + u64::from(i) * 1_000_000;
+        export.extend(
+            format!(
+                "__REALTIME_TIMESTAMP={us}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=pi-journal\n",
+                u64::from(i) * 1000 + 1
+            )
+            .into_bytes(),
+        );
+        for (k, v) in fields {
+            export.extend(format!("{k}={v}\n").into_bytes());
+        }
+        export.push(b'\n');
+    };
+    for i in from..to {
+        entry(
+            i,
+            &[
+                ("_TRANSPORT", "syslog".into()),
+                ("SYSLOG_IDENTIFIER", "sshd-session".into()),
+                ("_PID", (20_000 + i).to_string()),
+                (
+                    "MESSAGE",
+                    format!(
+                        "Failed password for invalid user j{i} from 203.0.113.7 port {} ssh2",
+                        40_000 + i
+                    ),
+                ),
+            ],
+        );
+        entry(
+            i,
+            &[
+                ("_TRANSPORT", "syslog".into()),
+                ("SYSLOG_IDENTIFIER", "CRON".into()),
+                ("MESSAGE", "pam_unix(cron:session): session closed for user root".into()),
+            ],
+        );
+    }
+    if oom {
+        entry(
+            to,
+            &[
+                ("_TRANSPORT", "kernel".into()),
+                ("SYSLOG_IDENTIFIER", "kernel".into()),
+                ("MESSAGE", "Out of memory: Killed process 4321 (java) total-vm:812345kB, anon-rss:234567kB".into()),
+            ],
+        );
+    }
+    let input = journal.with_extension(format!("{from}.export"));
+    std::fs::write(&input, export).unwrap();
+    let out = Command::new(journal_remote())
+        .arg(format!("--output={}", journal.display()))
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-journal-remote: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_source_follows_a_real_journal_through_a_sigkill() {
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| {
+        panic!("AMQP_URL is not set: RabbitMQ is required for this test; run scripts/test.sh")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let journals = dir.path().join("journal");
+    std::fs::create_dir(&journals).unwrap();
+    let journal = journals.join("remote.journal");
+    let queue = format!("auditflow.test.journal.{}", std::process::id());
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"pi-journal\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\nfsync = false\n[batch]\nmax_age_ms = 100\n\
+             [transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\namqp_queue = \"{queue}\"\n\
+             amqp_heartbeat_queue = \"{queue}.hb\"\n\
+             [sources.journal]\nenabled = true\ndirectory = \"{}\"\nstart_at = \"beginning\"\n",
+            dir.path().join("spool").display(),
+            journals.display()
+        ),
+    )
+    .unwrap();
+
+    journal_entries(&journal, 0, 50, true); // history, read because start_at = "beginning"
+    let mut agent = start_agent(&config);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    journal_entries(&journal, 50, 100, false); // followed live
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Killed; the journal grows meanwhile; restarted after the saved cursor.
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    journal_entries(&journal, 100, 150, false);
+    let _agent = start_agent(&config);
+
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    let add = |seen: &mut BTreeMap<String, u32>, e: &wire::Event| match &e.kind {
+        EventKind::Login { user, .. } => *seen.entry(user.clone()).or_default() += 1,
+        EventKind::Generic { event_type, .. } => {
+            assert_eq!(e.source, wire::Source::Kernel);
+            *seen.entry(event_type.clone()).or_default() += 1;
+        }
+        _ => {}
+    };
+    collect_until(&channel, &queue, &mut seen, add, |s| s.len() >= 151).await;
+    assert_eq!(seen.get("kernel_oom_kill"), Some(&1), "{seen:?}");
+    for i in 0..150 {
+        assert!(seen.contains_key(&format!("j{i}")), "j{i} missing: {seen:?}");
+    }
+    let repeated = seen.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "journal: 150 of 150 failed logins and the OOM kill arrived; {repeated} more than once"
     );
     let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
     let _ = channel

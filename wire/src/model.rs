@@ -106,11 +106,15 @@ pub enum Source {
     Api,
     /// The agent reporting on itself (drops, spool trouble).
     Agent,
+    /// Kernel messages from the systemd journal (`_TRANSPORT=kernel`): OOM kills, segfaults,
+    /// USB devices, AppArmor denials. Added after the first release: an aggregator must be
+    /// upgraded before the agents that send it.
+    Kernel,
 }
 
 impl Source {
     /// Every source, in wire order.
-    pub const ALL: [Source; 9] = [
+    pub const ALL: [Source; 10] = [
         Source::Synthetic,
         Source::AuthLog,
         Source::Dpkg,
@@ -120,6 +124,7 @@ impl Source {
         Source::Legacy,
         Source::Api,
         Source::Agent,
+        Source::Kernel,
     ];
 
     /// Stable lower-case name, used in configuration, metrics labels and JSON.
@@ -134,6 +139,7 @@ impl Source {
             Source::Legacy => "legacy",
             Source::Api => "api",
             Source::Agent => "agent",
+            Source::Kernel => "kernel",
         }
     }
 

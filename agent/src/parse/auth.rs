@@ -103,6 +103,26 @@ impl PamFailure {
     }
 }
 
+/// The programs whose messages [`AuthParser`] reads.
+const AUTH_PROGRAMS: &[&str] = &[
+    "sshd",
+    "sshd-session",
+    "sshd-auth",
+    "sudo",
+    "su",
+    "login",
+    "systemd-logind",
+    "passwd",
+    "chpasswd",
+    "useradd",
+    "usermod",
+    "userdel",
+    "groupadd",
+    "groupmod",
+    "groupdel",
+    "gpasswd",
+];
+
 /// Streaming parser of one auth log.
 #[derive(Debug)]
 pub struct AuthParser {
@@ -131,21 +151,39 @@ impl AuthParser {
         let Some(header) = syslog::parse(line, &mut self.years) else {
             return LineKind::Unparsed;
         };
-        let ts = header.ts;
-        let msg = header.message;
+        self.push_message(header.ts, header.program, header.pid, header.message, out)
+    }
+
+    /// Whether `program` (a syslog tag or the journal's `SYSLOG_IDENTIFIER`) is one this
+    /// parser reads.
+    pub fn reads(program: &str) -> bool {
+        let program = program.split_once('(').map_or(program, |(p, _)| p);
+        AUTH_PROGRAMS.contains(&program)
+    }
+
+    /// Parses one message of `program` at `ts` (a syslog line's parts, or a journal entry's
+    /// `SYSLOG_IDENTIFIER`, pid and `MESSAGE`), appending any events to `out`.
+    pub fn push_message(
+        &mut self,
+        ts: Timestamp,
+        program: &str,
+        pid: Option<u32>,
+        msg: &str,
+        out: &mut Vec<Event>,
+    ) -> LineKind {
         // `prog(module)`: older syslog daemons on Red Hat-family hosts tag PAM's lines so.
-        let (program, module) = match header.program.split_once('(') {
+        let (program, module) = match program.split_once('(') {
             Some((p, m)) => (p, m.strip_suffix(')')),
-            None => (header.program, None),
+            None => (program, None),
         };
         match (program, module) {
             ("sshd" | "sshd-session" | "sshd-auth", None) => {
-                self.sshd(ts, header.pid.unwrap_or(0), msg, 1, out)
+                self.sshd(ts, pid.unwrap_or(0), msg, 1, out)
             }
             ("sshd" | "sshd-session" | "sshd-auth", Some(module)) => {
                 // The same message pam_unix(sshd:auth) writes after its own prefix.
                 let inner = format!("{module}(sshd:{}): {msg}", pam_facility(msg));
-                self.sshd(ts, header.pid.unwrap_or(0), &inner, 1, out)
+                self.sshd(ts, pid.unwrap_or(0), &inner, 1, out)
             }
             ("sudo", None) => sudo(ts, msg, out),
             ("su", None) => su(ts, msg, out),

@@ -4,7 +4,9 @@
 
 pub mod auth;
 pub mod dpkg;
+pub mod export;
 pub mod k8s_audit;
+pub mod kernel;
 pub mod syslog;
 
 use std::collections::BTreeMap;

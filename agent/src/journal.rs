@@ -1,0 +1,340 @@
+//! The journal source: auth and kernel messages straight from the systemd journal, for nodes
+//! that keep no `/var/log/auth.log` (Debian 12 and later and Raspberry Pi OS without rsyslog,
+//! where installing rsyslog only to read its copy doubles the log writes on an SD card).
+//!
+//! It runs `journalctl --output=export --follow` as a child process and reads its entries
+//! ([`crate::parse::export`]). Why a child and not the journal files themselves: journalctl
+//! is on every systemd host, reads every journal file version and compression systemd ever
+//! wrote, merges the system and user journals, follows rotation and vacuuming, and validates
+//! what it reads; a reader of our own would have to track all of that across systemd
+//! releases. The cost is one process and a pipe. (The agent's container image has no
+//! journalctl, so in Kubernetes the DaemonSet tails the files; docs/agent.md.)
+//!
+//! * Entries whose `SYSLOG_IDENTIFIER` (else `_COMM`) is one the auth parser reads go to it
+//!   with their own timestamp and pid, exactly as the auth log's lines do: the same events,
+//!   the same attempt counting. `_TRANSPORT=kernel` entries go to the kernel parser
+//!   ([`crate::parse::kernel`]). Everything else in the journal is not ours and is skipped
+//!   (counted in `auditflow_agent_journal_entries_total{use="skipped"}`).
+//! * **Cursor across restarts**: `journal.cursor` in the spool directory holds the cursor of
+//!   the last entry whose events are all in the spool (the same [`Collected::Mark`] handshake
+//!   as the tail source's file position), and the next start resumes with
+//!   `--after-cursor`. A crash repeats entries, never skips them. A cursor journalctl no
+//!   longer knows (the journal was vacuumed past it) is reported and the source starts anew
+//!   from `start_at`.
+//! * **First start**: `start_at = "end"` (the default) reads from now on, `"beginning"` the
+//!   whole journal.
+//! * journalctl exiting (it should not) is logged and it is started again after a pause,
+//!   from the last entry read.
+
+use std::collections::VecDeque;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use wire::{Event, Timestamp};
+
+use crate::parse::LineKind;
+use crate::parse::auth::AuthParser;
+use crate::parse::export::{Entry, ExportReader};
+use crate::pipeline::Collected;
+use crate::telemetry::Metrics;
+
+/// The source's name in metrics and logs.
+pub const NAME: &str = "journal";
+/// How long to wait before starting journalctl again after it exited.
+const RESTART_PAUSE: Duration = Duration::from_secs(2);
+/// How often the source wakes while the journal is quiet.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Settings of the journal source.
+#[derive(Clone, Debug)]
+pub struct JournalSettings {
+    /// The journalctl binary.
+    pub journalctl: PathBuf,
+    /// A journal directory to read instead of the system journal (`--directory`); empty: the
+    /// system journal.
+    pub directory: PathBuf,
+    /// Where the cursor is kept.
+    pub state_path: PathBuf,
+    /// On first start, read the whole journal.
+    pub from_beginning: bool,
+    /// When the source reports itself blind.
+    pub blind: crate::blind::BlindConfig,
+}
+
+/// Runs the source on its own thread until `cancel` fires or the pipeline closes.
+pub fn spawn(
+    settings: JournalSettings,
+    out: mpsc::Sender<Collected>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("journal".into()).spawn(move || {
+        run(&settings, &out, &metrics, &cancel);
+    })
+}
+
+/// The journalctl command line: export format, following, from `cursor` or `start`.
+pub fn command(s: &JournalSettings, cursor: Option<&str>, from_beginning: bool) -> Command {
+    let mut c = Command::new(&s.journalctl);
+    c.args(["--output=export", "--follow", "--no-pager", "--quiet"]);
+    if !s.directory.as_os_str().is_empty() {
+        c.arg("--directory").arg(&s.directory);
+    }
+    // --follow alone shows only the last 10 entries, even after a cursor.
+    match cursor {
+        Some(cursor) => {
+            c.arg(format!("--after-cursor={cursor}")).arg("--lines=all");
+        }
+        None if from_beginning => {
+            c.arg("--lines=all");
+        }
+        None => {
+            c.arg("--lines=0");
+        }
+    }
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+fn load_cursor(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let cursor = text.trim();
+    (!cursor.is_empty() && !cursor.contains('\n')).then(|| cursor.to_owned())
+}
+
+fn save_cursor(path: &std::path::Path, cursor: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{cursor}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// An entry, and whether the reader had nothing more buffered after it (caught up with the
+/// journal, for now).
+type Read = std::io::Result<(Entry, bool)>;
+
+/// Reads journalctl's output on a thread of its own; the channel closes at its end.
+fn read_entries(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<Read> {
+    // Bounded: a slow pipeline holds journalctl back rather than buffering the journal here.
+    let (tx, rx) = std::sync::mpsc::sync_channel(256);
+    std::thread::spawn(move || {
+        let mut reader = ExportReader::new(BufReader::with_capacity(64 * 1024, stdout));
+        loop {
+            let item = match reader.next_entry() {
+                Ok(Some(e)) => Ok((e, reader.caught_up())),
+                Ok(None) => return,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Ends the child when the source is cancelled, so that the blocked read returns.
+fn watch_child(mut child: Child, cancel: CancellationToken) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut stderr = child.stderr.take();
+        loop {
+            if cancel.is_cancelled() {
+                let _ = child.kill();
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    let mut text = String::new();
+                    if let Some(e) = stderr.as_mut() {
+                        use std::io::Read;
+                        let _ = e.take(4096).read_to_string(&mut text);
+                    }
+                    return format!("{status}: {}", text.trim());
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => return format!("wait: {e}"),
+            }
+        }
+    })
+}
+
+/// Turns entries into events: the auth parser for the auth programs, the kernel parser for
+/// kernel messages.
+#[derive(Debug)]
+struct Parsers {
+    auth: AuthParser,
+}
+
+impl Parsers {
+    fn push(&mut self, e: &Entry, out: &mut Vec<Event>) -> Option<LineKind> {
+        let ts = Timestamp(e.realtime_us.unwrap_or(0).saturating_mul(1000));
+        let ts = if ts.0 == 0 { Timestamp::now() } else { ts };
+        if e.transport == "kernel" {
+            return Some(crate::parse::kernel::push_message(ts, &e.message, out));
+        }
+        if AuthParser::reads(&e.identifier) {
+            // The journal keeps one message per entry; a multi-line one is read by its first
+            // line, as a syslog daemon would have written it.
+            let msg = e.message.lines().next().unwrap_or("");
+            return Some(self.auth.push_message(ts, &e.identifier, e.pid, msg, out));
+        }
+        None
+    }
+}
+
+fn run(
+    s: &JournalSettings,
+    out: &mpsc::Sender<Collected>,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) {
+    let saved = load_cursor(&s.state_path);
+    tracing::info!(source = NAME, cursor = ?saved, directory = %s.directory.display(), "following the journal");
+    let mut parsers = Parsers { auth: AuthParser::new(time::OffsetDateTime::now_utc().year()) };
+    let collected = metrics.collected.with_label_values(&[NAME]);
+    let unparsed = metrics.unparsed.with_label_values(&[NAME]);
+    let entries = |what: &str| metrics.journal_entries.with_label_values(&[what]);
+    let (used, skipped, oversized) = (entries("used"), entries("skipped"), entries("oversized"));
+    let mut watch = crate::blind::Watch::new(NAME, s.blind.clone());
+    // The cursor of the last entry read (where a restarted journalctl resumes) and the marks
+    // sent, oldest first, with the cursor each one makes safe to save.
+    let mut read_at = saved.clone();
+    let mut saved_at = saved;
+    let mut pending: VecDeque<(oneshot::Receiver<bool>, String)> = VecDeque::new();
+    let mut events = Vec::new();
+    let mut from_beginning = s.from_beginning;
+    while !cancel.is_cancelled() {
+        let started = Instant::now();
+        let mut child = match command(s, read_at.as_deref(), from_beginning).spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(source = NAME, journalctl = %s.journalctl.display(), error = %e, "cannot start journalctl");
+                pause(cancel, RESTART_PAUSE * 15);
+                continue;
+            }
+        };
+        let Some(stdout) = child.stdout.take() else { return };
+        let waiter = watch_child(child, cancel.clone());
+        let entries_rx = read_entries(stdout);
+        let mut since_mark = 0u64;
+        loop {
+            // Woken at least every POLL, so that confirmed cursors are saved and the blindness
+            // check runs while the journal is quiet.
+            let (entry, caught_up) = match entries_rx.recv_timeout(POLL) {
+                Ok(Ok(e)) => e,
+                Ok(Err(e)) => {
+                    tracing::warn!(source = NAME, error = %e, "the journal's export stream is broken; restarting journalctl");
+                    break;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    save_confirmed(s, &mut pending, &mut saved_at);
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if entry.oversized {
+                oversized.inc();
+            }
+            match parsers.push(&entry, &mut events) {
+                None => skipped.inc(),
+                Some(kind) => {
+                    used.inc();
+                    watch.read(1, 0);
+                    if kind == LineKind::Unparsed {
+                        unparsed.inc();
+                        watch.unparsed(Some(&entry.message));
+                    }
+                }
+            }
+            if !entry.cursor.is_empty() {
+                read_at = Some(entry.cursor);
+                since_mark += 1;
+            }
+            if caught_up {
+                parsers.auth.finish(&mut events);
+            }
+            collected.inc_by(events.len() as u64);
+            watch.read(0, events.len() as u64);
+            if let Some(blind) = watch.check(Instant::now()) {
+                tracing::warn!(source = NAME, "the source understands too few of its entries; reporting it");
+                events.push(blind);
+            }
+            for e in events.drain(..) {
+                if out.blocking_send(Collected::Event(e)).is_err() {
+                    return;
+                }
+            }
+            if (caught_up || since_mark >= 4096)
+                && since_mark > 0
+                && let Some(cursor) = &read_at
+            {
+                let (tx, rx) = oneshot::channel();
+                if out.blocking_send(Collected::Mark(tx)).is_err() {
+                    return;
+                }
+                pending.push_back((rx, cursor.clone()));
+                since_mark = 0;
+            }
+            save_confirmed(s, &mut pending, &mut saved_at);
+        }
+        let exit = waiter.join().unwrap_or_else(|_| "the watcher panicked".into());
+        save_confirmed(s, &mut pending, &mut saved_at);
+        if cancel.is_cancelled() {
+            break;
+        }
+        if read_at.is_some()
+            && started.elapsed() < Duration::from_secs(5)
+            && exit.contains("cursor")
+        {
+            // journalctl refused the cursor: the journal no longer holds that entry.
+            tracing::warn!(source = NAME, exit = %exit, "the saved journal cursor is gone; starting anew");
+            read_at = None;
+            from_beginning = s.from_beginning;
+        } else {
+            tracing::warn!(source = NAME, exit = %exit, "journalctl exited; starting it again");
+        }
+        pause(cancel, RESTART_PAUSE);
+    }
+    // Wait briefly for the last marks, so that a clean stop saves where it got to.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !pending.is_empty() && Instant::now() < deadline {
+        save_confirmed(s, &mut pending, &mut saved_at);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Saves the newest cursor whose events are all spooled.
+fn save_confirmed(
+    s: &JournalSettings,
+    pending: &mut VecDeque<(oneshot::Receiver<bool>, String)>,
+    saved_at: &mut Option<String>,
+) {
+    let mut newest = None;
+    while let Some((rx, cursor)) = pending.front_mut() {
+        match rx.try_recv() {
+            Ok(true) => newest = Some(std::mem::take(cursor)),
+            Ok(false) | Err(oneshot::error::TryRecvError::Closed) => {}
+            Err(oneshot::error::TryRecvError::Empty) => break,
+        }
+        pending.pop_front();
+    }
+    if let Some(cursor) = newest {
+        match save_cursor(&s.state_path, &cursor) {
+            Ok(()) => *saved_at = Some(cursor),
+            Err(e) => tracing::warn!(source = NAME, error = %e, "cannot save the journal cursor"),
+        }
+    }
+}
+
+fn pause(cancel: &CancellationToken, d: Duration) {
+    let until = Instant::now() + d;
+    while !cancel.is_cancelled() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
