@@ -27,7 +27,7 @@ ROOT_DIR=$PWD
 OUT="$ROOT_DIR/target/pi-image"
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,systemd-timesyncd,rsyslog,udev,kmod,iproute2,netbase,ifupdown,isc-dhcp-client,openssh-server,ca-certificates,dbus,initramfs-tools,e2fsprogs,dosfstools
+PACKAGES=systemd,systemd-sysv,systemd-timesyncd,udev,kmod,iproute2,netbase,ifupdown,isc-dhcp-client,openssh-server,ca-certificates,dbus,initramfs-tools,e2fsprogs,dosfstools
 # The kernel comes from bookworm-backports (6.12): bookworm's 6.1 has no device tree for the
 # Pi 5 (bcm2712-rpi-5-b.dtb); 6.12 has the Pi 4's and the Pi 5's. raspi-firmware (bookworm's)
 # copies them, the kernel and the initrd to the boot partition and writes config.txt and

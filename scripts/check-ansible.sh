@@ -275,10 +275,11 @@ apply_nodes() {
   check "no secret in the output" lacks "$WORK/apply-nodes.log" "${pw:-no-password}"
   check "config valid for the agent" chroot "$o" /usr/local/bin/auditflow-agent check-config --config /etc/auditflow/agent.toml
   # The sources, as the role's defaults switch them on.
-  check "config sources: auth, dpkg and files on, k8s_audit off" "$VENV/bin/python" -c '
+  check "config sources: journal, dpkg and files on, auth and k8s_audit off" "$VENV/bin/python" -c '
 import sys, tomllib
 s = tomllib.load(open(sys.argv[1], "rb"))["sources"]
-assert s["auth"] == {"enabled": True, "path": "/var/log/auth.log", "start_at": "end"}, s["auth"]
+assert s["journal"] == {"enabled": True, "start_at": "end"}, s["journal"]
+assert s["auth"] == {"enabled": False, "path": "/var/log/auth.log", "start_at": "end"}, s["auth"]
 assert s["dpkg"] == {"enabled": True, "path": "/var/log/dpkg.log", "start_at": "end"}, s["dpkg"]
 assert s["k8s_audit"]["enabled"] is False, s["k8s_audit"]
 f = s["files"]

@@ -22,6 +22,9 @@ ROOT=$PWD
 TOOLS="$ROOT/target/tools"
 mkdir -p "$TOOLS"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A test run builds each crate once: incremental compilation's caches would only cost time
+# and, for this workspace's debug builds, over 20 GB of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export PATH="$TOOLS/bin:$HOME/.cargo/bin:$PATH"
 
 # shellcheck source=scripts/stages.sh
