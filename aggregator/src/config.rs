@@ -76,13 +76,21 @@ pub struct NotifyConfig {
     pub audit_alerts: bool,
     /// Attempts per delivery before it is given up.
     pub max_attempts: u32,
+    /// The dashboard's address as people open it (`https://auditflow.example.org`), for links
+    /// to each alert in notifications; empty: no links.
+    pub dashboard_url: String,
     /// Notification channels.
     pub channels: Vec<crate::notify::ChannelConfig>,
 }
 
 impl Default for NotifyConfig {
     fn default() -> Self {
-        Self { audit_alerts: true, max_attempts: 10, channels: Vec::new() }
+        Self {
+            audit_alerts: true,
+            max_attempts: 10,
+            dashboard_url: String::new(),
+            channels: Vec::new(),
+        }
     }
 }
 
@@ -364,6 +372,10 @@ impl Validate for Config {
         }
         if !(self.embedded.demo_rate > 0.0 && self.embedded.demo_rate <= 100_000.0) {
             errors.push("embedded.demo_rate: must be above 0 and at most 100000".into());
+        }
+        let d = &self.notify.dashboard_url;
+        if !(d.is_empty() || d.starts_with("https://") || d.starts_with("http://")) {
+            errors.push(format!("notify.dashboard_url: `{d}` is not an http(s):// URL"));
         }
         if self.notify.max_attempts == 0 {
             errors.push("notify.max_attempts: must be at least 1".into());

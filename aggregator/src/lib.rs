@@ -200,6 +200,7 @@ pub fn start<S: state::WindowState + 'static>(
         channels: config.notify.channels.clone(),
         amqp,
         max_attempts: config.notify.max_attempts,
+        dashboard_url: config.notify.dashboard_url.clone(),
         metrics: core.metrics,
         http: core.http,
     });

@@ -5,14 +5,21 @@
 //! the alert id.
 //!
 //! Channels: the `audit_alerts` RabbitMQ queue (legacy alert JSON plus ours, publisher
-//! confirms), a generic JSON webhook, a Slack-compatible webhook, and e-mail over SMTP.
+//! confirms), a generic JSON webhook, Slack (an incoming webhook: a Block Kit message in an
+//! attachment coloured by severity), Discord (a webhook embed; Discord rather than Microsoft
+//! Teams, whose connector webhooks are being retired for Power Automate workflows and which
+//! few Pi and k3s homelabs run), ntfy (self-hosted push), PagerDuty (Events API v2, the alert
+//! id as the dedup key), and e-mail over SMTP. Text that comes from events (titles, nodes) is
+//! escaped for each receiver's markup, and Discord is told to ping nobody, so a node cannot
+//! make a message mention `@everyone` or hide a link.
 //!
 //! Webhooks go over `https://` (or plain `http://` to a receiver inside the cluster) through
 //! reqwest with rustls: the system's roots plus the channel's own `ca_file`, the proxy from
 //! `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, 10 s to connect and 15 s in all. A generic webhook
 //! with a `secret_file` signs its body like GitHub does: `X-AuditFlow-Signature:
 //! sha256=<HMAC-SHA256 of the body, hex>`, so its receiver can tell our deliveries from
-//! forgeries. E-mail is plain SMTP to a relay (no TLS in this build).
+//! forgeries. ntfy takes an access token and PagerDuty its integration (routing) key from the
+//! same `secret_file`. E-mail goes over SMTP with STARTTLS or implicit TLS and AUTH.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,17 +44,19 @@ pub const AUDIT_ALERTS: &str = "audit_alerts";
 pub struct ChannelConfig {
     /// Unique name, shown in deliveries.
     pub name: String,
-    /// `webhook`, `slack` or `email`.
-    pub kind: String,
-    /// Webhook URL (`https://…`, or `http://…` inside the cluster), for `webhook` and `slack`.
+    /// What receives it.
+    pub kind: ChannelKind,
+    /// The receiver's URL (`https://…`, or `http://…` inside the cluster): the webhook's, the
+    /// ntfy topic's (`https://ntfy.example.org/topic`); PagerDuty's defaults to its Events API.
     #[serde(default)]
     pub url: String,
     /// CA certificates (PEM) trusted for this channel's `https://` URL or SMTP TLS besides
     /// the system's.
     #[serde(default)]
     pub ca_file: String,
-    /// A file holding the key that signs a generic webhook's body
-    /// (`X-AuditFlow-Signature: sha256=…`); empty: unsigned.
+    /// A file holding the channel's secret: the key that signs a generic webhook's body
+    /// (`X-AuditFlow-Signature: sha256=…`; empty: unsigned), ntfy's access token (empty: none),
+    /// PagerDuty's integration key (required).
     #[serde(default)]
     pub secret_file: String,
     /// SMTP server `host:port`, for `email`.
@@ -80,6 +89,46 @@ pub struct ChannelConfig {
     pub tags: Vec<String>,
 }
 
+/// A channel's receiver: `[[notify.channels]] kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// Our JSON (`{"kind": "alert", "alert": …, "legacy": …}`), optionally signed.
+    Webhook,
+    /// A Slack incoming webhook.
+    Slack,
+    /// A Discord webhook.
+    Discord,
+    /// An ntfy topic.
+    Ntfy,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+    /// E-mail over SMTP.
+    Email,
+}
+
+impl ChannelKind {
+    /// The name in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Webhook => "webhook",
+            ChannelKind::Slack => "slack",
+            ChannelKind::Discord => "discord",
+            ChannelKind::Ntfy => "ntfy",
+            ChannelKind::Pagerduty => "pagerduty",
+            ChannelKind::Email => "email",
+        }
+    }
+
+    /// Whether it is reached over HTTP(S).
+    pub fn is_http(self) -> bool {
+        self != ChannelKind::Email
+    }
+}
+
+/// PagerDuty's Events API v2 endpoint, the default `url` of a `pagerduty` channel.
+pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
+
 fn default_smtp_tls() -> String {
     "starttls".into()
 }
@@ -100,12 +149,17 @@ impl ChannelConfig {
         if self.name.is_empty() || self.name == AUDIT_ALERTS {
             errors.push(format!("{at}: needs a name other than {AUDIT_ALERTS}"));
         }
-        match self.kind.as_str() {
-            "webhook" | "slack" => {
-                match reqwest::Url::parse(&self.url) {
+        match self.kind {
+            kind if kind.is_http() => {
+                match reqwest::Url::parse(&self.url()) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
                     _ => errors
                         .push(format!("{at}: url must be https://host[:port]/path (or http://)")),
+                }
+                if kind == ChannelKind::Ntfy && self.ntfy_topic().is_none() {
+                    errors.push(format!(
+                        "{at}: an ntfy url ends with the topic (https://host/topic)"
+                    ));
                 }
                 if !self.ca_file.is_empty()
                     && let Err(e) = tls_config(&self.ca_file)
@@ -113,14 +167,18 @@ impl ChannelConfig {
                     errors.push(format!("{at}: ca_file: {e:#}"));
                 }
                 if !self.secret_file.is_empty() {
-                    if self.kind != "webhook" {
-                        errors.push(format!("{at}: secret_file signs generic webhooks only"));
+                    if matches!(kind, ChannelKind::Slack | ChannelKind::Discord) {
+                        errors.push(format!(
+                            "{at}: secret_file is for webhook, ntfy and pagerduty channels (a Slack or Discord URL is its own secret)"
+                        ));
                     } else if let Err(e) = self.secret() {
                         errors.push(format!("{at}: secret_file: {e:#}"));
                     }
+                } else if kind == ChannelKind::Pagerduty {
+                    errors.push(format!("{at}: pagerduty needs secret_file (the integration key)"));
                 }
             }
-            "email" => {
+            _ => {
                 if !self.smtp.contains(':') || self.from.is_empty() || self.to.is_empty() {
                     errors.push(format!("{at}: email needs smtp (host:port), from and to"));
                 }
@@ -144,7 +202,6 @@ impl ChannelConfig {
                     ));
                 }
             }
-            other => errors.push(format!("{at}: kind `{other}` is not webhook, slack or email")),
         }
         if let Some(s) = &self.min_severity
             && !matches!(s.to_ascii_uppercase().as_str(), "INFO" | "WARNING" | "CRITICAL")
@@ -172,6 +229,24 @@ impl ChannelConfig {
 }
 
 impl ChannelConfig {
+    /// The receiver's URL: `url`, or PagerDuty's Events API for a `pagerduty` channel without
+    /// one.
+    pub fn url(&self) -> String {
+        if self.url.is_empty() && self.kind == ChannelKind::Pagerduty {
+            PAGERDUTY_EVENTS.to_owned()
+        } else {
+            self.url.clone()
+        }
+    }
+
+    /// An ntfy URL's server (where JSON is published) and topic (its last path segment).
+    pub fn ntfy_topic(&self) -> Option<(String, String)> {
+        let mut u = reqwest::Url::parse(&self.url).ok()?;
+        let topic = u.path_segments()?.next_back().filter(|t| !t.is_empty())?.to_owned();
+        u.path_segments_mut().ok()?.pop();
+        Some((u.to_string(), topic))
+    }
+
     /// The SMTP password, read from `smtp_password_file`.
     pub fn smtp_password(&self) -> anyhow::Result<String> {
         anyhow::ensure!(!self.smtp_password_file.is_empty(), "smtp_user needs smtp_password_file");
@@ -235,7 +310,7 @@ impl HttpClients {
     /// Clients for the webhook channels among `channels`.
     pub fn new(channels: &[ChannelConfig]) -> anyhow::Result<Self> {
         let mut clients = std::collections::HashMap::new();
-        for c in channels.iter().filter(|c| matches!(c.kind.as_str(), "webhook" | "slack")) {
+        for c in channels.iter().filter(|c| c.kind.is_http()) {
             let client = reqwest::Client::builder()
                 .tls_backend_preconfigured(tls_config(&c.ca_file)?)
                 .connect_timeout(Duration::from_secs(10))
@@ -284,22 +359,159 @@ fn chain(e: &dyn std::error::Error) -> anyhow::Error {
     anyhow::anyhow!(text)
 }
 
-/// POSTs `body` as JSON with the channel's client, signed when the channel has a key.
+/// POSTs `body` as JSON with the channel's client and the extra `headers`.
 async fn post_json(
-    (client, secret): &(reqwest::Client, Option<Vec<u8>>),
+    client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,
+    headers: &[(&str, String)],
 ) -> anyhow::Result<()> {
-    let body = body.to_string();
     let mut req = client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json");
-    if let Some(secret) = secret {
-        req = req.header("X-AuditFlow-Signature", signature(secret, body.as_bytes()));
+    for (k, v) in headers {
+        req = req.header(*k, v);
     }
     // The error's chain names what failed (DNS, connect, TLS, timeout) without the URL's
     // query, which may hold a token (Slack's URLs are secrets themselves).
-    let resp = req.body(body).send().await.map_err(|e| chain(&e.without_url()))?;
+    let resp = req.body(body.to_string()).send().await.map_err(|e| chain(&e.without_url()))?;
     let status = resp.status();
     if status.is_success() { Ok(()) } else { anyhow::bail!("HTTP {status}") }
+}
+
+/// The alert's page on the dashboard, when `[notify] dashboard_url` is set.
+pub fn alert_link(dashboard_url: &str, a: &Alert) -> Option<String> {
+    (!dashboard_url.is_empty())
+        .then(|| format!("{}/#/alerts/{}", dashboard_url.trim_end_matches('/'), a.id))
+}
+
+/// Severity as a colour: red, amber, blue.
+fn colour(severity: &str) -> u32 {
+    match rank(severity) {
+        2 => 0xd3_2f_2f,
+        1 => 0xf9_a8_25,
+        _ => 0x19_76_d2,
+    }
+}
+
+/// At most `max` characters of `s` (receivers refuse longer fields).
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Escapes text for Slack's mrkdwn: `&`, `<` and `>` are its only control characters, and
+/// unescaped they let an event's text mention `<!channel>` or hide a link.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A Slack incoming-webhook message: the text (notifications and old clients), and a Block
+/// Kit message in an attachment coloured by severity, with the node, rule, count, first
+/// seen and a button to the alert.
+pub fn slack_message(a: &Alert, link: Option<&str>) -> serde_json::Value {
+    let field = |name: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", clip(&slack_escape(value), 1900))});
+    let mut blocks = vec![
+        json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": clip(&format!("*[{}] {}*", slack_escape(&a.severity), slack_escape(&a.title)), 2900)}}),
+        json!({"type": "section", "fields": [
+            field("Node", &a.node),
+            field("Rule", &format!("{} ({})", a.rule_id, a.rule_name)),
+            field("Occurrences", &a.occurrences.to_string()),
+            field("First seen", &crate::store::rfc3339(a.first_seen)),
+        ]}),
+    ];
+    if let Some(link) = link {
+        blocks.push(json!({"type": "actions", "elements": [{"type": "button",
+            "text": {"type": "plain_text", "text": "Open the alert"}, "url": link}]}));
+    }
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
+        "text": format!("AuditFlow alert {}", a.id)}]}));
+    json!({
+        "text": slack_escape(&text(a)),
+        "attachments": [{"color": format!("#{:06x}", colour(&a.severity)), "blocks": blocks}],
+    })
+}
+
+/// A Discord webhook message: one embed coloured by severity. `allowed_mentions` is empty, so
+/// nothing in an event's text can ping a user, a role or `@everyone`.
+pub fn discord_message(a: &Alert, link: Option<&str>) -> serde_json::Value {
+    let field = |name: &str, value: String| json!({"name": name, "value": clip(&value, 1000), "inline": true});
+    let mut embed = json!({
+        "title": clip(&format!("[{}] {}", a.severity, a.title), 250),
+        "description": clip(&a.rule_description, 2000),
+        "color": colour(&a.severity),
+        "fields": [
+            field("Node", a.node.clone()),
+            field("Rule", format!("{} ({})", a.rule_id, a.rule_name)),
+            field("Occurrences", a.occurrences.to_string()),
+        ],
+        "timestamp": crate::store::rfc3339(a.first_seen),
+        "footer": {"text": format!("AuditFlow alert {}", a.id)},
+    });
+    if let Some(link) = link {
+        embed["url"] = json!(link);
+    }
+    json!({"username": "AuditFlow", "allowed_mentions": {"parse": []}, "embeds": [embed]})
+}
+
+/// An ntfy message, published as JSON to the server's root: priority 5 (critical), 4
+/// (warning) or 3, a tag ntfy shows as an emoji, and a click-through to the alert.
+pub fn ntfy_message(topic: &str, a: &Alert, link: Option<&str>) -> serde_json::Value {
+    let (priority, tag) = match rank(&a.severity) {
+        2 => (5, "rotating_light"),
+        1 => (4, "warning"),
+        _ => (3, "information_source"),
+    };
+    let mut m = json!({
+        "topic": topic,
+        "title": clip(&format!("[{}] {}", a.severity, a.title), 250),
+        "message": clip(&text(a), 4000),
+        "priority": priority,
+        "tags": [tag, a.rule_id],
+    });
+    if let Some(link) = link {
+        m["click"] = json!(link);
+    }
+    m
+}
+
+/// A PagerDuty Events API v2 trigger. The dedup key is the alert's id, so the repeated
+/// deliveries at-least-once allows, and later updates, land on the same incident.
+pub fn pagerduty_event(routing_key: &str, a: &Alert, link: Option<&str>) -> serde_json::Value {
+    let severity = match rank(&a.severity) {
+        2 => "critical",
+        1 => "warning",
+        _ => "info",
+    };
+    let mut e = json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": a.id.to_string(),
+        "client": "AuditFlow",
+        "payload": {
+            "summary": clip(&format!("[{}] {} on {}", a.severity, a.title, a.node), 1000),
+            "source": clip(&a.node, 250),
+            "severity": severity,
+            "timestamp": crate::store::rfc3339(a.first_seen),
+            "component": a.rule_id,
+            "group": a.rule_name,
+            "class": "auditflow",
+            "custom_details": {
+                "rule": a.rule_id,
+                "occurrences": a.occurrences,
+                "tags": a.tags,
+                "group": a.group,
+                "alert_id": a.id,
+            },
+        },
+    });
+    if let Some(link) = link {
+        e["links"] = json!([{"href": link, "text": "The alert in AuditFlow"}]);
+    }
+    e
 }
 
 /// HTML-escapes alert text (titles and nodes come from events, which a node controls).
@@ -435,6 +647,9 @@ pub struct Notifier {
     pub metrics: Metrics,
     /// The webhook channels' clients.
     pub http: HttpClients,
+    /// The dashboard's address as people open it (`[notify] dashboard_url`), for links to
+    /// alerts; empty: no links.
+    pub dashboard_url: String,
 }
 
 /// Delay before retry `attempt` (1-based): 1 s, 2 s, 4 s, … at most 10 min.
@@ -455,19 +670,41 @@ impl Notifier {
         let Some(c) = self.channels.iter().find(|c| c.name == item.channel) else {
             return Err("channel no longer configured".into());
         };
-        let client = self.http.clients.get(&c.name);
-        let result = match (c.kind.as_str(), client) {
-            ("webhook", Some(client)) => {
-                post_json(
-                    client,
-                    &c.url,
-                    &json!({"kind": "alert", "alert": a, "legacy": legacy_alert::nested(a)}),
-                )
-                .await
+        let link = alert_link(&self.dashboard_url, a);
+        let link = link.as_deref();
+        let http = self.http.clients.get(&c.name);
+        let secret =
+            http.and_then(|(_, s)| s.as_deref()).map(|s| String::from_utf8_lossy(s).into_owned());
+        let result = match (c.kind, http) {
+            (ChannelKind::Email, _) => send_mail(c, a).await,
+            (_, None) => Err(anyhow::anyhow!("no HTTP client for the channel")),
+            (ChannelKind::Webhook, Some((client, _))) => {
+                let body = json!({"kind": "alert", "alert": a, "legacy": legacy_alert::nested(a)});
+                let signed = secret.map(|s| {
+                    ("X-AuditFlow-Signature", signature(s.as_bytes(), body.to_string().as_bytes()))
+                });
+                post_json(client, &c.url, &body, signed.as_slice()).await
             }
-            ("slack", Some(client)) => post_json(client, &c.url, &json!({"text": text(a)})).await,
-            ("webhook" | "slack", None) => Err(anyhow::anyhow!("no HTTP client for the channel")),
-            _ => send_mail(c, a).await,
+            (ChannelKind::Slack, Some((client, _))) => {
+                post_json(client, &c.url, &slack_message(a, link), &[]).await
+            }
+            (ChannelKind::Discord, Some((client, _))) => {
+                post_json(client, &c.url, &discord_message(a, link), &[]).await
+            }
+            (ChannelKind::Ntfy, Some((client, _))) => match c.ntfy_topic() {
+                Some((server, topic)) => {
+                    let auth = secret.map(|t| ("Authorization", format!("Bearer {t}")));
+                    post_json(client, &server, &ntfy_message(&topic, a, link), auth.as_slice())
+                        .await
+                }
+                None => Err(anyhow::anyhow!("the ntfy url has no topic")),
+            },
+            (ChannelKind::Pagerduty, Some((client, _))) => match secret {
+                Some(key) => {
+                    post_json(client, &c.url(), &pagerduty_event(&key, a, link), &[]).await
+                }
+                None => Err(anyhow::anyhow!("no integration key (secret_file)")),
+            },
         };
         result.map_err(|e| format!("{e:#}"))
     }
@@ -479,14 +716,10 @@ impl Notifier {
             let kind = if item.channel == AUDIT_ALERTS {
                 AUDIT_ALERTS
             } else {
-                self.channels.iter().find(|c| c.name == item.channel).map_or("unknown", |c| match c
-                    .kind
-                    .as_str()
-                {
-                    "webhook" => "webhook",
-                    "slack" => "slack",
-                    _ => "email",
-                })
+                self.channels
+                    .iter()
+                    .find(|c| c.name == item.channel)
+                    .map_or("unknown", |c| c.kind.as_str())
             };
             let count =
                 |result: &str| self.metrics.notifications.with_label_values(&[kind, result]).inc();
@@ -547,7 +780,7 @@ mod tests {
     fn channel(kind: &str, url: &str) -> ChannelConfig {
         ChannelConfig {
             name: "c".into(),
-            kind: kind.into(),
+            kind: serde_json::from_value(json!(kind)).unwrap(),
             url: url.into(),
             ca_file: String::new(),
             secret_file: String::new(),
@@ -574,6 +807,85 @@ mod tests {
         let mut c = channel("webhook", "https://h/x");
         c.ca_file = "/nonexistent/ca.pem".into();
         assert!(c.problems().iter().any(|p| p.contains("ca_file")));
+    }
+
+    fn alert(title: &str, node: &str, severity: &str) -> Alert {
+        Alert {
+            id: "7b0c1f0e-6a4e-4b8e-9a59-2d6f6c1d2e3f".parse().unwrap(),
+            fingerprint: "f".into(),
+            rule_id: "ANLY-SEC-001".into(),
+            rule_name: "Brute Force".into(),
+            rule_description: "Failed logins".into(),
+            severity: severity.into(),
+            title: title.into(),
+            tags: vec!["brute-force".into()],
+            node: node.into(),
+            group: serde_json::Map::new(),
+            status: crate::store::Status::Open,
+            occurrences: 3,
+            first_seen: 1_765_000_000_000,
+            last_seen: 1_765_000_060_000,
+            created_at: 1_765_000_000_000,
+            updated_at: 1_765_000_060_000,
+            correlation_id: "7b0c1f0e-6a4e-4b8e-9a59-2d6f6c1d2e3f".parse().unwrap(),
+            remediation: None,
+            playbook_url: None,
+            silenced: false,
+            raw_event: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn receivers_get_their_documented_payloads_and_no_injection() {
+        let a =
+            alert("<!channel> @everyone <https://evil.example|click> & more", "pi-<1>", "CRITICAL");
+        let link = "https://af.example.org/#/alerts/7b0c1f0e-6a4e-4b8e-9a59-2d6f6c1d2e3f";
+        let slack = slack_message(&a, Some(link));
+        let text = slack.to_string();
+        assert!(!text.contains("<!channel>") && !text.contains("<https://evil"), "{text}");
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+        assert_eq!(slack["attachments"][0]["color"], "#d32f2f");
+        assert_eq!(slack["attachments"][0]["blocks"][2]["elements"][0]["url"], link);
+        let discord = discord_message(&a, Some(link));
+        assert_eq!(discord["allowed_mentions"]["parse"], json!([]));
+        assert_eq!(discord["embeds"][0]["color"], 0xd3_2f_2f);
+        assert_eq!(discord["embeds"][0]["url"], link);
+        let ntfy = ntfy_message("alerts", &a, None);
+        assert_eq!((ntfy["topic"].as_str(), ntfy["priority"].as_i64()), (Some("alerts"), Some(5)));
+        assert!(ntfy.get("click").is_none());
+        let pd = pagerduty_event("R0UTINGKEY", &alert("t", "n", "WARNING"), None);
+        assert_eq!(pd["event_action"], "trigger");
+        assert_eq!(pd["dedup_key"], "7b0c1f0e-6a4e-4b8e-9a59-2d6f6c1d2e3f");
+        assert_eq!(pd["payload"]["severity"], "warning");
+        assert_eq!(pd["routing_key"], "R0UTINGKEY");
+        // Long text is clipped to what the receivers accept.
+        let long = alert(&"x".repeat(5000), "n", "INFO");
+        assert!(
+            discord_message(&long, None)["embeds"][0]["title"].as_str().unwrap().chars().count()
+                <= 250
+        );
+        assert!(
+            pagerduty_event("k", &long, None)["payload"]["summary"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count()
+                <= 1000
+        );
+    }
+
+    #[test]
+    fn channel_kinds_check_what_they_need() {
+        let c = channel("ntfy", "https://ntfy.example.org/alerts");
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(c.ntfy_topic(), Some(("https://ntfy.example.org/".into(), "alerts".into())));
+        assert!(!channel("ntfy", "https://ntfy.example.org/").problems().is_empty());
+        let pd = channel("pagerduty", "");
+        assert_eq!(pd.url(), PAGERDUTY_EVENTS);
+        assert!(pd.problems().iter().any(|p| p.contains("integration key")), "{:?}", pd.problems());
+        let mut slack = channel("slack", "https://hooks.slack.com/services/x");
+        slack.secret_file = "/etc/hostname".into();
+        assert!(slack.problems().iter().any(|p| p.contains("secret_file")));
     }
 
     #[test]

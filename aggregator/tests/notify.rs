@@ -435,6 +435,84 @@ async fn https_webhooks_check_the_receiver_and_sign_the_body() {
     assert!(rogue_rx.try_recv().is_err(), "an untrusted receiver got the alert");
 }
 
+/// Slack, Discord, ntfy and PagerDuty channels over HTTPS to a real local receiver: each gets
+/// its own documented payload, with the link to the alert, ntfy its access token and
+/// PagerDuty its integration key and the alert id as the dedup key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_receiver_kind_gets_its_payload_over_https() {
+    let env = Env::new("notify_kinds").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (port, ca) = https_receiver("kinds", tx);
+    let ca_file = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let token_file = dir.path().join("ntfy.token");
+    std::fs::write(&token_file, "tk_ntfy-access-token-0123456789\n").unwrap();
+    let key_file = dir.path().join("pagerduty.key");
+    std::fs::write(&key_file, "R0UTING-KEY-0123456789abcdef\n").unwrap();
+    let ca = ca_file.display();
+    let top = format!(
+        "[notify]\nmax_attempts = 20\ndashboard_url = \"https://af.example.org\"\n\
+         [[notify.channels]]\nname = \"slack\"\nkind = \"slack\"\nurl = \"https://localhost:{port}/slack/T0/B0/x\"\nca_file = \"{ca}\"\n\
+         [[notify.channels]]\nname = \"discord\"\nkind = \"discord\"\nurl = \"https://localhost:{port}/api/webhooks/1/x\"\nca_file = \"{ca}\"\n\
+         [[notify.channels]]\nname = \"ntfy\"\nkind = \"ntfy\"\nurl = \"https://localhost:{port}/ntfy/pi-alerts\"\nca_file = \"{ca}\"\nsecret_file = \"{}\"\n\
+         [[notify.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"https://localhost:{port}/v2/enqueue\"\nca_file = \"{ca}\"\nsecret_file = \"{}\"\n",
+        token_file.display(),
+        key_file.display()
+    );
+    let tokens = format!("ops:{OPERATOR}:operator");
+    let a = Aggregator::start_with(
+        &env,
+        dir.path(),
+        "notify_kinds",
+        &top,
+        &[("AUDITFLOW_API_TOKENS", &tokens)],
+    );
+    let events: Vec<Value> =
+        (0..3).map(|i| failed_login("mallory", "pi-kinds", i * 5, 910 + i)).collect();
+    let r = request(
+        a.http,
+        "POST",
+        "/api/v1/events",
+        Some(OPERATOR),
+        Some(Value::Array(events).to_string().as_bytes()),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let got: Vec<(String, Vec<u8>)> = tokio::task::spawn_blocking(move || {
+        (0..4).map(|_| rx.recv_timeout(Duration::from_secs(20)).expect("a delivery")).collect()
+    })
+    .await
+    .unwrap();
+    let find = |path: &str| {
+        let (head, body) = got
+            .iter()
+            .find(|(h, _)| h.starts_with(&format!("post {path} ")))
+            .unwrap_or_else(|| panic!("nothing arrived at {path}: {got:?}"));
+        (head.clone(), serde_json::from_slice::<Value>(body).unwrap())
+    };
+    let (_, slack) = find("/slack/t0/b0/x"); // the receiver lower-cases the head
+    let blocks = &slack["attachments"][0]["blocks"];
+    assert!(slack["attachments"][0]["color"].as_str().unwrap().starts_with('#'), "{slack}");
+    assert!(blocks.to_string().contains("pi-kinds"), "{slack}");
+    let link = blocks[2]["elements"][0]["url"].as_str().unwrap().to_owned();
+    assert!(link.starts_with("https://af.example.org/#/alerts/"), "{slack}");
+    let (_, discord) = find("/api/webhooks/1/x");
+    assert_eq!(discord["allowed_mentions"]["parse"], serde_json::json!([]), "{discord}");
+    assert_eq!(discord["embeds"][0]["url"], link.as_str());
+    let (head, ntfy) = find("/ntfy"); // JSON goes to the server root
+    assert!(head.contains("authorization: bearer tk_ntfy-access-token-0123456789"), "{head}");
+    assert_eq!(
+        (ntfy["topic"].as_str(), ntfy["click"].as_str()),
+        (Some("pi-alerts"), Some(link.as_str()))
+    );
+    let (_, pd) = find("/v2/enqueue");
+    assert_eq!(pd["routing_key"], "R0UTING-KEY-0123456789abcdef");
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["payload"]["source"], "pi-kinds");
+    assert!(link.ends_with(pd["dedup_key"].as_str().unwrap()), "{pd}");
+}
+
 /// An SMTP server over implicit TLS (port 465 style) that requires AUTH PLAIN with `user` and
 /// `password`: each accepted message's data goes to the channel; a wrong login is answered 535.
 fn smtps_sink(user: &str, password: &str, out: std::sync::mpsc::Sender<String>) -> (u16, String) {
