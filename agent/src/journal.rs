@@ -12,9 +12,13 @@
 //!
 //! * Entries whose `SYSLOG_IDENTIFIER` (else `_COMM`) is one the auth parser reads go to it
 //!   with their own timestamp and pid, exactly as the auth log's lines do: the same events,
-//!   the same attempt counting. `_TRANSPORT=kernel` entries go to the kernel parser
-//!   ([`crate::parse::kernel`]). Everything else in the journal is not ours and is skipped
-//!   (counted in `auditflow_agent_journal_entries_total{use="skipped"}`).
+//!   the same attempt counting, but only when journald recorded the sender as root (`_UID=0`,
+//!   a field no program can set for itself): sshd, sudo, su, logind and the account tools all
+//!   log as root, while any local user can send `logger -t sshd 'Accepted password for …'`.
+//!   Such entries are counted (`use="untrusted"`) and dropped, so that a user on one node
+//!   cannot forge logins (or bury real ones). `_TRANSPORT=kernel` entries (only the kernel
+//!   writes those) go to the kernel parser ([`crate::parse::kernel`]). Everything else in the
+//!   journal is not ours and is skipped (`use="skipped"`).
 //! * **Cursor across restarts**: `journal.cursor` in the spool directory holds the cursor of
 //!   the last entry whose events are all in the spool (the same [`Collected::Mark`] handshake
 //!   as the tail source's file position), and the next start resumes with
@@ -161,6 +165,17 @@ fn watch_child(mut child: Child, cancel: CancellationToken) -> std::thread::Join
     })
 }
 
+/// What became of an entry.
+#[derive(Debug)]
+enum Use {
+    /// Read by a parser.
+    Parsed(LineKind),
+    /// Another program's: not ours.
+    Skipped,
+    /// An auth program's name from a sender that is not root.
+    Untrusted,
+}
+
 /// Turns entries into events: the auth parser for the auth programs, the kernel parser for
 /// kernel messages.
 #[derive(Debug)]
@@ -169,19 +184,22 @@ struct Parsers {
 }
 
 impl Parsers {
-    fn push(&mut self, e: &Entry, out: &mut Vec<Event>) -> Option<LineKind> {
+    fn push(&mut self, e: &Entry, out: &mut Vec<Event>) -> Use {
         let ts = Timestamp(e.realtime_us.unwrap_or(0).saturating_mul(1000));
         let ts = if ts.0 == 0 { Timestamp::now() } else { ts };
         if e.transport == "kernel" {
-            return Some(crate::parse::kernel::push_message(ts, &e.message, out));
+            return Use::Parsed(crate::parse::kernel::push_message(ts, &e.message, out));
         }
         if AuthParser::reads(&e.identifier) {
+            if e.uid != Some(0) {
+                return Use::Untrusted;
+            }
             // The journal keeps one message per entry; a multi-line one is read by its first
             // line, as a syslog daemon would have written it.
             let msg = e.message.lines().next().unwrap_or("");
-            return Some(self.auth.push_message(ts, &e.identifier, e.pid, msg, out));
+            return Use::Parsed(self.auth.push_message(ts, &e.identifier, e.pid, msg, out));
         }
-        None
+        Use::Skipped
     }
 }
 
@@ -198,6 +216,7 @@ fn run(
     let unparsed = metrics.unparsed.with_label_values(&[NAME]);
     let entries = |what: &str| metrics.journal_entries.with_label_values(&[what]);
     let (used, skipped, oversized) = (entries("used"), entries("skipped"), entries("oversized"));
+    let untrusted = entries("untrusted");
     let mut watch = crate::blind::Watch::new(NAME, s.blind.clone());
     // The cursor of the last entry read (where a restarted journalctl resumes) and the marks
     // sent, oldest first, with the cursor each one makes safe to save.
@@ -242,8 +261,12 @@ fn run(
                 oversized.inc();
             }
             match parsers.push(&entry, &mut events) {
-                None => skipped.inc(),
-                Some(kind) => {
+                Use::Skipped => skipped.inc(),
+                Use::Untrusted => {
+                    untrusted.inc();
+                    tracing::debug!(source = NAME, uid = ?entry.uid, program = %entry.identifier, "an auth program's entry from a sender that is not root; dropped");
+                }
+                Use::Parsed(kind) => {
                     used.inc();
                     watch.read(1, 0);
                     if kind == LineKind::Unparsed {
@@ -262,7 +285,10 @@ fn run(
             collected.inc_by(events.len() as u64);
             watch.read(0, events.len() as u64);
             if let Some(blind) = watch.check(Instant::now()) {
-                tracing::warn!(source = NAME, "the source understands too few of its entries; reporting it");
+                tracing::warn!(
+                    source = NAME,
+                    "the source understands too few of its entries; reporting it"
+                );
                 events.push(blind);
             }
             for e in events.drain(..) {

@@ -26,7 +26,8 @@ pub struct Metrics {
     /// Log lines a tailing source did not understand (or skipped as overlong), per source.
     pub unparsed: IntCounterVec,
     /// Journal entries read, by use: `used` (an auth or kernel message), `skipped` (another
-    /// program's), `oversized` (a value over 64 KiB, skipped).
+    /// program's), `untrusted` (an auth program's name from a sender that is not root),
+    /// `oversized` (a value over 64 KiB, skipped).
     pub journal_entries: IntCounterVec,
     /// Bytes in the spool.
     pub spool_bytes: IntGauge,
@@ -83,7 +84,7 @@ impl Metrics {
             ),
             journal_entries: counter_vec(
                 "auditflow_agent_journal_entries_total",
-                "Journal entries read: used (auth or kernel), skipped (another program's), oversized.",
+                "Journal entries read: used (auth or kernel), skipped (another program's), untrusted (an auth program's name from a non-root sender), oversized.",
                 "use",
             ),
             spool_bytes: gauge("auditflow_agent_spool_bytes", "Bytes in the spool."),

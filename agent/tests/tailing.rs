@@ -323,7 +323,8 @@ fn journal_remote() -> std::path::PathBuf {
 }
 
 /// Appends entries to the journal file `journal`: failed logins of `j{from}..j{to}` from
-/// sshd-session, an unrelated program's line, and (with `oom`) a kernel OOM kill.
+/// sshd-session (as root), a login forged by a user with `logger -t sshd`, an unrelated
+/// program's line, and (with `oom`) a kernel OOM kill.
 fn journal_entries(journal: &Path, from: u32, to: u32, oom: bool) {
     let mut export = Vec::new();
     let mut entry = |i: u32, fields: &[(&str, String)]| {
@@ -345,6 +346,7 @@ fn journal_entries(journal: &Path, from: u32, to: u32, oom: bool) {
             i,
             &[
                 ("_TRANSPORT", "syslog".into()),
+                ("_UID", "0".into()),
                 ("SYSLOG_IDENTIFIER", "sshd-session".into()),
                 ("_PID", (20_000 + i).to_string()),
                 (
@@ -353,6 +355,20 @@ fn journal_entries(journal: &Path, from: u32, to: u32, oom: bool) {
                         "Failed password for invalid user j{i} from 203.0.113.7 port {} ssh2",
                         40_000 + i
                     ),
+                ),
+            ],
+        );
+        // A local user's forgery (`logger -t sshd`): journald records the sender's uid.
+        entry(
+            i,
+            &[
+                ("_TRANSPORT", "syslog".into()),
+                ("_UID", "1000".into()),
+                ("SYSLOG_IDENTIFIER", "sshd".into()),
+                ("_PID", (30_000 + i).to_string()),
+                (
+                    "MESSAGE",
+                    format!("Accepted password for forged{i} from 198.51.100.1 port 22 ssh2"),
                 ),
             ],
         );
@@ -438,6 +454,10 @@ async fn the_journal_source_follows_a_real_journal_through_a_sigkill() {
     };
     collect_until(&channel, &queue, &mut seen, add, |s| s.len() >= 151).await;
     assert_eq!(seen.get("kernel_oom_kill"), Some(&1), "{seen:?}");
+    assert!(
+        !seen.keys().any(|k| k.starts_with("forged")),
+        "a non-root sender's login got through: {seen:?}"
+    );
     for i in 0..150 {
         assert!(seen.contains_key(&format!("j{i}")), "j{i} missing: {seen:?}");
     }

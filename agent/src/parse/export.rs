@@ -27,6 +27,9 @@ pub struct Entry {
     pub pid: Option<u32>,
     /// `_HOSTNAME`.
     pub hostname: String,
+    /// `_UID`: the sender's user, which journald records itself (a trusted field: no
+    /// program can set it for its own entries).
+    pub uid: Option<u32>,
     /// `MESSAGE` (lossy UTF-8).
     pub message: String,
     /// A value was longer than [`MAX_VALUE`] and skipped.
@@ -141,6 +144,7 @@ impl<R: BufRead> ExportReader<R> {
             b"SYSLOG_PID" => entry.pid = value.parse().ok(),
             b"_PID" => self.pid = value.parse().ok(),
             b"_HOSTNAME" => entry.hostname = value,
+            b"_UID" => entry.uid = value.parse().ok(),
             b"MESSAGE" => entry.message = value,
             _ => {}
         }
