@@ -44,6 +44,21 @@ enum Command {
     },
     /// Apply the database migrations (PostgreSQL, DATABASE_URL) and exit.
     Migrate,
+    /// Work with notification channels.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCommand {
+    /// Send a test notification through the configured channel NAME; exit 1 with the
+    /// receiver's error when it fails.
+    Test {
+        /// The channel's `name` in [[notify.channels]].
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +112,7 @@ fn main() -> ExitCode {
         }
         Command::Rules { .. } => ExitCode::SUCCESS,
         Command::Migrate => migrate(&config),
+        Command::Notify { action: NotifyCommand::Test { name } } => notify_test(&config, &name),
         Command::Run => run(config),
     }
 }
@@ -191,6 +207,23 @@ fn migrate(config: &Config) -> ExitCode {
         }
         Err(e) => {
             eprintln!("auditflow-aggregator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn notify_test(config: &Config, name: &str) -> ExitCode {
+    let rt = match runtime::process::runtime(BINARY, THREADS) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(aggregator::notify::send_test(config, name)) {
+        Ok(()) => {
+            println!("test notification sent through `{name}`");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{BINARY}: notify test {name}: {e:#}");
             ExitCode::FAILURE
         }
     }

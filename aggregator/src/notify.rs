@@ -584,6 +584,87 @@ async fn send_mail(c: &ChannelConfig, a: &Alert) -> anyhow::Result<()> {
     transport.send(mail(c, a)?).await.map(drop).map_err(|e| chain(&e))
 }
 
+/// Sends alert `a` through channel `c` (not `audit_alerts`) with the channels' HTTP clients.
+async fn deliver_to(
+    c: &ChannelConfig,
+    clients: &HttpClients,
+    dashboard_url: &str,
+    a: &Alert,
+) -> Result<(), String> {
+    let link = alert_link(dashboard_url, a);
+    let link = link.as_deref();
+    let http = clients.clients.get(&c.name);
+    let secret =
+        http.and_then(|(_, s)| s.as_deref()).map(|s| String::from_utf8_lossy(s).into_owned());
+    let result = match (c.kind, http) {
+        (ChannelKind::Email, _) => send_mail(c, a).await,
+        (_, None) => Err(anyhow::anyhow!("no HTTP client for the channel")),
+        (ChannelKind::Webhook, Some((client, _))) => {
+            let body = json!({"kind": "alert", "alert": a, "legacy": legacy_alert::nested(a)});
+            let signed = secret.map(|s| {
+                ("X-AuditFlow-Signature", signature(s.as_bytes(), body.to_string().as_bytes()))
+            });
+            post_json(client, &c.url, &body, signed.as_slice()).await
+        }
+        (ChannelKind::Slack, Some((client, _))) => {
+            post_json(client, &c.url, &slack_message(a, link), &[]).await
+        }
+        (ChannelKind::Discord, Some((client, _))) => {
+            post_json(client, &c.url, &discord_message(a, link), &[]).await
+        }
+        (ChannelKind::Ntfy, Some((client, _))) => match c.ntfy_topic() {
+            Some((server, topic)) => {
+                let auth = secret.map(|t| ("Authorization", format!("Bearer {t}")));
+                post_json(client, &server, &ntfy_message(&topic, a, link), auth.as_slice()).await
+            }
+            None => Err(anyhow::anyhow!("the ntfy url has no topic")),
+        },
+        (ChannelKind::Pagerduty, Some((client, _))) => match secret {
+            Some(key) => post_json(client, &c.url(), &pagerduty_event(&key, a, link), &[]).await,
+            None => Err(anyhow::anyhow!("no integration key (secret_file)")),
+        },
+    };
+    result.map_err(|e| format!("{e:#}"))
+}
+
+/// Sends a test notification through the configured channel `name` (not `audit_alerts`),
+/// as `auditflow-aggregator notify test` does: an INFO alert that says it is a test.
+pub async fn send_test(config: &crate::Config, name: &str) -> anyhow::Result<()> {
+    let c = config
+        .notify
+        .channels
+        .iter()
+        .find(|c| c.name == name)
+        .with_context(|| format!("no channel `{name}` in [[notify.channels]]"))?;
+    let clients = HttpClients::new(std::slice::from_ref(c))?;
+    let now = now_ms();
+    let node = std::env::var("HOSTNAME").unwrap_or_else(|_| "auditflow".into());
+    let a = Alert {
+        id: uuid::Uuid::new_v4(),
+        fingerprint: "test".into(),
+        rule_id: "AUDITFLOW-TEST".into(),
+        rule_name: "Test notification".into(),
+        rule_description: "Sent by `auditflow-aggregator notify test` to check a channel.".into(),
+        severity: "INFO".into(),
+        title: format!("AuditFlow test notification for channel {name}"),
+        tags: vec!["test".into()],
+        node,
+        group: serde_json::Map::new(),
+        status: crate::store::Status::Open,
+        occurrences: 1,
+        first_seen: now,
+        last_seen: now,
+        created_at: now,
+        updated_at: now,
+        correlation_id: uuid::Uuid::new_v4(),
+        remediation: None,
+        playbook_url: None,
+        silenced: false,
+        raw_event: serde_json::Value::Null,
+    };
+    deliver_to(c, &clients, &config.notify.dashboard_url, &a).await.map_err(|e| anyhow::anyhow!(e))
+}
+
 /// A lazily (re)connected publisher to `audit_alerts` with publisher confirms.
 #[derive(Debug)]
 pub struct AmqpPublisher {
@@ -670,43 +751,7 @@ impl Notifier {
         let Some(c) = self.channels.iter().find(|c| c.name == item.channel) else {
             return Err("channel no longer configured".into());
         };
-        let link = alert_link(&self.dashboard_url, a);
-        let link = link.as_deref();
-        let http = self.http.clients.get(&c.name);
-        let secret =
-            http.and_then(|(_, s)| s.as_deref()).map(|s| String::from_utf8_lossy(s).into_owned());
-        let result = match (c.kind, http) {
-            (ChannelKind::Email, _) => send_mail(c, a).await,
-            (_, None) => Err(anyhow::anyhow!("no HTTP client for the channel")),
-            (ChannelKind::Webhook, Some((client, _))) => {
-                let body = json!({"kind": "alert", "alert": a, "legacy": legacy_alert::nested(a)});
-                let signed = secret.map(|s| {
-                    ("X-AuditFlow-Signature", signature(s.as_bytes(), body.to_string().as_bytes()))
-                });
-                post_json(client, &c.url, &body, signed.as_slice()).await
-            }
-            (ChannelKind::Slack, Some((client, _))) => {
-                post_json(client, &c.url, &slack_message(a, link), &[]).await
-            }
-            (ChannelKind::Discord, Some((client, _))) => {
-                post_json(client, &c.url, &discord_message(a, link), &[]).await
-            }
-            (ChannelKind::Ntfy, Some((client, _))) => match c.ntfy_topic() {
-                Some((server, topic)) => {
-                    let auth = secret.map(|t| ("Authorization", format!("Bearer {t}")));
-                    post_json(client, &server, &ntfy_message(&topic, a, link), auth.as_slice())
-                        .await
-                }
-                None => Err(anyhow::anyhow!("the ntfy url has no topic")),
-            },
-            (ChannelKind::Pagerduty, Some((client, _))) => match secret {
-                Some(key) => {
-                    post_json(client, &c.url(), &pagerduty_event(&key, a, link), &[]).await
-                }
-                None => Err(anyhow::anyhow!("no integration key (secret_file)")),
-            },
-        };
-        result.map_err(|e| format!("{e:#}"))
+        deliver_to(c, &self.http, &self.dashboard_url, a).await
     }
 
     /// Sends what is due once; returns how many rows it handled.

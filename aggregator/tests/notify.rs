@@ -660,3 +660,46 @@ async fn mail_goes_over_tls_with_auth_and_both_parts() {
         "event text became markup in the HTML part:\n{mail}"
     );
 }
+
+/// `auditflow-aggregator notify test NAME` sends a test message through a configured channel
+/// (here Discord-style over HTTPS with the receiver's CA) and exits 0; a channel that cannot
+/// be reached, or one that is not configured, exits 1 naming why.
+#[test]
+fn notify_test_sends_through_a_channel_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (port, ca) = https_receiver("cli", tx);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let config = dir.path().join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[notify.channels]]\nname = \"team\"\nkind = \"discord\"\nurl = \"https://localhost:{port}/api/webhooks/9/y\"\nca_file = \"{}\"\n\
+             [[notify.channels]]\nname = \"down\"\nkind = \"slack\"\nurl = \"https://127.0.0.1:1/x\"\n",
+            ca_file.display()
+        ),
+    )
+    .unwrap();
+    let run = |name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_auditflow-aggregator"))
+            .args(["--config", config.to_str().unwrap(), "notify", "test", name])
+            .env_remove("AMQP_URL")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run("team");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (head, body) = rx.recv_timeout(Duration::from_secs(10)).expect("the test message");
+    assert!(head.starts_with("post /api/webhooks/9/y "), "{head}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["embeds"][0]["title"].as_str().unwrap().contains("test notification"), "{body}");
+    for (name, why) in [("down", "down"), ("nowhere", "no channel `nowhere`")] {
+        let out = run(name);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{name}: {err}");
+    }
+}
