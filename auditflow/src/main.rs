@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 use aggregator::config::{Config, DEFAULT_TOML};
 
@@ -35,60 +35,35 @@ struct Cli {
     #[arg(long, global = true)]
     no_demo: bool,
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run everything (the default).
-    Run,
-    /// Print the documented default configuration.
-    PrintDefaultConfig,
-    /// Check the configuration and exit: 0 when valid, 64 with every problem listed when not.
-    CheckConfig,
+    command: Option<runtime::cli::Command>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.args.print_default_config || matches!(cli.command, Some(Command::PrintDefaultConfig)) {
-        print!("{DEFAULT_TOML}");
-        return ExitCode::SUCCESS;
-    }
-    let mut config = match runtime::config::load::<Config>(BINARY, cli.args.config.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    // Command-line flags win over the file (typed like the config, nothing new to check).
-    if let Some(d) = &cli.data_dir {
-        config.data_dir = d.display().to_string();
-    }
-    if let Some(a) = cli.listen {
-        config.http.listen = Some(a);
-    }
-    if let Some(a) = cli.metrics_listen {
-        config.http.metrics_listen = Some(a);
-    }
-    if let Some(a) = cli.mqtt_listen {
-        config.embedded.mqtt_listen = a;
-    }
-    if cli.no_demo {
-        config.embedded.demo = false;
-    }
-    match cli.command.unwrap_or(Command::Run) {
-        Command::PrintDefaultConfig => ExitCode::SUCCESS,
-        Command::CheckConfig => {
-            println!("configuration is valid");
-            ExitCode::SUCCESS
+    runtime::cli::main::<Config>(BINARY, DEFAULT_TOML, &cli.args, cli.command, |mut config| {
+        // Command-line flags win over the file (typed like the config, nothing new to check).
+        if let Some(d) = &cli.data_dir {
+            config.data_dir = d.display().to_string();
         }
-        Command::Run => {
-            // Silently ignoring a configured service would leave its user wondering where the
-            // alerts went.
-            if !config.is_embedded() {
-                eprintln!("{BINARY}: {}", auditflow::NO_SERVICES);
-                return runtime::config::exit_config();
-            }
-            runtime::process::init_tracing("info,sqlx=warn,rumqttd=warn");
-            runtime::process::run_service(BINARY, THREADS, |cancel| auditflow::run(config, cancel))
+        if let Some(a) = cli.listen {
+            config.http.listen = Some(a);
         }
-    }
+        if let Some(a) = cli.metrics_listen {
+            config.http.metrics_listen = Some(a);
+        }
+        if let Some(a) = cli.mqtt_listen {
+            config.embedded.mqtt_listen = a;
+        }
+        if cli.no_demo {
+            config.embedded.demo = false;
+        }
+        // Silently ignoring a configured service would leave its user wondering where the
+        // alerts went.
+        if !config.is_embedded() {
+            eprintln!("{BINARY}: {}", auditflow::NO_SERVICES);
+            return runtime::config::exit_config();
+        }
+        runtime::process::init_tracing("info,sqlx=warn,rumqttd=warn");
+        runtime::process::run_service(BINARY, THREADS, |cancel| auditflow::run(config, cancel))
+    })
 }
