@@ -27,7 +27,7 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # What the throwaway root holds beyond minbase: Ansible's Python (with python3-apt for the apt
 # module), systemd for systemctl and unit checks, and node_prep's packages so that the apply
 # needs no download.
-ROOT_PACKAGES=python3,python3-apt,systemd,systemd-timesyncd,rsyslog,ca-certificates
+ROOT_PACKAGES=python3,python3-apt,systemd,systemd-timesyncd,ca-certificates
 # The cache's name changes with what goes into it (bump the recipe number when rootfs() changes).
 ROOT_CACHE="$TOOLS/debian-bookworm-root-$(printf 'recipe 2 %s %s' "$ROOT_PACKAGES" "$MIRROR" | sha256sum | cut -c1-12).tar.zst"
 # The three test hosts: a k3s server and a k3s agent (Raspberry Pi-like roots), and a host
