@@ -99,7 +99,7 @@ impl Core {
 pub struct Listeners {
     /// The API (and whatever [`Services::extra_routes`] adds).
     pub api: tokio::net::TcpListener,
-    /// `/metrics`, `/healthz`, `/readyz`.
+    /// `/metrics`.
     pub metrics: tokio::net::TcpListener,
 }
 

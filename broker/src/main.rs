@@ -2,25 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use broker::config::{Config, DEFAULT_TOML};
 
 const BINARY: &str = "auditflow-broker";
 
-/// The AuditFlow broker.
-#[derive(Debug, Parser)]
-#[command(name = "auditflow-broker", version, about)]
-struct Cli {
-    #[command(flatten)]
-    args: runtime::cli::ConfigArgs,
-    #[command(subcommand)]
-    command: Option<runtime::cli::Command>,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    runtime::cli::main::<Config>(BINARY, DEFAULT_TOML, &cli.args, cli.command, run)
+    let about = "The AuditFlow broker: MQTT for agents, bridged into RabbitMQ.";
+    runtime::cli::plain_main::<Config>(BINARY, about, env!("CARGO_PKG_VERSION"), DEFAULT_TOML, run)
 }
 
 // rumqttd's threads cannot be stopped; leaving main ends them.

@@ -2,25 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use dashboard::config::{Config, DEFAULT_TOML};
 
 const BINARY: &str = "auditflow-dashboard";
 
-/// The AuditFlow dashboard.
-#[derive(Debug, Parser)]
-#[command(name = "auditflow-dashboard", version, about)]
-struct Cli {
-    #[command(flatten)]
-    args: runtime::cli::ConfigArgs,
-    #[command(subcommand)]
-    command: Option<runtime::cli::Command>,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    runtime::cli::main::<Config>(BINARY, DEFAULT_TOML, &cli.args, cli.command, run)
+    let about = "The AuditFlow dashboard: the browser UI over the aggregator's API.";
+    runtime::cli::plain_main::<Config>(BINARY, about, env!("CARGO_PKG_VERSION"), DEFAULT_TOML, run)
 }
 
 fn run(config: Config) -> ExitCode {

@@ -63,3 +63,33 @@ where
         Command::Run => run(config),
     }
 }
+
+/// The command line of a binary with only the common options and subcommands.
+#[derive(Debug, clap::Parser)]
+pub struct Plain {
+    /// The common options.
+    #[command(flatten)]
+    pub args: ConfigArgs,
+    /// The subcommand (`run` when none).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The whole `main` of a binary with only the common options and subcommands: parses the
+/// command line as `binary` (with `about` and `version` in its help), then runs [`main`].
+pub fn plain_main<T>(
+    binary: &'static str,
+    about: &'static str,
+    version: &'static str,
+    default_toml: &str,
+    run: impl FnOnce(T) -> ExitCode,
+) -> ExitCode
+where
+    T: DeserializeOwned + Serialize + Default + Validate,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let matches =
+        Plain::command().name(binary).bin_name(binary).about(about).version(version).get_matches();
+    let cli = Plain::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    main(binary, default_toml, &cli.args, cli.command, run)
+}

@@ -200,8 +200,8 @@ pub struct Alert {
     pub raw_event: serde_json::Value,
 }
 
-/// One lifecycle change.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One lifecycle change (a row of `alert_history`).
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
 pub struct HistoryEntry {
     /// When.
     #[serde(serialize_with = "ser_ms")]
@@ -218,8 +218,8 @@ pub struct HistoryEntry {
     pub comment: String,
 }
 
-/// One notification delivery of an alert.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One notification delivery of an alert (a row of `outbox`).
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Delivery {
     /// The channel's name.
     pub channel: String,

@@ -392,45 +392,22 @@ macro_rules! impl_store {
                 .iter()
                 .map(|r| r.try_get::<Json<serde_json::Value>, _>("event").map(|j| j.0))
                 .collect::<Result<Vec<_>, _>>()?;
-                let history = sqlx::query(
+                let history: Vec<HistoryEntry> = sqlx::query_as(
                     "SELECT at, actor, action, from_status, to_status, comment
                      FROM alert_history WHERE alert_id = $1 ORDER BY id",
                 )
                 .bind(id)
                 .fetch_all(&self.read)
                 .await
-                .context("read history")?
-                .iter()
-                .map(|r| {
-                    Ok(HistoryEntry {
-                        at: r.try_get("at")?,
-                        actor: r.try_get("actor")?,
-                        action: r.try_get("action")?,
-                        from_status: r.try_get("from_status")?,
-                        to_status: r.try_get("to_status")?,
-                        comment: r.try_get("comment")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
-                let deliveries = sqlx::query(
+                .context("read history")?;
+                let deliveries: Vec<Delivery> = sqlx::query_as(
                     "SELECT channel, state, attempts, last_error, delivered_at
                      FROM outbox WHERE alert_id = $1 ORDER BY channel",
                 )
                 .bind(id)
                 .fetch_all(&self.read)
                 .await
-                .context("read deliveries")?
-                .iter()
-                .map(|r| {
-                    Ok(Delivery {
-                        channel: r.try_get("channel")?,
-                        state: r.try_get("state")?,
-                        attempts: r.try_get("attempts")?,
-                        last_error: r.try_get("last_error")?,
-                        delivered_at: r.try_get("delivered_at")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                .context("read deliveries")?;
                 Ok(Some(AlertDetail { alert, evidence, history, deliveries }))
             }
 
