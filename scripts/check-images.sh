@@ -92,7 +92,9 @@ TOML
 }
 
 # 3. The arm64 agent under qemu-user.
-agent_bin="$ROOT/target/aarch64-unknown-linux-musl/release-agent/auditflow-agent"
+agent_profile=release-agent
+[ -z "${CHECK_BUILD:-}" ] || agent_profile=release # scripts/build-images.sh, CHECK_BUILD
+agent_bin="$ROOT/target/aarch64-unknown-linux-musl/$agent_profile/auditflow-agent"
 file "$agent_bin" 2>/dev/null | grep -q 'ARM aarch64.*statically linked' || fail "$agent_bin is not a static arm64 binary"
 version=$(qemu-aarch64-static "$agent_bin" --version)
 [ "$version" = "auditflow-agent $VERSION" ] || fail "qemu: --version printed '$version'"
