@@ -141,27 +141,39 @@ fn read_entries(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<
     rx
 }
 
-/// Ends the child when the source is cancelled, so that the blocked read returns.
+/// Ends the child when the source is cancelled, so that the blocked read returns, and returns
+/// its exit status with the end of what it wrote to stderr. stderr is read all along (a full
+/// pipe would stop journalctl), keeping the last 4 KiB.
 fn watch_child(mut child: Child, cancel: CancellationToken) -> std::thread::JoinHandle<String> {
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut kept, mut buf) = (Vec::new(), [0u8; 1024]);
+            while let Ok(n) = e.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 4096 {
+                    kept.drain(..kept.len() - 4096);
+                }
+            }
+            String::from_utf8_lossy(&kept).trim().to_owned()
+        })
+    });
     std::thread::spawn(move || {
-        let mut stderr = child.stderr.take();
-        loop {
+        let status = loop {
             if cancel.is_cancelled() {
                 let _ = child.kill();
             }
             match child.try_wait() {
-                Ok(Some(status)) => {
-                    let mut text = String::new();
-                    if let Some(e) = stderr.as_mut() {
-                        use std::io::Read;
-                        let _ = e.take(4096).read_to_string(&mut text);
-                    }
-                    return format!("{status}: {}", text.trim());
-                }
+                Ok(Some(status)) => break status.to_string(),
                 Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-                Err(e) => return format!("wait: {e}"),
+                Err(e) => break format!("wait: {e}"),
             }
-        }
+        };
+        let text = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+        format!("{status}: {text}")
     })
 }
 
