@@ -356,6 +356,32 @@ fn https_receiver(tag: &str, out: std::sync::mpsc::Sender<(String, Vec<u8>)>) ->
     (port, ca_pem)
 }
 
+/// Starts the aggregator with `top` and an operator token, and posts three failed logins of
+/// `mallory` on `node` (ports from `port`), which fire ANLY-SEC-001.
+fn start_and_brute_force(
+    env: &Env,
+    dir: &std::path::Path,
+    name: &str,
+    top: &str,
+    node: &str,
+    port: u32,
+) -> Aggregator {
+    let tokens = format!("ops:{OPERATOR}:operator");
+    let a = Aggregator::start_with(env, dir, name, top, &[("AUDITFLOW_API_TOKENS", &tokens)]);
+    let events: Vec<Value> =
+        (0..3).map(|i| failed_login("mallory", node, i * 5, port + i)).collect();
+    let r = request(
+        a.http,
+        "POST",
+        "/api/v1/events",
+        Some(OPERATOR),
+        Some(Value::Array(events).to_string().as_bytes()),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    a
+}
+
 /// Webhooks over HTTPS: the receiver's certificate is checked against the channel's
 /// `ca_file` (a receiver with a certificate from another CA gets nothing and the delivery is
 /// retried), and a generic webhook with a `secret_file` signs its body
@@ -383,25 +409,7 @@ async fn https_webhooks_check_the_receiver_and_sign_the_body() {
         secret_file.display(),
         ca_file.display()
     );
-    let tokens = format!("ops:{OPERATOR}:operator");
-    let a = Aggregator::start_with(
-        &env,
-        dir.path(),
-        "notify_tls",
-        &top,
-        &[("AUDITFLOW_API_TOKENS", &tokens)],
-    );
-    let events: Vec<Value> =
-        (0..3).map(|i| failed_login("mallory", "pi-tls", i * 5, 900 + i)).collect();
-    let r = request(
-        a.http,
-        "POST",
-        "/api/v1/events",
-        Some(OPERATOR),
-        Some(Value::Array(events).to_string().as_bytes()),
-        &[],
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    let a = start_and_brute_force(&env, dir.path(), "notify_tls", &top, "pi-tls", 900);
 
     let (head, body) =
         tokio::task::spawn_blocking(move || good_rx.recv_timeout(Duration::from_secs(20)))
@@ -460,25 +468,8 @@ async fn each_receiver_kind_gets_its_payload_over_https() {
         token_file.display(),
         key_file.display()
     );
-    let tokens = format!("ops:{OPERATOR}:operator");
-    let a = Aggregator::start_with(
-        &env,
-        dir.path(),
-        "notify_kinds",
-        &top,
-        &[("AUDITFLOW_API_TOKENS", &tokens)],
-    );
-    let events: Vec<Value> =
-        (0..3).map(|i| failed_login("mallory", "pi-kinds", i * 5, 910 + i)).collect();
-    let r = request(
-        a.http,
-        "POST",
-        "/api/v1/events",
-        Some(OPERATOR),
-        Some(Value::Array(events).to_string().as_bytes()),
-        &[],
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    let _aggregator =
+        start_and_brute_force(&env, dir.path(), "notify_kinds", &top, "pi-kinds", 910);
     let got: Vec<(String, Vec<u8>)> = tokio::task::spawn_blocking(move || {
         (0..4).map(|_| rx.recv_timeout(Duration::from_secs(20)).expect("a delivery")).collect()
     })

@@ -25,8 +25,6 @@ pub struct Entry {
     pub identifier: String,
     /// `SYSLOG_PID`, else `_PID`.
     pub pid: Option<u32>,
-    /// `_HOSTNAME`.
-    pub hostname: String,
     /// `_UID`: the sender's user, which journald records itself (a trusted field: no
     /// program can set it for its own entries).
     pub uid: Option<u32>,
@@ -143,7 +141,6 @@ impl<R: BufRead> ExportReader<R> {
             b"_COMM" => self.comm = value,
             b"SYSLOG_PID" => entry.pid = value.parse().ok(),
             b"_PID" => self.pid = value.parse().ok(),
-            b"_HOSTNAME" => entry.hostname = value,
             b"_UID" => entry.uid = value.parse().ok(),
             b"MESSAGE" => entry.message = value,
             _ => {}
@@ -160,12 +157,6 @@ pub trait Buffered {
 impl<R: Read> Buffered for std::io::BufReader<R> {
     fn buffered(&self) -> usize {
         self.buffer().len()
-    }
-}
-
-impl Buffered for &[u8] {
-    fn buffered(&self) -> usize {
-        self.len()
     }
 }
 
