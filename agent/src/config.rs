@@ -226,17 +226,35 @@ pub enum StartAt {
     Beginning,
 }
 
+/// How the journal source reads the journal: `reader` (`agent/src/journal.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalReader {
+    /// journalctl when it is installed, the files otherwise.
+    #[default]
+    Auto,
+    /// `journalctl --output=export --follow`.
+    Journalctl,
+    /// The journal files, read by the agent (its container image has no journalctl).
+    Files,
+}
+
 /// `[sources.journal]`: sshd, sudo, su, logind and account changes, and kernel messages, read
-/// from the systemd journal through `journalctl` (`agent/src/journal.rs`).
+/// from the systemd journal (`agent/src/journal.rs`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JournalConfig {
     /// Whether it runs.
     pub enabled: bool,
+    /// How the journal is read.
+    pub reader: JournalReader,
     /// The journalctl binary.
     pub journalctl: String,
     /// A journal directory to read instead of the system journal; empty: the system journal.
     pub directory: String,
+    /// The host's `/` as the agent sees it (the DaemonSet: `/host`); the system journal is
+    /// read under it (journalctl's `--root`). Empty: this machine's `/`.
+    pub host_root: String,
     /// On first start (no saved cursor): `end` reads from now on, `beginning` the whole
     /// journal.
     pub start_at: StartAt,
@@ -246,8 +264,10 @@ impl Default for JournalConfig {
     fn default() -> Self {
         Self {
             enabled: false,
+            reader: JournalReader::Auto,
             journalctl: "journalctl".into(),
             directory: String::new(),
+            host_root: String::new(),
             start_at: StartAt::End,
         }
     }

@@ -2,13 +2,20 @@
 //! that keep no `/var/log/auth.log` (Debian 12 and later and Raspberry Pi OS without rsyslog,
 //! where installing rsyslog only to read its copy doubles the log writes on an SD card).
 //!
-//! It runs `journalctl --output=export --follow` as a child process and reads its entries
-//! ([`crate::parse::export`]). Why a child and not the journal files themselves: journalctl
-//! is on every systemd host, reads every journal file version and compression systemd ever
-//! wrote, merges the system and user journals, follows rotation and vacuuming, and validates
-//! what it reads; a reader of our own would have to track all of that across systemd
-//! releases. The cost is one process and a pipe. (The agent's container image has no
-//! journalctl, so in Kubernetes the DaemonSet tails the files; docs/agent.md.)
+//! Two readers, one choice per node ([`Reader`], `[sources.journal] reader`):
+//!
+//! * **journalctl** runs `journalctl --output=export --follow` as a child process and reads its
+//!   entries ([`crate::parse::export`]). journalctl is on every systemd host, reads every
+//!   journal file version and compression systemd ever wrote (xz included), merges the system
+//!   and user journals, follows rotation and vacuuming, and validates what it reads. The cost
+//!   is one process and a pipe. Hosts (Ansible role, Pi image) use it.
+//! * **files** reads the journal files under `/run/log/journal` and `/var/log/journal` (or
+//!   `directory`) itself, with the `sdjournal` crate (pure Rust, bounded parsing of damaged
+//!   files, inotify to follow). For the DaemonSet: the agent's image is a static binary FROM
+//!   scratch, with no journalctl and no libsystemd to run one; the pod mounts the host's journal
+//!   directories read-only. It reads lz4- and zstd-compressed fields (journald's since systemd
+//!   229); an entry it cannot read is counted (`use="unreadable"`), never silently skipped.
+//! * `auto` (the default) takes journalctl when the binary is there, the files otherwise.
 //!
 //! * Entries whose `SYSLOG_IDENTIFIER` (else `_COMM`) is one the auth parser reads go to it
 //!   with their own timestamp and pid, exactly as the auth log's lines do: the same events,
@@ -21,14 +28,14 @@
 //!   journal is not ours and is skipped (`use="skipped"`).
 //! * **Cursor across restarts**: `journal.cursor` in the spool directory holds the cursor of
 //!   the last entry whose events are all in the spool (the same [`Collected::Mark`] handshake
-//!   as the tail source's file position), and the next start resumes with
-//!   `--after-cursor`. A crash repeats entries, never skips them. A cursor journalctl no
-//!   longer knows (the journal was vacuumed past it) is reported and the source starts anew
-//!   from `start_at`.
+//!   as the tail source's file position), and the next start resumes after it. A crash repeats
+//!   entries, never skips them. The files reader resumes after journalctl's cursors too; the
+//!   other way round, and for a cursor the journal no longer holds (vacuumed past it), the
+//!   refusal is reported and the source starts anew from `start_at`.
 //! * **First start**: `start_at = "end"` (the default) reads from now on, `"beginning"` the
 //!   whole journal.
-//! * journalctl exiting (it should not) is logged and it is started again after a pause,
-//!   from the last entry read.
+//! * journalctl exiting, or the files reader failing (it should not), is logged and the
+//!   reader is started again after a pause, from the last entry read.
 
 use std::collections::VecDeque;
 use std::io::BufReader;
@@ -53,14 +60,46 @@ const RESTART_PAUSE: Duration = Duration::from_secs(2);
 /// How often the source wakes while the journal is quiet.
 const POLL: Duration = Duration::from_millis(250);
 
+/// How the journal is read (see the module's documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// `journalctl --output=export --follow` as a child process.
+    Journalctl,
+    /// The journal files, read by the agent itself.
+    Files,
+}
+
+impl Reader {
+    /// `auto`'s choice: journalctl when `journalctl` names an executable (a path, or a name
+    /// found on `PATH`), the files otherwise.
+    pub fn auto(journalctl: &std::path::Path) -> Self {
+        let executable = |p: &std::path::Path| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        let found = if journalctl.components().count() > 1 {
+            executable(journalctl)
+        } else {
+            std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|d| executable(&d.join(journalctl)))
+            })
+        };
+        if found { Self::Journalctl } else { Self::Files }
+    }
+}
+
 /// Settings of the journal source.
 #[derive(Clone, Debug)]
 pub struct JournalSettings {
+    /// How the journal is read.
+    pub reader: Reader,
     /// The journalctl binary.
     pub journalctl: PathBuf,
     /// A journal directory to read instead of the system journal (`--directory`); empty: the
-    /// system journal.
+    /// system journal (`/run/log/journal` and `/var/log/journal`).
     pub directory: PathBuf,
+    /// The host's `/` as the agent sees it; empty: `/`.
+    pub host_root: PathBuf,
     /// Where the cursor is kept.
     pub state_path: PathBuf,
     /// On first start, read the whole journal.
@@ -87,6 +126,8 @@ pub fn command(s: &JournalSettings, cursor: Option<&str>, from_beginning: bool) 
     c.args(["--output=export", "--follow", "--no-pager", "--quiet"]);
     if !s.directory.as_os_str().is_empty() {
         c.arg("--directory").arg(&s.directory);
+    } else if !s.host_root.as_os_str().is_empty() {
+        c.arg("--root").arg(&s.host_root);
     }
     // --follow alone shows only the last 10 entries, even after a cursor.
     match cursor {
@@ -139,6 +180,175 @@ fn read_entries(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<
         }
     });
     rx
+}
+
+/// Starts journalctl after `cursor` (else per `from_beginning`): its entries, and a handle that
+/// ends with its exit status. `None` when it cannot be started (logged).
+fn start_journalctl(
+    s: &JournalSettings,
+    cursor: Option<&str>,
+    from_beginning: bool,
+    cancel: &CancellationToken,
+) -> Option<Feed> {
+    let mut child = match command(s, cursor, from_beginning).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(source = NAME, journalctl = %s.journalctl.display(), error = %e, "cannot start journalctl");
+            return None;
+        }
+    };
+    let stdout = child.stdout.take()?;
+    let waiter = watch_child(child, cancel.clone());
+    Some((read_entries(stdout), waiter))
+}
+
+/// A reader's entries, and a handle that ends with why the reader stopped.
+type Feed = (std::sync::mpsc::Receiver<Read>, std::thread::JoinHandle<String>);
+
+/// The journal directories the files reader follows.
+fn journal_roots(s: &JournalSettings) -> Vec<PathBuf> {
+    if s.directory.as_os_str().is_empty() {
+        let root = if s.host_root.as_os_str().is_empty() {
+            std::path::Path::new("/")
+        } else {
+            s.host_root.as_path()
+        };
+        ["run/log/journal", "var/log/journal"]
+            .into_iter()
+            .map(|d| root.join(d))
+            .filter(|p| p.is_dir())
+            .collect()
+    } else {
+        vec![s.directory.clone()]
+    }
+}
+
+/// Reads the journal files on a thread of its own: the history after `cursor` (or all of it
+/// with `from_beginning`) through a query, streamed, then new entries as the files grow. The
+/// channel is bounded, so a slow pipeline holds the reader back; entries it cannot read are
+/// counted in `unreadable` and skipped.
+fn read_files(
+    s: &JournalSettings,
+    cursor: Option<String>,
+    from_beginning: bool,
+    cancel: CancellationToken,
+    unreadable: prometheus::IntCounter,
+) -> Feed {
+    let (tx, rx) = std::sync::mpsc::sync_channel(256);
+    let roots = journal_roots(s);
+    let handle = std::thread::spawn(move || {
+        match follow_files(&roots, cursor, from_beginning, &cancel, &tx, &unreadable) {
+            Ok(()) => "stopped".to_owned(),
+            Err(e) => e,
+        }
+    });
+    (rx, handle)
+}
+
+fn follow_files(
+    roots: &[PathBuf],
+    cursor: Option<String>,
+    from_beginning: bool,
+    cancel: &CancellationToken,
+    tx: &std::sync::mpsc::SyncSender<Read>,
+    unreadable: &prometheus::IntCounter,
+) -> Result<(), String> {
+    use sdjournal::{Cursor, Journal, JournalConfig, SubscriptionOptions};
+    let config = JournalConfig { poll_interval: POLL, ..JournalConfig::default() };
+    let shown = || roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
+    if roots.is_empty() {
+        return Err("no journal directory (run/log/journal, var/log/journal under the host's root) is there".into());
+    }
+    let journal = Journal::open_dirs_with_config(roots, config)
+        .map_err(|e| format!("cannot open the journal in {}: {e}", shown()))?;
+    let mut last = match &cursor {
+        Some(c) => Some(
+            Cursor::parse(c)
+                .map_err(|e| format!("the saved cursor is not one the files reader knows ({e})"))?,
+        ),
+        None => None,
+    };
+    // Sends an entry, with whether it is the last one known for now; false when the source is
+    // gone or stopping.
+    let send = |entry: &sdjournal::EntryRef, caught_up: bool, last: &mut Option<Cursor>| {
+        let Ok(position) = entry.cursor() else {
+            unreadable.inc();
+            return true;
+        };
+        let mut b = crate::parse::export::EntryBuilder::default();
+        for (key, value) in entry.iter_fields() {
+            if value.len() as u64 > crate::parse::export::MAX_VALUE {
+                b.oversized();
+            } else {
+                b.field(key.as_bytes(), value);
+            }
+        }
+        b.field(b"__REALTIME_TIMESTAMP", entry.realtime_usec().to_string().as_bytes());
+        let text = position.to_string();
+        b.field(b"__CURSOR", text.as_bytes());
+        *last = Some(position);
+        !cancel.is_cancelled() && tx.send(Ok((b.finish(), caught_up))).is_ok()
+    };
+    // The history, streamed (a subscription would queue all of it in memory at once).
+    if last.is_some() || from_beginning {
+        let mut q = journal.query();
+        if let Some(c) = &last {
+            q.after_cursor(c.clone());
+        }
+        let mut items = q.iter().map_err(|e| format!("cannot read the journal: {e}"))?.peekable();
+        while let Some(item) = items.next() {
+            match item {
+                Ok(entry) => {
+                    if !send(&entry, items.peek().is_none(), &mut last) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    unreadable.inc();
+                    tracing::debug!(source = NAME, error = %e, "an unreadable journal entry");
+                }
+            }
+        }
+    }
+    // Then what is appended: after the last entry read (what came in while the history was
+    // read is replayed first), or from now on.
+    let mut live = journal.live().map_err(|e| format!("cannot follow the journal: {e}"))?;
+    let mut options = SubscriptionOptions::new(live.filter());
+    if let Some(c) = &last {
+        options.after_cursor(c.clone());
+    }
+    let sub = live
+        .subscribe_with_options(options)
+        .map_err(|e| format!("cannot follow the journal: {e}"))?;
+    let mut held: Option<sdjournal::LiveEntry> = None;
+    loop {
+        loop {
+            match sub.try_recv() {
+                Ok(Ok(entry)) => {
+                    if let Some(prev) = held.replace(entry)
+                        && !send(&prev, false, &mut last)
+                    {
+                        return Ok(());
+                    }
+                }
+                Ok(Err(e)) => {
+                    unreadable.inc();
+                    tracing::debug!(source = NAME, error = %e, "an unreadable journal entry");
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(prev) = held.take()
+            && !send(&prev, true, &mut last)
+        {
+            return Ok(());
+        }
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        // Waits for a change (inotify, at most POLL) and queues what was appended.
+        live.poll_once().map_err(|e| format!("following the journal failed: {e}"))?;
+    }
 }
 
 /// Ends the child when the source is cancelled, so that the blocked read returns, and returns
@@ -222,13 +432,13 @@ fn run(
     cancel: &CancellationToken,
 ) {
     let saved = load_cursor(&s.state_path);
-    tracing::info!(source = NAME, cursor = ?saved, directory = %s.directory.display(), "following the journal");
+    tracing::info!(source = NAME, reader = ?s.reader, cursor = ?saved, directory = %s.directory.display(), "following the journal");
     let mut parsers = Parsers { auth: AuthParser::new(time::OffsetDateTime::now_utc().year()) };
     let collected = metrics.collected.with_label_values(&[NAME]);
     let unparsed = metrics.unparsed.with_label_values(&[NAME]);
     let entries = |what: &str| metrics.journal_entries.with_label_values(&[what]);
     let (used, skipped, oversized) = (entries("used"), entries("skipped"), entries("oversized"));
-    let untrusted = entries("untrusted");
+    let (untrusted, unreadable) = (entries("untrusted"), entries("unreadable"));
     let mut watch = crate::blind::Watch::new(NAME, s.blind.clone());
     // The cursor of the last entry read (where a restarted journalctl resumes) and the marks
     // sent, oldest first, with the cursor each one makes safe to save.
@@ -239,17 +449,20 @@ fn run(
     let mut from_beginning = s.from_beginning;
     while !cancel.is_cancelled() {
         let started = Instant::now();
-        let mut child = match command(s, read_at.as_deref(), from_beginning).spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(source = NAME, journalctl = %s.journalctl.display(), error = %e, "cannot start journalctl");
-                pause(cancel, RESTART_PAUSE * 15);
-                continue;
+        let (entries_rx, waiter) = match s.reader {
+            Reader::Journalctl => {
+                match start_journalctl(s, read_at.as_deref(), from_beginning, cancel) {
+                    Some(feed) => feed,
+                    None => {
+                        pause(cancel, RESTART_PAUSE * 15);
+                        continue;
+                    }
+                }
+            }
+            Reader::Files => {
+                read_files(s, read_at.clone(), from_beginning, cancel.clone(), unreadable.clone())
             }
         };
-        let Some(stdout) = child.stdout.take() else { return };
-        let waiter = watch_child(child, cancel.clone());
-        let entries_rx = read_entries(stdout);
         let mut since_mark = 0u64;
         loop {
             // Woken at least every POLL, so that confirmed cursors are saved and the blindness
@@ -257,7 +470,7 @@ fn run(
             let (entry, caught_up) = match entries_rx.recv_timeout(POLL) {
                 Ok(Ok(e)) => e,
                 Ok(Err(e)) => {
-                    tracing::warn!(source = NAME, error = %e, "the journal's export stream is broken; restarting journalctl");
+                    tracing::warn!(source = NAME, error = %e, "the journal's export stream is broken; restarting the reader");
                     break;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -321,7 +534,9 @@ fn run(
             }
             save_confirmed(s, &mut pending, &mut saved_at);
         }
-        let exit = waiter.join().unwrap_or_else(|_| "the watcher panicked".into());
+        // Dropped first: a reader blocked on a full channel then ends.
+        drop(entries_rx);
+        let exit = waiter.join().unwrap_or_else(|_| "the reader panicked".into());
         save_confirmed(s, &mut pending, &mut saved_at);
         if cancel.is_cancelled() {
             break;
@@ -330,14 +545,19 @@ fn run(
             && started.elapsed() < Duration::from_secs(5)
             && exit.contains("cursor")
         {
-            // journalctl refused the cursor: the journal no longer holds that entry.
+            // The reader refused the cursor: the journal no longer holds that entry, or it is
+            // the other reader's.
             tracing::warn!(source = NAME, exit = %exit, "the saved journal cursor is gone; starting anew");
             read_at = None;
             from_beginning = s.from_beginning;
+            pause(cancel, RESTART_PAUSE);
         } else {
-            tracing::warn!(source = NAME, exit = %exit, "journalctl exited; starting it again");
+            tracing::warn!(source = NAME, reader = ?s.reader, exit = %exit, "the journal reader stopped; starting it again");
+            // A reader that fails as it starts (no journal on this node yet, no permission)
+            // is retried less often than one that ran for a while.
+            let quick = started.elapsed() < Duration::from_secs(5);
+            pause(cancel, if quick { RESTART_PAUSE * 15 } else { RESTART_PAUSE });
         }
-        pause(cancel, RESTART_PAUSE);
     }
     // Wait briefly for the last marks, so that a clean stop saves where it got to.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -374,5 +594,26 @@ fn pause(cancel: &CancellationToken, d: Duration) {
     let until = Instant::now() + d;
     while !cancel.is_cancelled() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_takes_journalctl_only_when_it_is_there() {
+        assert_eq!(Reader::auto(std::path::Path::new("sh")), Reader::Journalctl);
+        assert_eq!(Reader::auto(std::path::Path::new("/bin/sh")), Reader::Journalctl);
+        assert_eq!(Reader::auto(std::path::Path::new("no-such-journalctl")), Reader::Files);
+        assert_eq!(Reader::auto(std::path::Path::new("/nonexistent/journalctl")), Reader::Files);
+        // A directory or a file without the execute bit is not a journalctl.
+        assert_eq!(Reader::auto(std::path::Path::new("/tmp")), Reader::Files);
+        let dir = std::env::temp_dir().join(format!("auditflow-auto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("journalctl");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        assert_eq!(Reader::auto(&plain), Reader::Files);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -159,9 +159,17 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     }
     if config.sources.journal.enabled {
         let j = &config.sources.journal;
+        let journalctl = PathBuf::from(&j.journalctl);
+        let reader = match j.reader {
+            config::JournalReader::Auto => journal::Reader::auto(&journalctl),
+            config::JournalReader::Journalctl => journal::Reader::Journalctl,
+            config::JournalReader::Files => journal::Reader::Files,
+        };
         let settings = journal::JournalSettings {
-            journalctl: PathBuf::from(&j.journalctl),
+            reader,
+            journalctl,
             directory: PathBuf::from(&j.directory),
+            host_root: PathBuf::from(&j.host_root),
             state_path: Path::new(&config.spool.dir).join("journal.cursor"),
             from_beginning: j.start_at == config::StartAt::Beginning,
             blind: config.sources.blind.clone(),

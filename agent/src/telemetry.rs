@@ -84,7 +84,7 @@ impl Metrics {
             ),
             journal_entries: counter_vec(
                 "auditflow_agent_journal_entries_total",
-                "Journal entries read: used (auth or kernel), skipped (another program's), untrusted (an auth program's name from a non-root sender), oversized.",
+                "Journal entries read: used (auth or kernel), skipped (another program's), untrusted (an auth program's name from a non-root sender), oversized, unreadable (the files reader could not read it).",
                 "use",
             ),
             spool_bytes: gauge("auditflow_agent_spool_bytes", "Bytes in the spool."),

@@ -407,6 +407,16 @@ fn journal_entries(journal: &Path, from: u32, to: u32, oom: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_source_follows_a_real_journal_through_a_sigkill() {
+    journal_through_a_sigkill("journalctl").await;
+}
+
+/// The same journal read by the agent itself (the container image's reader: no journalctl).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_files_reader_follows_a_real_journal_through_a_sigkill() {
+    journal_through_a_sigkill("files").await;
+}
+
+async fn journal_through_a_sigkill(reader: &str) {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| {
         panic!("AMQP_URL is not set: RabbitMQ is required for this test; run scripts/test.sh")
     });
@@ -414,7 +424,7 @@ async fn the_journal_source_follows_a_real_journal_through_a_sigkill() {
     let journals = dir.path().join("journal");
     std::fs::create_dir(&journals).unwrap();
     let journal = journals.join("remote.journal");
-    let queue = format!("auditflow.test.journal.{}", std::process::id());
+    let queue = format!("auditflow.test.journal.{reader}.{}", std::process::id());
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
@@ -423,7 +433,8 @@ async fn the_journal_source_follows_a_real_journal_through_a_sigkill() {
              [spool]\ndir = \"{}\"\nfsync = false\n[batch]\nmax_age_ms = 100\n\
              [transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\namqp_queue = \"{queue}\"\n\
              amqp_heartbeat_queue = \"{queue}.hb\"\n\
-             [sources.journal]\nenabled = true\ndirectory = \"{}\"\nstart_at = \"beginning\"\n",
+             [sources.journal]\nenabled = true\nreader = \"{reader}\"\ndirectory = \"{}\"\n\
+             start_at = \"beginning\"\n",
             dir.path().join("spool").display(),
             journals.display()
         ),
@@ -463,7 +474,7 @@ async fn the_journal_source_follows_a_real_journal_through_a_sigkill() {
     }
     let repeated = seen.values().filter(|n| **n > 1).count();
     eprintln!(
-        "journal: 150 of 150 failed logins and the OOM kill arrived; {repeated} more than once"
+        "journal ({reader}): 150 of 150 failed logins and the OOM kill arrived; {repeated} more than once"
     );
     let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
     let _ = channel

@@ -34,7 +34,8 @@ The exception's own limits: each read-only path is a directory (hostPath type Di
 DirectoryOrCreate), never a single file, because a file mount keeps the inode it was given and
 the watched files are replaced by rename (logrotate; shadow's tools; visudo; editors), so the
 agent would silently see no change; /etc is the only directory that holds passwd, group,
-shadow and sudoers, hence on the list. And the agent's supplementalGroups hold neither root
+shadow and sudoers, hence on the list; /run/log/journal is the volatile journal (the
+persistent one comes with /var/log). And the agent's supplementalGroups hold neither root
 (0) nor shadow (42): it compares /etc/shadow by metadata, it does not read password hashes.
 
 Exception for `helm test` pods (annotation helm.sh/hook: test): they run once to completion,
@@ -54,7 +55,7 @@ import render
 from render import Obj, ident
 
 AGENT = ("DaemonSet", "auditflow-agent")
-AGENT_READ_ONLY_HOST_PATHS = {"/var/log", "/etc", "/var/lib/rancher/k3s/server/logs"}
+AGENT_READ_ONLY_HOST_PATHS = {"/var/log", "/etc", "/var/lib/rancher/k3s/server/logs", "/run/log/journal"}
 AGENT_SPOOL = "/var/lib/auditflow/spool"
 AGENT_HOST_PATH_TYPES = {"Directory", "DirectoryOrCreate"}
 AGENT_FORBIDDEN_GROUPS = {0: "root", 42: "shadow"}

@@ -34,19 +34,69 @@ pub struct Entry {
     pub oversized: bool,
 }
 
-/// Reads entries from export-format input.
-#[derive(Debug)]
-pub struct ExportReader<R> {
-    input: R,
+/// Builds an [`Entry`] from its fields, in any order, with the fallbacks applied at the end
+/// (`SYSLOG_IDENTIFIER` over `_COMM`, `SYSLOG_PID` over `_PID`, the sender's own timestamp over
+/// journald's). Shared by the export reader and the journal-file reader.
+#[derive(Debug, Default)]
+pub struct EntryBuilder {
+    entry: Entry,
     comm: String,
     pid: Option<u32>,
     source_us: Option<i64>,
 }
 
+impl EntryBuilder {
+    /// Keeps `value` if `key` is a field the agent uses.
+    pub fn field(&mut self, key: &[u8], value: &[u8]) {
+        let text = || String::from_utf8_lossy(value).into_owned();
+        let number = || std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+        let e = &mut self.entry;
+        match key {
+            b"__CURSOR" => e.cursor = text(),
+            b"__REALTIME_TIMESTAMP" => e.realtime_us = number(),
+            b"_SOURCE_REALTIME_TIMESTAMP" => self.source_us = number(),
+            b"_TRANSPORT" => e.transport = text(),
+            b"SYSLOG_IDENTIFIER" => e.identifier = text(),
+            b"_COMM" => self.comm = text(),
+            b"SYSLOG_PID" => e.pid = number().and_then(|n: i64| u32::try_from(n).ok()),
+            b"_PID" => self.pid = number().and_then(|n: i64| u32::try_from(n).ok()),
+            b"_UID" => e.uid = number().and_then(|n: i64| u32::try_from(n).ok()),
+            b"MESSAGE" => e.message = text(),
+            _ => {}
+        }
+    }
+
+    /// Marks the entry as having had a value too long to keep.
+    pub fn oversized(&mut self) {
+        self.entry.oversized = true;
+    }
+
+    /// The entry, fallbacks applied.
+    pub fn finish(self) -> Entry {
+        let mut entry = self.entry;
+        if entry.identifier.is_empty() {
+            entry.identifier = self.comm;
+        }
+        if entry.pid.is_none() {
+            entry.pid = self.pid;
+        }
+        if self.source_us.is_some() {
+            entry.realtime_us = self.source_us;
+        }
+        entry
+    }
+}
+
+/// Reads entries from export-format input.
+#[derive(Debug)]
+pub struct ExportReader<R> {
+    input: R,
+}
+
 impl<R: BufRead> ExportReader<R> {
     /// A reader over `input`.
     pub fn new(input: R) -> Self {
-        Self { input, comm: String::new(), pid: None, source_us: None }
+        Self { input }
     }
 
     /// Whether the input has nothing buffered: the next read may wait for more.
@@ -59,11 +109,8 @@ impl<R: BufRead> ExportReader<R> {
 
     /// The next entry; `None` at the end of the input (a partial last entry is dropped).
     pub fn next_entry(&mut self) -> std::io::Result<Option<Entry>> {
-        let mut entry = Entry::default();
+        let mut entry = EntryBuilder::default();
         let mut any = false;
-        self.comm.clear();
-        self.pid = None;
-        self.source_us = None;
         let mut line = Vec::new();
         loop {
             line.clear();
@@ -87,16 +134,13 @@ impl<R: BufRead> ExportReader<R> {
             }
             any = true;
             match line.iter().position(|&b| b == b'=') {
-                Some(eq) => {
-                    let value = String::from_utf8_lossy(&line[eq + 1..]).into_owned();
-                    self.keep(&mut entry, &line[..eq], value);
-                }
+                Some(eq) => entry.field(&line[..eq], &line[eq + 1..]),
                 None => {
                     let mut len = [0u8; 8];
                     self.input.read_exact(&mut len)?;
                     let len = u64::from_le_bytes(len);
                     if len > MAX_VALUE {
-                        entry.oversized = true;
+                        entry.oversized();
                         let skipped =
                             std::io::copy(&mut (&mut self.input).take(len), &mut std::io::sink())?;
                         if skipped < len {
@@ -108,8 +152,7 @@ impl<R: BufRead> ExportReader<R> {
                         if (value.len() as u64) < len {
                             return Ok(None);
                         }
-                        let key = line.clone();
-                        self.keep(&mut entry, &key, String::from_utf8_lossy(&value).into_owned());
+                        entry.field(&line, &value);
                     }
                     let mut nl = [0u8; 1];
                     self.input.read_exact(&mut nl)?;
@@ -119,32 +162,7 @@ impl<R: BufRead> ExportReader<R> {
                 }
             }
         }
-        if entry.identifier.is_empty() {
-            entry.identifier = std::mem::take(&mut self.comm);
-        }
-        if entry.pid.is_none() {
-            entry.pid = self.pid;
-        }
-        if self.source_us.is_some() {
-            entry.realtime_us = self.source_us;
-        }
-        Ok(Some(entry))
-    }
-
-    fn keep(&mut self, entry: &mut Entry, key: &[u8], value: String) {
-        match key {
-            b"__CURSOR" => entry.cursor = value,
-            b"__REALTIME_TIMESTAMP" => entry.realtime_us = value.parse().ok(),
-            b"_SOURCE_REALTIME_TIMESTAMP" => self.source_us = value.parse().ok(),
-            b"_TRANSPORT" => entry.transport = value,
-            b"SYSLOG_IDENTIFIER" => entry.identifier = value,
-            b"_COMM" => self.comm = value,
-            b"SYSLOG_PID" => entry.pid = value.parse().ok(),
-            b"_PID" => self.pid = value.parse().ok(),
-            b"_UID" => entry.uid = value.parse().ok(),
-            b"MESSAGE" => entry.message = value,
-            _ => {}
-        }
+        Ok(Some(entry.finish()))
     }
 }
 
