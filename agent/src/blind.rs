@@ -9,6 +9,13 @@
 //! node (kind `generic`, source `agent`, critical to the rule FLEET-SOURCE-BLIND-001) with
 //! those counts and samples. The event goes through the spool like any other, so a blind
 //! source is on the dashboard within one window plus delivery.
+//!
+//! Every window, blind or not, also ends with a `source_stats` event (info): the source's
+//! totals since the agent started (lines read, lines not understood, events produced), the
+//! window's counts and the newest lines it did not understand, in this window or before. The aggregator keeps the newest per node and source for the
+//! fleet page. They travel as events, not in the heartbeat, because the heartbeat's encoding is
+//! positional: a new field there is a new wire version that every agent and aggregator would
+//! have to take at once, while a `generic` event needs nothing new on either side.
 
 use std::time::{Duration, Instant};
 
@@ -52,11 +59,31 @@ impl BlindConfig {
     }
 }
 
+/// What a window's end yields.
+#[derive(Debug)]
+pub struct WindowEnd {
+    /// The `source_stats` event.
+    pub stats: Event,
+    /// The `source_blind` event, when the source was blind in the window.
+    pub blind: Option<Event>,
+}
+
+/// Since the agent started.
+#[derive(Clone, Debug, Default)]
+struct Totals {
+    lines: u64,
+    unparsed: u64,
+    events: u64,
+    /// The newest lines not understood, in any window.
+    samples: Vec<String>,
+}
+
 /// One source's window.
 #[derive(Debug)]
 pub struct Watch {
     config: BlindConfig,
     source: &'static str,
+    totals: Totals,
     started: Instant,
     lines: u64,
     unparsed: u64,
@@ -70,6 +97,7 @@ impl Watch {
         Self {
             config,
             source,
+            totals: Totals::default(),
             started: Instant::now(),
             lines: 0,
             unparsed: 0,
@@ -95,37 +123,64 @@ impl Watch {
         }
     }
 
-    /// At the end of a window: the `source_blind` event when the source was blind in it,
-    /// and a new window either way.
-    pub fn check(&mut self, now: Instant) -> Option<Event> {
+    /// At the end of a window: its `source_stats` event, and the `source_blind` event when
+    /// the source was blind in it; a new window either way.
+    pub fn check(&mut self, now: Instant) -> Option<WindowEnd> {
         let every = Duration::from_secs(self.config.check_interval_s);
         if every.is_zero() || now.duration_since(self.started) < every {
             return None;
         }
         let (lines, unparsed, events) = (self.lines, self.unparsed.min(self.lines), self.events);
         let samples = std::mem::take(&mut self.samples);
+        let mut kept = std::mem::take(&mut self.totals.samples);
+        kept.extend(samples.iter().cloned());
+        let totals = Totals {
+            lines: self.totals.lines + lines,
+            unparsed: self.totals.unparsed + unparsed,
+            events: self.totals.events + events,
+            samples: kept.split_off(kept.len().saturating_sub(SAMPLES)),
+        };
         *self = Self::new(self.source, self.config.clone());
+        self.totals = totals;
+        self.started = now;
         let understood = if lines == 0 { 1.0 } else { (lines - unparsed) as f64 / lines as f64 };
-        if lines < self.config.min_lines || understood >= self.config.min_understood {
-            return None;
-        }
+        let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
         let mut fields = vec![
             ("source".into(), Value::Str(self.source.into())),
-            ("lines".into(), Value::Int(i64::try_from(lines).unwrap_or(i64::MAX))),
-            ("unparsed".into(), Value::Int(i64::try_from(unparsed).unwrap_or(i64::MAX))),
-            ("events".into(), Value::Int(i64::try_from(events).unwrap_or(i64::MAX))),
+            ("lines".into(), int(lines)),
+            ("unparsed".into(), int(unparsed)),
+            ("events".into(), int(events)),
             ("understood_pct".into(), Value::Int((understood * 100.0).round() as i64)),
-            ("window_s".into(), Value::Int(i64::try_from(every.as_secs()).unwrap_or(i64::MAX))),
+            ("window_s".into(), int(every.as_secs())),
         ];
-        for (i, s) in samples.into_iter().enumerate() {
-            fields.push((format!("sample_{}", i + 1), Value::Str(s)));
-        }
-        Some(Event::new(
-            Timestamp::now(),
-            Source::Agent,
-            Severity::Critical,
-            EventKind::Generic { event_type: "source_blind".into(), fields },
-        ))
+        let numbered = |samples: &[String]| {
+            samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("sample_{}", i + 1), Value::Str(s.clone())))
+                .collect::<Vec<_>>()
+        };
+        let event = |severity, event_type: &str, fields| {
+            Event::new(
+                Timestamp::now(),
+                Source::Agent,
+                severity,
+                EventKind::Generic { event_type: event_type.into(), fields },
+            )
+        };
+        let blind = (lines >= self.config.min_lines && understood < self.config.min_understood)
+            .then(|| {
+                let mut fields = fields.clone();
+                fields.extend(numbered(&samples));
+                event(Severity::Critical, "source_blind", fields)
+            });
+        fields.extend([
+            ("lines_total".into(), int(self.totals.lines)),
+            ("unparsed_total".into(), int(self.totals.unparsed)),
+            ("events_total".into(), int(self.totals.events)),
+        ]);
+        fields.extend(numbered(&self.totals.samples));
+        Some(WindowEnd { stats: event(Severity::Info, "source_stats", fields), blind })
     }
 }
 
@@ -146,7 +201,8 @@ mod tests {
             w.unparsed(Some(&format!("new format line {i}")));
         }
         assert!(w.check(t0 + Duration::from_secs(30)).is_none(), "the window is not over");
-        let e = w.check(t0 + Duration::from_secs(61)).expect("blind");
+        let end = w.check(t0 + Duration::from_secs(61)).expect("a window's end");
+        let e = end.blind.expect("blind");
         let EventKind::Generic { event_type, fields } = &e.kind else { panic!() };
         assert_eq!(event_type, "source_blind");
         let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -155,6 +211,19 @@ mod tests {
         assert_eq!(get("sample_4"), None, "at most three samples");
         // A new window: nothing until it is over and blind again.
         assert!(w.check(t0 + Duration::from_secs(62)).is_none());
+        // The window's statistics carry the totals across windows.
+        w.read(8, 8);
+        let end = w.check(t0 + Duration::from_secs(122)).expect("a window's end");
+        assert!(end.blind.is_none(), "8 of 8 understood");
+        let EventKind::Generic { event_type, fields } = &end.stats.kind else { panic!() };
+        assert_eq!((event_type.as_str(), end.stats.severity), ("source_stats", Severity::Info));
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("lines"), Some(Value::Int(8)));
+        assert_eq!(get("lines_total"), Some(Value::Int(20)));
+        assert_eq!(get("unparsed_total"), Some(Value::Int(9)));
+        assert_eq!(get("events_total"), Some(Value::Int(9)));
+        assert_eq!(get("source"), Some(Value::Str("auth".into())));
+        assert_eq!(get("sample_3"), Some(Value::Str("new format line 8".into())), "kept");
     }
 
     #[test]
@@ -165,13 +234,15 @@ mod tests {
         for _ in 0..50 {
             w.unparsed(None);
         }
-        assert!(w.check(t0 + Duration::from_secs(61)).is_none(), "half understood is enough");
+        let end = w.check(t0 + Duration::from_secs(61)).expect("a window's end");
+        assert!(end.blind.is_none(), "half understood is enough");
         let mut w = Watch::new("auth", config());
         w.read(5, 0);
         for _ in 0..5 {
             w.unparsed(None);
         }
-        assert!(w.check(w.started + Duration::from_secs(61)).is_none(), "too few lines");
+        let end = w.check(w.started + Duration::from_secs(61)).expect("a window's end");
+        assert!(end.blind.is_none(), "too few lines");
         let mut off = Watch::new("auth", BlindConfig { check_interval_s: 0, ..config() });
         off.read(100, 0);
         assert!(off.check(off.started + Duration::from_secs(10_000)).is_none());

@@ -509,12 +509,15 @@ fn run(
             }
             collected.inc_by(events.len() as u64);
             watch.read(0, events.len() as u64);
-            if let Some(blind) = watch.check(Instant::now()) {
-                tracing::warn!(
-                    source = NAME,
-                    "the source understands too few of its entries; reporting it"
-                );
-                events.push(blind);
+            if let Some(end) = watch.check(Instant::now()) {
+                if let Some(blind) = end.blind {
+                    tracing::warn!(
+                        source = NAME,
+                        "the source understands too few of its entries; reporting it"
+                    );
+                    events.push(blind);
+                }
+                events.push(end.stats);
             }
             for e in events.drain(..) {
                 if out.blocking_send(Collected::Event(e)).is_err() {

@@ -353,12 +353,15 @@ fn run(
         }
         collected.inc_by(events.len() as u64);
         watch.read(read, events.len() as u64);
-        if let Some(blind) = watch.check(Instant::now()) {
-            tracing::warn!(
-                source = s.name,
-                "the source understands too few of its lines; reporting it"
-            );
-            events.push(blind);
+        if let Some(end) = watch.check(Instant::now()) {
+            if let Some(blind) = end.blind {
+                tracing::warn!(
+                    source = s.name,
+                    "the source understands too few of its lines; reporting it"
+                );
+                events.push(blind);
+            }
+            events.push(end.stats);
         }
         for e in events.drain(..) {
             if out.blocking_send(Collected::Event(e)).is_err() {

@@ -218,6 +218,15 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
         }
         inputs.extend(extra.iter().map(|(id, node, event)| Input { id: *id, node, event }));
         stats.events = inputs.len() as u64;
+        // The agents' reports about their own sources, for the fleet page (they go through
+        // the rules like any event too).
+        let reports: Vec<_> = inputs
+            .iter()
+            .filter_map(|i| crate::store::SourceReport::from_event(i.node, i.event))
+            .collect();
+        if !reports.is_empty() {
+            self.sink.source_reports(&reports, unix_nanos() / 1_000_000).await?;
+        }
 
         let now = unix_nanos();
         for input in &inputs {

@@ -417,6 +417,27 @@ async fn fleet(store: SharedStore) {
     assert_eq!(a.drops["rate_limited"], 7);
     assert_eq!(agents[1].node, "pi-b");
     assert_eq!(agents[1].events_per_s, 0.0);
+
+    // Source reports: the newest per node and source, beside the heartbeat's figures.
+    let report = |node: &str, source: &'static str, lines: i64| aggregator::store::SourceReport {
+        node: node.into(),
+        source,
+        stats: serde_json::json!({"lines_total": lines, "sample_1": "x"}),
+    };
+    store
+        .record_source_reports(&[report("pi-a", "journal", 10), report("pi-a", "dpkg", 2)], NOW)
+        .await
+        .unwrap();
+    store.record_source_reports(&[report("pi-a", "journal", 25)], NOW + 60_000).await.unwrap();
+    let agents = store.agents().await.unwrap();
+    let sources = &agents[0].sources;
+    assert_eq!(sources["journal"]["lines_total"], 25, "{sources}");
+    assert_eq!(sources["dpkg"]["lines_total"], 2, "{sources}");
+    assert!(
+        sources["journal"]["reported_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{sources}"
+    );
+    assert_eq!(agents[1].sources, serde_json::json!({}), "pi-b reported no source");
 }
 
 async fn stats_and_rule_counts(store: SharedStore) {

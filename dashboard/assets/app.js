@@ -613,6 +613,26 @@
 
   // ---- Fleet -------------------------------------------------------------------------------
 
+  // A node's log sources as they last reported: lines read since the agent started and the
+  // share of them understood; the last window's figures and the samples of lines not
+  // understood in the tooltip. Marked when under half of all lines, or of the last window's,
+  // were understood (the rule FLEET-SOURCE-BLIND-001 decides, with the node's thresholds).
+  const sourceCells = (a) => {
+    const entries = Object.entries(a.sources || {}).sort(([x], [y]) => x.localeCompare(y));
+    if (!entries.length) return h('span', { class: 'muted' }, '—');
+    return entries.map(([name, s]) => {
+      const total = s.lines_total > 0 ? Math.round(100 * (s.lines_total - s.unparsed_total) / s.lines_total) : 100;
+      const low = total < 50 || (s.lines > 0 && s.understood_pct < 50);
+      const samples = ['sample_1', 'sample_2', 'sample_3'].map((k) => s[k]).filter(Boolean);
+      const title = `${name}: ${fmtNum(s.lines_total)} lines read, ${fmtNum(s.unparsed_total)} not understood, `
+        + `${fmtNum(s.events_total)} events since the agent started; last ${s.window_s}s: `
+        + `${s.understood_pct}% of ${fmtNum(s.lines)} lines understood; reported ${s.reported_at}`
+        + (samples.length ? `\nnot understood:\n${samples.join('\n')}` : '');
+      return h('span', { class: `source${low ? ' st-dropping' : ''}`, 'data-source': name, title },
+        `${name} ${fmtNum(s.lines_total)} · ${total}%`);
+    });
+  };
+
   async function fleetPage(current) {
     const load = async () => {
       const data = await api('api/v1/agents');
@@ -628,7 +648,8 @@
           h('div', { class: 'card' }, h('div', { class: 'label' }, 'Dropping'), h('div', { class: 'value' }, String(dropping)), h('div', { class: 'sub' }, 'events lost at the edge'))),
         agents.length ? h('div', { class: 'table-wrap' }, h('table', { id: 'agents' },
           h('thead', {}, h('tr', {}, h('th', {}, 'Node'), h('th', {}, 'State'), h('th', {}, 'Last seen'), h('th', { class: 'hide-narrow' }, 'Version'),
-            h('th', { class: 'num' }, 'Events/s'), h('th', { class: 'num hide-narrow' }, 'Spool'), h('th', { class: 'num' }, 'Dropped'))),
+            h('th', { class: 'num' }, 'Events/s'), h('th', { class: 'num hide-narrow' }, 'Spool'), h('th', { class: 'num' }, 'Dropped'),
+            h('th', { class: 'hide-narrow', title: 'lines read since start · share understood in the last window' }, 'Sources'))),
           h('tbody', {}, agents.map((a) => h('tr', { class: a.state === 'silent' ? 'bad' : a.dropping ? 'warnrow' : null, 'data-node': a.node },
             h('td', {}, a.node),
             h('td', {}, badge(`st-${a.state === 'silent' ? 'silent' : 'ok'}`, a.state), a.dropping ? [' ', badge('st-dropping', 'dropping')] : null),
@@ -636,7 +657,8 @@
             h('td', { class: 'hide-narrow' }, a.version),
             h('td', { class: 'num' }, fmtNum(a.events_per_s)),
             h('td', { class: 'num hide-narrow' }, bytes(a.spool_bytes)),
-            h('td', { class: 'num', title: JSON.stringify(a.drops || {}) }, fmtNum(a.dropped)))))))
+            h('td', { class: 'num', title: JSON.stringify(a.drops || {}) }, fmtNum(a.dropped)),
+            h('td', { class: 'sources hide-narrow' }, sourceCells(a)))))))
           : h('p', { class: 'muted' }, 'No agent has sent a heartbeat yet.'),
       );
     };

@@ -172,9 +172,21 @@ fn start_agent(dir: &Path, mqtt: u16, procs: &mut Procs) {
         format!(
             "node_id = \"pi-browser\"\n[http]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\nfsync = false\n\
              [transport]\nmqtt_url = \"mqtt://127.0.0.1:{mqtt}\"\nmqtt_password = \"browser-agent-password\"\n\
-             [synthetic]\nenabled = true\nmix = \"normal\"\nrate_per_sec = 20.0\n",
-            dir.join("spool").display()
+             [synthetic]\nenabled = true\nmix = \"normal\"\nrate_per_sec = 20.0\n\
+             [sources.auth]\nenabled = true\npath = \"{}\"\nstart_at = \"beginning\"\n\
+             [sources.blind]\ncheck_interval_s = 1\n",
+            dir.join("spool").display(),
+            dir.join("auth.log").display(),
         ),
+    )
+    .unwrap();
+    // Three lines the auth parser reads and one it does not: the fleet page shows 4 read, 75 %.
+    std::fs::write(
+        dir.join("auth.log"),
+        "Dec  6 10:00:01 pi-browser sshd[101]: Accepted publickey for alice from 10.0.0.5 port 50000 ssh2: ED25519 SHA256:x\n\
+         Dec  6 10:00:02 pi-browser sshd[102]: Failed password for bob from 10.0.0.6 port 50001 ssh2\n\
+         Dec  6 10:00:03 pi-browser sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id\n\
+         Dec  6 10:00:04 pi-browser sshd[103]: a format no parser knows\n",
     )
     .unwrap();
     procs.0.push(
@@ -239,6 +251,23 @@ async fn embedded_dashboard_in_a_browser() {
         no_console_errors(&c, page).await;
         screenshot(&c, shot).await;
     }
+
+    // The fleet page shows the node's auth source as it reported: 4 lines read, 3 understood.
+    c.goto(&format!("{base}/#/fleet")).await.unwrap();
+    let source =
+        wait_text(&c, "#agents tr[data-node='pi-browser'] [data-source='auth']", "auth 4").await;
+    let title = c
+        .execute(
+            "return document.querySelector(\"#agents tr[data-node='pi-browser'] [data-source='auth']\").title",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(source.contains("75%"), "{source} ({title})");
+    assert!(
+        title.as_str().is_some_and(|t| t.contains("a format no parser knows")),
+        "the sample of the line not understood: {title}"
+    );
 
     // Filtering narrows the table.
     c.goto(&format!("{base}/#/alerts")).await.unwrap();

@@ -57,6 +57,53 @@ pub trait AlertSink: Send + Sync {
         beats: &[Heartbeat],
         at: i64,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Records the newest report of each node's sources (`at`: the aggregator's clock, Unix
+    /// ms).
+    fn source_reports(
+        &self,
+        reports: &[SourceReport],
+        at: i64,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The agents' log sources, the only names a `source_stats` report is kept for: a node
+/// cannot grow the table with names of its own making.
+pub const AGENT_SOURCES: [&str; 5] = ["auth", "dpkg", "k8s_audit", "journal", "files"];
+
+/// A node's report about one of its log sources (a `source_stats` event).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceReport {
+    /// The reporting node (the batch's, authenticated by the broker: never the event's say).
+    pub node: String,
+    /// The source, one of [`AGENT_SOURCES`].
+    pub source: &'static str,
+    /// The event's fields.
+    pub stats: serde_json::Value,
+}
+
+impl SourceReport {
+    /// The report an event makes, if it is an agent's `source_stats` event about one of its
+    /// sources.
+    pub fn from_event(node: &str, event: &wire::model::Event) -> Option<Self> {
+        let wire::model::EventKind::Generic { event_type, fields } = &event.kind else {
+            return None;
+        };
+        if event.source != wire::model::Source::Agent || event_type != "source_stats" {
+            return None;
+        }
+        let named = fields.iter().find_map(|(k, v)| match v {
+            wire::model::Value::Str(s) if k == "source" => Some(s.as_str()),
+            _ => None,
+        })?;
+        let source = AGENT_SOURCES.into_iter().find(|s| *s == named)?;
+        let stats = fields
+            .iter()
+            .filter(|(k, _)| k != "source")
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect::<serde_json::Map<_, _>>();
+        Some(Self { node: node.to_owned(), source, stats: stats.into() })
+    }
 }
 
 /// The legacy JSON of a firing's triggering event (the evidence kept with an alert).
@@ -403,6 +450,9 @@ pub struct Agent {
     pub dropped: i64,
     /// Drops per reason.
     pub drops: serde_json::Value,
+    /// Its log sources as they last reported: `{"journal": {"lines_total": …, "reported_at":
+    /// …}}`.
+    pub sources: serde_json::Value,
 }
 
 /// Alerts created in one time bucket, per severity.
@@ -461,6 +511,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn commit_at(&self, firings: &[Firing], now: i64) -> anyhow::Result<Committed>;
     /// Records heartbeats (see [`AlertSink::heartbeats`]).
     async fn record_heartbeats(&self, beats: &[Heartbeat], at: i64) -> anyhow::Result<()>;
+    /// Records source reports (see [`AlertSink::source_reports`]).
+    async fn record_source_reports(&self, reports: &[SourceReport], at: i64) -> anyhow::Result<()>;
     /// One page of alerts.
     async fn list_alerts(&self, q: &AlertQuery) -> anyhow::Result<AlertPage>;
     /// Alerts newest created first, by offset (the legacy API).
@@ -578,6 +630,10 @@ impl AlertSink for SharedStore {
     async fn heartbeats(&self, beats: &[Heartbeat], at: i64) -> anyhow::Result<()> {
         self.inner.record_heartbeats(beats, at).await
     }
+
+    async fn source_reports(&self, reports: &[SourceReport], at: i64) -> anyhow::Result<()> {
+        self.inner.record_source_reports(reports, at).await
+    }
 }
 
 /// Opens the store a URL names: `postgres://…` or `sqlite:PATH`; migrations are applied.
@@ -589,5 +645,50 @@ pub async fn open(url: &str, channels: Vec<Channel>) -> anyhow::Result<SharedSto
         Ok(SharedStore::new(Arc::new(sqlite::SqliteStore::open(path, channels).await?)))
     } else {
         anyhow::bail!("unsupported database URL (expected postgres://… or sqlite:PATH)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::model::{Event, EventKind, Severity, Source, Value};
+
+    fn stats(source: Source, event_type: &str, named: &str) -> Event {
+        Event::new(
+            Timestamp::now(),
+            source,
+            Severity::Info,
+            EventKind::Generic {
+                event_type: event_type.into(),
+                fields: vec![
+                    ("source".into(), Value::Str(named.into())),
+                    ("lines_total".into(), Value::Int(4)),
+                ],
+            },
+        )
+    }
+
+    #[test]
+    fn only_an_agents_report_about_one_of_its_own_sources_is_kept() {
+        let r = SourceReport::from_event("pi-1", &stats(Source::Agent, "source_stats", "journal"))
+            .expect("a report");
+        assert_eq!((r.node.as_str(), r.source), ("pi-1", "journal"));
+        assert_eq!(r.stats, serde_json::json!({"lines_total": 4}));
+        // A name of the node's own making, another event, another source: not reports.
+        assert!(
+            SourceReport::from_event(
+                "pi-1",
+                &stats(Source::Agent, "source_stats", "x".repeat(99).as_str())
+            )
+            .is_none()
+        );
+        assert!(
+            SourceReport::from_event("pi-1", &stats(Source::Agent, "source_blind", "auth"))
+                .is_none()
+        );
+        assert!(
+            SourceReport::from_event("pi-1", &stats(Source::Auth, "source_stats", "auth"))
+                .is_none()
+        );
     }
 }

@@ -293,6 +293,35 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn record_source_reports(
+                &self,
+                reports: &[$crate::store::SourceReport],
+                at: i64,
+            ) -> anyhow::Result<()> {
+                use sqlx::types::Json;
+                if reports.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await.context("begin")?;
+                for r in reports {
+                    sqlx::query(
+                        "INSERT INTO agent_sources (node, source, reported_at, stats)
+                         VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (node, source) DO UPDATE SET
+                             reported_at = excluded.reported_at, stats = excluded.stats",
+                    )
+                    .bind(&r.node)
+                    .bind(r.source)
+                    .bind(at)
+                    .bind(Json(&r.stats))
+                    .execute(&mut *tx)
+                    .await
+                    .context("record a source report")?;
+                }
+                tx.commit().await.context("commit")?;
+                Ok(())
+            }
+
             // ── Reads: alert lists and one alert with its events, history and deliveries ──
 
             async fn list_alerts(
@@ -547,6 +576,23 @@ macro_rules! impl_store {
                     .fetch_all(&self.read)
                     .await
                     .context("read agents")?;
+                let mut sources: std::collections::HashMap<String, serde_json::Map<_, _>> =
+                    std::collections::HashMap::new();
+                let reports = sqlx::query("SELECT node, source, reported_at, stats FROM agent_sources")
+                    .fetch_all(&self.read)
+                    .await
+                    .context("read agent sources")?;
+                for r in &reports {
+                    let mut stats = r.try_get::<Json<serde_json::Value>, _>("stats")?.0;
+                    let at: i64 = r.try_get("reported_at")?;
+                    if let Some(o) = stats.as_object_mut() {
+                        o.insert("reported_at".into(), $crate::store::rfc3339(at).into());
+                    }
+                    sources
+                        .entry(r.try_get("node")?)
+                        .or_default()
+                        .insert(r.try_get("source")?, stats);
+                }
                 rows.iter()
                     .map(|r| {
                         let sent: i64 = r.try_get("events_sent")?;
@@ -571,6 +617,10 @@ macro_rules! impl_store {
                             events_per_s,
                             dropped: r.try_get("dropped")?,
                             drops: r.try_get::<Json<serde_json::Value>, _>("drops")?.0,
+                            sources: sources
+                                .remove(&r.try_get::<String, _>("node")?)
+                                .unwrap_or_default()
+                                .into(),
                         })
                     })
                     .collect()
