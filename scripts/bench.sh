@@ -16,9 +16,11 @@
 # (default 10). Its last line is
 #   detect: memory_events_per_s=<n> redis_events_per_s=<m>
 # parse: the auth parser on one core over a mixed corpus of every family in
-# tests/fixtures/auth, LINES lines (default 2,000,000), in memory (agent/examples/bench_parse.rs).
-# Its last line is
+# tests/fixtures/auth, LINES lines (default 2,000,000), in memory (agent/examples/bench_parse.rs),
 #   parse: lines_per_s=<n> events_per_s=<m>
+# then the journal source's files reader over a real journal file of the same corpus
+# (JOURNAL_ENTRIES, default 200,000, written by systemd-journal-remote, installed when missing):
+#   journal: entries_per_s=<n> events_per_s=<m>
 # e2e [SECONDS] [AGENTS] [RATE]: the whole pipeline as release processes on this machine, the
 # cluster profile (agents → broker → RabbitMQ → aggregator with Redis and PostgreSQL) and then
 # the embedded profile (agents → aggregator with its in-process broker and SQLite): AGENTS
@@ -204,8 +206,11 @@ bench_e2e() {
 }
 
 bench_parse() {
+  # shellcheck source=scripts/services.sh
+  source "$ROOT/scripts/services.sh"
+  svc_journal_tools
   cargo build --quiet --release -p agent --example bench_parse
-  "$ROOT/target/release/examples/bench_parse" "${1:-2000000}"
+  "$ROOT/target/release/examples/bench_parse" "${1:-2000000}" "${JOURNAL_ENTRIES:-200000}"
 }
 
 case "$what" in

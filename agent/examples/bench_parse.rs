@@ -15,6 +15,7 @@ use agent::parse::auth::AuthParser;
 
 fn main() {
     let lines: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let entries: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/auth");
     let mut families = Vec::new();
     let mut paths: Vec<_> = std::fs::read_dir(dir)
@@ -59,6 +60,83 @@ fn main() {
     println!(
         "parse: lines_per_s={:.0} events_per_s={:.0}",
         corpus.len() as f64 / best,
+        events as f64 / best
+    );
+    journal(&families, entries);
+}
+
+/// The files reader's rate over a journal of `entries` entries made from `lines`.
+fn journal(lines: &[String], entries: usize) {
+    let remote = ["/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("systemd-journal-remote (Debian package systemd-journal-remote) is needed");
+    let mut years = agent::parse::syslog::YearTracker::new(2026);
+    let parsed: Vec<_> =
+        lines.iter().filter_map(|l| agent::parse::syslog::parse(l, &mut years)).collect();
+    let mut export = Vec::new();
+    for i in 0..entries {
+        let us = 1_765_000_000_000_000u64 + i as u64 * 1_000;
+        export.extend(
+            format!(
+                "__REALTIME_TIMESTAMP={us}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=pi-bench\n_TRANSPORT=syslog\n",
+                i + 1
+            )
+            .into_bytes(),
+        );
+        if i % 3 == 2 {
+            export.extend(b"_UID=0\nSYSLOG_IDENTIFIER=CRON\nMESSAGE=pam_unix(cron:session): session closed for user root\n\n");
+            continue;
+        }
+        let l = &parsed[i % parsed.len()];
+        let pid = l.pid.map(|p| format!("SYSLOG_PID={p}\n")).unwrap_or_default();
+        export.extend(
+            format!("_UID=0\nSYSLOG_IDENTIFIER={}\n{pid}MESSAGE={}\n\n", l.program, l.message)
+                .into_bytes(),
+        );
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let input = dir.path().join("bench.export");
+    std::fs::write(&input, &export).expect("write the export");
+    let started = Instant::now();
+    let out = std::process::Command::new(remote)
+        .arg(format!("--output={}", dir.path().join("bench.journal").display()))
+        .arg(&input)
+        .output()
+        .expect("run systemd-journal-remote");
+    assert!(
+        out.status.success(),
+        "systemd-journal-remote: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&input).expect("remove the export");
+    let size = std::fs::metadata(dir.path().join("bench.journal")).map_or(0, |m| m.len());
+    println!(
+        "journal: {entries} entries from {} distinct lines, {size} bytes, written in {:.1} s",
+        parsed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut best = f64::MAX;
+    let mut events = 0u64;
+    for run in 1..=3 {
+        let started = Instant::now();
+        let mut produced = 0u64;
+        let s = agent::journal::parse_directory(dir.path(), |_| produced += 1)
+            .expect("read the journal");
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(s.entries as usize, entries, "every entry read");
+        println!(
+            "run {run}: {secs:.3} s, {} entries ({} parsed, {} skipped, {} unreadable), {produced} events",
+            s.entries, s.parsed.lines, s.skipped, s.unreadable
+        );
+        if secs < best {
+            best = secs;
+            events = produced;
+        }
+    }
+    println!(
+        "journal: entries_per_s={:.0} events_per_s={:.0}",
+        entries as f64 / best,
         events as f64 / best
     );
 }

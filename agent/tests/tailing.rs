@@ -481,3 +481,35 @@ async fn journal_through_a_sigkill(reader: &str) {
         .queue_delete(format!("{queue}.hb").as_str().into(), QueueDeleteOptions::default())
         .await;
 }
+
+/// `auditflow-agent parse --source journal`: a real journal's entries counted by use, the
+/// events on stdout, as the journal source would make them.
+#[test]
+fn parse_reads_a_journal_directory_with_the_sources_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    journal_entries(&dir.path().join("remote.journal"), 0, 20, true);
+    let out = Command::new(env!("CARGO_BIN_EXE_auditflow-agent"))
+        .args(["parse", "--source", "journal", "--file"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Per index: a root sshd failure (parsed), a user's forgery (untrusted), cron (skipped);
+    // and the kernel's OOM kill (parsed).
+    assert!(
+        stderr.contains("entries 61 (parsed 21: events from 21, known 0, unparsed 0; skipped 20, untrusted 20, unreadable 0)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("login/failure 20") && stderr.contains("generic/kernel_oom_kill 1"),
+        "{stderr}"
+    );
+    let events = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(events, 21, "one JSON line per event");
+    let missing = Command::new(env!("CARGO_BIN_EXE_auditflow-agent"))
+        .args(["parse", "--source", "journal", "--file", "/nonexistent/journal"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(66), "{}", String::from_utf8_lossy(&missing.stderr));
+}

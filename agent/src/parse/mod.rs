@@ -68,6 +68,23 @@ pub struct Summary {
 /// How many unparsed lines [`Summary`] keeps.
 const UNPARSED_SAMPLES: usize = 10;
 
+impl Summary {
+    /// Counts one line of `kind`.
+    pub fn count(&mut self, kind: LineKind, line: &str) {
+        self.lines += 1;
+        match kind {
+            LineKind::Event => self.event_lines += 1,
+            LineKind::Known => self.known_lines += 1,
+            LineKind::Unparsed => {
+                self.unparsed_lines += 1;
+                if self.unparsed_samples.len() < UNPARSED_SAMPLES {
+                    self.unparsed_samples.push(line.trim_end().to_owned());
+                }
+            }
+        }
+    }
+}
+
 /// The label an event is counted under: `login/failure`, `privilege/success`,
 /// `package/install`, `account/created`, `generic/session`, `k8s_audit/get`, …
 pub fn label(event: &Event) -> String {
@@ -101,22 +118,12 @@ pub fn parse_reader(
             break;
         }
         let line = String::from_utf8_lossy(&buf);
-        summary.lines += 1;
         let kind = match format {
             Format::Auth => auth.push_line(&line, &mut out),
             Format::Dpkg => dpkg::push_line(&line, &mut out),
             Format::K8sAudit => k8s_audit::push_line(&line, &mut out),
         };
-        match kind {
-            LineKind::Event => summary.event_lines += 1,
-            LineKind::Known => summary.known_lines += 1,
-            LineKind::Unparsed => {
-                summary.unparsed_lines += 1;
-                if summary.unparsed_samples.len() < UNPARSED_SAMPLES {
-                    summary.unparsed_samples.push(line.trim_end().to_owned());
-                }
-            }
-        }
+        summary.count(kind, &line);
         for event in out.drain(..) {
             *summary.events.entry(label(&event)).or_default() += 1;
             sink(event);
