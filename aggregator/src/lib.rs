@@ -203,6 +203,7 @@ pub fn start<S: state::WindowState + 'static>(
         dashboard_url: config.notify.dashboard_url.clone(),
         metrics: core.metrics,
         http: core.http,
+        cap: Default::default(),
     });
     tracker.spawn(notifier.run(cancel.clone()));
     tracker.spawn(fleet::run(pipeline, config.detection.agent_silent_after, cancel.clone()));

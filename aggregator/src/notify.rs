@@ -20,6 +20,19 @@
 //! sha256=<HMAC-SHA256 of the body, hex>`, so its receiver can tell our deliveries from
 //! forgeries. ntfy takes an access token and PagerDuty its integration (routing) key from the
 //! same `secret_file`. E-mail goes over SMTP with STARTTLS or implicit TLS and AUTH.
+//! Prometheus Alertmanager gets `POST /api/v2/alerts`, firing alerts re-sent every
+//! `repeat_interval` (Alertmanager forgets alerts that are not re-sent) and resolved ones with
+//! their end.
+//!
+//! A channel hears of an alert's changes, not only of its creation ([`policy`]): updates as
+//! firings fold in (at most `max_updates`, `group_interval` apart), its resolution
+//! (`send_resolved`), PagerDuty its acknowledgement; people's channels (Slack, Discord, ntfy,
+//! e-mail) have a rate cap (`max_per_hour`) beyond which what is due goes out as one digest,
+//! and quiet hours per severity.
+
+pub mod policy;
+
+use policy::Change;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +100,41 @@ pub struct ChannelConfig {
     /// Only alerts with at least one of these tags (empty: any).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Updates of an alert (more firings folded into it) at most this often.
+    #[serde(default = "group_interval", with = "runtime::config::duration")]
+    pub group_interval: Duration,
+    /// Updates per alert at most (0: none; the first message and the resolution only).
+    #[serde(default = "max_updates")]
+    pub max_updates: u32,
+    /// A message when an alert is resolved (Alertmanager always gets it: it ends the alert).
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// `alertmanager`: how often a firing alert is sent again.
+    #[serde(default = "repeat_interval", with = "runtime::config::duration")]
+    pub repeat_interval: Duration,
+    /// People's channels (slack, discord, ntfy, email): messages per hour at most; what is due
+    /// beyond goes out as one digest when there is room again. 0: no cap.
+    #[serde(default = "max_per_hour")]
+    pub max_per_hour: u32,
+    /// Hours in which alerts of some severities wait (UTC).
+    #[serde(default)]
+    pub quiet_hours: Option<policy::QuietHours>,
+}
+
+fn group_interval() -> Duration {
+    policy::GROUP_INTERVAL
+}
+fn max_updates() -> u32 {
+    3
+}
+fn yes() -> bool {
+    true
+}
+fn repeat_interval() -> Duration {
+    policy::REPEAT_INTERVAL
+}
+fn max_per_hour() -> u32 {
+    20
 }
 
 /// A channel's receiver: `[[notify.channels]] kind`.
@@ -105,6 +153,8 @@ pub enum ChannelKind {
     Pagerduty,
     /// E-mail over SMTP.
     Email,
+    /// Prometheus Alertmanager (`POST /api/v2/alerts`).
+    Alertmanager,
 }
 
 impl ChannelKind {
@@ -117,6 +167,7 @@ impl ChannelKind {
             ChannelKind::Ntfy => "ntfy",
             ChannelKind::Pagerduty => "pagerduty",
             ChannelKind::Email => "email",
+            ChannelKind::Alertmanager => "alertmanager",
         }
     }
 
@@ -167,9 +218,12 @@ impl ChannelConfig {
                     errors.push(format!("{at}: ca_file: {e:#}"));
                 }
                 if !self.secret_file.is_empty() {
-                    if matches!(kind, ChannelKind::Slack | ChannelKind::Discord) {
+                    if matches!(
+                        kind,
+                        ChannelKind::Slack | ChannelKind::Discord | ChannelKind::Alertmanager
+                    ) {
                         errors.push(format!(
-                            "{at}: secret_file is for webhook, ntfy and pagerduty channels (a Slack or Discord URL is its own secret)"
+                            "{at}: secret_file is for webhook, ntfy and pagerduty channels (a Slack or Discord URL is its own secret; Alertmanager takes none)"
                         ));
                     } else if let Err(e) = self.secret() {
                         errors.push(format!("{at}: secret_file: {e:#}"));
@@ -208,6 +262,16 @@ impl ChannelConfig {
         {
             errors.push(format!("{at}: min_severity must be INFO, WARNING or CRITICAL"));
         }
+        if let Some(q) = &self.quiet_hours {
+            errors.extend(q.problems(&at));
+        }
+        if self.group_interval < Duration::from_secs(1) {
+            errors.push(format!("{at}: group_interval must be at least 1s"));
+        }
+        if self.kind == ChannelKind::Alertmanager && self.repeat_interval < Duration::from_secs(10)
+        {
+            errors.push(format!("{at}: repeat_interval must be at least 10s"));
+        }
         errors
     }
 
@@ -230,10 +294,12 @@ impl ChannelConfig {
 
 impl ChannelConfig {
     /// The receiver's URL: `url`, or PagerDuty's Events API for a `pagerduty` channel without
-    /// one.
+    /// one; an Alertmanager's alerts endpoint under its `url`.
     pub fn url(&self) -> String {
         if self.url.is_empty() && self.kind == ChannelKind::Pagerduty {
             PAGERDUTY_EVENTS.to_owned()
+        } else if self.kind == ChannelKind::Alertmanager {
+            format!("{}/api/v2/alerts", self.url.trim_end_matches('/'))
         } else {
             self.url.clone()
         }
@@ -322,6 +388,12 @@ impl HttpClients {
         }
         Ok(Self { clients })
     }
+
+    /// Channel `name`'s secret, as text.
+    fn secret(&self, name: &str) -> Option<String> {
+        let (_, s) = self.clients.get(name)?;
+        s.as_deref().map(|s| String::from_utf8_lossy(s).into_owned())
+    }
 }
 
 /// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`.
@@ -333,12 +405,24 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+/// The first line of a notice: the alert's severity and title, with what changed.
+fn headline(a: &Alert, change: Change) -> String {
+    match change {
+        Change::Created | Change::Repeat => format!("[{}] {}", a.severity, a.title),
+        Change::Updated => {
+            format!("[{}] {} (still firing: {} occurrences)", a.severity, a.title, a.occurrences)
+        }
+        Change::Acknowledged => format!("[ACKNOWLEDGED] {}", a.title),
+        Change::Resolved => format!("[RESOLVED] {}", a.title),
+        Change::Reopened => format!("[{}] Reopened: {}", a.severity, a.title),
+    }
+}
+
 /// The text of a notification.
-fn text(a: &Alert) -> String {
+fn text(a: &Alert, change: Change) -> String {
     format!(
-        "[{}] {} ({}), node {}, {} occurrence(s), first seen {}. Alert {}",
-        a.severity,
-        a.title,
+        "{} ({}), node {}, {} occurrence(s), first seen {}. Alert {}",
+        headline(a, change),
         a.rule_id,
         a.node,
         a.occurrences,
@@ -383,8 +467,11 @@ pub fn alert_link(dashboard_url: &str, a: &Alert) -> Option<String> {
         .then(|| format!("{}/#/alerts/{}", dashboard_url.trim_end_matches('/'), a.id))
 }
 
-/// Severity as a colour: red, amber, blue.
-fn colour(severity: &str) -> u32 {
+/// Severity as a colour: red, amber, blue; green once resolved.
+fn colour(severity: &str, change: Change) -> u32 {
+    if change == Change::Resolved {
+        return 0x002e_7d32;
+    }
     match rank(severity) {
         2 => 0xd3_2f_2f,
         1 => 0xf9_a8_25,
@@ -411,11 +498,11 @@ fn slack_escape(s: &str) -> String {
 /// A Slack incoming-webhook message: the text (notifications and old clients), and a Block
 /// Kit message in an attachment coloured by severity, with the node, rule, count, first
 /// seen and a button to the alert.
-pub fn slack_message(a: &Alert, link: Option<&str>) -> serde_json::Value {
+pub fn slack_message(a: &Alert, link: Option<&str>, change: Change) -> serde_json::Value {
     let field = |name: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", clip(&slack_escape(value), 1900))});
     let mut blocks = vec![
         json!({"type": "section", "text": {"type": "mrkdwn",
-            "text": clip(&format!("*[{}] {}*", slack_escape(&a.severity), slack_escape(&a.title)), 2900)}}),
+            "text": clip(&format!("*{}*", slack_escape(&headline(a, change))), 2900)}}),
         json!({"type": "section", "fields": [
             field("Node", &a.node),
             field("Rule", &format!("{} ({})", a.rule_id, a.rule_name)),
@@ -430,19 +517,19 @@ pub fn slack_message(a: &Alert, link: Option<&str>) -> serde_json::Value {
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
         "text": format!("AuditFlow alert {}", a.id)}]}));
     json!({
-        "text": slack_escape(&text(a)),
-        "attachments": [{"color": format!("#{:06x}", colour(&a.severity)), "blocks": blocks}],
+        "text": slack_escape(&text(a, change)),
+        "attachments": [{"color": format!("#{:06x}", colour(&a.severity, change)), "blocks": blocks}],
     })
 }
 
 /// A Discord webhook message: one embed coloured by severity. `allowed_mentions` is empty, so
 /// nothing in an event's text can ping a user, a role or `@everyone`.
-pub fn discord_message(a: &Alert, link: Option<&str>) -> serde_json::Value {
+pub fn discord_message(a: &Alert, link: Option<&str>, change: Change) -> serde_json::Value {
     let field = |name: &str, value: String| json!({"name": name, "value": clip(&value, 1000), "inline": true});
     let mut embed = json!({
-        "title": clip(&format!("[{}] {}", a.severity, a.title), 250),
+        "title": clip(&headline(a, change), 250),
         "description": clip(&a.rule_description, 2000),
-        "color": colour(&a.severity),
+        "color": colour(&a.severity, change),
         "fields": [
             field("Node", a.node.clone()),
             field("Rule", format!("{} ({})", a.rule_id, a.rule_name)),
@@ -459,16 +546,22 @@ pub fn discord_message(a: &Alert, link: Option<&str>) -> serde_json::Value {
 
 /// An ntfy message, published as JSON to the server's root: priority 5 (critical), 4
 /// (warning) or 3, a tag ntfy shows as an emoji, and a click-through to the alert.
-pub fn ntfy_message(topic: &str, a: &Alert, link: Option<&str>) -> serde_json::Value {
-    let (priority, tag) = match rank(&a.severity) {
-        2 => (5, "rotating_light"),
-        1 => (4, "warning"),
+pub fn ntfy_message(
+    topic: &str,
+    a: &Alert,
+    link: Option<&str>,
+    change: Change,
+) -> serde_json::Value {
+    let (priority, tag) = match (change, rank(&a.severity)) {
+        (Change::Resolved, _) => (2, "white_check_mark"),
+        (_, 2) => (5, "rotating_light"),
+        (_, 1) => (4, "warning"),
         _ => (3, "information_source"),
     };
     let mut m = json!({
         "topic": topic,
-        "title": clip(&format!("[{}] {}", a.severity, a.title), 250),
-        "message": clip(&text(a), 4000),
+        "title": clip(&headline(a, change), 250),
+        "message": clip(&text(a, change), 4000),
         "priority": priority,
         "tags": [tag, a.rule_id],
     });
@@ -478,9 +571,24 @@ pub fn ntfy_message(topic: &str, a: &Alert, link: Option<&str>) -> serde_json::V
     m
 }
 
-/// A PagerDuty Events API v2 trigger. The dedup key is the alert's id, so the repeated
-/// deliveries at-least-once allows, and later updates, land on the same incident.
-pub fn pagerduty_event(routing_key: &str, a: &Alert, link: Option<&str>) -> serde_json::Value {
+/// A PagerDuty Events API v2 event: `trigger` (new or reopened), `acknowledge` or `resolve`,
+/// following the alert. The dedup key is the alert's id, so the repeated deliveries
+/// at-least-once allows, and the later actions, land on the same incident.
+pub fn pagerduty_event(
+    routing_key: &str,
+    a: &Alert,
+    link: Option<&str>,
+    change: Change,
+) -> serde_json::Value {
+    let action = match change {
+        Change::Acknowledged => "acknowledge",
+        Change::Resolved => "resolve",
+        _ => "trigger",
+    };
+    if action != "trigger" {
+        return json!({"routing_key": routing_key, "event_action": action,
+            "dedup_key": a.id.to_string()});
+    }
     let severity = match rank(&a.severity) {
         2 => "critical",
         1 => "warning",
@@ -514,45 +622,91 @@ pub fn pagerduty_event(routing_key: &str, a: &Alert, link: Option<&str>) -> serd
     e
 }
 
+/// Alertmanager's `POST /api/v2/alerts` body for the alert: one alert whose labels name the
+/// rule (`alertname`), severity, node and the AuditFlow alert id (so each of ours is one of
+/// Alertmanager's), firing until `now + 5 × repeat_interval` (it is re-sent well before), or
+/// ended at its resolution.
+pub fn alertmanager_alerts(
+    a: &Alert,
+    link: Option<&str>,
+    change: Change,
+    now: i64,
+    repeat: Duration,
+) -> serde_json::Value {
+    let ends = if change == Change::Resolved || a.status == crate::store::Status::Resolved {
+        a.updated_at.min(now)
+    } else {
+        now + 5 * repeat.as_millis() as i64
+    };
+    let mut alert = json!({
+        "labels": {
+            "alertname": a.rule_id,
+            "severity": a.severity.to_ascii_lowercase(),
+            "node": a.node,
+            "rule_name": a.rule_name,
+            "auditflow_alert_id": a.id.to_string(),
+        },
+        "annotations": {
+            "summary": clip(&a.title, 1000),
+            "description": clip(&a.rule_description, 4000),
+            "occurrences": a.occurrences.to_string(),
+            "status": a.status.as_str(),
+        },
+        "startsAt": crate::store::rfc3339(a.first_seen),
+        "endsAt": crate::store::rfc3339(ends),
+    });
+    if let Some(link) = link {
+        alert["generatorURL"] = json!(link);
+    }
+    if let Some(url) = &a.playbook_url {
+        alert["annotations"]["runbook_url"] = json!(url);
+    }
+    json!([alert])
+}
+
 /// HTML-escapes alert text (titles and nodes come from events, which a node controls).
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// The mail for an alert: plain text and HTML, with `Date` and a `Message-ID`.
-pub fn mail(c: &ChannelConfig, a: &Alert) -> anyhow::Result<lettre::Message> {
+pub fn mail(c: &ChannelConfig, a: &Alert, change: Change) -> anyhow::Result<lettre::Message> {
     use lettre::message::{Mailbox, MultiPart};
     let from: Mailbox = c.from.parse().with_context(|| format!("from `{}`", c.from))?;
     let mut builder = lettre::Message::builder()
         .from(from)
-        .subject(format!("[AuditFlow {}] {}", a.severity, a.title).replace(['\r', '\n'], " "))
+        .subject(
+            // `[AuditFlow CRITICAL] title`, `[AuditFlow RESOLVED] title`: mail filters match it.
+            headline(a, change).replacen('[', "[AuditFlow ", 1).replace(['\r', '\n'], " "),
+        )
         .date_now()
         .message_id(Some(format!("<{}.{}@auditflow>", a.id, now_ms())));
     for to in &c.to {
         builder = builder.to(to.parse::<Mailbox>().with_context(|| format!("to `{to}`"))?);
     }
     let html = format!(
-        "<html><body><p><strong>[{}] {}</strong></p><table>\
+        "<html><body><p><strong>{}</strong></p><table>\
          <tr><th align=\"left\">Rule</th><td>{}</td></tr>\
          <tr><th align=\"left\">Node</th><td>{}</td></tr>\
          <tr><th align=\"left\">Occurrences</th><td>{}</td></tr>\
          <tr><th align=\"left\">First seen</th><td>{}</td></tr>\
          <tr><th align=\"left\">Alert</th><td>{}</td></tr></table></body></html>",
-        html_escape(&a.severity),
-        html_escape(&a.title),
+        html_escape(&headline(a, change)),
         html_escape(&a.rule_id),
         html_escape(&a.node),
         a.occurrences,
         crate::store::rfc3339(a.first_seen),
         a.id
     );
-    builder.multipart(MultiPart::alternative_plain_html(text(a), html)).context("build the mail")
+    builder
+        .multipart(MultiPart::alternative_plain_html(text(a, change), html))
+        .context("build the mail")
 }
 
 /// Sends an alert's mail through the channel's SMTP server: implicit TLS (`smtp_tls = "tls"`,
 /// port 465), STARTTLS required (`"starttls"`, the default, port 587) or plain (`"none"`,
 /// for a relay inside the cluster), with AUTH when `smtp_user` is set.
-async fn send_mail(c: &ChannelConfig, a: &Alert) -> anyhow::Result<()> {
+async fn send_mail(c: &ChannelConfig, m: lettre::Message) -> anyhow::Result<()> {
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -581,50 +735,142 @@ async fn send_mail(c: &ChannelConfig, a: &Alert) -> anyhow::Result<()> {
             transport.credentials(Credentials::new(c.smtp_user.clone(), c.smtp_password()?));
     }
     let transport: AsyncSmtpTransport<Tokio1Executor> = transport.build();
-    transport.send(mail(c, a)?).await.map(drop).map_err(|e| chain(&e))
+    transport.send(m).await.map(drop).map_err(|e| chain(&e))
 }
 
-/// Sends alert `a` through channel `c` (not `audit_alerts`) with the channels' HTTP clients.
+/// Sends `change` of alert `a` through channel `c` (not `audit_alerts`) with the channels'
+/// HTTP clients.
 async fn deliver_to(
     c: &ChannelConfig,
     clients: &HttpClients,
     dashboard_url: &str,
     a: &Alert,
+    change: Change,
 ) -> Result<(), String> {
     let link = alert_link(dashboard_url, a);
     let link = link.as_deref();
-    let http = clients.clients.get(&c.name);
-    let secret =
-        http.and_then(|(_, s)| s.as_deref()).map(|s| String::from_utf8_lossy(s).into_owned());
-    let result = match (c.kind, http) {
-        (ChannelKind::Email, _) => send_mail(c, a).await,
-        (_, None) => Err(anyhow::anyhow!("no HTTP client for the channel")),
-        (ChannelKind::Webhook, Some((client, _))) => {
-            let body = json!({"kind": "alert", "alert": a, "legacy": legacy_alert::nested(a)});
-            let signed = secret.map(|s| {
-                ("X-AuditFlow-Signature", signature(s.as_bytes(), body.to_string().as_bytes()))
-            });
-            post_json(client, &c.url, &body, signed.as_slice()).await
+    let result = match c.kind {
+        ChannelKind::Email => match mail(c, a, change) {
+            Ok(m) => send_mail(c, m).await,
+            Err(e) => Err(e),
+        },
+        ChannelKind::Webhook => {
+            let body = json!({"kind": "alert", "event": change.as_str(), "alert": a,
+                "legacy": legacy_alert::nested(a)});
+            post(c, clients, &c.url, &body).await
         }
-        (ChannelKind::Slack, Some((client, _))) => {
-            post_json(client, &c.url, &slack_message(a, link), &[]).await
-        }
-        (ChannelKind::Discord, Some((client, _))) => {
-            post_json(client, &c.url, &discord_message(a, link), &[]).await
-        }
-        (ChannelKind::Ntfy, Some((client, _))) => match c.ntfy_topic() {
+        ChannelKind::Slack => post(c, clients, &c.url, &slack_message(a, link, change)).await,
+        ChannelKind::Discord => post(c, clients, &c.url, &discord_message(a, link, change)).await,
+        ChannelKind::Ntfy => match c.ntfy_topic() {
             Some((server, topic)) => {
-                let auth = secret.map(|t| ("Authorization", format!("Bearer {t}")));
-                post_json(client, &server, &ntfy_message(&topic, a, link), auth.as_slice()).await
+                post(c, clients, &server, &ntfy_message(&topic, a, link, change)).await
             }
             None => Err(anyhow::anyhow!("the ntfy url has no topic")),
         },
-        (ChannelKind::Pagerduty, Some((client, _))) => match secret {
-            Some(key) => post_json(client, &c.url(), &pagerduty_event(&key, a, link), &[]).await,
+        ChannelKind::Pagerduty => match clients.secret(&c.name) {
+            Some(key) => post(c, clients, &c.url(), &pagerduty_event(&key, a, link, change)).await,
             None => Err(anyhow::anyhow!("no integration key (secret_file)")),
         },
+        ChannelKind::Alertmanager => {
+            let body = alertmanager_alerts(a, link, change, now_ms(), c.repeat_interval);
+            post(c, clients, &c.url(), &body).await
+        }
     };
     result.map_err(|e| format!("{e:#}"))
+}
+
+/// POSTs `body` to `url` with channel `c`'s client: signed when it is a generic webhook with a
+/// secret, with ntfy's access token.
+async fn post(
+    c: &ChannelConfig,
+    clients: &HttpClients,
+    url: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let Some((client, _)) = clients.clients.get(&c.name) else {
+        anyhow::bail!("no HTTP client for the channel");
+    };
+    let header = match (c.kind, clients.secret(&c.name)) {
+        (ChannelKind::Webhook, Some(s)) => {
+            Some(("X-AuditFlow-Signature", signature(s.as_bytes(), body.to_string().as_bytes())))
+        }
+        (ChannelKind::Ntfy, Some(t)) => Some(("Authorization", format!("Bearer {t}"))),
+        _ => None,
+    };
+    post_json(client, url, body, header.as_slice()).await
+}
+
+/// A digest of `alerts` for a people's channel over its rate cap: one message that lists the
+/// first ten and counts the rest.
+async fn deliver_digest(
+    c: &ChannelConfig,
+    clients: &HttpClients,
+    alerts: &[(Alert, Change)],
+) -> Result<(), String> {
+    let shown = 10;
+    let mut lines: Vec<String> = alerts
+        .iter()
+        .take(shown)
+        .map(|(a, change)| format!("{} on {} ({})", headline(a, *change), a.node, a.rule_id))
+        .collect();
+    if alerts.len() > shown {
+        lines.push(format!("and {} more", alerts.len() - shown));
+    }
+    let title = format!(
+        "AuditFlow: {} alert notices over this channel's cap of {} an hour",
+        alerts.len(),
+        c.max_per_hour
+    );
+    let result = match c.kind {
+        ChannelKind::Slack => {
+            let body = lines.iter().map(|l| format!("• {}", slack_escape(l))).collect::<Vec<_>>();
+            let text = format!("*{}*\n{}", slack_escape(&title), body.join("\n"));
+            post(c, clients, &c.url, &json!({"text": clip(&text, 3900)})).await
+        }
+        ChannelKind::Discord => {
+            let text = format!("**{title}**\n{}", lines.join("\n"));
+            let body = json!({"username": "AuditFlow", "allowed_mentions": {"parse": []},
+                "content": clip(&text, 1900)});
+            post(c, clients, &c.url, &body).await
+        }
+        ChannelKind::Ntfy => match c.ntfy_topic() {
+            Some((server, topic)) => {
+                let body = json!({"topic": topic, "title": clip(&title, 250),
+                    "message": clip(&lines.join("\n"), 4000), "priority": 4, "tags": ["warning"]});
+                post(c, clients, &server, &body).await
+            }
+            None => Err(anyhow::anyhow!("the ntfy url has no topic")),
+        },
+        ChannelKind::Email => {
+            let built = digest_mail(c, &title, &lines);
+            match built {
+                Ok(m) => send_mail(c, m).await,
+                Err(e) => Err(e),
+            }
+        }
+        // Machines get every alert; they are never capped (policy::for_people).
+        _ => Err(anyhow::anyhow!("no digest for a {} channel", c.kind.as_str())),
+    };
+    result.map_err(|e| format!("{e:#}"))
+}
+
+/// The mail of a digest, plain text.
+fn digest_mail(
+    c: &ChannelConfig,
+    title: &str,
+    lines: &[String],
+) -> anyhow::Result<lettre::Message> {
+    use lettre::message::Mailbox;
+    let from: Mailbox = c.from.parse().with_context(|| format!("from `{}`", c.from))?;
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .subject(title.replace(['\r', '\n'], " "))
+        .date_now()
+        .message_id(Some(format!("<digest.{}@auditflow>", uuid::Uuid::new_v4())));
+    for to in &c.to {
+        builder = builder.to(to.parse::<Mailbox>().with_context(|| format!("to `{to}`"))?);
+    }
+    builder.body(lines.join("\n")).context("build the mail")
 }
 
 /// Sends a test notification through the configured channel `name` (not `audit_alerts`),
@@ -662,7 +908,9 @@ pub async fn send_test(config: &crate::Config, name: &str) -> anyhow::Result<()>
         silenced: false,
         raw_event: serde_json::Value::Null,
     };
-    deliver_to(c, &clients, &config.notify.dashboard_url, &a).await.map_err(|e| anyhow::anyhow!(e))
+    deliver_to(c, &clients, &config.notify.dashboard_url, &a, Change::Created)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// A lazily (re)connected publisher to `audit_alerts` with publisher confirms.
@@ -731,6 +979,18 @@ pub struct Notifier {
     /// The dashboard's address as people open it (`[notify] dashboard_url`), for links to
     /// alerts; empty: no links.
     pub dashboard_url: String,
+    /// Messages per people's channel in the last hour (the rate cap).
+    pub cap: std::sync::Mutex<policy::RateCap>,
+}
+
+/// What the notifier does with a due row.
+enum Plan {
+    /// Send this change.
+    Send(Change),
+    /// Nothing to send: record what the channel now knows.
+    Settle,
+    /// Look again at this time.
+    Defer(i64),
 }
 
 /// Delay before retry `attempt` (1-based): 1 s, 2 s, 4 s, … at most 10 min.
@@ -739,7 +999,7 @@ pub fn retry_delay(attempt: u32) -> Duration {
 }
 
 impl Notifier {
-    async fn deliver(&self, item: &OutboxItem, a: &Alert) -> Result<(), String> {
+    async fn deliver(&self, item: &OutboxItem, a: &Alert, change: Change) -> Result<(), String> {
         if item.channel == AUDIT_ALERTS {
             let Some(amqp) = &self.amqp else { return Err("no RabbitMQ configured".into()) };
             let body = legacy_alert::nested(a).to_string();
@@ -751,20 +1011,95 @@ impl Notifier {
         let Some(c) = self.channels.iter().find(|c| c.name == item.channel) else {
             return Err("channel no longer configured".into());
         };
-        deliver_to(c, &self.http, &self.dashboard_url, a).await
+        deliver_to(c, &self.http, &self.dashboard_url, a, change).await
+    }
+
+    /// What to do with a due row of channel `c` (`None`: `audit_alerts`) for alert `a`.
+    fn plan(&self, c: Option<&ChannelConfig>, item: &OutboxItem, a: &Alert, now: i64) -> Plan {
+        let change = policy::change(item, a);
+        let send_resolved = c.is_none_or(|c| c.send_resolved);
+        if !policy::announces(c.map(|c| c.kind), change, send_resolved) {
+            return Plan::Settle;
+        }
+        let Some(c) = c else { return Plan::Send(change) };
+        // Alertmanager is sent the alert's state every repeat_interval whatever changed: it
+        // does its own grouping and forgets what is not re-sent.
+        if change == Change::Updated && c.kind != ChannelKind::Alertmanager {
+            if item.updates_sent >= i64::from(c.max_updates) {
+                return Plan::Settle;
+            }
+            let next = item.delivered_at.unwrap_or(0) + c.group_interval.as_millis() as i64;
+            if next > now {
+                return Plan::Defer(next);
+            }
+        }
+        if let Some(until) = c.quiet_hours.as_ref().and_then(|q| q.until(now, &a.severity)) {
+            return Plan::Defer(until);
+        }
+        Plan::Send(change)
+    }
+
+    /// Records a delivery's success or failure.
+    async fn record(
+        &self,
+        item: &OutboxItem,
+        a: &Alert,
+        change: Change,
+        result: Result<(), String>,
+        count: &(dyn Fn(&str) + Sync),
+    ) -> anyhow::Result<()> {
+        let now = now_ms();
+        match result {
+            Ok(()) => {
+                let am = self.channels.iter().find(|c| c.name == item.channel).filter(|c| {
+                    c.kind == ChannelKind::Alertmanager
+                        && a.status != crate::store::Status::Resolved
+                });
+                let sent = crate::store::Sent {
+                    status: a.status,
+                    occurrences: a.occurrences,
+                    messaged_at: Some(now),
+                    update: change == Change::Updated && am.is_none(),
+                    again_at: am.map(|c| now + c.repeat_interval.as_millis() as i64),
+                };
+                self.store.delivered(item.id, &sent).await?;
+                count("delivered");
+            }
+            Err(e) => {
+                let attempt = u32::try_from(item.attempts + 1).unwrap_or(u32::MAX);
+                let retry = (attempt < self.max_attempts)
+                    .then(|| now + retry_delay(attempt).as_millis() as i64);
+                tracing::warn!(channel = %item.channel, alert = %item.alert_id, change = change.as_str(),
+                    attempt, error = %e, gave_up = retry.is_none(), "notification failed");
+                self.store.delivery_failed(item.id, &e, retry).await?;
+                count(if retry.is_some() { "retry" } else { "failed" });
+            }
+        }
+        Ok(())
     }
 
     /// Sends what is due once; returns how many rows it handled.
     pub async fn tick(&self) -> anyhow::Result<usize> {
-        let due = self.store.claim_outbox(now_ms(), 60_000, 32).await?;
+        let now = now_ms();
+        let due = self.store.claim_outbox(now, 60_000, 256).await?;
+        // People's channels over their rate cap: what is due goes out as one digest.
+        let mut held: std::collections::BTreeMap<String, Vec<(OutboxItem, Alert, Change)>> =
+            std::collections::BTreeMap::new();
+        // Rows of each channel not looked at yet in this tick, this one included.
+        let mut left: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for item in &due {
+            *left.entry(item.channel.clone()).or_default() += 1;
+        }
+        for item in &due {
+            let still = left.get(&item.channel).copied().unwrap_or(1);
+            if let Some(n) = left.get_mut(&item.channel) {
+                *n -= 1;
+            }
+            let c = self.channels.iter().find(|c| c.name == item.channel);
             let kind = if item.channel == AUDIT_ALERTS {
                 AUDIT_ALERTS
             } else {
-                self.channels
-                    .iter()
-                    .find(|c| c.name == item.channel)
-                    .map_or("unknown", |c| c.kind.as_str())
+                c.map_or("unknown", |c| c.kind.as_str())
             };
             let count =
                 |result: &str| self.metrics.notifications.with_label_values(&[kind, result]).inc();
@@ -774,27 +1109,76 @@ impl Notifier {
                 continue;
             };
             let a = &alert;
-            if let Some(c) = self.channels.iter().find(|c| c.name == item.channel)
+            if let Some(c) = c
                 && let Err(why) = c.wants(a)
             {
                 self.store.delivery_skipped(item.id, &why).await?;
                 count("skipped");
                 continue;
             }
-            match self.deliver(item, a).await {
-                Ok(()) => {
-                    self.store.delivered(item.id, now_ms()).await?;
-                    count("delivered");
+            if item.channel != AUDIT_ALERTS && c.is_none() {
+                self.store.delivery_failed(item.id, "channel no longer configured", None).await?;
+                count("failed");
+                continue;
+            }
+            let change = match self.plan(c, item, a, now) {
+                Plan::Settle => {
+                    let sent = crate::store::Sent {
+                        status: a.status,
+                        occurrences: a.occurrences,
+                        messaged_at: None,
+                        update: false,
+                        again_at: None,
+                    };
+                    self.store.delivered(item.id, &sent).await?;
+                    count("settled");
+                    continue;
                 }
-                Err(e) => {
-                    let attempt = u32::try_from(item.attempts + 1).unwrap_or(u32::MAX);
-                    let retry = (attempt < self.max_attempts)
-                        .then(|| now_ms() + retry_delay(attempt).as_millis() as i64);
-                    tracing::warn!(channel = %item.channel, alert = %item.alert_id, attempt, error = %e,
-                        gave_up = retry.is_none(), "notification failed");
-                    self.store.delivery_failed(item.id, &e, retry).await?;
-                    count(if retry.is_some() { "retry" } else { "failed" });
+                Plan::Defer(at) => {
+                    self.store.defer_delivery(item.id, at).await?;
+                    count("deferred");
+                    continue;
                 }
+                Plan::Send(change) => change,
+            };
+            if let Some(c) = c.filter(|c| policy::for_people(c.kind) && c.max_per_hour > 0) {
+                let room =
+                    self.cap.lock().expect("not poisoned").room(&c.name, c.max_per_hour, now);
+                let waiting = held.get(&c.name).map_or(0, Vec::len);
+                // The last message of the hour is kept for the digest of what is left.
+                if room == 0 || (room == 1 && still > 1) || waiting > 0 {
+                    held.entry(c.name.clone()).or_default().push((item.clone(), alert, change));
+                    continue;
+                }
+                self.cap.lock().expect("not poisoned").sent(&c.name, now);
+            }
+            let result = self.deliver(item, a, change).await;
+            self.record(item, a, change, result, &count).await?;
+        }
+        for (name, items) in held {
+            let Some(c) = self.channels.iter().find(|c| c.name == name) else { continue };
+            let count = |result: &str| {
+                self.metrics.notifications.with_label_values(&[c.kind.as_str(), result]).inc();
+            };
+            let room = self.cap.lock().expect("not poisoned").room(&name, c.max_per_hour, now);
+            if room == 0 {
+                let at = self.cap.lock().expect("not poisoned").next_room(&name, now);
+                for (item, _, _) in &items {
+                    self.store.defer_delivery(item.id, at).await?;
+                    count("deferred");
+                }
+                continue;
+            }
+            self.cap.lock().expect("not poisoned").sent(&name, now);
+            let result = if let [(_, a, change)] = items.as_slice() {
+                deliver_to(c, &self.http, &self.dashboard_url, a, *change).await
+            } else {
+                let alerts: Vec<(Alert, Change)> =
+                    items.iter().map(|(_, a, ch)| (a.clone(), *ch)).collect();
+                deliver_digest(c, &self.http, &alerts).await
+            };
+            for (item, a, change) in &items {
+                self.record(item, a, *change, result.clone(), &count).await?;
             }
         }
         Ok(due.len())
@@ -838,6 +1222,12 @@ mod tests {
             min_severity: None,
             rules: Vec::new(),
             tags: Vec::new(),
+            group_interval: group_interval(),
+            max_updates: max_updates(),
+            send_resolved: true,
+            repeat_interval: repeat_interval(),
+            max_per_hour: max_per_hour(),
+            quiet_hours: None,
         }
     }
 
@@ -854,7 +1244,7 @@ mod tests {
         assert!(c.problems().iter().any(|p| p.contains("ca_file")));
     }
 
-    fn alert(title: &str, node: &str, severity: &str) -> Alert {
+    pub(super) fn alert(title: &str, node: &str, severity: &str) -> Alert {
         Alert {
             id: "7b0c1f0e-6a4e-4b8e-9a59-2d6f6c1d2e3f".parse().unwrap(),
             fingerprint: "f".into(),
@@ -885,20 +1275,20 @@ mod tests {
         let a =
             alert("<!channel> @everyone <https://evil.example|click> & more", "pi-<1>", "CRITICAL");
         let link = "https://af.example.org/#/alerts/7b0c1f0e-6a4e-4b8e-9a59-2d6f6c1d2e3f";
-        let slack = slack_message(&a, Some(link));
+        let slack = slack_message(&a, Some(link), Change::Created);
         let text = slack.to_string();
         assert!(!text.contains("<!channel>") && !text.contains("<https://evil"), "{text}");
         assert!(text.contains("&lt;!channel&gt;"), "{text}");
         assert_eq!(slack["attachments"][0]["color"], "#d32f2f");
         assert_eq!(slack["attachments"][0]["blocks"][2]["elements"][0]["url"], link);
-        let discord = discord_message(&a, Some(link));
+        let discord = discord_message(&a, Some(link), Change::Created);
         assert_eq!(discord["allowed_mentions"]["parse"], json!([]));
         assert_eq!(discord["embeds"][0]["color"], 0xd3_2f_2f);
         assert_eq!(discord["embeds"][0]["url"], link);
-        let ntfy = ntfy_message("alerts", &a, None);
+        let ntfy = ntfy_message("alerts", &a, None, Change::Created);
         assert_eq!((ntfy["topic"].as_str(), ntfy["priority"].as_i64()), (Some("alerts"), Some(5)));
         assert!(ntfy.get("click").is_none());
-        let pd = pagerduty_event("R0UTINGKEY", &alert("t", "n", "WARNING"), None);
+        let pd = pagerduty_event("R0UTINGKEY", &alert("t", "n", "WARNING"), None, Change::Created);
         assert_eq!(pd["event_action"], "trigger");
         assert_eq!(pd["dedup_key"], "7b0c1f0e-6a4e-4b8e-9a59-2d6f6c1d2e3f");
         assert_eq!(pd["payload"]["severity"], "warning");
@@ -906,17 +1296,63 @@ mod tests {
         // Long text is clipped to what the receivers accept.
         let long = alert(&"x".repeat(5000), "n", "INFO");
         assert!(
-            discord_message(&long, None)["embeds"][0]["title"].as_str().unwrap().chars().count()
+            discord_message(&long, None, Change::Created)["embeds"][0]["title"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count()
                 <= 250
         );
         assert!(
-            pagerduty_event("k", &long, None)["payload"]["summary"]
+            pagerduty_event("k", &long, None, Change::Created)["payload"]["summary"]
                 .as_str()
                 .unwrap()
                 .chars()
                 .count()
                 <= 1000
         );
+    }
+
+    #[test]
+    fn lifecycle_payloads_say_what_changed() {
+        let mut a = alert("Brute force on pi-1", "pi-1", "CRITICAL");
+        let pd = pagerduty_event("k", &a, None, Change::Acknowledged);
+        assert_eq!(
+            pd,
+            json!({"routing_key": "k", "event_action": "acknowledge",
+            "dedup_key": "7b0c1f0e-6a4e-4b8e-9a59-2d6f6c1d2e3f"})
+        );
+        assert_eq!(pagerduty_event("k", &a, None, Change::Resolved)["event_action"], "resolve");
+        assert_eq!(pagerduty_event("k", &a, None, Change::Reopened)["event_action"], "trigger");
+        let slack = slack_message(&a, None, Change::Resolved);
+        assert_eq!(slack["attachments"][0]["color"], "#2e7d32");
+        assert!(slack["text"].as_str().unwrap().starts_with("[RESOLVED] Brute force"), "{slack}");
+        let update = discord_message(&a, None, Change::Updated);
+        assert!(
+            update["embeds"][0]["title"].as_str().unwrap().contains("still firing: 3"),
+            "{update}"
+        );
+        let now = 1_765_000_100_000;
+        let am = alertmanager_alerts(
+            &a,
+            Some("https://af/x"),
+            Change::Created,
+            now,
+            Duration::from_secs(60),
+        );
+        assert_eq!(am[0]["labels"]["alertname"], "ANLY-SEC-001");
+        assert_eq!(am[0]["labels"]["severity"], "critical");
+        assert_eq!(am[0]["generatorURL"], "https://af/x");
+        assert_eq!(
+            am[0]["endsAt"],
+            crate::store::rfc3339(now + 300_000),
+            "firing: five re-sends ahead"
+        );
+        a.status = crate::store::Status::Resolved;
+        let am = alertmanager_alerts(&a, None, Change::Resolved, now, Duration::from_secs(60));
+        assert_eq!(am[0]["endsAt"], crate::store::rfc3339(a.updated_at), "ended at its resolution");
+        let c = channel("alertmanager", "http://alertmanager:9093/");
+        assert_eq!(c.url(), "http://alertmanager:9093/api/v2/alerts");
     }
 
     #[test]

@@ -504,6 +504,185 @@ async fn each_receiver_kind_gets_its_payload_over_https() {
     assert!(link.ends_with(pd["dedup_key"].as_str().unwrap()), "{pd}");
 }
 
+/// A failed ssh login of `user` on `host` from `ip`, `secs` seconds after 10:00 (event id
+/// from `id`).
+fn failed_from(user: &str, host: &str, ip: &str, secs: u32, id: u32) -> Value {
+    let mut e = failed_login(user, host, 0, id);
+    e["timestamp"] = json!(format!("2026-11-20T10:{:02}:{:02}Z", secs / 60, secs % 60));
+    e["details"]["ip_address"] = json!(ip);
+    e
+}
+
+fn post_events(http: u16, events: Vec<Value>) {
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/events",
+        Some(OPERATOR),
+        Some(Value::Array(events).to_string().as_bytes()),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// No alert storm, and the lifecycle reaches the receivers: a brute force that keeps folding
+/// firings into one alert gives a Slack channel one message plus at most `max_updates`
+/// updates, `group_interval` apart, and a resolved message; PagerDuty gets trigger,
+/// acknowledge and resolve with one dedup key; Alertmanager the alert firing, re-sent every
+/// `repeat_interval`, then resolved; and a channel with a rate cap of 3 an hour that six new
+/// alerts reach at once sends one of them and a digest of the rest. Every receiver is a real
+/// HTTPS server trusted through the channel's CA file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storms_fold_into_few_messages_and_the_lifecycle_reaches_the_receivers() {
+    let env = Env::new("notify_storm").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (port, ca) = https_receiver("storm", tx);
+    let ca_file = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let key_file = dir.path().join("pagerduty.key");
+    std::fs::write(&key_file, "R0UTING-KEY-0123456789abcdef\n").unwrap();
+    let ca = ca_file.display();
+    let top = format!(
+        "[notify]\nmax_attempts = 20\n\
+         [[notify.channels]]\nname = \"storm\"\nkind = \"slack\"\nurl = \"https://localhost:{port}/storm\"\nca_file = \"{ca}\"\n\
+         tags = [\"brute-force\"]\ngroup_interval = \"2s\"\nmax_updates = 2\n\
+         [[notify.channels]]\nname = \"capped\"\nkind = \"slack\"\nurl = \"https://localhost:{port}/capped\"\nca_file = \"{ca}\"\n\
+         tags = [\"brute-force\"]\nmax_per_hour = 3\nmax_updates = 0\nsend_resolved = false\n\
+         [[notify.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"https://localhost:{port}/pd\"\nca_file = \"{ca}\"\nsecret_file = \"{}\"\n\
+         tags = [\"brute-force\"]\n\
+         [[notify.channels]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"https://localhost:{port}/am\"\nca_file = \"{ca}\"\n\
+         tags = [\"brute-force\"]\nrepeat_interval = \"10s\"\n",
+        key_file.display()
+    );
+    let tokens = format!("ops:{OPERATOR}:operator");
+    let a = Aggregator::start_with(
+        &env,
+        dir.path(),
+        "notify_storm",
+        &top,
+        &[("AUDITFLOW_API_TOKENS", &tokens)],
+    );
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
+    {
+        let got = got.clone();
+        std::thread::spawn(move || {
+            while let Ok((head, body)) = rx.recv() {
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                got.lock()
+                    .unwrap()
+                    .push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            }
+        });
+    }
+    let at = |path: &str| -> Vec<Value> {
+        got.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, v)| v.clone()).collect()
+    };
+
+    // The storm: mallory's brute force on pi-storm, one alert, firings folding in for ~7 s.
+    post_events(
+        a.http,
+        (0..3).map(|i| failed_from("mallory", "pi-storm", "198.51.100.7", i, 1000 + i)).collect(),
+    );
+    wait_until(Duration::from_secs(20), "the first messages", async || {
+        !at("/storm").is_empty()
+            && !at("/pd").is_empty()
+            && !at("/am/api/v2/alerts").is_empty()
+            && !at("/capped").is_empty()
+    })
+    .await;
+    let mut id = 1003;
+    for round in 0..7u32 {
+        let events = (0..30)
+            .map(|i| {
+                id += 1;
+                failed_from("mallory", "pi-storm", "198.51.100.7", 3 + round * 30 + i, id)
+            })
+            .collect();
+        post_events(a.http, events);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let alert_id = at("/pd")[0]["dedup_key"].as_str().unwrap().to_owned();
+    let detail =
+        request(a.http, "GET", &format!("/api/v1/alerts/{alert_id}"), Some(OPERATOR), None, &[])
+            .json();
+    let folded = detail["occurrences"].as_i64().unwrap();
+    assert!(folded > 50, "the storm folded into the alert: {detail}");
+    // Alertmanager keeps hearing of it (every 10 s) while it fires.
+    wait_until(Duration::from_secs(20), "an Alertmanager re-send", async || {
+        at("/am/api/v2/alerts").len() >= 2
+    })
+    .await;
+
+    // Acknowledged, then resolved, through the API.
+    for action in ["ack", "resolve"] {
+        let r = request(
+            a.http,
+            "POST",
+            &format!("/api/v1/alerts/{alert_id}/{action}"),
+            Some(OPERATOR),
+            Some(b"{}"),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    wait_until(Duration::from_secs(20), "the resolution everywhere", async || {
+        at("/pd").iter().any(|e| e["event_action"] == "resolve")
+            && at("/storm")
+                .iter()
+                .any(|m| m["text"].as_str().is_some_and(|t| t.starts_with("[RESOLVED]")))
+            && at("/am/api/v2/alerts").iter().any(|m| m[0]["annotations"]["status"] == "resolved")
+    })
+    .await;
+    let storm = at("/storm");
+    let texts: Vec<&str> = storm.iter().map(|m| m["text"].as_str().unwrap_or("")).collect();
+    let updates = texts.iter().filter(|t| t.contains("still firing")).count();
+    assert!(texts[0].starts_with("[WARNING]") || texts[0].starts_with("[CRITICAL]"), "{texts:?}");
+    assert!((1..=2).contains(&updates), "{folded} folded firings, {updates} updates: {texts:?}");
+    assert_eq!(storm.len(), 2 + updates, "created, updates, resolved: {texts:?}");
+    let pd: Vec<String> =
+        at("/pd").iter().map(|e| e["event_action"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(pd, ["trigger", "acknowledge", "resolve"], "PagerDuty follows the alert");
+    assert!(at("/pd").iter().all(|e| e["dedup_key"] == alert_id.as_str()));
+    let am = at("/am/api/v2/alerts");
+    let last = am.last().unwrap();
+    assert_eq!(last[0]["labels"]["auditflow_alert_id"], alert_id.as_str());
+    assert!(
+        am[..am.len() - 1].iter().all(|m| m[0]["annotations"]["status"] != "resolved"),
+        "{am:?}"
+    );
+
+    // Six new alerts at once (six users, each from its own address) on the capped channel,
+    // which has sent one message this hour: one goes out alone, the other five in a digest.
+    let events: Vec<Value> = (0..6u32)
+        .flat_map(|u| {
+            (0..3u32).map(move |i| {
+                failed_from(
+                    &format!("user{u}"),
+                    "pi-cap",
+                    &format!("198.51.100.{}", 20 + u),
+                    500 + i,
+                    5000 + u * 10 + i,
+                )
+            })
+        })
+        .collect();
+    post_events(a.http, events);
+    wait_until(Duration::from_secs(20), "the capped channel's digest", async || {
+        at("/capped").len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let capped = at("/capped");
+    let texts: Vec<String> =
+        capped.iter().map(|m| m["text"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(capped.len(), 3, "the cap of 3 an hour: {texts:?}");
+    assert!(texts[2].contains("5 alert notices over this channel's cap of 3 an hour"), "{texts:?}");
+    assert_eq!(texts[2].matches("\n• ").count(), 5, "{texts:?}");
+    assert!((1..6).all(|u| texts[2].contains(&format!("for user{u} on"))), "{texts:?}");
+}
+
 /// An SMTP server over implicit TLS (port 465 style) that requires AUTH PLAIN with `user` and
 /// `password`: each accepted message's data goes to the channel; a wrong login is answered 535.
 fn smtps_sink(user: &str, password: &str, out: std::sync::mpsc::Sender<String>) -> (u16, String) {

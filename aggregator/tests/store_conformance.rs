@@ -489,8 +489,16 @@ async fn outbox(store: SharedStore) {
     // Claimed rows are leased: a second claimer gets nothing until the lease ends.
     assert!(store.claim_outbox(NOW + 1, 30_000, 10).await.unwrap().is_empty());
 
+    let sent = |at: i64| aggregator::store::Sent {
+        status: aggregator::store::Status::Open,
+        occurrences: 1,
+        messaged_at: Some(at),
+        update: false,
+        again_at: None,
+    };
     let (ok, rest) = claimed.split_first().unwrap();
-    store.delivered(ok.id, NOW + 2).await.unwrap();
+    assert_eq!((ok.sent_status.as_deref(), ok.delivered_at), (None, None), "not heard of yet");
+    store.delivered(ok.id, &sent(NOW + 2)).await.unwrap();
     store.delivery_failed(rest[0].id, "connection refused", Some(NOW + 1_000)).await.unwrap();
     store.delivery_failed(rest[1].id, "HTTP 400", None).await.unwrap();
     store.delivery_skipped(rest[2].id, "filtered out").await.unwrap();
@@ -498,7 +506,7 @@ async fn outbox(store: SharedStore) {
     let again = store.claim_outbox(NOW + 1_000, 30_000, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempts), (rest[0].id, 1));
-    store.delivered(again[0].id, NOW + 1_001).await.unwrap();
+    store.delivered(again[0].id, &sent(NOW + 1_001)).await.unwrap();
     assert!(store.claim_outbox(NOW + 100_000, 30_000, 10).await.unwrap().is_empty());
 
     let mut states = Vec::new();
@@ -518,6 +526,53 @@ async fn outbox(store: SharedStore) {
             ("skipped".into(), 0, Some("filtered out".into()), false),
         ]
     );
+
+    // The rows follow their alert: a firing folded into alert 1 puts its delivered row back
+    // to pending, with what it last told the channel; the given-up and skipped rows stay.
+    let delivered_row = ok.clone();
+    store.commit_at(&[firing("R-1", "a", "pi-a", 5_000, 11)], NOW + 200_000).await.unwrap();
+    let looked = store.claim_outbox(NOW + 200_000, 30_000, 10).await.unwrap();
+    // Alert 1's two delivered rows (the first try and the retried one); alert 2's stay.
+    let mine: Vec<_> = looked.iter().filter(|r| r.alert_id == delivered_row.alert_id).collect();
+    assert_eq!(mine.len(), 2, "{looked:?}");
+    assert_eq!(looked.len(), 2, "{looked:?}");
+    let mine: Vec<_> = mine.into_iter().filter(|r| r.id == delivered_row.id).collect();
+    assert_eq!(
+        (mine[0].sent_status.as_deref(), mine[0].sent_occurrences, mine[0].delivered_at),
+        (Some("open"), 1, Some(NOW + 2))
+    );
+    // Deferred (quiet hours, the cap, group_interval): pending, not due before its time.
+    store.defer_delivery(mine[0].id, NOW + 500_000).await.unwrap();
+    assert!(
+        store
+            .claim_outbox(NOW + 499_999, 30_000, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.id != mine[0].id)
+    );
+    // A transition makes every channel of the alert look again at once.
+    let actor = "tester";
+    let t = store
+        .transition(
+            delivered_row.alert_id,
+            aggregator::store::Action::Resolve,
+            actor,
+            "done",
+            NOW + 300_000,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(t, aggregator::store::Transitioned::Done(_)), "{t:?}");
+    let now_due = store.claim_outbox(NOW + 300_000, 30_000, 10).await.unwrap();
+    assert!(now_due.iter().any(|r| r.id == mine[0].id), "{now_due:?}");
+    // An Alertmanager re-send: pending again at its time, its attempts counted anew.
+    let again_sent =
+        aggregator::store::Sent { again_at: Some(NOW + 400_000), ..sent(NOW + 300_001) };
+    store.delivered(mine[0].id, &again_sent).await.unwrap();
+    let resent = store.claim_outbox(NOW + 400_000, 30_000, 10).await.unwrap();
+    let row = resent.iter().find(|r| r.id == mine[0].id).expect("due for its re-send");
+    assert_eq!((row.attempts, row.delivered_at), (0, Some(NOW + 300_001)));
 }
 
 async fn legacy_offsets(store: SharedStore) {

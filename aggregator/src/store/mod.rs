@@ -501,6 +501,30 @@ pub struct OutboxItem {
     pub channel: String,
     /// Attempts before this one.
     pub attempts: i64,
+    /// The alert's status when the channel last heard of it; `None`: not yet.
+    pub sent_status: Option<String>,
+    /// Its occurrences then.
+    pub sent_occurrences: i64,
+    /// Updates sent so far.
+    pub updates_sent: i64,
+    /// When the channel last got a message about it.
+    pub delivered_at: Option<i64>,
+}
+
+/// What a delivery told the channel (or, with no message, what it now knows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sent {
+    /// The alert's status.
+    pub status: Status,
+    /// Its occurrences.
+    pub occurrences: i64,
+    /// A message went out at this time (`None`: the change needed none).
+    pub messaged_at: Option<i64>,
+    /// It was an update.
+    pub update: bool,
+    /// Look again at this time (an Alertmanager channel's re-send); `None`: when the alert
+    /// changes.
+    pub again_at: Option<i64>,
 }
 
 /// The store behind the API. Object-safe (boxed futures) so the API holds one
@@ -545,8 +569,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Outbox rows due at `now`, claimed for `lease` ms so another replica skips them.
     async fn claim_outbox(&self, now: i64, lease: i64, max: i64)
     -> anyhow::Result<Vec<OutboxItem>>;
-    /// Marks a delivery done.
-    async fn delivered(&self, id: i64, now: i64) -> anyhow::Result<()>;
+    /// Records a delivery done (see [`Sent`]).
+    async fn delivered(&self, id: i64, sent: &Sent) -> anyhow::Result<()>;
+    /// Leaves a delivery pending until `at` (quiet hours, the rate cap, `group_interval`),
+    /// without counting an attempt.
+    async fn defer_delivery(&self, id: i64, at: i64) -> anyhow::Result<()>;
     /// Records a failed attempt: retry at `retry_at`, or give up when it is `None`.
     async fn delivery_failed(
         &self,
@@ -687,7 +714,7 @@ mod tests {
                 .is_none()
         );
         assert!(
-            SourceReport::from_event("pi-1", &stats(Source::Auth, "source_stats", "auth"))
+            SourceReport::from_event("pi-1", &stats(Source::AuthLog, "source_stats", "auth"))
                 .is_none()
         );
     }

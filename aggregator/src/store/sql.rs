@@ -235,6 +235,16 @@ macro_rules! impl_store {
                         out.folded += 1;
                         if !out.changed.contains(&(alert_id, ChangeKind::Folded)) {
                             out.changed.push((alert_id, ChangeKind::Folded));
+                            // The channels that heard of it look again (notify/policy.rs).
+                            sqlx::query(
+                                "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1
+                                 WHERE alert_id = $2 AND state = 'delivered'",
+                            )
+                            .bind(now)
+                            .bind(alert_id)
+                            .execute(&mut *tx)
+                            .await
+                            .context("queue an update")?;
                         }
                     }
                 }
@@ -511,6 +521,17 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await
                 .context("record history")?;
+                // Every channel looks again, at once: a pending row waiting out its
+                // group_interval or a re-send included. Given-up and skipped rows stay.
+                sqlx::query(
+                    "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1
+                     WHERE alert_id = $2 AND state IN ('delivered', 'pending')",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .context("queue the change's notifications")?;
                 tx.commit().await.context("commit")?;
                 match self.find_alert(id).await? {
                     Some(alert) => Ok(Transitioned::Done(Box::new(alert))),
@@ -681,8 +702,11 @@ macro_rules! impl_store {
                 lease: i64,
                 max: i64,
             ) -> anyhow::Result<Vec<$crate::store::OutboxItem>> {
-                let due: Vec<(i64, uuid::Uuid, String, i64, i64)> = sqlx::query_as(
-                    "SELECT id, alert_id, channel, attempts, next_at FROM outbox
+                type Due = (i64, uuid::Uuid, String, i64, i64, Option<String>, i64, i64, Option<i64>);
+                let due: Vec<Due> = sqlx::query_as(
+                    "SELECT id, alert_id, channel, attempts, next_at, sent_status, sent_occurrences,
+                         updates_sent, delivered_at
+                     FROM outbox
                      WHERE state = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2",
                 )
                 .bind(now)
@@ -691,7 +715,7 @@ macro_rules! impl_store {
                 .await
                 .context("read outbox")?;
                 let mut claimed = Vec::with_capacity(due.len());
-                for (id, alert_id, channel, attempts, next_at) in due {
+                for (id, alert_id, channel, attempts, next_at, sent_status, sent_occurrences, updates_sent, delivered_at) in due {
                     // Another replica may have claimed it since the read: the guard on
                     // `next_at` makes exactly one claim win.
                     let won = sqlx::query(
@@ -706,22 +730,53 @@ macro_rules! impl_store {
                     .context("claim outbox row")?
                     .rows_affected();
                     if won == 1 {
-                        claimed.push($crate::store::OutboxItem { id, alert_id, channel, attempts });
+                        claimed.push($crate::store::OutboxItem {
+                            id,
+                            alert_id,
+                            channel,
+                            attempts,
+                            sent_status,
+                            sent_occurrences,
+                            updates_sent,
+                            delivered_at,
+                        });
                     }
                 }
                 Ok(claimed)
             }
 
-            async fn delivered(&self, id: i64, now: i64) -> anyhow::Result<()> {
+            async fn delivered(&self, id: i64, sent: &$crate::store::Sent) -> anyhow::Result<()> {
+                // A message counts as an attempt; a re-send to come (Alertmanager) starts its
+                // own count, so that a long-firing alert's re-sends do not run out of attempts.
                 sqlx::query(
-                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
-                         last_error = NULL, delivered_at = $1 WHERE id = $2",
+                    "UPDATE outbox SET state = $1, next_at = COALESCE($2, next_at),
+                         attempts = CASE WHEN $2 IS NOT NULL THEN 0
+                             WHEN $3 IS NOT NULL THEN attempts + 1 ELSE attempts END,
+                         last_error = NULL, delivered_at = COALESCE($3, delivered_at),
+                         sent_status = $4, sent_occurrences = $5,
+                         updates_sent = updates_sent + $6
+                     WHERE id = $7",
                 )
-                .bind(now)
+                .bind(if sent.again_at.is_some() { "pending" } else { "delivered" })
+                .bind(sent.again_at)
+                .bind(sent.messaged_at)
+                .bind(sent.status.as_str())
+                .bind(sent.occurrences)
+                .bind(i64::from(sent.update))
                 .bind(id)
                 .execute(&self.pool)
                 .await
                 .context("mark delivered")?;
+                Ok(())
+            }
+
+            async fn defer_delivery(&self, id: i64, at: i64) -> anyhow::Result<()> {
+                sqlx::query("UPDATE outbox SET next_at = $1 WHERE id = $2 AND state = 'pending'")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .context("defer delivery")?;
                 Ok(())
             }
 
