@@ -187,7 +187,7 @@ impl Metrics {
                 let c = IntCounterVec::new(
                     Opts::new(
                         "auditflow_aggregator_notifications_total",
-                        "Notification delivery attempts.",
+                        "Outbox rows handled, per channel kind and result: delivered, retry, failed, skipped (filtered or silenced), settled (a change the channel is not told of), deferred (quiet hours, the rate cap, group_interval).",
                     ),
                     &["kind", "result"],
                 )
