@@ -164,7 +164,18 @@ pub fn start<S: state::WindowState + 'static>(
     if let Some(r) = &core.reloader {
         tracker.spawn(r.clone().run(cancel.clone()));
     }
+    let notifier = Arc::new(notify::Notifier {
+        store: store.clone(),
+        channels: config.notify.channels.clone(),
+        amqp,
+        max_attempts: config.notify.max_attempts,
+        dashboard_url: config.notify.dashboard_url.clone(),
+        metrics: core.metrics.clone(),
+        http: core.http,
+        cap: Default::default(),
+    });
     let api_state = ApiState {
+        notifier: notifier.clone(),
         store: store.clone(),
         rules: core.rules,
         rule_status: core.status,
@@ -195,16 +206,6 @@ pub fn start<S: state::WindowState + 'static>(
         refused,
         cancel.clone(),
     ));
-    let notifier = Arc::new(notify::Notifier {
-        store,
-        channels: config.notify.channels.clone(),
-        amqp,
-        max_attempts: config.notify.max_attempts,
-        dashboard_url: config.notify.dashboard_url.clone(),
-        metrics: core.metrics,
-        http: core.http,
-        cap: Default::default(),
-    });
     tracker.spawn(notifier.run(cancel.clone()));
     tracker.spawn(fleet::run(pipeline, config.detection.agent_silent_after, cancel.clone()));
 }

@@ -883,16 +883,29 @@ pub async fn send_test(config: &crate::Config, name: &str) -> anyhow::Result<()>
         .find(|c| c.name == name)
         .with_context(|| format!("no channel `{name}` in [[notify.channels]]"))?;
     let clients = HttpClients::new(std::slice::from_ref(c))?;
+    deliver_to(
+        c,
+        &clients,
+        &config.notify.dashboard_url,
+        &test_alert(name, "the command line"),
+        Change::Created,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The alert a test notification carries: INFO, rule `AUDITFLOW-TEST`, saying who sent it.
+fn test_alert(channel: &str, by: &str) -> Alert {
     let now = now_ms();
     let node = std::env::var("HOSTNAME").unwrap_or_else(|_| "auditflow".into());
-    let a = Alert {
+    Alert {
         id: uuid::Uuid::new_v4(),
         fingerprint: "test".into(),
         rule_id: "AUDITFLOW-TEST".into(),
         rule_name: "Test notification".into(),
-        rule_description: "Sent by `auditflow-aggregator notify test` to check a channel.".into(),
+        rule_description: format!("Sent from {by} to check the channel."),
         severity: "INFO".into(),
-        title: format!("AuditFlow test notification for channel {name}"),
+        title: format!("AuditFlow test notification for channel {channel}"),
         tags: vec!["test".into()],
         node,
         group: serde_json::Map::new(),
@@ -907,10 +920,7 @@ pub async fn send_test(config: &crate::Config, name: &str) -> anyhow::Result<()>
         playbook_url: None,
         silenced: false,
         raw_event: serde_json::Value::Null,
-    };
-    deliver_to(c, &clients, &config.notify.dashboard_url, &a, Change::Created)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
+    }
 }
 
 /// A lazily (re)connected publisher to `audit_alerts` with publisher confirms.
@@ -981,6 +991,15 @@ pub struct Notifier {
     pub dashboard_url: String,
     /// Messages per people's channel in the last hour (the rate cap).
     pub cap: std::sync::Mutex<policy::RateCap>,
+}
+
+/// Why a test notification was not sent.
+#[derive(Debug)]
+pub enum TestError {
+    /// No configured channel has that name.
+    NoSuchChannel,
+    /// The receiver's error.
+    Failed(String),
 }
 
 /// What the notifier does with a due row.
@@ -1076,6 +1095,54 @@ impl Notifier {
             }
         }
         Ok(())
+    }
+
+    /// Sends a test notification through channel `name` with the running notifier's clients
+    /// (`POST /api/v1/channels/{name}/test`); `by` says who asked. Not counted against the
+    /// rate cap.
+    pub async fn test(&self, name: &str, by: &str) -> Result<(), TestError> {
+        let Some(c) = self.channels.iter().find(|c| c.name == name) else {
+            return Err(TestError::NoSuchChannel);
+        };
+        let result =
+            deliver_to(c, &self.http, &self.dashboard_url, &test_alert(name, by), Change::Created)
+                .await;
+        let outcome = if result.is_ok() { "delivered" } else { "failed" };
+        self.metrics.notifications.with_label_values(&[c.kind.as_str(), outcome]).inc();
+        result.map_err(TestError::Failed)
+    }
+
+    /// The configured channels as the API shows them: no URL path, query or secret (a Slack
+    /// URL is itself a secret), only the receiver's host.
+    pub fn describe(&self) -> Vec<serde_json::Value> {
+        let mut out: Vec<serde_json::Value> = Vec::new();
+        if self.amqp.is_some() {
+            out.push(json!({"name": AUDIT_ALERTS, "kind": "amqp", "receiver": "RabbitMQ queue audit_alerts"}));
+        }
+        for c in &self.channels {
+            let receiver = if c.kind == ChannelKind::Email {
+                c.smtp.clone()
+            } else {
+                reqwest::Url::parse(&c.url())
+                    .ok()
+                    .and_then(|u| Some(format!("{}://{}", u.scheme(), u.host_str()?)))
+                    .unwrap_or_default()
+            };
+            out.push(json!({
+                "name": c.name,
+                "kind": c.kind.as_str(),
+                "receiver": receiver,
+                "min_severity": c.min_severity,
+                "rules": c.rules,
+                "tags": c.tags,
+                "group_interval": runtime::config::duration::format(c.group_interval),
+                "max_updates": c.max_updates,
+                "send_resolved": c.send_resolved,
+                "max_per_hour": c.max_per_hour,
+                "quiet_hours": c.quiet_hours,
+            }));
+        }
+        out
     }
 
     /// Sends what is due once; returns how many rows it handled.

@@ -275,6 +275,7 @@
       else if (path === '/alerts') await alertsPage(params, current);
       else if (path === '/fleet') await fleetPage(current);
       else if (path === '/rules') await rulesPage(current);
+      else if (path === '/channels') await channelsPage(current);
       else await overviewPage(current);
     } catch (e) {
       if (current() && !(e instanceof ApiError && e.status === 401)) show(errorBox(e));
@@ -664,6 +665,53 @@
     };
     await load();
     every(10000, () => load().catch(() => {}));
+  }
+
+  // ---- Channels ----------------------------------------------------------------------------
+
+  // The notification channels with the state of their deliveries; an admin can send a test
+  // notification through one. Receivers show only their host: a webhook URL may be a secret.
+  async function channelsPage(current) {
+    const data = await api('api/v1/channels');
+    if (!current()) return;
+    const msg = h('div', { id: 'channel-msg' });
+    const settings = (c) => [
+      c.min_severity ? `from ${c.min_severity}` : null,
+      c.max_updates !== undefined ? `${c.max_updates} updates, ${c.group_interval} apart` : null,
+      c.max_per_hour ? `cap ${c.max_per_hour}/h` : null,
+      c.quiet_hours ? `quiet ${c.quiet_hours.from}–${c.quiet_hours.to} UTC` : null,
+    ].filter(Boolean).join(' · ');
+    const testButton = (c) => (can('admin') && c.kind !== 'amqp'
+      ? h('button', { class: 'test', 'data-channel': c.name, onclick: async (ev) => {
+        ev.target.disabled = true;
+        try {
+          await api(`api/v1/channels/${encodeURIComponent(c.name)}/test`, { method: 'POST' });
+          msg.replaceChildren(h('div', { class: 'notice' }, `Test notification delivered to ${c.name}.`));
+        } catch (e) { msg.replaceChildren(errorBox(e)); }
+        ev.target.disabled = false;
+        if (current()) setTimeout(() => { if (current()) channelsPage(current).catch(() => {}); }, 1500);
+      } }, 'Send test')
+      : null);
+    show(
+      h('h1', {}, 'Notification channels'),
+      msg,
+      data.channels.length ? h('div', { class: 'table-wrap' }, h('table', { id: 'channels' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Channel'), h('th', {}, 'Kind'), h('th', { class: 'hide-narrow' }, 'Receiver'),
+          h('th', {}, 'State'), h('th', { class: 'num' }, 'Pending'), h('th', { class: 'num' }, 'Failed'),
+          h('th', {}, 'Last delivery'), h('th', { class: 'hide-narrow' }, 'Settings'), h('th', {}, ''))),
+        h('tbody', {}, data.channels.map((c) => h('tr', { 'data-channel': c.name, class: c.state === 'failing' ? 'warnrow' : null },
+          h('td', {}, c.name),
+          h('td', {}, c.kind),
+          h('td', { class: 'hide-narrow' }, c.receiver || ''),
+          h('td', { title: c.last_error || '' }, badge(c.state === 'failing' ? 'st-dropping' : 'st-ok', c.state),
+            c.last_error ? h('div', { class: 'muted last-error' }, c.last_error) : null),
+          h('td', { class: 'num' }, fmtNum(c.pending)),
+          h('td', { class: 'num' }, fmtNum(c.failed)),
+          h('td', {}, c.last_delivered_at ? when(c.last_delivered_at) : h('span', { class: 'muted' }, 'never')),
+          h('td', { class: 'hide-narrow' }, settings(c)),
+          h('td', {}, testButton(c)))))))
+        : h('p', { class: 'muted' }, 'No notification channel is configured ([[notify.channels]]).'),
+    );
   }
 
   // ---- Rules -------------------------------------------------------------------------------

@@ -134,13 +134,59 @@ fn wait_for_alerts(port: u16, query: &str, n: usize) -> Vec<Value> {
     }
 }
 
-/// Embedded mode (`auditflow`) with three tokens, no demo traffic.
-fn start_embedded(dir: &Path, procs: &mut Procs) -> (u16, u16) {
+/// A plain HTTP webhook receiver inside the "cluster": every request's body goes to the
+/// channel, answered 200.
+fn webhook_receiver(out: std::sync::mpsc::Sender<Value>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = out.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    port
+}
+
+/// Embedded mode (`auditflow`) with three tokens, no demo traffic, and two notification
+/// channels: a webhook to `hook_port` and one whose receiver is down.
+fn start_embedded(dir: &Path, procs: &mut Procs, hook_port: u16) -> (u16, u16) {
     let (http, metrics, mqtt) = (free_port(), free_port(), free_port());
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("agents.credentials"), "pi-browser:browser-agent-password\n").unwrap();
+    let config = dir.join("auditflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[notify]\nmax_attempts = 3\n\
+             [[notify.channels]]\nname = \"ops-hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n\
+             min_severity = \"CRITICAL\"\nrules = [\"NO-SUCH-RULE\"]\n\
+             [[notify.channels]]\nname = \"down-hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(workspace_bin("auditflow"))
+        .args(["--config", config.to_str().unwrap()])
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{http}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
@@ -216,7 +262,9 @@ async fn rows(c: &Client) -> Vec<String> {
 async fn embedded_dashboard_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     let mut procs = Procs(Vec::new());
-    let (http, mqtt) = start_embedded(dir.path(), &mut procs);
+    let (hook_tx, hook_rx) = std::sync::mpsc::channel();
+    let hook_port = webhook_receiver(hook_tx);
+    let (http, mqtt) = start_embedded(dir.path(), &mut procs, hook_port);
     start_agent(dir.path(), mqtt, &mut procs);
     let base = format!("http://127.0.0.1:{http}");
 
@@ -268,6 +316,27 @@ async fn embedded_dashboard_in_a_browser() {
         title.as_str().is_some_and(|t| t.contains("a format no parser knows")),
         "the sample of the line not understood: {title}"
     );
+
+    // The channels page: the receiver that is down shows its error; an admin's test
+    // notification reaches the webhook (which the channel's filters keep every real alert from).
+    c.goto(&format!("{base}/#/channels")).await.unwrap();
+    let down = wait_text(&c, "#channels tr[data-channel='down-hook']", "failing").await;
+    assert!(down.to_lowercase().contains("connect"), "the down receiver's error: {down}");
+    let ok = wait_text(&c, "#channels tr[data-channel='ops-hook']", "ops-hook").await;
+    assert!(ok.contains("http://127.0.0.1") && !ok.contains("/hook"), "host only: {ok}");
+    c.find(Locator::Css("button.test[data-channel='ops-hook']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#channel-msg", "Test notification delivered to ops-hook").await;
+    let body = hook_rx.recv_timeout(Duration::from_secs(10)).expect("the test notification");
+    assert_eq!(body["alert"]["rule_id"], "AUDITFLOW-TEST", "{body}");
+    assert!(body["alert"]["rule_description"].as_str().unwrap().contains("(boss)"), "{body}");
+    assert!(hook_rx.try_recv().is_err(), "the filters kept the real alerts from ops-hook");
+    no_console_errors(&c, "#/channels").await;
+    screenshot(&c, "channels").await;
 
     // Filtering narrows the table.
     c.goto(&format!("{base}/#/alerts")).await.unwrap();
@@ -367,7 +436,8 @@ async fn embedded_dashboard_in_a_browser() {
 async fn standalone_dashboard_proxies_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let mut procs = Procs(Vec::new());
-    let (api, _) = start_embedded(dir.path(), &mut procs);
+    let (hook_tx, _hook_rx) = std::sync::mpsc::channel();
+    let (api, _) = start_embedded(dir.path(), &mut procs, webhook_receiver(hook_tx));
     burst(api, "frank", "pi-7");
     wait_for_alerts(api, "", 1);
     let port = free_port();

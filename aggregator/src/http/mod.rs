@@ -78,6 +78,8 @@ pub struct ApiState {
     pub cancel: CancellationToken,
     /// Per-caller limits: bad-token back-off, live streams per token.
     pub guard: Arc<guard::Guard>,
+    /// The notifier (its channels, for the channel list and test messages).
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -100,6 +100,13 @@ fn schemas() -> Value {
                 "last_seen": time, "events_per_s": {"type": "number"},
                 "spool_bytes": {"type": "integer"}, "dropped": {"type": "integer"},
                 "state": {"enum": ["ok", "silent"]}, "dropping": {"type": "boolean"}}}}}},
+        "Channels": {"type": "object", "properties": {
+            "channels": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "kind": {"type": "string"},
+                "receiver": {"type": "string", "description": "scheme and host only: a URL's path may be a secret"},
+                "state": {"enum": ["ok", "failing"]},
+                "pending": {"type": "integer"}, "failed": {"type": "integer"}, "delivered": {"type": "integer"},
+                "last_delivered_at": {"type": ["string", "null"]}, "last_error": {"type": ["string", "null"]}}}}}},
         "Stats": {"type": "object", "properties": {
             "from": time, "to": time, "bucket_secs": {"type": "integer"},
             "buckets": {"type": "array", "items": {"type": "object", "properties": {

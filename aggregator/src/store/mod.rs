@@ -511,6 +511,24 @@ pub struct OutboxItem {
     pub delivered_at: Option<i64>,
 }
 
+/// A channel's deliveries as the outbox records them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChannelState {
+    /// The channel.
+    pub channel: String,
+    /// Rows waiting (new, retried, deferred or re-sent).
+    pub pending: i64,
+    /// Rows given up.
+    pub failed: i64,
+    /// Rows done.
+    pub delivered: i64,
+    /// The last message.
+    #[serde(serialize_with = "ser_opt_ms")]
+    pub last_delivered_at: Option<i64>,
+    /// The newest error recorded on a row still pending or given up.
+    pub last_error: Option<String>,
+}
+
 /// What a delivery told the channel (or, with no message, what it now knows).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sent {
@@ -562,6 +580,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn expire_silence(&self, id: Uuid, now: i64) -> anyhow::Result<bool>;
     /// The fleet, by node name.
     async fn agents(&self) -> anyhow::Result<Vec<Agent>>;
+    /// Each channel's deliveries: counts per state, the last delivery and the last error.
+    async fn channel_states(&self) -> anyhow::Result<Vec<ChannelState>>;
     /// Alerts created in `[from, to)` in buckets of `bucket` ms.
     async fn stats(&self, from: i64, to: i64, bucket: i64) -> anyhow::Result<Vec<Bucket>>;
     /// Firings per rule.

@@ -647,6 +647,41 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn channel_states(&self) -> anyhow::Result<Vec<$crate::store::ChannelState>> {
+                let rows: Vec<(String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT channel,
+                         SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END),
+                         SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END),
+                         SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END),
+                         MAX(delivered_at)
+                     FROM outbox GROUP BY channel ORDER BY channel",
+                )
+                .fetch_all(&self.read)
+                .await
+                .context("read channel states")?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (channel, pending, failed, delivered, last_delivered_at) in rows {
+                    let last_error: Option<(String,)> = sqlx::query_as(
+                        "SELECT last_error FROM outbox WHERE channel = $1 AND last_error IS NOT NULL
+                             AND state IN ('pending', 'failed')
+                         ORDER BY id DESC LIMIT 1",
+                    )
+                    .bind(&channel)
+                    .fetch_optional(&self.read)
+                    .await
+                    .context("read a channel's last error")?;
+                    out.push($crate::store::ChannelState {
+                        channel,
+                        pending,
+                        failed,
+                        delivered,
+                        last_delivered_at,
+                        last_error: last_error.map(|(e,)| e),
+                    });
+                }
+                Ok(out)
+            }
+
             async fn stats(
                 &self,
                 from: i64,

@@ -2,6 +2,7 @@
 
 mod agents;
 mod alerts;
+mod channels;
 mod events;
 mod legacy;
 mod rules;
@@ -296,6 +297,33 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<ApiState>)> {
                 )
             },
             get(agents::list_agents),
+        ),
+        (
+            RouteDoc {
+                response: "Channels",
+                ..doc(
+                    "get",
+                    "/api/v1/channels",
+                    Viewer,
+                    "Notification channels: settings, deliveries pending and failed, the last delivery and error",
+                    "notifications",
+                )
+            },
+            get(channels::list_channels),
+        ),
+        (
+            RouteDoc {
+                params: &[("name", "path", "string", "The channel's name.")],
+                errors: &[404, 502],
+                ..doc(
+                    "post",
+                    "/api/v1/channels/{name}/test",
+                    Admin,
+                    "Send a test notification through a channel now",
+                    "notifications",
+                )
+            },
+            post(channels::test_channel),
         ),
         (
             RouteDoc {
