@@ -508,7 +508,8 @@ async fn each_receiver_kind_gets_its_payload_over_https() {
 /// from `id`).
 fn failed_from(user: &str, host: &str, ip: &str, secs: u32, id: u32) -> Value {
     let mut e = failed_login(user, host, 0, id);
-    e["timestamp"] = json!(format!("2026-11-20T10:{:02}:{:02}Z", secs / 60, secs % 60));
+    let (h, m, s) = (10 + secs / 3600, secs / 60 % 60, secs % 60);
+    e["timestamp"] = json!(format!("2026-11-20T{h:02}:{m:02}:{s:02}Z"));
     e["details"]["ip_address"] = json!(ip);
     e
 }
@@ -525,9 +526,9 @@ fn post_events(http: u16, events: Vec<Value>) {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
-/// No alert storm, and the lifecycle reaches the receivers: a brute force that keeps folding
-/// firings into one alert gives a Slack channel one message plus at most `max_updates`
-/// updates, `group_interval` apart, and a resolved message; PagerDuty gets trigger,
+/// No alert storm, and the lifecycle reaches the receivers: a brute force of 30,000 failed
+/// logins that keeps folding firings (10,000) into one alert gives a Slack channel one message plus at
+/// most `max_updates` updates, `group_interval` apart, and a resolved message; PagerDuty gets trigger,
 /// acknowledge and resolve with one dedup key; Alertmanager the alert firing, re-sent every
 /// `repeat_interval`, then resolved; and a channel with a rate cap of 3 an hour that six new
 /// alerts reach at once sends one of them and a digest of the rest. Every receiver is a real
@@ -579,7 +580,8 @@ async fn storms_fold_into_few_messages_and_the_lifecycle_reaches_the_receivers()
         got.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, v)| v.clone()).collect()
     };
 
-    // The storm: mallory's brute force on pi-storm, one alert, firings folding in for ~7 s.
+    // The storm: mallory's brute force on pi-storm, one alert, 30,000 more failed logins
+    // folding in over ~10 s.
     post_events(
         a.http,
         (0..3).map(|i| failed_from("mallory", "pi-storm", "198.51.100.7", i, 1000 + i)).collect(),
@@ -592,22 +594,27 @@ async fn storms_fold_into_few_messages_and_the_lifecycle_reaches_the_receivers()
     })
     .await;
     let mut id = 1003;
-    for round in 0..7u32 {
-        let events = (0..30)
+    // ANLY-SEC-001 fires at every third failure: 30,000 failures, 10,000 firings.
+    for round in 0..30u32 {
+        let events = (0..1000)
             .map(|i| {
                 id += 1;
-                failed_from("mallory", "pi-storm", "198.51.100.7", 3 + round * 30 + i, id)
+                failed_from("mallory", "pi-storm", "198.51.100.7", 3 + round * 1000 + i, id)
             })
             .collect();
         post_events(a.http, events);
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let alert_id = at("/pd")[0]["dedup_key"].as_str().unwrap().to_owned();
-    let detail =
-        request(a.http, "GET", &format!("/api/v1/alerts/{alert_id}"), Some(OPERATOR), None, &[])
-            .json();
-    let folded = detail["occurrences"].as_i64().unwrap();
-    assert!(folded > 50, "the storm folded into the alert: {detail}");
+    let mut folded = 0;
+    wait_until(Duration::from_secs(30), "the storm's firings folded into the alert", async || {
+        let path = format!("/api/v1/alerts/{alert_id}");
+        folded = request(a.http, "GET", &path, Some(OPERATOR), None, &[]).json()["occurrences"]
+            .as_i64()
+            .unwrap_or(0);
+        folded >= 10_000
+    })
+    .await;
     // Alertmanager keeps hearing of it (every 10 s) while it fires.
     wait_until(Duration::from_secs(20), "an Alertmanager re-send", async || {
         at("/am/api/v2/alerts").len() >= 2
@@ -662,8 +669,9 @@ async fn storms_fold_into_few_messages_and_the_lifecycle_reaches_the_receivers()
                     &format!("user{u}"),
                     "pi-cap",
                     &format!("198.51.100.{}", 20 + u),
-                    500 + i,
-                    5000 + u * 10 + i,
+                    // After the storm in event time: earlier would be later than allowed.
+                    30_100 + i,
+                    100_000 + u * 10 + i,
                 )
             })
         })
