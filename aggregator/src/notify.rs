@@ -63,6 +63,11 @@ pub struct ChannelConfig {
     /// ntfy topic's (`https://ntfy.example.org/topic`); PagerDuty's defaults to its Events API.
     #[serde(default)]
     pub url: String,
+    /// A file holding the URL instead (in Kubernetes a Secret's key): a Slack or Discord
+    /// webhook URL is itself the secret, and does not belong in a ConfigMap. Read at every
+    /// delivery, so a rotated Secret takes effect without a restart.
+    #[serde(default)]
+    pub url_file: String,
     /// CA certificates (PEM) trusted for this channel's `https://` URL or SMTP TLS besides
     /// the system's.
     #[serde(default)]
@@ -202,6 +207,14 @@ impl ChannelConfig {
         }
         match self.kind {
             kind if kind.is_http() => {
+                if !self.url_file.is_empty() {
+                    if !self.url.is_empty() {
+                        errors.push(format!("{at}: url and url_file are exclusive"));
+                    }
+                    if let Err(e) = std::fs::read_to_string(&self.url_file) {
+                        errors.push(format!("{at}: url_file {}: {e}", self.url_file));
+                    }
+                }
                 match reqwest::Url::parse(&self.url()) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
                     _ => errors
@@ -296,18 +309,30 @@ impl ChannelConfig {
     /// The receiver's URL: `url`, or PagerDuty's Events API for a `pagerduty` channel without
     /// one; an Alertmanager's alerts endpoint under its `url`.
     pub fn url(&self) -> String {
-        if self.url.is_empty() && self.kind == ChannelKind::Pagerduty {
+        let url = self.base_url();
+        if url.is_empty() && self.kind == ChannelKind::Pagerduty {
             PAGERDUTY_EVENTS.to_owned()
         } else if self.kind == ChannelKind::Alertmanager {
-            format!("{}/api/v2/alerts", self.url.trim_end_matches('/'))
+            format!("{}/api/v2/alerts", url.trim_end_matches('/'))
         } else {
-            self.url.clone()
+            url
         }
+    }
+
+    /// `url`, or the first line of `url_file` (empty when it cannot be read: the delivery then
+    /// fails with a clear error and is retried).
+    fn base_url(&self) -> String {
+        if self.url_file.is_empty() {
+            return self.url.clone();
+        }
+        std::fs::read_to_string(&self.url_file)
+            .map(|t| t.lines().next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default()
     }
 
     /// An ntfy URL's server (where JSON is published) and topic (its last path segment).
     pub fn ntfy_topic(&self) -> Option<(String, String)> {
-        let mut u = reqwest::Url::parse(&self.url).ok()?;
+        let mut u = reqwest::Url::parse(&self.base_url()).ok()?;
         let topic = u.path_segments()?.next_back().filter(|t| !t.is_empty())?.to_owned();
         u.path_segments_mut().ok()?.pop();
         Some((u.to_string(), topic))
@@ -757,10 +782,10 @@ async fn deliver_to(
         ChannelKind::Webhook => {
             let body = json!({"kind": "alert", "event": change.as_str(), "alert": a,
                 "legacy": legacy_alert::nested(a)});
-            post(c, clients, &c.url, &body).await
+            post(c, clients, &c.url(), &body).await
         }
-        ChannelKind::Slack => post(c, clients, &c.url, &slack_message(a, link, change)).await,
-        ChannelKind::Discord => post(c, clients, &c.url, &discord_message(a, link, change)).await,
+        ChannelKind::Slack => post(c, clients, &c.url(), &slack_message(a, link, change)).await,
+        ChannelKind::Discord => post(c, clients, &c.url(), &discord_message(a, link, change)).await,
         ChannelKind::Ntfy => match c.ntfy_topic() {
             Some((server, topic)) => {
                 post(c, clients, &server, &ntfy_message(&topic, a, link, change)).await
@@ -825,13 +850,13 @@ async fn deliver_digest(
         ChannelKind::Slack => {
             let body = lines.iter().map(|l| format!("• {}", slack_escape(l))).collect::<Vec<_>>();
             let text = format!("*{}*\n{}", slack_escape(&title), body.join("\n"));
-            post(c, clients, &c.url, &json!({"text": clip(&text, 3900)})).await
+            post(c, clients, &c.url(), &json!({"text": clip(&text, 3900)})).await
         }
         ChannelKind::Discord => {
             let text = format!("**{title}**\n{}", lines.join("\n"));
             let body = json!({"username": "AuditFlow", "allowed_mentions": {"parse": []},
                 "content": clip(&text, 1900)});
-            post(c, clients, &c.url, &body).await
+            post(c, clients, &c.url(), &body).await
         }
         ChannelKind::Ntfy => match c.ntfy_topic() {
             Some((server, topic)) => {
@@ -1278,6 +1303,7 @@ mod tests {
             name: "c".into(),
             kind: serde_json::from_value(json!(kind)).unwrap(),
             url: url.into(),
+            url_file: String::new(),
             ca_file: String::new(),
             secret_file: String::new(),
             smtp: String::new(),
@@ -1434,6 +1460,21 @@ mod tests {
         let mut slack = channel("slack", "https://hooks.slack.com/services/x");
         slack.secret_file = "/etc/hostname".into();
         assert!(slack.problems().iter().any(|p| p.contains("secret_file")));
+        // The URL from a file (a Kubernetes Secret's key), never with `url` as well.
+        let dir = std::env::temp_dir().join(format!("auditflow-url-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("slack-url"), "https://hooks.slack.com/services/T0/B0/s3cret\n")
+            .unwrap();
+        let mut from_file = channel("slack", "");
+        from_file.url_file = dir.join("slack-url").display().to_string();
+        assert!(from_file.problems().is_empty(), "{:?}", from_file.problems());
+        assert_eq!(from_file.url(), "https://hooks.slack.com/services/T0/B0/s3cret");
+        from_file.url = "https://other".into();
+        assert!(from_file.problems().iter().any(|p| p.contains("exclusive")));
+        from_file.url = String::new();
+        from_file.url_file = dir.join("missing").display().to_string();
+        assert!(from_file.problems().iter().any(|p| p.contains("url_file")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
