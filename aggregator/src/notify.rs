@@ -105,6 +105,10 @@ pub struct ChannelConfig {
     /// Only alerts with at least one of these tags (empty: any).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// People's channels: new alerts of one rule created within the same `group_wait` window
+    /// go out as one message (the first waits at most this long). "0s": each at once.
+    #[serde(default = "group_wait", with = "runtime::config::duration")]
+    pub group_wait: Duration,
     /// Updates of an alert (more firings folded into it) at most this often.
     #[serde(default = "group_interval", with = "runtime::config::duration")]
     pub group_interval: Duration,
@@ -126,6 +130,9 @@ pub struct ChannelConfig {
     pub quiet_hours: Option<policy::QuietHours>,
 }
 
+fn group_wait() -> Duration {
+    policy::GROUP_WAIT
+}
 fn group_interval() -> Duration {
     policy::GROUP_INTERVAL
 }
@@ -825,11 +832,12 @@ async fn post(
     post_json(client, url, body, header.as_slice()).await
 }
 
-/// A digest of `alerts` for a people's channel over its rate cap: one message that lists the
-/// first ten and counts the rest.
+/// One message about several `alerts` for a people's channel (new alerts of one rule, or a
+/// digest over the rate cap), under `title`: the first ten listed, the rest counted.
 async fn deliver_digest(
     c: &ChannelConfig,
     clients: &HttpClients,
+    title: &str,
     alerts: &[(Alert, Change)],
 ) -> Result<(), String> {
     let shown = 10;
@@ -841,15 +849,10 @@ async fn deliver_digest(
     if alerts.len() > shown {
         lines.push(format!("and {} more", alerts.len() - shown));
     }
-    let title = format!(
-        "AuditFlow: {} alert notices over this channel's cap of {} an hour",
-        alerts.len(),
-        c.max_per_hour
-    );
     let result = match c.kind {
         ChannelKind::Slack => {
             let body = lines.iter().map(|l| format!("• {}", slack_escape(l))).collect::<Vec<_>>();
-            let text = format!("*{}*\n{}", slack_escape(&title), body.join("\n"));
+            let text = format!("*{}*\n{}", slack_escape(title), body.join("\n"));
             post(c, clients, &c.url(), &json!({"text": clip(&text, 3900)})).await
         }
         ChannelKind::Discord => {
@@ -860,14 +863,14 @@ async fn deliver_digest(
         }
         ChannelKind::Ntfy => match c.ntfy_topic() {
             Some((server, topic)) => {
-                let body = json!({"topic": topic, "title": clip(&title, 250),
+                let body = json!({"topic": topic, "title": clip(title, 250),
                     "message": clip(&lines.join("\n"), 4000), "priority": 4, "tags": ["warning"]});
                 post(c, clients, &server, &body).await
             }
             None => Err(anyhow::anyhow!("the ntfy url has no topic")),
         },
         ChannelKind::Email => {
-            let built = digest_mail(c, &title, &lines);
+            let built = digest_mail(c, title, &lines);
             match built {
                 Ok(m) => send_mail(c, m).await,
                 Err(e) => Err(e),
@@ -1077,6 +1080,13 @@ impl Notifier {
                 return Plan::Defer(next);
             }
         }
+        if change == Change::Created
+            && policy::for_people(c.kind)
+            && let Some(end) = policy::group_window_end(a.created_at, c.group_wait)
+            && end > now
+        {
+            return Plan::Defer(end);
+        }
         if let Some(until) = c.quiet_hours.as_ref().and_then(|q| q.until(now, &a.severity)) {
             return Plan::Defer(until);
         }
@@ -1174,19 +1184,10 @@ impl Notifier {
     pub async fn tick(&self) -> anyhow::Result<usize> {
         let now = now_ms();
         let due = self.store.claim_outbox(now, 60_000, 256).await?;
-        // People's channels over their rate cap: what is due goes out as one digest.
+        // People's channels' messages, sent after the others (grouping, the rate cap).
         let mut held: std::collections::BTreeMap<String, Vec<(OutboxItem, Alert, Change)>> =
             std::collections::BTreeMap::new();
-        // Rows of each channel not looked at yet in this tick, this one included.
-        let mut left: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for item in &due {
-            *left.entry(item.channel.clone()).or_default() += 1;
-        }
-        for item in &due {
-            let still = left.get(&item.channel).copied().unwrap_or(1);
-            if let Some(n) = left.get_mut(&item.channel) {
-                *n -= 1;
-            }
             let c = self.channels.iter().find(|c| c.name == item.channel);
             let kind = if item.channel == AUDIT_ALERTS {
                 AUDIT_ALERTS
@@ -1233,44 +1234,77 @@ impl Notifier {
                 }
                 Plan::Send(change) => change,
             };
-            if let Some(c) = c.filter(|c| policy::for_people(c.kind) && c.max_per_hour > 0) {
-                let room =
-                    self.cap.lock().expect("not poisoned").room(&c.name, c.max_per_hour, now);
-                let waiting = held.get(&c.name).map_or(0, Vec::len);
-                // The last message of the hour is kept for the digest of what is left.
-                if room == 0 || (room == 1 && still > 1) || waiting > 0 {
-                    held.entry(c.name.clone()).or_default().push((item.clone(), alert, change));
-                    continue;
+            match c.filter(|c| policy::for_people(c.kind)) {
+                Some(c) => {
+                    held.entry(c.name.clone()).or_default().push((item.clone(), alert, change))
                 }
-                self.cap.lock().expect("not poisoned").sent(&c.name, now);
+                None => {
+                    let result = self.deliver(item, a, change).await;
+                    self.record(item, a, change, result, &count).await?;
+                }
             }
-            let result = self.deliver(item, a, change).await;
-            self.record(item, a, change, result, &count).await?;
         }
+        // People's channels: new alerts of one rule due together go out as one message; then
+        // the rate cap, past which the rest goes out as one digest.
         for (name, items) in held {
             let Some(c) = self.channels.iter().find(|c| c.name == name) else { continue };
             let count = |result: &str| {
                 self.metrics.notifications.with_label_values(&[c.kind.as_str(), result]).inc();
             };
-            let room = self.cap.lock().expect("not poisoned").room(&name, c.max_per_hour, now);
+            let messages = policy::bundle(items, !c.group_wait.is_zero());
+            let room = if c.max_per_hour == 0 {
+                usize::MAX
+            } else {
+                let mut cap = self.cap.lock().expect("not poisoned");
+                cap.room(&name, c.max_per_hour, now) as usize
+            };
             if room == 0 {
                 let at = self.cap.lock().expect("not poisoned").next_room(&name, now);
-                for (item, _, _) in &items {
+                for (item, _, _) in messages.iter().flatten() {
                     self.store.defer_delivery(item.id, at).await?;
                     count("deferred");
                 }
                 continue;
             }
-            self.cap.lock().expect("not poisoned").sent(&name, now);
-            let result = if let [(_, a, change)] = items.as_slice() {
-                deliver_to(c, &self.http, &self.dashboard_url, a, *change).await
-            } else {
-                let alerts: Vec<(Alert, Change)> =
-                    items.iter().map(|(_, a, ch)| (a.clone(), *ch)).collect();
-                deliver_digest(c, &self.http, &alerts).await
-            };
-            for (item, a, change) in &items {
-                self.record(item, a, *change, result.clone(), &count).await?;
+            let over = messages.len() > room;
+            let mut messages = messages.into_iter();
+            let mut batches: Vec<(Vec<_>, bool)> = messages
+                .by_ref()
+                .take(if over { room - 1 } else { room })
+                .map(|m| (m, false))
+                .collect();
+            if over {
+                batches.push((messages.flatten().collect(), true));
+            }
+            for (items, digest) in batches {
+                if c.max_per_hour > 0 {
+                    self.cap.lock().expect("not poisoned").sent(&name, now);
+                }
+                let result = if let [(_, a, change)] = items.as_slice() {
+                    deliver_to(c, &self.http, &self.dashboard_url, a, *change).await
+                } else {
+                    let alerts: Vec<(Alert, Change)> =
+                        items.iter().map(|(_, a, ch)| (a.clone(), *ch)).collect();
+                    let title = if digest {
+                        format!(
+                            "AuditFlow: {} alert notices over this channel's cap of {} an hour",
+                            alerts.len(),
+                            c.max_per_hour
+                        )
+                    } else {
+                        let (a, _) = &alerts[0];
+                        format!(
+                            "AuditFlow: {} new alerts of {} ({})",
+                            alerts.len(),
+                            a.rule_id,
+                            a.rule_name
+                        )
+                    };
+                    deliver_digest(c, &self.http, &title, &alerts).await
+                };
+                for (item, a, change) in &items {
+                    self.record(item, a, *change, result.clone(), &count).await?;
+                }
             }
         }
         Ok(due.len())
@@ -1321,6 +1355,7 @@ mod tests {
             repeat_interval: repeat_interval(),
             max_per_hour: max_per_hour(),
             quiet_hours: None,
+            group_wait: group_wait(),
         }
     }
 

@@ -530,8 +530,9 @@ fn post_events(http: u16, events: Vec<Value>) {
 /// logins that keeps folding firings (10,000) into one alert gives a Slack channel one message plus at
 /// most `max_updates` updates, `group_interval` apart, and a resolved message; PagerDuty gets trigger,
 /// acknowledge and resolve with one dedup key; Alertmanager the alert firing, re-sent every
-/// `repeat_interval`, then resolved; and a channel with a rate cap of 3 an hour that six new
-/// alerts reach at once sends one of them and a digest of the rest. Every receiver is a real
+/// `repeat_interval`, then resolved; a channel with a rate cap of 3 an hour that six new
+/// alerts reach at once sends one of them and a digest of the rest; and a channel with a
+/// `group_wait` sends the six as one message. Every receiver is a real
 /// HTTPS server trusted through the channel's CA file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storms_fold_into_few_messages_and_the_lifecycle_reaches_the_receivers() {
@@ -549,7 +550,9 @@ async fn storms_fold_into_few_messages_and_the_lifecycle_reaches_the_receivers()
          [[notify.channels]]\nname = \"storm\"\nkind = \"slack\"\nurl = \"https://localhost:{port}/storm\"\nca_file = \"{ca}\"\n\
          tags = [\"brute-force\"]\ngroup_interval = \"2s\"\nmax_updates = 2\n\
          [[notify.channels]]\nname = \"capped\"\nkind = \"slack\"\nurl = \"https://localhost:{port}/capped\"\nca_file = \"{ca}\"\n\
-         tags = [\"brute-force\"]\nmax_per_hour = 3\nmax_updates = 0\nsend_resolved = false\n\
+         tags = [\"brute-force\"]\nmax_per_hour = 3\nmax_updates = 0\nsend_resolved = false\ngroup_wait = \"0s\"\n\
+         [[notify.channels]]\nname = \"grouped\"\nkind = \"slack\"\nurl = \"https://localhost:{port}/grouped\"\nca_file = \"{ca}\"\n\
+         tags = [\"brute-force\"]\nmax_updates = 0\nsend_resolved = false\ngroup_wait = \"5s\"\n\
          [[notify.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"https://localhost:{port}/pd\"\nca_file = \"{ca}\"\nsecret_file = \"{}\"\n\
          tags = [\"brute-force\"]\n\
          [[notify.channels]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"https://localhost:{port}/am\"\nca_file = \"{ca}\"\n\
@@ -689,6 +692,17 @@ async fn storms_fold_into_few_messages_and_the_lifecycle_reaches_the_receivers()
     assert!(texts[2].contains("5 alert notices over this channel's cap of 3 an hour"), "{texts:?}");
     assert_eq!(texts[2].matches("\n• ").count(), 5, "{texts:?}");
     assert!((1..6).all(|u| texts[2].contains(&format!("for user{u} on"))), "{texts:?}");
+    // The grouping channel (group_wait 5 s): the six new alerts of one rule in one message.
+    wait_until(Duration::from_secs(20), "the grouped message", async || at("/grouped").len() >= 2)
+        .await;
+    let grouped: Vec<String> =
+        at("/grouped").iter().map(|m| m["text"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(grouped.len(), 2, "mallory's alert, then the six together: {grouped:?}");
+    assert!(
+        grouped[1].contains("6 new alerts of ANLY-SEC-001 (Failed Login Burst Detection)"),
+        "{grouped:?}"
+    );
+    assert!((0..6).all(|u| grouped[1].contains(&format!("for user{u} on"))), "{grouped:?}");
 }
 
 /// An SMTP server over implicit TLS (port 465 style) that requires AUTH PLAIN with `user` and

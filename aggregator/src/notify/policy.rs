@@ -188,6 +188,36 @@ impl RateCap {
     }
 }
 
+/// The end of the `group_wait` window an alert created at `created_at` (Unix ms) falls in:
+/// windows are aligned to multiples of `wait`, so every alert of a window becomes due at the
+/// same moment and the notifier sees them together. `None` when grouping is off.
+pub fn group_window_end(created_at: i64, wait: Duration) -> Option<i64> {
+    let w = i64::try_from(wait.as_millis()).ok().filter(|w| *w > 0)?;
+    Some((created_at.div_euclid(w) + 1) * w)
+}
+
+/// The messages a people's channel sends for `items` (due together): new alerts of one rule
+/// in one message when `group` is on, everything else one message each, in order.
+pub fn bundle<T>(items: Vec<(T, Alert, Change)>, group: bool) -> Vec<Vec<(T, Alert, Change)>> {
+    let mut out: Vec<Vec<(T, Alert, Change)>> = Vec::new();
+    for item in items {
+        let joins = (group && item.2 == Change::Created)
+            .then(|| {
+                out.iter()
+                    .position(|m| m[0].2 == Change::Created && m[0].1.rule_id == item.1.rule_id)
+            })
+            .flatten();
+        match joins {
+            Some(i) => out[i].push(item),
+            None => out.push(vec![item]),
+        }
+    }
+    out
+}
+
+/// The default `group_wait`: new alerts of a rule within 10 s go out as one message.
+pub const GROUP_WAIT: Duration = Duration::from_secs(10);
+
 /// The default `group_interval`: updates of one alert at most every 5 minutes.
 pub const GROUP_INTERVAL: Duration = Duration::from_secs(300);
 /// The default `repeat_interval` of an Alertmanager channel.
@@ -262,6 +292,31 @@ mod tests {
         let bad =
             QuietHours { from: "25:00".into(), to: "7".into(), severities: vec!["LOUD".into()] };
         assert_eq!(bad.problems("c").len(), 3, "{:?}", bad.problems("c"));
+    }
+
+    #[test]
+    fn group_windows_are_aligned_and_bundles_hold_one_rules_new_alerts() {
+        let w = Duration::from_secs(10);
+        assert_eq!(group_window_end(12_345, w), Some(20_000));
+        assert_eq!(group_window_end(19_999, w), Some(20_000), "same window, same moment");
+        assert_eq!(group_window_end(20_000, w), Some(30_000));
+        assert_eq!(group_window_end(12_345, Duration::ZERO), None);
+        let a = |rule: &str| {
+            let mut a = crate::notify::tests::alert("t", "n", "WARNING");
+            a.rule_id = rule.into();
+            a
+        };
+        let items = vec![
+            (1, a("R-1"), Change::Created),
+            (2, a("R-2"), Change::Created),
+            (3, a("R-1"), Change::Created),
+            (4, a("R-1"), Change::Resolved),
+        ];
+        let ids = |b: &Vec<Vec<(i32, Alert, Change)>>| {
+            b.iter().map(|m| m.iter().map(|x| x.0).collect::<Vec<_>>()).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&bundle(items.clone(), true)), [vec![1, 3], vec![2], vec![4]]);
+        assert_eq!(ids(&bundle(items, false)), [vec![1], vec![2], vec![3], vec![4]]);
     }
 
     #[test]
