@@ -170,6 +170,24 @@ svc_journal_tools() {
   svc_log "journal: $(journalctl --version | head -n 1), systemd-journal-remote"
 }
 
+# The notifier's e-mail is tested against a real SMTP server with STARTTLS and AUTH: aiosmtpd
+# (PyPI, pinned) in its own venv under target/tools, run by aggregator/tests/smtpd.py.
+# Exports AIOSMTPD_PYTHON, the venv's python.
+svc_smtp_tools() {
+  local root venv pin=aiosmtpd==1.4.6
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  venv="$root/target/tools/smtpd-venv"
+  if ! [ -x "$venv/bin/python" ] || ! grep -qx "$pin" "$venv/pin" 2>/dev/null; then
+    python3 -c 'import venv, ensurepip' 2>/dev/null || svc_apt_install python3-venv
+    rm -rf "$venv"
+    python3 -m venv "$venv" &&
+      "$venv/bin/pip" install -q --disable-pip-version-check "$pin" &&
+      echo "$pin" >"$venv/pin" || { svc_log "cannot install $pin"; return 1; }
+  fi
+  export AIOSMTPD_PYTHON="$venv/bin/python"
+  svc_log "smtp: $("$AIOSMTPD_PYTHON" -c 'import aiosmtpd; print("aiosmtpd", aiosmtpd.__version__)')"
+}
+
 services_up() {
   svc_postgres
   svc_redis

@@ -123,6 +123,7 @@ if want test; then
   stage "services" services_up
   stage "browser" svc_browser
   stage "journal-tools" svc_journal_tools
+  stage "smtp-tools" svc_smtp_tools
   stage "tests" run_tests
   stage "fuzz" fuzz_smoke
 elif want deploy || want images; then

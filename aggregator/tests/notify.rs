@@ -283,6 +283,21 @@ fn test_pki(
     tag: &str,
 ) -> (String, rustls::pki_types::CertificateDer<'static>, rustls::pki_types::PrivateKeyDer<'static>)
 {
+    let (ca, cert, key, _, _) = test_pki_pem(tag);
+    (ca, cert, key)
+}
+
+/// A CA made for the test and a `localhost` certificate it signed, as DER and as PEM (the
+/// certificate, then its key).
+fn test_pki_pem(
+    tag: &str,
+) -> (
+    String,
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+    String,
+    String,
+) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -297,6 +312,8 @@ fn test_pki(
         ca_cert.pem(),
         cert.der().clone(),
         rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        cert.pem(),
+        key.serialize_pem(),
     )
 }
 
@@ -793,6 +810,97 @@ fn smtps_sink(user: &str, password: &str, out: std::sync::mpsc::Sender<String>) 
         }
     });
     (port, ca_pem)
+}
+
+/// E-mail through a real SMTP server, aiosmtpd (PyPI, installed by scripts/test.sh), that
+/// requires STARTTLS before anything and AUTH over TLS: the mail arrives with its headers and
+/// both parts after the server's certificate was checked against the channel's `ca_file`; a
+/// channel with the wrong password is refused (535), and its delivery waits for a retry with
+/// the server's answer recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_through_a_real_smtp_server_with_starttls_and_auth() {
+    let python = std::env::var("AIOSMTPD_PYTHON").unwrap_or_else(|_| {
+        panic!("AIOSMTPD_PYTHON is not set: a real SMTP server (aiosmtpd) is required for this test; run scripts/test.sh")
+    });
+    let env = Env::new("notify_starttls").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, _, cert, key) = test_pki_pem("smtpd");
+    for (name, pem) in [("ca.pem", &ca), ("cert.pem", &cert), ("key.pem", &key)] {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    std::fs::write(dir.path().join("good.password"), "smtp-password-0123456789\n").unwrap();
+    std::fs::write(dir.path().join("bad.password"), "not-the-password\n").unwrap();
+    let out = dir.path().join("mail");
+    std::fs::create_dir(&out).unwrap();
+    let port = free_port();
+    let mut server = std::process::Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/smtpd.py"))
+        .arg(port.to_string())
+        .args([dir.path().join("cert.pem"), dir.path().join("key.pem")])
+        .args(["alerts@example.org", "smtp-password-0123456789"])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start aiosmtpd");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready", "aiosmtpd did not start");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+    let d = dir.path().display();
+    let channel = |name: &str, password: &str| {
+        format!(
+            "[[notify.channels]]\nname = \"{name}\"\nkind = \"email\"\nsmtp = \"localhost:{port}\"\nsmtp_tls = \"starttls\"\n\
+             ca_file = \"{d}/ca.pem\"\nsmtp_user = \"alerts@example.org\"\nsmtp_password_file = \"{d}/{password}\"\n\
+             from = \"AuditFlow <alerts@example.org>\"\nto = [\"ops@example.org\"]\ngroup_wait = \"0s\"\n"
+        )
+    };
+    let top = format!(
+        "[notify]\nmax_attempts = 20\n{}{}",
+        channel("mail", "good.password"),
+        channel("badmail", "bad.password")
+    );
+    let a = start_and_brute_force(&env, dir.path(), "notify_starttls", &top, "pi-mail", 930);
+    let first = out.join("1.eml");
+    wait_until(Duration::from_secs(20), "the mail at the SMTP server", async || first.exists())
+        .await;
+    let mail = std::fs::read_to_string(&first).unwrap();
+    for needle in [
+        "Subject: [AuditFlow CRITICAL] 3 failed logins for mallory on pi-mail",
+        "From: AuditFlow <alerts@example.org>",
+        "To: ops@example.org",
+        "Date: ",
+        "Message-ID: <",
+        "multipart/alternative",
+        "Content-Type: text/plain",
+        "Content-Type: text/html",
+    ] {
+        assert!(mail.contains(needle), "no `{needle}` in:\n{mail}");
+    }
+    // The wrong password: refused by the server, retried, its answer on the delivery.
+    let list = request(a.http, "GET", "/api/v1/alerts", Some(OPERATOR), None, &[]).json();
+    let id = list["alerts"][0]["id"].as_str().unwrap().to_owned();
+    wait_until(Duration::from_secs(20), "the refused login recorded", async || {
+        let d = request(a.http, "GET", &format!("/api/v1/alerts/{id}"), Some(OPERATOR), None, &[])
+            .json();
+        d["deliveries"].as_array().into_iter().flatten().any(|x| {
+            x["channel"] == "badmail"
+                && x["state"] == "pending"
+                && x["last_error"].as_str().is_some_and(|e| e.contains("535"))
+        })
+    })
+    .await;
+    assert!(!out.join("2.eml").exists(), "a mail got through with the wrong password");
 }
 
 /// E-mail to a server that speaks only TLS and requires AUTH: the mail arrives with Date,
