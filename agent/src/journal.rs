@@ -377,11 +377,52 @@ pub struct DirectorySummary {
 /// --source journal` and the parse benchmark.
 pub fn parse_directory(
     dir: &std::path::Path,
-    mut sink: impl FnMut(Event),
+    sink: impl FnMut(Event),
 ) -> Result<DirectorySummary, String> {
     let journal = sdjournal::Journal::open_dir(dir)
         .map_err(|e| format!("cannot open the journal in {}: {e}", dir.display()))?;
     let items = journal.query().iter().map_err(|e| format!("cannot read the journal: {e}"))?;
+    Ok(parse_entries(items.map(|item| item.ok().as_ref().and_then(convert).map(|(e, _)| e)), sink))
+}
+
+/// The same as [`parse_directory`], with the entries read through `journalctl --directory
+/// DIR --output=export` (the journalctl reader's path: the export stream and its reader).
+pub fn parse_directory_with_journalctl(
+    journalctl: &std::path::Path,
+    dir: &std::path::Path,
+    sink: impl FnMut(Event),
+) -> Result<DirectorySummary, String> {
+    let mut child = Command::new(journalctl)
+        .args(["--output=export", "--no-pager", "--quiet", "--directory"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", journalctl.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut reader = ExportReader::new(BufReader::with_capacity(64 * 1024, stdout));
+    let mut failed = None;
+    let entries = std::iter::from_fn(|| match reader.next_entry() {
+        Ok(e) => e.map(Some),
+        Err(e) => {
+            failed = Some(e.to_string());
+            None
+        }
+    });
+    let summary = parse_entries(entries, sink);
+    let status = child.wait().map_err(|e| e.to_string())?;
+    match failed {
+        Some(e) => Err(format!("the export stream is broken: {e}")),
+        None if !status.success() => Err(format!("journalctl: {status}")),
+        None => Ok(summary),
+    }
+}
+
+/// Counts and parses `entries` (`None`: one the reader could not read).
+fn parse_entries(
+    entries: impl Iterator<Item = Option<Entry>>,
+    mut sink: impl FnMut(Event),
+) -> DirectorySummary {
     let mut parsers = Parsers { auth: AuthParser::new(time::OffsetDateTime::now_utc().year()) };
     let mut s = DirectorySummary::default();
     let mut out = Vec::new();
@@ -391,8 +432,8 @@ pub fn parse_directory(
             sink(event);
         }
     };
-    for item in items {
-        let Some((entry, _)) = item.ok().as_ref().and_then(convert) else {
+    for entry in entries {
+        let Some(entry) = entry else {
             s.unreadable += 1;
             continue;
         };
@@ -406,7 +447,7 @@ pub fn parse_directory(
     }
     parsers.auth.finish(&mut out);
     drain(&mut out, &mut s);
-    Ok(s)
+    s
 }
 
 /// Ends the child when the source is cancelled, so that the blocked read returns, and returns
