@@ -66,14 +66,25 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let (spool, report) =
         Spool::open(Path::new(&config.spool.dir), config.spool.max_bytes, config.spool.fsync)
             .with_context(|| format!("open the spool in {}", config.spool.dir))?;
-    if report.torn_records > 0 || report.state_corrupt {
+    if report.repaired() {
         tracing::warn!(
             torn_records = report.torn_records,
             torn_events = report.torn_events,
+            skipped_bytes = report.skipped_bytes,
+            damaged_segments = report.damaged_segments,
+            unreadable_segments = report.unreadable_segments,
             state_corrupt = report.state_corrupt,
-            "spool repaired on start"
+            "spool repaired on start (damaged segments are kept in {}/quarantine)",
+            config.spool.dir
         );
     }
+    metrics.spool_repairs.with_label_values(&["skipped_bytes"]).inc_by(report.skipped_bytes);
+    metrics.spool_repairs.with_label_values(&["damaged_segments"]).inc_by(report.damaged_segments);
+    metrics
+        .spool_repairs
+        .with_label_values(&["unreadable_segments"])
+        .inc_by(report.unreadable_segments);
+    metrics.spool_repairs.with_label_values(&["torn_records"]).inc_by(report.torn_records);
     tracing::info!(
         node = %node_id,
         epoch = spool.epoch(),

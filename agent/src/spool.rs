@@ -6,12 +6,24 @@
 //!   changes only when the spool is lost (a new directory); `acked` is the exclusive upper
 //!   bound of acknowledged sequence numbers.
 //! * `seg-NNNNNNNNNNNNNNNNNNNN` — segment files named by their first record's sequence number.
-//!   Each record is `len: u32 LE | crc32(payload): u32 LE | first_seq: u64 LE | count: u32 LE |
-//!   payload`, the payload being the encoded envelope frame exactly as it is sent.
+//!   Each record is `len: u32 LE | crc32: u32 LE | first_seq: u64 LE | count: u32 LE |
+//!   payload`, the payload being the encoded envelope frame exactly as it is sent. The CRC
+//!   covers `first_seq`, `count` and the payload, which the top bit of `len` says
+//!   ([`CRC_COVERS_HEADER`]); records without it, written by earlier agents, have a CRC of
+//!   the payload alone and are still read.
 //!
-//! On open, a record that is cut short or fails its checksum (a write torn by a power cut)
-//! ends its segment: the rest is cut off and counted, never a crash loop. Sequence numbers
-//! continue after the last intact record, so no gap appears downstream.
+//! On open, every segment is scanned:
+//! * a record cut short at the end of a segment (a write torn by a power cut) is cut off;
+//! * a record that fails its checksum in the middle (a bad sector, a stray write) costs that
+//!   record only: the scan resyncs to the next intact record (a header whose length fits,
+//!   whose sequence number follows the last intact one and whose payload matches its checksum)
+//!   and keeps everything after it. The damaged segment is copied to `quarantine/` for
+//!   inspection first;
+//! * a segment that cannot be read (an I/O error) is tried three times, then moved to
+//!   `quarantine/`, and the agent starts without it.
+//!
+//! All of it is counted (records, events, bytes) and reported upstream as `spool_corrupt`
+//! drops, never a crash loop. Sequence numbers continue after the last intact record.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -21,9 +33,28 @@ use std::path::{Path, PathBuf};
 
 const HEADER: usize = 20;
 const STATE: &str = "state";
+/// Where damaged and unreadable segments are kept for inspection.
+pub const QUARANTINE: &str = "quarantine";
+/// Most events one record may claim when resyncing (a batch is far smaller).
+const MAX_COUNT: u32 = 1 << 20;
+/// How far past the last intact record a resynced record's sequence number may start: the
+/// events of the damaged records in between.
+const MAX_SEQ_GAP: u64 = 1 << 32;
 const SEGMENT_PREFIX: &str = "seg-";
 /// Largest record accepted on replay; anything claiming more is corrupt.
 const MAX_RECORD: u32 = 16 << 20;
+/// In `len`: the CRC covers `first_seq` and `count` too (a damaged count would otherwise make
+/// a record claim events it does not hold).
+pub const CRC_COVERS_HEADER: u32 = 1 << 31;
+
+/// The CRC of a record with its header's sequence number and count.
+fn record_crc(first_seq: u64, count: u32, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&first_seq.to_le_bytes());
+    h.update(&count.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
 
 /// One spooled batch, located on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +95,22 @@ pub struct OpenReport {
     pub state_corrupt: bool,
     /// Records found waiting for an acknowledgement.
     pub replay_records: usize,
+    /// Bytes skipped over damage in the middle of segments (resynced past).
+    pub skipped_bytes: u64,
+    /// Segments with damage in the middle, copied to `quarantine/`.
+    pub damaged_segments: u64,
+    /// Segments that could not be read, moved to `quarantine/`.
+    pub unreadable_segments: u64,
+}
+
+impl OpenReport {
+    /// Whether opening repaired anything.
+    pub fn repaired(&self) -> bool {
+        self.torn_records > 0
+            || self.state_corrupt
+            || self.damaged_segments > 0
+            || self.unreadable_segments > 0
+    }
 }
 
 /// Why an append was refused.
@@ -144,9 +191,25 @@ impl Spool {
             bytes: 0,
             fsync,
         };
-        for name in names {
+        for (i, &name) in names.iter().enumerate() {
             let path = spool.segment_path(name);
-            let Scan { records, good_len, torn } = scan_segment(&path, name)?;
+            let Some(Scan { records, good_len, torn, skipped }) = scan_with_retries(&path, name)
+            else {
+                report.unreadable_segments += 1;
+                report.torn_records += 1;
+                // Its events: up to the next segment's first; unknown for the last one.
+                let end = names.get(i + 1).copied().unwrap_or(name);
+                report.torn_events += end.saturating_sub(name.max(spool.acked));
+                quarantine(dir, &path, true);
+                continue;
+            };
+            if skipped.bytes > 0 {
+                report.damaged_segments += 1;
+                report.skipped_bytes += skipped.bytes;
+                report.torn_records += skipped.records;
+                report.torn_events += skipped.events;
+                quarantine(dir, &path, false);
+            }
             if let Some((torn_records, torn_events)) = torn {
                 report.torn_records += torn_records;
                 report.torn_events += torn_events;
@@ -182,6 +245,13 @@ impl Spool {
                 }
                 None => report.new_epoch = true,
             }
+        }
+        if report.unreadable_segments > 0 && !report.new_epoch {
+            // The lost segment's sequence numbers may have been sent already, and the ones
+            // after the last intact record could be given out again: a new epoch keeps new
+            // batches from looking like repeats upstream (the intact records keep theirs).
+            spool.epoch = new_epoch();
+            report.new_epoch = true;
         }
         if report.state_corrupt || report.new_epoch {
             write_state(dir, spool.epoch, spool.acked)?;
@@ -256,8 +326,8 @@ impl Spool {
         }
         let (file, size) = self.active.as_mut().expect("an active segment was just ensured");
         let mut buf = Vec::with_capacity(HEADER + frame.len());
-        buf.extend_from_slice(&len.to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(frame).to_le_bytes());
+        buf.extend_from_slice(&(len | CRC_COVERS_HEADER).to_le_bytes());
+        buf.extend_from_slice(&record_crc(self.next_seq, count, frame).to_le_bytes());
         buf.extend_from_slice(&self.next_seq.to_le_bytes());
         buf.extend_from_slice(&count.to_le_bytes());
         buf.extend_from_slice(frame);
@@ -266,6 +336,11 @@ impl Spool {
         {
             // Leave no half record behind for the next append to follow.
             let _ = file.set_len(*size);
+            if e.kind() == io::ErrorKind::StorageFull {
+                // The disk is full before the cap is: the same as the cap (shed by priority,
+                // smaller envelopes may still fit), and over once space returns.
+                return Err(AppendError::Full { used: self.bytes, cap: self.bytes, need });
+            }
             return Err(e.into());
         }
         let record = Record {
@@ -341,56 +416,137 @@ impl Spool {
 struct Scan {
     /// The intact records, in order.
     records: Vec<Record>,
-    /// Length of the intact prefix.
+    /// Length to keep: up to the end of the last intact record.
     good_len: u64,
-    /// When the segment was cut short or corrupt: records and events lost.
+    /// When the segment's end was cut short or corrupt: records and events lost there.
     torn: Option<(u64, u64)>,
+    /// Damage in the middle that the scan resynced past.
+    skipped: Skipped,
 }
 
-/// Reads a segment's intact records.
-fn scan_segment(path: &Path, name: u64) -> io::Result<Scan> {
-    let mut file = File::open(path)?;
-    let total = file.seek(SeekFrom::End(0))?;
-    file.seek(SeekFrom::Start(0))?;
-    let mut data = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    file.read_to_end(&mut data)?;
-    let mut records = Vec::new();
-    let mut pos = 0usize;
-    while pos < data.len() {
-        let rest = &data[pos..];
-        let header = rest.get(..HEADER);
-        let parsed = header.map(|h| {
-            let len = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
-            let crc = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
-            let first_seq = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
-            let count = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
-            (len, crc, first_seq, count)
-        });
-        let intact = parsed.and_then(|(len, crc, first_seq, count)| {
-            let payload = rest.get(HEADER..HEADER + len as usize)?;
-            (len <= MAX_RECORD && crc32fast::hash(payload) == crc).then_some(Record {
-                segment: name,
-                offset: pos as u64,
-                len,
-                first_seq,
-                count,
-            })
-        });
-        match intact {
-            Some(r) => {
-                pos += r.bytes() as usize;
-                records.push(r);
-            }
-            None => {
-                // Events of the torn record, if its header survived and looks sane.
-                let events = parsed
-                    .filter(|(len, ..)| *len <= MAX_RECORD)
-                    .map_or(0, |(.., count)| u64::from(count));
-                return Ok(Scan { records, good_len: pos as u64, torn: Some((1, events)) });
+/// Damage in the middle of a segment, resynced past.
+#[derive(Debug, Default)]
+struct Skipped {
+    bytes: u64,
+    /// Damaged regions (each at least one record).
+    records: u64,
+    /// Events in them: the gap in sequence numbers.
+    events: u64,
+}
+
+/// Scans a segment, trying again after an I/O error (a flaky SD card); `None` when it stays
+/// unreadable.
+fn scan_with_retries(path: &Path, name: u64) -> Option<Scan> {
+    let mut wait = std::time::Duration::from_millis(100);
+    for attempt in 1..=3 {
+        match scan_segment(path, name) {
+            Ok(scan) => return Some(scan),
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), attempt, error = %e, "cannot read a spool segment");
+                if attempt < 3 {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
             }
         }
     }
-    Ok(Scan { records, good_len: pos as u64, torn: None })
+    None
+}
+
+/// Keeps a damaged segment for inspection under `quarantine/`: a copy (the spool goes on
+/// using the intact records in it), or the file itself when it cannot be read (`moved`).
+/// Failing to is only logged: the spool must open.
+fn quarantine(dir: &Path, path: &Path, moved: bool) {
+    let to = dir.join(QUARANTINE);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let target = to.join(format!("{name}.{stamp}"));
+    let result = fs::create_dir_all(&to).and_then(|()| {
+        if moved { fs::rename(path, &target) } else { fs::copy(path, &target).map(drop) }
+    });
+    match result {
+        Ok(()) => {
+            tracing::warn!(segment = %path.display(), kept = %target.display(), "a damaged spool segment was quarantined")
+        }
+        Err(e) => {
+            tracing::warn!(segment = %path.display(), error = %e, "cannot quarantine a damaged spool segment")
+        }
+    }
+}
+
+/// The record whose header starts `rest`, when it is intact: a length within the limits and
+/// the data, and a payload that matches its checksum. `after`: when resyncing, the sequence
+/// number the record must start at or after (a plausible successor of the last intact one).
+fn intact_at(rest: &[u8], segment: u64, offset: usize, after: Option<u64>) -> Option<Record> {
+    let h = rest.get(..HEADER)?;
+    let raw_len = u32::from_le_bytes(h[0..4].try_into().ok()?);
+    let (len, covers_header) = (raw_len & !CRC_COVERS_HEADER, raw_len & CRC_COVERS_HEADER != 0);
+    let crc = u32::from_le_bytes(h[4..8].try_into().ok()?);
+    let first_seq = u64::from_le_bytes(h[8..16].try_into().ok()?);
+    let count = u32::from_le_bytes(h[16..20].try_into().ok()?);
+    if len > MAX_RECORD {
+        return None;
+    }
+    if let Some(min) = after
+        && (count == 0 || count > MAX_COUNT || first_seq < min || first_seq - min > MAX_SEQ_GAP)
+    {
+        return None;
+    }
+    let payload = rest.get(HEADER..HEADER + len as usize)?;
+    let expected = if covers_header {
+        record_crc(first_seq, count, payload)
+    } else {
+        crc32fast::hash(payload)
+    };
+    (expected == crc).then_some(Record { segment, offset: offset as u64, len, first_seq, count })
+}
+
+/// Reads a segment's intact records, resyncing past damage in the middle.
+fn scan_segment(path: &Path, name: u64) -> io::Result<Scan> {
+    let mut file = File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    let total = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(0))?;
+    // The capacity is a hint: a segment is at most a few MiB, whatever its size claims.
+    let mut data = Vec::with_capacity(usize::try_from(total).unwrap_or(0).min(64 << 20));
+    file.read_to_end(&mut data)?;
+    let mut records: Vec<Record> = Vec::new();
+    let mut skipped = Skipped::default();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        if let Some(r) = intact_at(&data[pos..], name, pos, None) {
+            pos += r.bytes() as usize;
+            records.push(r);
+            continue;
+        }
+        // Damage at `pos`: look for the next intact record that follows the last good one.
+        let expected = records.last().map_or(name, Record::end_seq);
+        let next = (pos + 1..data.len().saturating_sub(HEADER - 1))
+            .find_map(|at| intact_at(&data[at..], name, at, Some(expected)));
+        let Some(r) = next else {
+            // Nothing intact after it: a torn end, cut off. Events of the torn record, if
+            // its header survived and looks sane.
+            let events = data[pos..]
+                .get(..HEADER)
+                .map(|h| {
+                    let len = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"))
+                        & !CRC_COVERS_HEADER;
+                    let count = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
+                    if len <= MAX_RECORD { u64::from(count) } else { 0 }
+                })
+                .unwrap_or(0);
+            return Ok(Scan { records, good_len: pos as u64, torn: Some((1, events)), skipped });
+        };
+        skipped.bytes += r.offset - pos as u64;
+        skipped.records += 1;
+        skipped.events += r.first_seq - expected;
+        pos = r.offset as usize;
+    }
+    Ok(Scan { records, good_len: pos as u64, torn: None, skipped })
 }
 
 /// `None`: no state file; `Some(None)`: a state file that does not parse.

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub journal_entries: IntCounterVec,
     /// Bytes in the spool.
     pub spool_bytes: IntGauge,
+    /// Repairs of the spool on start, per kind.
+    pub spool_repairs: IntCounterVec,
     /// Connections (re)established to the upstream.
     pub connects: IntCounter,
     /// 1 while connected upstream.
@@ -88,6 +90,11 @@ impl Metrics {
                 "use",
             ),
             spool_bytes: gauge("auditflow_agent_spool_bytes", "Bytes in the spool."),
+            spool_repairs: counter_vec(
+                "auditflow_agent_spool_repairs_total",
+                "Spool repairs on start: torn_records (cut off or resynced past), skipped_bytes, damaged_segments (copied to quarantine/), unreadable_segments (moved to quarantine/).",
+                "kind",
+            ),
             connects: counter(
                 "auditflow_agent_upstream_connects_total",
                 "Connections established to the upstream.",

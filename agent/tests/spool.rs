@@ -156,26 +156,79 @@ fn the_cap_refuses_appends_and_an_ack_makes_room() {
     spool.append(1, &big).expect("room after the ack");
 }
 
-#[test]
-fn garbage_in_a_segment_is_cut_and_counted_not_fatal() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
-        for _ in 0..3 {
-            let first = spool.next_seq();
-            spool.append(4, &frame(first, 4)).unwrap();
-        }
+fn three_batches_of_four(dir: &Path) -> std::path::PathBuf {
+    let (mut spool, _) = Spool::open(dir, 1 << 20, false).unwrap();
+    for _ in 0..3 {
+        let first = spool.next_seq();
+        spool.append(4, &frame(first, 4)).unwrap();
     }
-    let seg = last_segment(dir.path()).unwrap();
+    last_segment(dir).unwrap()
+}
+
+fn quarantined(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("quarantine")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn damage_in_the_middle_costs_that_record_only_and_the_segment_is_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = three_batches_of_four(dir.path());
     let mut bytes = std::fs::read(&seg).unwrap();
     let second = 20 + frame(0, 4).len();
     bytes[second + 25] ^= 0xff; // corrupt the second record's payload
     std::fs::write(&seg, &bytes).unwrap();
     let (spool, report) = Spool::open(dir.path(), 1 << 20, false).unwrap();
-    assert_eq!(report.torn_records, 1);
-    assert_eq!(report.torn_events, 4);
-    assert_eq!(spool.pending().count(), 1);
-    assert_eq!(spool.next_seq(), 4, "sequence continues after the last intact record");
+    assert_eq!((report.torn_records, report.torn_events), (1, 4), "{report:?}");
+    assert_eq!(
+        (report.damaged_segments, report.skipped_bytes),
+        (1, (20 + frame(4, 4).len()) as u64)
+    );
+    let kept: Vec<u64> = spool.pending().map(|r| r.first_seq).collect();
+    assert_eq!(kept, [0, 8], "the third batch, after the damage, is kept");
+    assert_eq!(spool.read(&spool.pending().nth(1).copied().unwrap()).unwrap(), frame(8, 4));
+    assert_eq!(spool.next_seq(), 12, "sequence continues after the last intact record");
+    assert_eq!(quarantined(dir.path()), 1, "a copy kept for inspection");
+    // The repaired spool opens clean next time: the damage is still there, skipped again,
+    // and nothing else is lost.
+    drop(spool);
+    let (spool, again) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+    assert_eq!(spool.pending().count(), 2);
+    assert_eq!(again.torn_events, 4);
+}
+
+#[test]
+fn garbage_at_the_end_is_cut_and_counted_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = three_batches_of_four(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let third = 2 * 20 + frame(0, 4).len() + frame(4, 4).len();
+    bytes[third + 25] ^= 0xff; // corrupt the last record's payload
+    std::fs::write(&seg, &bytes).unwrap();
+    let (spool, report) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+    assert_eq!((report.torn_records, report.torn_events, report.skipped_bytes), (1, 4, 0));
+    assert_eq!(spool.pending().count(), 2);
+    assert_eq!(spool.next_seq(), 8, "sequence continues after the last intact record");
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), third as u64, "the torn end is cut off");
+}
+
+#[test]
+fn an_unreadable_segment_is_quarantined_and_the_spool_opens_in_a_new_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (epoch, first_seg) = {
+        let (mut spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+        spool.append(4, &frame(0, 4)).unwrap();
+        (spool.epoch(), last_segment(dir.path()).unwrap())
+    };
+    // A "segment" that no read succeeds on (a directory: EISDIR, even for root), after the
+    // readable one.
+    std::fs::create_dir(dir.path().join("seg-00000000000000000100")).unwrap();
+    let (spool, report) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+    assert_eq!(report.unreadable_segments, 1, "{report:?}");
+    assert!(report.new_epoch && spool.epoch() != epoch, "new batches must not look like repeats");
+    assert_eq!(spool.pending().count(), 1, "the readable segment's record is kept");
+    assert!(first_seg.exists());
+    assert!(!dir.path().join("seg-00000000000000000100").exists(), "moved to quarantine");
+    assert_eq!(quarantined(dir.path()), 1);
 }
 
 #[test]
@@ -208,4 +261,74 @@ fn a_corrupt_state_file_recovers_the_epoch_from_the_records_and_replays_everythi
     let (spool, report) = Spool::open(empty.path(), 1 << 20, false).unwrap();
     assert!(report.state_corrupt && report.new_epoch);
     assert_eq!(spool.pending().count(), 0);
+}
+
+/// Whichever record in the middle is damaged (its header or its payload), every other record
+/// survives, in order, with its own bytes.
+#[test]
+fn any_damaged_record_in_the_middle_costs_only_itself() {
+    let counts = [3u32, 1, 7, 2, 5, 4, 6];
+    let mut offsets = vec![0usize];
+    for (i, c) in counts.iter().enumerate() {
+        let first: u64 = counts[..i].iter().map(|c| u64::from(*c)).sum();
+        offsets.push(offsets[i] + 20 + frame(first, *c).len());
+    }
+    for damaged in 0..counts.len() - 1 {
+        for at in [0usize, 5, 17, 24] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let (mut spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+                for c in counts {
+                    let first = spool.next_seq();
+                    spool.append(c, &frame(first, c)).unwrap();
+                }
+            }
+            let seg = last_segment(dir.path()).unwrap();
+            let mut bytes = std::fs::read(&seg).unwrap();
+            bytes[offsets[damaged] + at] ^= 0x5a;
+            std::fs::write(&seg, &bytes).unwrap();
+            let (spool, report) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+            let kept: Vec<(u64, u32)> = spool.pending().map(|r| (r.first_seq, r.count)).collect();
+            let mut want = Vec::new();
+            let mut seq = 0u64;
+            for (i, c) in counts.iter().enumerate() {
+                if i != damaged {
+                    want.push((seq, *c));
+                }
+                seq += u64::from(*c);
+            }
+            assert_eq!(kept, want, "damage at byte {at} of record {damaged}: {report:?}");
+            for r in spool.pending() {
+                assert_eq!(spool.read(r).unwrap(), frame(r.first_seq, r.count));
+            }
+            assert_eq!(report.torn_events, u64::from(counts[damaged]));
+            assert_eq!(spool.next_seq(), seq);
+        }
+    }
+}
+
+/// A spool written by an earlier agent (a CRC of the payload alone, no flag in `len`) is
+/// still read after an upgrade.
+#[test]
+fn records_of_the_earlier_format_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = frame(0, 2);
+    let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    record.extend_from_slice(&0u64.to_le_bytes());
+    record.extend_from_slice(&2u32.to_le_bytes());
+    record.extend_from_slice(&payload);
+    std::fs::write(dir.path().join("seg-00000000000000000000"), &record).unwrap();
+    std::fs::write(dir.path().join("state"), "7 0\n").unwrap();
+    let (mut spool, report) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+    assert!(!report.repaired(), "{report:?}");
+    assert_eq!(spool.epoch(), 7);
+    let r = spool.pending().next().copied().expect("the old record");
+    assert_eq!((r.first_seq, r.count), (0, 2));
+    assert_eq!(spool.read(&r).unwrap(), payload);
+    // New records follow in the new format, and both replay.
+    spool.append(3, &frame(2, 3)).unwrap();
+    drop(spool);
+    let (spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+    assert_eq!(spool.pending().count(), 2);
 }

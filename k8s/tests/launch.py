@@ -17,10 +17,16 @@ cluster is mapped, and each mapping is checked rather than trusted:
 * a directory that holds only mount points in the container (`/host` of the agent's
   `/host/etc`, `/host/var/log`, … as its sources.files.host_root) → a directory of links to
   those mounts, so that paths under it reach the same volumes.
-* what the install creates beside the manifests (k8s/create-secrets.sh): the Secrets, with
-  test values, and the ConfigMap auditflow-cluster-jwks, with the key set of a test
-  service-account issuer (an EC P-256 key made with openssl for the run) standing in for the
-  cluster's;
+* a URL naming a host outside the manifests (a notification receiver on the Internet or in
+  another namespace: a name with a dot whose first label is no Service of the manifests, so a
+  misspelt Service still fails) → the same URL on 127.0.0.1 at a port nothing listens on, so
+  that a delivery could not leave this machine;
+* what the install creates beside the manifests (k8s/create-secrets.sh; the notification
+  channels' Secret, which the user creates): the Secrets, with test values (a key the
+  configuration reads as a URL, url_file, holds a URL of the kind above; one it reads as CA
+  certificates, ca_file, the test CA), and the ConfigMap auditflow-cluster-jwks, with the key
+  set of a test service-account issuer (an EC P-256 key made with openssl for the run)
+  standing in for the cluster's;
 * a projected service-account token → a token that issuer signs the way the kubelet asks the
   API server to (audience and lifetime from the projection, `sub` the pod's ServiceAccount in
   its namespace, the claim kubernetes.io.node.name the node), issued for k3s's issuer;
@@ -338,6 +344,11 @@ class Context:
         return None
 
 
+def outside_receiver(scheme: str, rest: str = "/auditflow-launch-test") -> str:
+    """A notification receiver's URL for the run: this machine, at a port nothing listens on."""
+    return f"{scheme}://127.0.0.1:{_free_port()}{rest}"
+
+
 def _expand(value: str, env: dict[str, str]) -> str:
     """The kubelet's $(VAR) expansion; $$ escapes."""
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
@@ -427,6 +438,9 @@ class Mapper:
         if host in ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local") and not m.group("port"):
             return value  # the service-account issuer: a name the tokens carry, not an address
         svc = self.ctx.find("Service", host)
+        if svc is None and scheme in ("http", "https") and "." in host \
+                and self.ctx.find("Service", host.split(".")[0]) is None:
+            return outside_receiver(scheme, m.group("rest") or "")
         if svc is None:
             raise LaunchError(f"{value!r} names {host}, which is not a Service of the manifests")
         if scheme == "mqtts" and host not in TLS_NAMES:
@@ -511,6 +525,7 @@ def prepare(ctx: Context, workload: Workload, obj: Obj, root: Path) -> Prepared:
     # Volumes: written or created under root/volumes, owned as fsGroup would make them.
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     mounts: dict[str, Path] = {}
+    secret_files: set[Path] = set()
     for vm in container.get("volumeMounts", []):
         vol = volumes[vm["name"]]
         where = root / "volumes" / vm["name"]
@@ -526,6 +541,7 @@ def prepare(ctx: Context, workload: Workload, obj: Obj, root: Path) -> Prepared:
             if not items:
                 raise LaunchError(f"secret volume {vm['name']}: list its items, so the test knows the keys")
             files = {i["path"]: ctx.secret(name, i["key"]) for i in items}
+            secret_files.update(where / i["path"] for i in items)
         elif "projected" in vol:
             for source in vol["projected"]["sources"]:
                 token = source.get("serviceAccountToken")
@@ -565,7 +581,13 @@ def prepare(ctx: Context, workload: Workload, obj: Obj, root: Path) -> Prepared:
     if not path.is_file():
         raise LaunchError(f"--config {config}: no such file in the container's volumes")
     text = path.read_text()
-    path.write_text(re.sub(r'"([^"\\\n]*)"', lambda m: json.dumps(mapper.string(m.group(1))), text))
+    text = re.sub(r'"([^"\\\n]*)"', lambda m: json.dumps(mapper.string(m.group(1))), text)
+    path.write_text(text)
+    # Secret keys the configuration reads as a URL or as CA certificates: a random string
+    # would not do.
+    for key, file in re.findall(r'^\s*(url_file|ca_file)\s*=\s*"([^"]*)"', text, re.M):
+        if Path(file) in secret_files:
+            Path(file).write_text(outside_receiver("https") + "\n" if key == "url_file" else ctx.tls().files["ca.crt"])
     missing = sorted(set(ports) - mapper.listened)
     if missing:
         raise LaunchError(f"the manifest declares port(s) {missing}, but the configuration does not listen "

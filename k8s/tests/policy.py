@@ -14,6 +14,11 @@ Secrets: no Secret object in a Kustomize render (they are created at install tim
   in a URL's user info or in a ConfigMap (a `*_file` key naming a path is where one is read).
 Service-account tokens: only the agent projects one, for the broker's audience (never the API
   server's), valid an hour at most, mounted read-only.
+Notifications: the aggregator's egress beyond its RabbitMQ, PostgreSQL and Redis ports is what
+  its [[notify.channels]] need: every port a channel's url, smtp or PagerDuty's Events API
+  implies is open, and no other port but at most one per channel whose URL is in a Secret
+  (url_file: the configuration cannot show it); without channels, nothing. No Slack or Discord
+  webhook URL in the configuration: the URL is the secret.
 Plus: NodePort only for the dashboard on 30080, and NodePort or LoadBalancer for the broker's
   MQTT port only through auditflow-broker-external, only over TLS, only from the CIDRs the
   broker's NetworkPolicy names; no RBAC bindings (nothing needs the API); every workload is
@@ -48,8 +53,10 @@ import base64
 import re
 import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import render
 from render import Obj, ident
@@ -213,6 +220,7 @@ def check_render(label: str, objects: list[Obj]) -> list[str]:
                 for m in URL_WITH_PASSWORD.finditer(text):
                     problems.append(f"{name}: {key} has a URL with a password")
     problems.extend(_mqtt_tls(objects))
+    problems.extend(_notify_egress(objects))
     if policies and not any(p["metadata"]["name"] == "auditflow-default-deny" and
                             set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"} for p in policies):
         problems.append("no default-deny NetworkPolicy for ingress and egress")
@@ -276,6 +284,68 @@ def _mqtt_tls(objects: list[Obj]) -> list[str]:
             if (vol.get("secret") or {}).get("secretName") in ("auditflow-broker-tls", "auditflow-tls-ca"):
                 problems.append(f"{ident(obj)}: mounts the Secret {vol['secret']['secretName']} (a private key); "
                                 "only the broker may")
+    return problems
+
+
+# Where a channel connects when its configuration names no URL (the aggregator's default for
+# pagerduty), and the port of a URL that names none.
+PAGERDUTY_EVENTS = "https://events.pagerduty.com/v2/enqueue"
+SCHEME_PORTS = {"https": 443, "http": 80}
+# The aggregator's services, whose ports its NetworkPolicy opens besides the notifications'.
+SERVICE_URL_ENV = ("AMQP_URL", "DATABASE_URL", "REDIS_URL")
+
+
+def _notify_egress(objects: list[Obj]) -> list[str]:
+    """The aggregator's egress beyond its services is exactly what its notification channels
+    need (see the module's docstring)."""
+    cm = next((o for o in objects if o["kind"] == "ConfigMap"
+               and o["metadata"]["name"].startswith("auditflow-aggregator-config")), None)
+    deployment = _find(objects, "Deployment", "auditflow-aggregator")
+    policy = _find(objects, "NetworkPolicy", "auditflow-aggregator")
+    if cm is None or deployment is None or policy is None:
+        return []
+    try:
+        config = tomllib.loads(cm["data"]["aggregator.toml"])
+    except (KeyError, tomllib.TOMLDecodeError) as e:
+        return [f"ConfigMap/auditflow-aggregator-config: no valid aggregator.toml: {e}"]
+    channels = config.get("notify", {}).get("channels", [])
+    env = deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    service_ports = set()
+    for e in env:
+        m = re.search(r"://[^/]*:(\d+)(?:/|$)", str(e.get("value", ""))) if e["name"] in SERVICE_URL_ENV else None
+        if m:
+            service_ports.add(int(m.group(1)))
+    problems = []
+    opened: set[int] = set()
+    for rule in policy["spec"].get("egress", []):
+        if not rule.get("ports"):
+            problems.append("NetworkPolicy/auditflow-aggregator: an egress rule without ports opens every port")
+        opened.update(p["port"] for p in rule.get("ports", []) if p.get("port") not in service_ports)
+    needed: dict[int, list[str]] = {}
+    url_in_secret = []
+    for ch in channels:
+        name, kind = ch.get("name"), ch.get("kind")
+        if kind in ("slack", "discord") and ch.get("url"):
+            problems.append(f"ConfigMap/auditflow-aggregator-config: channel {name}: a {kind} webhook URL in a "
+                            "ConfigMap; the URL is the secret (url_file, a key of a Secret)")
+        if kind == "email":
+            port_text = str(ch.get("smtp", "")).rpartition(":")[2]
+            port = int(port_text) if port_text.isdigit() else 0
+        elif ch.get("url_file"):
+            url_in_secret.append(name)
+            continue
+        else:
+            url = urlsplit(ch.get("url") or (PAGERDUTY_EVENTS if kind == "pagerduty" else ""))
+            port = url.port or SCHEME_PORTS.get(url.scheme, 0)
+        needed.setdefault(port, []).append(name)
+    for port, names in sorted(needed.items()):
+        if port not in opened:
+            problems.append(f"NetworkPolicy/auditflow-aggregator: the channel(s) {', '.join(names)} need TCP {port}, "
+                            "which it does not open")
+    extra = sorted(opened - set(needed))
+    if len(extra) > len(url_in_secret):
+        problems.append(f"NetworkPolicy/auditflow-aggregator: opens TCP {extra} besides its services, more than its "
+                        f"notification channels need ({len(url_in_secret)} of them read their URL from a Secret)")
     return problems
 
 

@@ -54,12 +54,15 @@ CHART_CASES = (
     ChartCase("chart-external-services", (K8S / "tests" / "values-external.yaml",), "auditflow"),
     # MQTT without TLS (the one switch the case above cannot flip with it).
     ChartCase("chart-no-tls", (K8S / "tests" / "values-no-tls.yaml",), "auditflow"),
+    # One notification channel of every kind, their secrets in the Secret auditflow-notify.
+    ChartCase("chart-notify", (K8S / "tests" / "values-notify.yaml",), "auditflow"),
 )
 
 KUSTOMIZE_CASES = (
     KustomizeCase("kustomize-base", K8S / "base"),
     *(KustomizeCase(f"kustomize-{env}", K8S / "overlays" / env) for env in ENVIRONMENTS),
     KustomizeCase("kustomize-monitoring", K8S / "tests" / "monitoring"),
+    KustomizeCase("kustomize-notify", K8S / "tests" / "notify"),
 )
 
 # Which chart values correspond to which Kustomize directory (with secrets.generate=false:
@@ -68,6 +71,7 @@ AGREEMENT = (
     ("chart-default", "kustomize-base"),
     *((f"chart-{env}", f"kustomize-{env}") for env in ENVIRONMENTS),
     ("chart-monitoring", "kustomize-monitoring"),
+    ("chart-notify", "kustomize-notify"),
 )
 
 

@@ -159,3 +159,129 @@ credentials_file = "/etc/auditflow/mqtt/credentials"
 {{ $key }} = {{ toJson $value }}
 {{- end }}
 {{- end }}
+
+{{/* A TOML value from values: strings, numbers, booleans and lists through toJson (a JSON
+string or array is a TOML one), with Go's HTML escapes of <, > and & undone where they are
+escapes (a mailbox's "Name <a@example.org>" stays readable; one left escaped is still valid
+TOML); a map becomes an inline table. */}}
+{{- define "auditflow.tomlValue" -}}
+{{- if kindIs "map" . -}}
+{{- $parts := list -}}
+{{- range $k, $v := . -}}
+{{- $parts = append $parts (printf "%s = %s" $k (include "auditflow.tomlValue" $v)) -}}
+{{- end -}}
+{ {{ join ", " $parts }} }
+{{- else -}}
+{{- $s := toJson . -}}
+{{- range $hex, $char := dict "003c" "<" "003e" ">" "0026" "&" -}}
+{{- $s = regexReplaceAll (printf "((?:^|[^\\\\])(?:\\\\\\\\)*)\\\\u%s" $hex) $s (printf "${1}%s" $char) -}}
+{{- end -}}
+{{- $s -}}
+{{- end -}}
+{{- end }}
+
+{{/* The chart's keys of a notify.channels entry that name a key of the Secret
+notify.secretName, and the TOML key each becomes (a path under /etc/auditflow/notify). */}}
+{{- define "auditflow.notifySecretKeys" -}}
+{{- toJson (dict "urlKey" "url_file" "secretKey" "secret_file" "smtpPasswordKey" "smtp_password_file" "caKey" "ca_file") -}}
+{{- end }}
+
+{{/* The keys of the Secret notify.secretName that notify.channels name, sorted, as JSON: the
+aggregator mounts these and no others. */}}
+{{- define "auditflow.notifyKeys" -}}
+{{- $keys := list -}}
+{{- $chartKeys := keys (include "auditflow.notifySecretKeys" . | fromJson) -}}
+{{- range .Values.notify.channels -}}
+{{- $ch := . -}}
+{{- range $chartKeys -}}
+{{- with index $ch . -}}{{- $keys = append $keys (toString .) -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $keys | uniq | sortAlpha | toJson -}}
+{{- end }}
+
+{{/* The aggregator's [[notify.channels]] tables, one per notify.channels entry: its keys as
+they are in TOML, the chart's keys (urlKey, secretKey, smtpPasswordKey, caKey) turned into
+*_file paths into the Secret's mount, egressPort and egressTo left out (they shape the
+NetworkPolicy only). Empty without channels. */}}
+{{- define "auditflow.notifyChannels" -}}
+{{- $secretKeys := include "auditflow.notifySecretKeys" . | fromJson -}}
+{{- range $i, $ch := .Values.notify.channels }}
+{{- $at := printf "notify.channels[%d]" $i }}
+{{- if not (kindIs "map" $ch) }}
+{{- fail (printf "%s: a channel is a map of its keys (name, kind, …)" $at) }}
+{{- end }}
+{{- if not (and $ch.name $ch.kind) }}
+{{- fail (printf "%s: needs a name and a kind" $at) }}
+{{- end }}
+{{- if and (has (toString $ch.kind) (list "slack" "discord")) $ch.url }}
+{{- fail (printf "%s (%s): a %s webhook URL is itself the secret: put it into the Secret notify.secretName and name its key in urlKey" $at $ch.name $ch.kind) }}
+{{- end }}
+{{- if and $ch.urlKey $ch.url }}
+{{- fail (printf "%s (%s): url or urlKey, not both" $at $ch.name) }}
+{{- end }}
+{{- if eq $i 0 }}
+# Added by the chart (notify.channels). Paths under /etc/auditflow/notify are keys of the
+# Secret {{ $.Values.notify.secretName | default "(none)" }}, read at every delivery (a rotated Secret needs no restart).
+{{- else }}
+{{ "" }}
+{{- end }}
+[[notify.channels]]
+name = {{ include "auditflow.tomlValue" $ch.name }}
+kind = {{ include "auditflow.tomlValue" $ch.kind }}
+{{- $table := omit $ch "name" "kind" "urlKey" "secretKey" "smtpPasswordKey" "caKey" "egressPort" "egressTo" }}
+{{- range $chartKey, $tomlKey := $secretKeys }}
+{{- with index $ch $chartKey }}
+{{- if hasKey $ch $tomlKey }}
+{{- fail (printf "%s (%s): %s or %s, not both" $at $ch.name $chartKey $tomlKey) }}
+{{- end }}
+{{- if not $.Values.notify.secretName }}
+{{- fail (printf "%s (%s): %s names a key of notify.secretName, which is empty" $at $ch.name $chartKey) }}
+{{- end }}
+{{- if or (not (regexMatch "^[-._a-zA-Z0-9]+$" (toString .))) (has (toString .) (list "." "..")) }}
+{{- fail (printf "%s (%s): %s %q is not a Secret key (letters, digits, '-', '_', '.')" $at $ch.name $chartKey .) }}
+{{- end }}
+{{- $_ := set $table $tomlKey (printf "/etc/auditflow/notify/%s" (toString .)) }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := $table }}
+{{ $key }} = {{ include "auditflow.tomlValue" $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The aggregator's configuration file: aggregator.config, then notify.channels. Channels
+written into aggregator.config itself would get no egress and no Secret mount: refused. */}}
+{{- define "auditflow.aggregatorConfig" -}}
+{{- if regexMatch "(?m)^\\s*(\\[\\[\\s*notify\\.channels\\s*\\]\\]|(notify\\.)?channels\\s*=)" .Values.aggregator.config }}
+{{- fail "aggregator.config: notification channels belong in notify.channels, which also opens their egress and mounts their Secret keys; leave them out of the TOML" }}
+{{- end }}
+{{- .Values.aggregator.config }}
+{{- include "auditflow.notifyChannels" . }}
+{{- end }}
+
+{{/* The TCP port a notification channel's receiver listens on: egressPort; else an email
+channel's smtp port; 443 for a URL the aggregator reads from a file (the chart cannot see it;
+egressPort says otherwise) and for PagerDuty's default Events API; else the url's own port or
+its scheme's (https 443, http 80).
+include "auditflow.notifyPort" (dict "ch" $channel "i" $index) */}}
+{{- define "auditflow.notifyPort" -}}
+{{- $ch := .ch -}}
+{{- $port := "" -}}
+{{- if $ch.egressPort -}}
+{{- $port = toString $ch.egressPort -}}
+{{- else if eq (toString $ch.kind) "email" -}}
+{{- $port = regexFind "[0-9]+$" (regexFind ":[0-9]+$" (toString $ch.smtp)) -}}
+{{- else if or $ch.urlKey $ch.url_file -}}
+{{- $port = "443" -}}
+{{- else if $ch.url -}}
+{{- $u := urlParse (toString $ch.url) -}}
+{{- $port = regexFind "[0-9]+$" (regexFind ":[0-9]+$" $u.host) | default (get (dict "https" "443" "http" "80") $u.scheme) -}}
+{{- else if eq (toString $ch.kind) "pagerduty" -}}
+{{- $port = "443" -}}
+{{- end -}}
+{{- if or (not (regexMatch "^[0-9]+$" $port)) (lt (atoi $port) 1) (gt (atoi $port) 65535) -}}
+{{- fail (printf "notify.channels[%d] (%v): cannot tell which port its receiver listens on: give it an https:// or http:// url, a urlKey, an smtp host:port or an egressPort" .i $ch.name) -}}
+{{- end -}}
+{{- $port -}}
+{{- end }}
