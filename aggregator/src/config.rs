@@ -30,6 +30,8 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// Notifications.
     pub notify: NotifyConfig,
+    /// How long what the store keeps is kept.
+    pub retention: RetentionConfig,
     /// Embedded mode.
     pub embedded: EmbeddedConfig,
     /// External services; all empty means embedded mode.
@@ -109,6 +111,47 @@ impl NotifyConfig {
                     .map(|c| crate::store::Channel { name: c.name.clone(), silenceable: true }),
             )
             .collect()
+    }
+}
+
+/// `[retention]`: what the store deletes, in the background, in small batches
+/// (`store::Store::retain`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Resolved alerts, with their firings, history and deliveries, this long after they
+    /// were resolved. "0s": kept for ever.
+    #[serde(with = "duration")]
+    pub resolved_alerts: Duration,
+    /// Firings (evidence and the replay record) this long after they were stored, whatever
+    /// their alert: an alert that stays open keeps its count, its first event and its newest
+    /// evidence.
+    #[serde(with = "duration")]
+    pub firings: Duration,
+    /// Fleet rows of agents not heard from for this long (retired nodes).
+    #[serde(with = "duration")]
+    pub agents: Duration,
+    /// The database's bound, MiB of live data: past it, the oldest resolved alerts go first,
+    /// then the oldest firings, until it is under. 0: no bound.
+    pub max_db_mb: u64,
+    /// How often the retention runs.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Rows per delete (a short transaction each, so ingestion never waits long).
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let day = 86_400;
+        Self {
+            resolved_alerts: Duration::from_secs(90 * day),
+            firings: Duration::from_secs(30 * day),
+            agents: Duration::from_secs(30 * day),
+            max_db_mb: 0,
+            interval: Duration::from_secs(600),
+            batch: 1000,
+        }
     }
 }
 
@@ -293,6 +336,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             hooks: HooksConfig::default(),
             notify: NotifyConfig::default(),
+            retention: RetentionConfig::default(),
             embedded: EmbeddedConfig::default(),
             services: ServicesConfig::default(),
         }
@@ -366,6 +410,9 @@ impl Validate for Config {
         }
         if self.data_dir.is_empty() {
             errors.push("data_dir: must not be empty".into());
+        }
+        if self.retention.interval.is_zero() || self.retention.batch == 0 {
+            errors.push("retention: interval and batch must be more than zero".into());
         }
         if let Err(e) = self.secrets() {
             errors.extend(e);

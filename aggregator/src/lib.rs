@@ -13,6 +13,7 @@ pub mod legacy_alert;
 pub mod notify;
 pub mod pipeline;
 pub mod reload;
+pub mod retention;
 pub mod rule_tests;
 pub mod rules;
 pub mod state;
@@ -207,6 +208,12 @@ pub fn start<S: state::WindowState + 'static>(
         cancel.clone(),
     ));
     tracker.spawn(notifier.run(cancel.clone()));
+    tracker.spawn(retention::run(
+        store.clone(),
+        config.retention.clone(),
+        core.metrics.clone(),
+        cancel.clone(),
+    ));
     tracker.spawn(fleet::run(pipeline, config.detection.agent_silent_after, cancel.clone()));
 }
 

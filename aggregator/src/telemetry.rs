@@ -63,6 +63,10 @@ pub struct Metrics {
     pub heartbeats: IntCounter,
     /// Agents whose last heartbeat is older than `detection.agent_silent_after`.
     pub agents_silent: IntGauge,
+    /// The alert store's data, bytes (retention.rs).
+    pub store_bytes: IntGauge,
+    /// Rows retention deleted, per kind.
+    pub retention_deleted: IntCounterVec,
     /// API requests refused for want of a token (`401`) or role (`403`), or because the
     /// address sent too many wrong tokens (`429`).
     pub api_denied: IntCounterVec,
@@ -154,6 +158,16 @@ impl Metrics {
             agents_silent: gauge(
                 "auditflow_aggregator_agents_silent",
                 "Agents whose heartbeats stopped.",
+            ),
+            store_bytes: gauge(
+                "auditflow_aggregator_store_bytes",
+                "The alert store's data in bytes (SQLite: without free pages; PostgreSQL: the database's size), measured by each retention run.",
+            ),
+            retention_deleted: counter_vec(
+                "auditflow_aggregator_retention_deleted_total",
+                "Rows retention deleted: resolved alerts (with their firings, history and deliveries), firings, retired agents.",
+                "what",
+                &["resolved_alerts", "firings", "agents"],
             ),
             api_denied: counter_vec(
                 "auditflow_aggregator_api_denied_total",

@@ -3,6 +3,7 @@
 //! own per case, dropped afterwards). Fails loudly, naming PostgreSQL, when it is missing.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use aggregator::detect::Firing;
 use aggregator::store::{
@@ -125,6 +126,7 @@ conformance!(
     stats_and_rule_counts,
     outbox,
     legacy_offsets,
+    ninety_days,
 );
 
 async fn folding(store: SharedStore) {
@@ -589,4 +591,102 @@ async fn legacy_offsets(store: SharedStore) {
     assert_eq!(ids(store.list_alerts_offset(2, 2).await.unwrap()), [3, 2]);
     assert_eq!(ids(store.list_alerts_offset(10, 4).await.unwrap()), [1]);
     assert!(store.list_alerts_offset(10, 5).await.unwrap().is_empty());
+}
+
+/// Ninety simulated days (event and wall-clock times spread over them): ten alerts a day with
+/// four firings each, resolved three days later, a node that retires on day 0 and one that
+/// reports daily, retention run every day. Afterwards nothing is older than its retention,
+/// open and recent alerts are all there, and on SQLite a size bound is met on the spot.
+async fn ninety_days(store: SharedStore) {
+    const DAY: i64 = 86_400_000;
+    let metrics = aggregator::telemetry::Metrics::new();
+    let mut config = aggregator::config::RetentionConfig {
+        resolved_alerts: Duration::from_secs(30 * 86_400),
+        firings: Duration::from_secs(14 * 86_400),
+        agents: Duration::from_secs(30 * 86_400),
+        max_db_mb: 0,
+        interval: Duration::from_secs(600),
+        batch: 50,
+    };
+    let beat = |node: &str| Heartbeat {
+        node_id: node.into(),
+        version: "0.1.0".into(),
+        uptime_secs: 60,
+        spool_bytes: 0,
+        events_sent: 1,
+        dropped: Default::default(),
+        rules_version: "abc".into(),
+        ts: Timestamp::from_unix(0, 0),
+    };
+    store.record_heartbeats(&[beat("pi-retired")], NOW).await.unwrap();
+    let alert_id = |day: i64, i: i64| Uuid::from_u128(((day * 10 + i) * 10) as u128 + 1);
+    let mut deleted = (0, 0);
+    for day in 0..90i64 {
+        let wall = NOW + day * DAY;
+        let mut batch = Vec::new();
+        for i in 0..10i64 {
+            for k in 0..4i64 {
+                let n = ((day * 10 + i) * 10 + k) as u128 + 1;
+                batch.push(firing("R-1", &format!("u{day}-{i}"), "pi-a", day * DAY + k * 1000, n));
+            }
+        }
+        store.commit_at(&batch, wall).await.unwrap();
+        store.record_heartbeats(&[beat("pi-live")], wall).await.unwrap();
+        if day >= 3 {
+            for i in 0..10 {
+                let done = store
+                    .transition(
+                        alert_id(day - 3, i),
+                        aggregator::store::Action::Resolve,
+                        "t",
+                        "",
+                        wall,
+                    )
+                    .await
+                    .unwrap();
+                assert!(matches!(done, aggregator::store::Transitioned::Done(_)), "{done:?}");
+            }
+        }
+        let r = aggregator::retention::run_once(&store, &config, wall, &metrics).await.unwrap();
+        deleted.0 += r.resolved_alerts;
+        deleted.1 += r.firings;
+    }
+    let end = NOW + 89 * DAY;
+    // Alerts resolved before day 59 (created up to day 55) are past their 30 days.
+    assert_eq!(deleted.0, 56 * 10, "resolved alerts deleted");
+    assert!(store.find_alert(alert_id(55, 0)).await.unwrap().is_none());
+    for (day, open) in [(56, false), (70, false), (86, false), (87, true), (89, true)] {
+        let a = store.find_alert(alert_id(day, 0)).await.unwrap().expect("kept");
+        assert_eq!(a.status == aggregator::store::Status::Open, open, "day {day}");
+    }
+    // Firings stored before day 75 (14 days) are gone, whatever their alert; newer ones kept.
+    assert_eq!(deleted.1, 75 * 10 * 4, "firings deleted by age");
+    let detail = store.alert(alert_id(74, 0)).await.unwrap().unwrap();
+    assert!(detail.evidence.is_empty(), "day 74's firings: {}", detail.evidence.len());
+    let detail = store.alert(alert_id(75, 0)).await.unwrap().unwrap();
+    assert_eq!(detail.evidence.len(), 4, "day 75's firings are 14 days old, not older");
+    let agents = store.agents().await.unwrap();
+    assert_eq!(agents.iter().map(|a| a.node.as_str()).collect::<Vec<_>>(), ["pi-live"]);
+    assert!(metrics.store_bytes.get() > 0);
+    assert_eq!(metrics.retention_deleted.with_label_values(&["resolved_alerts"]).get(), deleted.0);
+
+    // A size bound, met at once where the size follows deletes (SQLite): the oldest resolved
+    // alerts go first, then the oldest firings.
+    if store.size_follows_deletes() {
+        // A burst of firings into one open alert first, to be well over the bound.
+        let burst: Vec<Firing> = (0..3000u128)
+            .map(|k| firing("R-1", "u89-0", "pi-a", 89 * DAY + 10_000 + k as i64, 10_000_000 + k))
+            .collect();
+        store.commit_at(&burst, end).await.unwrap();
+        let before = store.live_bytes().await.unwrap();
+        assert!(before > 1 << 20, "{before} bytes: too few to test a bound");
+        config.max_db_mb = 1;
+        let r = aggregator::retention::run_once(&store, &config, end, &metrics).await.unwrap();
+        assert!(
+            r.live_bytes <= 1 << 20,
+            "{} bytes over a 1 MiB bound (was {before})",
+            r.live_bytes
+        );
+        assert!(store.find_alert(alert_id(89, 0)).await.unwrap().is_some(), "open alerts stay");
+    }
 }

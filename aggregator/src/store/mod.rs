@@ -511,6 +511,28 @@ pub struct OutboxItem {
     pub delivered_at: Option<i64>,
 }
 
+/// What retention deletes ([`Store::retain_batch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retain {
+    /// Resolved alerts by resolution time, with their firings, history and deliveries.
+    ResolvedAlerts,
+    /// Firings by when they were stored.
+    Firings,
+    /// Fleet rows (and their source reports) by when the agent was last heard.
+    Agents,
+}
+
+impl Retain {
+    /// The name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retain::ResolvedAlerts => "resolved_alerts",
+            Retain::Firings => "firings",
+            Retain::Agents => "agents",
+        }
+    }
+}
+
 /// A channel's deliveries as the outbox records them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ChannelState {
@@ -582,6 +604,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn agents(&self) -> anyhow::Result<Vec<Agent>>;
     /// Each channel's deliveries: counts per state, the last delivery and the last error.
     async fn channel_states(&self) -> anyhow::Result<Vec<ChannelState>>;
+    /// Deletes at most `batch` of the oldest rows of `what` older than `cutoff` (Unix ms;
+    /// `i64::MAX`: whatever the age), with what depends on them, in one short transaction;
+    /// returns how many rows of `what` went.
+    async fn retain_batch(&self, what: Retain, cutoff: i64, batch: i64) -> anyhow::Result<u64>;
+    /// Bytes of data in the database (SQLite: without its free pages; PostgreSQL: the
+    /// database's size, dead rows included until autovacuum reuses them).
+    async fn live_bytes(&self) -> anyhow::Result<i64>;
+    /// Whether [`Store::live_bytes`] drops as soon as rows are deleted (SQLite), so that a
+    /// size bound can be met by deleting until it is under.
+    fn size_follows_deletes(&self) -> bool;
+    /// Gives freed space back to the disk (SQLite's incremental vacuum); nothing on
+    /// PostgreSQL, whose autovacuum makes it reusable.
+    async fn reclaim(&self) -> anyhow::Result<()>;
     /// Alerts created in `[from, to)` in buckets of `bucket` ms.
     async fn stats(&self, from: i64, to: i64, bucket: i64) -> anyhow::Result<Vec<Bucket>>;
     /// Firings per rule.

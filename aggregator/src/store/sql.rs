@@ -647,6 +647,84 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn retain_batch(
+                &self,
+                what: $crate::store::Retain,
+                cutoff: i64,
+                batch: i64,
+            ) -> anyhow::Result<u64> {
+                use $crate::store::Retain;
+                let mut tx = self.pool.begin().await.context("begin")?;
+                let deleted = match what {
+                    Retain::ResolvedAlerts => {
+                        // The same oldest resolved alerts, chosen again by each statement inside
+                        // the one transaction; their dependants first.
+                        const PICK: &str = "SELECT id FROM alerts WHERE status = 'resolved'
+                             AND updated_at < $1 ORDER BY updated_at, id LIMIT $2";
+                        for table in ["outbox", "alert_history", "firings"] {
+                            let sql = format!("DELETE FROM {table} WHERE alert_id IN ({PICK})");
+                            sqlx::query(sqlx::AssertSqlSafe(sql))
+                                .bind(cutoff)
+                                .bind(batch)
+                                .execute(&mut *tx)
+                                .await
+                                .with_context(|| format!("delete old {table} rows"))?;
+                        }
+                        let sql = format!("DELETE FROM alerts WHERE id IN ({PICK})");
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(cutoff)
+                            .bind(batch)
+                            .execute(&mut *tx)
+                            .await
+                            .context("delete old alerts")?
+                            .rows_affected()
+                    }
+                    Retain::Firings => sqlx::query(
+                        "DELETE FROM firings WHERE id IN (SELECT id FROM firings
+                             WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+                    )
+                    .bind(cutoff)
+                    .bind(batch)
+                    .execute(&mut *tx)
+                    .await
+                    .context("delete old firings")?
+                    .rows_affected(),
+                    Retain::Agents => {
+                        const PICK: &str = "SELECT node FROM agents WHERE last_seen < $1
+                             ORDER BY last_seen LIMIT $2";
+                        let sql = format!("DELETE FROM agent_sources WHERE node IN ({PICK})");
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(cutoff)
+                            .bind(batch)
+                            .execute(&mut *tx)
+                            .await
+                            .context("delete old source reports")?;
+                        let sql = format!("DELETE FROM agents WHERE node IN ({PICK})");
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(cutoff)
+                            .bind(batch)
+                            .execute(&mut *tx)
+                            .await
+                            .context("delete retired agents")?
+                            .rows_affected()
+                    }
+                };
+                tx.commit().await.context("commit")?;
+                Ok(deleted)
+            }
+
+            async fn live_bytes(&self) -> anyhow::Result<i64> {
+                self.backend_live_bytes().await
+            }
+
+            fn size_follows_deletes(&self) -> bool {
+                Self::SIZE_FOLLOWS_DELETES
+            }
+
+            async fn reclaim(&self) -> anyhow::Result<()> {
+                self.backend_reclaim().await
+            }
+
             async fn channel_states(&self) -> anyhow::Result<Vec<$crate::store::ChannelState>> {
                 let rows: Vec<(String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
                     "SELECT channel,

@@ -44,6 +44,20 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("open SQLite database {}", path.display()))?;
+        // Incremental auto-vacuum, so that retention's deletes give space back to an SD card
+        // (backend_reclaim). The mode is fixed when the file is laid out: a new database takes
+        // it before its first table; an older one is rewritten once (VACUUM), as it starts.
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+            .fetch_one(&pool)
+            .await
+            .context("PRAGMA auto_vacuum")?;
+        if mode != 2 {
+            sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+                .execute(&pool)
+                .await
+                .context("set incremental auto-vacuum")?;
+            sqlx::query("VACUUM").execute(&pool).await.context("VACUUM into incremental mode")?;
+        }
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("apply migrations")?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
@@ -51,6 +65,39 @@ impl SqliteStore {
             .await
             .with_context(|| format!("open SQLite database {}", path.display()))?;
         Ok(Self { pool, read, channels })
+    }
+}
+
+impl SqliteStore {
+    /// Deleted rows free pages at once (they move to the free list).
+    const SIZE_FOLLOWS_DELETES: bool = true;
+
+    async fn backend_live_bytes(&self) -> anyhow::Result<i64> {
+        let pragma = |name: &'static str| {
+            let read = &self.read;
+            async move {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+                    .fetch_one(read)
+                    .await
+                    .with_context(|| format!("PRAGMA {name}"))
+            }
+        };
+        let (pages, free, size) = (
+            pragma("page_count").await?,
+            pragma("freelist_count").await?,
+            pragma("page_size").await?,
+        );
+        Ok((pages - free) * size)
+    }
+
+    /// Returns the free pages to the file system, a bounded number at a time (each call is
+    /// one short write).
+    async fn backend_reclaim(&self) -> anyhow::Result<()> {
+        sqlx::query("PRAGMA incremental_vacuum(4096)")
+            .execute(&self.pool)
+            .await
+            .context("incremental vacuum")?;
+        Ok(())
     }
 }
 
