@@ -83,6 +83,7 @@ pub async fn run_once(
         }
     }
     let bound = i64::try_from(config.max_db_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+    metrics.store_bound_bytes.set(if config.max_db_mb > 0 { bound } else { 0 });
     if config.max_db_mb > 0 {
         let rounds = if store.size_follows_deletes() { SIZE_ROUNDS } else { 1 };
         for _ in 0..rounds {

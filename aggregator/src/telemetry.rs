@@ -65,6 +65,8 @@ pub struct Metrics {
     pub agents_silent: IntGauge,
     /// The alert store's data, bytes (retention.rs).
     pub store_bytes: IntGauge,
+    /// `retention.max_db_mb` in bytes (0: no bound).
+    pub store_bound_bytes: IntGauge,
     /// Rows retention deleted, per kind.
     pub retention_deleted: IntCounterVec,
     /// API requests refused for want of a token (`401`) or role (`403`), or because the
@@ -162,6 +164,10 @@ impl Metrics {
             store_bytes: gauge(
                 "auditflow_aggregator_store_bytes",
                 "The alert store's data in bytes (SQLite: without free pages; PostgreSQL: the database's size), measured by each retention run.",
+            ),
+            store_bound_bytes: gauge(
+                "auditflow_aggregator_store_bound_bytes",
+                "retention.max_db_mb in bytes; 0: no bound.",
             ),
             retention_deleted: counter_vec(
                 "auditflow_aggregator_retention_deleted_total",
