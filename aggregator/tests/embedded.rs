@@ -148,3 +148,84 @@ fn a_taken_mqtt_port_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("not available"), "{err}");
 }
+
+fn auditflow(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(support::workspace_bin("auditflow"))
+        .args(["--data-dir", dir.join("data").to_str().unwrap()])
+        .args(args)
+        .env_remove("AMQP_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run auditflow")
+}
+
+/// A backup taken while the demo agent's alerts keep coming holds every alert committed
+/// before it; a restore is refused while AuditFlow runs, and once it is stopped brings the
+/// backup back (the replaced store kept beside it).
+#[test]
+fn a_backup_taken_during_ingestion_restores_every_alert_committed_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path());
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let token = token.trim().to_owned();
+    let t = Instant::now();
+    let mut before = Vec::new();
+    while before.len() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(60), "too few demo alerts: {}", before.len());
+        std::thread::sleep(Duration::from_millis(500));
+        before = alerts(running.http, &token);
+    }
+    let backup = dir.path().join("backup.db");
+    let out = auditflow(dir.path(), &["backup", backup.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.starts_with("backup: ") && text.contains(" alerts, "), "{text}");
+    let again = auditflow(dir.path(), &["backup", backup.to_str().unwrap()]);
+    assert!(!again.status.success(), "an existing file is never overwritten");
+    let refused = auditflow(dir.path(), &["restore", backup.to_str().unwrap()]);
+    assert!(!refused.status.success(), "a restore under a running AuditFlow: {refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("stop it first"), "{refused:?}");
+    // Ingestion went on after the backup; the live store has more than the backup then.
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, _, _) = stop(running);
+    assert!(status.success());
+
+    let restored = auditflow(dir.path(), &["restore", backup.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&restored.stdout);
+    assert!(restored.status.success(), "{restored:?}");
+    assert!(text.contains("kept as"), "{text}");
+    let second = start(dir.path());
+    let after = alerts(second.http, &token);
+    for a in &before {
+        assert!(
+            after.iter().any(|x| x["id"] == a["id"]),
+            "alert {} missing after the restore",
+            a["id"]
+        );
+    }
+    let (status, _, _) = stop(second);
+    assert!(status.success());
+    let kept = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("before-restore"));
+    assert!(kept, "the replaced store is kept");
+    // Two AuditFlows on one data directory: the second is refused.
+    let first = start(dir.path());
+    let twin = auditflow(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "run",
+        ],
+    );
+    assert!(!twin.status.success(), "{twin:?}");
+    assert!(String::from_utf8_lossy(&twin.stderr).contains("stop it first"), "{twin:?}");
+    stop(first);
+}

@@ -29,7 +29,36 @@ impl DataDir {
 
     /// The SQLite URL of the alert store.
     pub fn database_url(&self) -> String {
-        format!("sqlite:{}", self.root.join("auditflow.db").display())
+        format!("sqlite:{}", self.database().display())
+    }
+
+    /// The alert store's file.
+    pub fn database(&self) -> PathBuf {
+        self.root.join("auditflow.db")
+    }
+
+    /// Takes the data directory for this process (an exclusive lock on `lock`, released when
+    /// the returned file is dropped or the process ends): two AuditFlows on one directory, or a
+    /// restore under a running one, would corrupt it.
+    pub fn lock(&self) -> anyhow::Result<std::fs::File> {
+        let path = self.root.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "AuditFlow is running with the data directory {} (it holds {}): stop it first",
+                self.root.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(anyhow::Error::new(e).context(format!("lock {}", path.display())))
+            }
+        }
     }
 
     /// The local agent's spool.

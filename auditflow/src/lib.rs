@@ -25,9 +25,29 @@ pub const NO_SERVICES: &str = "auditflow runs the whole system in one process an
      auditflow-aggregator, the cluster service, with them";
 
 /// Runs embedded mode until `cancel` fires.
+/// `auditflow backup PATH`: a consistent copy of the alert store while AuditFlow runs.
+pub async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<String> {
+    let dir = datadir::DataDir::open(&config.data_dir)?;
+    let r = aggregator::store::sqlite::backup(&dir.database(), to).await?;
+    Ok(format!("backup: {} alerts, {} bytes, in {}", r.alerts, r.bytes, to.display()))
+}
+
+/// `auditflow restore PATH`: the alert store replaced by a backup (AuditFlow stopped: the data
+/// directory's lock is taken for it).
+pub async fn restore(config: &Config, from: &std::path::Path) -> anyhow::Result<String> {
+    let dir = datadir::DataDir::open(&config.data_dir)?;
+    let _lock = dir.lock()?;
+    let (r, kept) = aggregator::store::sqlite::restore(from, &dir.database()).await?;
+    let kept = kept
+        .map_or(String::new(), |k| format!("; the store it replaced is kept as {}", k.display()));
+    Ok(format!("restored: {} alerts from {}{kept}", r.alerts, from.display()))
+}
+
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let config = &config;
     anyhow::ensure!(config.is_embedded(), NO_SERVICES);
+    // Held until the process stops.
+    let _lock = datadir::DataDir::open(&config.data_dir)?.lock()?;
     aggregator::run_profile(
         config,
         cancel,

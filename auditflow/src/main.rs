@@ -35,12 +35,43 @@ struct Cli {
     #[arg(long, global = true)]
     no_demo: bool,
     #[command(subcommand)]
-    command: Option<runtime::cli::Command>,
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Run,
+    /// Print the documented default configuration.
+    PrintDefaultConfig,
+    /// Check the configuration and exit: 0 when valid, 64 with every problem listed when not.
+    CheckConfig,
+    /// Copy the alert store to PATH while AuditFlow runs: one consistent snapshot (SQLite's
+    /// VACUUM INTO), checked after it is written.
+    Backup {
+        /// The new file (refused if it exists).
+        path: PathBuf,
+    },
+    /// Replace the alert store with the backup at PATH. AuditFlow must be stopped; the store
+    /// it replaces is kept beside it.
+    Restore {
+        /// The backup file.
+        path: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    runtime::cli::main::<Config>(BINARY, DEFAULT_TOML, &cli.args, cli.command, |mut config| {
+    let (common, copy) = match cli.command {
+        None | Some(Command::Run) => (Some(runtime::cli::Command::Run), None),
+        Some(Command::PrintDefaultConfig) => {
+            (Some(runtime::cli::Command::PrintDefaultConfig), None)
+        }
+        Some(Command::CheckConfig) => (Some(runtime::cli::Command::CheckConfig), None),
+        Some(Command::Backup { path }) => (Some(runtime::cli::Command::Run), Some((true, path))),
+        Some(Command::Restore { path }) => (Some(runtime::cli::Command::Run), Some((false, path))),
+    };
+    runtime::cli::main::<Config>(BINARY, DEFAULT_TOML, &cli.args, common, |mut config| {
         // Command-line flags win over the file (typed like the config, nothing new to check).
         if let Some(d) = &cli.data_dir {
             config.data_dir = d.display().to_string();
@@ -63,7 +94,38 @@ fn main() -> ExitCode {
             eprintln!("{BINARY}: {}", auditflow::NO_SERVICES);
             return runtime::config::exit_config();
         }
+        if let Some((backup, path)) = copy {
+            return copy_store(&config, backup, &path);
+        }
         runtime::process::init_tracing("info,sqlx=warn,rumqttd=warn");
         runtime::process::run_service(BINARY, THREADS, |cancel| auditflow::run(config, cancel))
     })
+}
+
+/// `backup` and `restore`: 0 when done, 1 with the reason when not.
+fn copy_store(config: &Config, backup: bool, path: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{BINARY}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let done = runtime.block_on(async {
+        if backup {
+            auditflow::backup(config, path).await
+        } else {
+            auditflow::restore(config, path).await
+        }
+    });
+    match done {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{BINARY}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The SQLite alert store (embedded mode), a file under the data directory. Migrations in
 //! `aggregator/migrations/sqlite` are applied when it opens.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -102,3 +102,92 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, SqliteRow);
+
+/// What a backup or a restore found in the copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Alerts in it.
+    pub alerts: i64,
+    /// Its size, bytes.
+    pub bytes: u64,
+}
+
+/// Checks that `path` is an intact AuditFlow store (`PRAGMA integrity_check`, its tables)
+/// and counts its alerts.
+async fn check_copy(path: &Path) -> anyhow::Result<CopyReport> {
+    let options = SqliteConnectOptions::from_str("sqlite:")
+        .context("sqlite options")?
+        .filename(path)
+        .read_only(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("open {}", path.display()))?;
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .context("integrity check")?;
+    anyhow::ensure!(integrity == "ok", "{} is damaged: {integrity}", path.display());
+    let alerts: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts")
+        .fetch_one(&pool)
+        .await
+        .with_context(|| format!("{} is not an AuditFlow alert store", path.display()))?;
+    pool.close().await;
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Ok(CopyReport { alerts, bytes })
+}
+
+/// Copies the store at `db` to `to` while it is in use: `VACUUM INTO`, one consistent
+/// snapshot (every transaction committed before it, none after), compact; then checks the
+/// copy. Refuses to overwrite `to`.
+pub async fn backup(db: &Path, to: &Path) -> anyhow::Result<CopyReport> {
+    anyhow::ensure!(db.exists(), "no alert store at {}", db.display());
+    anyhow::ensure!(!to.exists(), "{} exists: choose a new file", to.display());
+    let options = SqliteConnectOptions::from_str("sqlite:")
+        .context("sqlite options")?
+        .filename(db)
+        .busy_timeout(Duration::from_secs(30));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("open {}", db.display()))?;
+    let target = to.to_str().context("the backup path is not UTF-8")?;
+    sqlx::query("VACUUM INTO ?")
+        .bind(target)
+        .execute(&pool)
+        .await
+        .with_context(|| format!("copy the store into {}", to.display()))?;
+    pool.close().await;
+    check_copy(to).await
+}
+
+/// Replaces the store at `db` with the backup `from` (AuditFlow stopped): checks the backup,
+/// keeps the current store beside it as `<db>.before-restore-<unix seconds>` (with its WAL),
+/// and copies the backup in place (a temporary file renamed, so a crash leaves one or the
+/// other). Returns what the backup holds and where the old store went.
+pub async fn restore(from: &Path, db: &Path) -> anyhow::Result<(CopyReport, Option<PathBuf>)> {
+    let report = check_copy(from).await?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut kept = None;
+    if db.exists() {
+        let aside = PathBuf::from(format!("{}.before-restore-{stamp}", db.display()));
+        std::fs::rename(db, &aside).with_context(|| format!("move {} aside", db.display()))?;
+        for suffix in ["-wal", "-shm"] {
+            let side = PathBuf::from(format!("{}{suffix}", db.display()));
+            if side.exists() {
+                std::fs::rename(&side, format!("{}{suffix}", aside.display()))
+                    .with_context(|| format!("move {} aside", side.display()))?;
+            }
+        }
+        kept = Some(aside);
+    }
+    let tmp = PathBuf::from(format!("{}.restoring", db.display()));
+    std::fs::copy(from, &tmp).with_context(|| format!("copy {}", from.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, db).with_context(|| format!("put the backup at {}", db.display()))?;
+    Ok((report, kept))
+}
