@@ -30,6 +30,11 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // chromedriver's browser outlives it when the session was not closed (a test that
+        // failed, or one that ended without closing): stop it by its profile directory.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &format!("--user-data-dir={}", self.profile.display())])
+            .status();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
