@@ -33,7 +33,7 @@ impl Drop for Browser {
         // chromedriver's browser outlives it when the session was not closed (a test that
         // failed, or one that ended without closing): stop it by its profile directory.
         let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &format!("--user-data-dir={}", self.profile.display())])
+            .args(["-KILL", "-f", &format!("user-data-dir={}", self.profile.display())])
             .status();
         let _ = std::fs::remove_dir_all(&self.profile);
     }

@@ -118,6 +118,7 @@ where
     let mut sessions = Sessions::new("consumer", metrics.rabbitmq_connected.clone());
     while let Some((conn, channel)) = sessions.connect(|| connect(&settings), &cancel).await {
         tracing::info!(queue = settings.feed.queue(), "consuming");
+        metrics.consumer_sessions.with_label_values(&[settings.feed.label()]).inc();
         let result = consume(&settings, &channel, &pipeline, &cancel).await;
         if sessions.ended(conn, result, &cancel).await {
             break;
@@ -188,10 +189,19 @@ async fn consume<S: WindowState, K: AlertSink>(
 
         let mut items = Vec::with_capacity(deliveries.len());
         let mut beats = Vec::new();
+        // The newest delivery that was not rejected: the one the batch's ack names. Acking a
+        // rejected tag is a protocol error that closes the channel (and costs a reconnect).
+        let mut last_kept = None;
         for d in &deliveries {
             match decode(settings.feed, &d.data, settings.max_frame) {
-                Ok(Decoded::Item(item)) => items.push(item),
-                Ok(Decoded::Heartbeat(h)) => beats.push(h),
+                Ok(Decoded::Item(item)) => {
+                    items.push(item);
+                    last_kept = Some(d.delivery_tag);
+                }
+                Ok(Decoded::Heartbeat(h)) => {
+                    beats.push(h);
+                    last_kept = Some(d.delivery_tag);
+                }
                 Err((reason, detail)) => {
                     dead_letter(channel, settings.feed, &d.data, reason, &detail).await?;
                     channel
@@ -227,8 +237,11 @@ async fn consume<S: WindowState, K: AlertSink>(
                 }
             }
         }
-        let last = deliveries.last().map(|d| d.delivery_tag).unwrap_or_default();
-        channel.basic_ack(last, BasicAckOptions { multiple: true }).await.context("ack")?;
+        // `multiple` acks every outstanding delivery up to the tag; the rejected ones before
+        // it are settled already.
+        if let Some(last) = last_kept {
+            channel.basic_ack(last, BasicAckOptions { multiple: true }).await.context("ack")?;
+        }
     }
 }
 

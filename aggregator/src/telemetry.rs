@@ -63,6 +63,8 @@ pub struct Metrics {
     pub heartbeats: IntCounter,
     /// Agents whose last heartbeat is older than `detection.agent_silent_after`.
     pub agents_silent: IntGauge,
+    /// RabbitMQ consumer sessions started, per feed (more than one each: reconnects).
+    pub consumer_sessions: IntCounterVec,
     /// The alert store's data, bytes (retention.rs).
     pub store_bytes: IntGauge,
     /// `retention.max_db_mb` in bytes (0: no bound).
@@ -160,6 +162,12 @@ impl Metrics {
             agents_silent: gauge(
                 "auditflow_aggregator_agents_silent",
                 "Agents whose heartbeats stopped.",
+            ),
+            consumer_sessions: counter_vec(
+                "auditflow_aggregator_consumer_sessions_total",
+                "RabbitMQ consumer sessions started, per feed: more than one means the consumer reconnected.",
+                "feed",
+                &["native", "heartbeats", "legacy"],
             ),
             store_bytes: gauge(
                 "auditflow_aggregator_store_bytes",

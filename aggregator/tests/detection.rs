@@ -160,6 +160,26 @@ async fn undecodable_messages_go_to_the_dead_letter_queue() {
     );
     assert_eq!(message_count(&ch, queues::EVENTS).await, 0, "nothing is requeued");
     assert_eq!(firings(&env.pool().await).await.len(), 1);
+    // An undecodable message last in a batch: the batch's ack names the last good delivery,
+    // never the rejected one (which would close the channel and cost a reconnect).
+    publish(&ch, queues::EVENTS, &envelope("pi-b", 0, vec![file_modified("/etc/shadow", 2.0)]))
+        .await;
+    publish(&ch, queues::EVENTS, b"\x07not a frame either").await;
+    wait_until(Duration::from_secs(30), "the second good envelope", async || {
+        drained(&agg, 2.0).await
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "the third invalid message", async || {
+        agg.metric("auditflow_aggregator_invalid_messages_total") >= 3.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(message_count(&ch, queues::EVENTS).await, 0, "nothing came back");
+    assert_eq!(
+        agg.metric("auditflow_aggregator_consumer_sessions_total{feed=\"native\"}"),
+        1.0,
+        "the consumer kept its first session"
+    );
 }
 
 /// A deterministic mixed scenario on four nodes: bursts, sudo by unexpected users, sensitive

@@ -73,7 +73,7 @@ fn request(port: u16, method: &str, path: &str, token: &str, body: Option<&Value
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-fn wait_http(port: u16, path: &str, child: &mut Child, what: &str) {
+fn wait_http(port: u16, path: &str, child: &mut Child, what: &str, log: &Path) {
     let start = Instant::now();
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -82,7 +82,8 @@ fn wait_http(port: u16, path: &str, child: &mut Child, what: &str) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited: {status}");
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} exited: {status}\n{log}");
         }
         assert!(start.elapsed() < Duration::from_secs(60), "{what} is not ready");
         std::thread::sleep(Duration::from_millis(100));
@@ -205,7 +206,7 @@ fn start_embedded(dir: &Path, procs: &mut Procs, hook_port: u16) -> (u16, u16) {
         .stderr(std::fs::File::create(dir.join("aggregator.log")).unwrap())
         .spawn()
         .expect("start auditflow");
-    wait_http(http, "/readyz", &mut child, "the aggregator");
+    wait_http(http, "/readyz", &mut child, "the aggregator", &dir.join("aggregator.log"));
     procs.0.push(child);
     (http, mqtt)
 }
@@ -454,7 +455,7 @@ async fn standalone_dashboard_proxies_the_api() {
         .stderr(std::fs::File::create(dir.path().join("dashboard.log")).unwrap())
         .spawn()
         .expect("start auditflow-dashboard");
-    wait_http(port, "/readyz", &mut dash, "the dashboard");
+    wait_http(port, "/readyz", &mut dash, "the dashboard", &dir.path().join("dashboard.log"));
     procs.0.push(dash);
 
     // The proxy forwards the API with the caller's token, and only the API.
