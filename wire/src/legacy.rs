@@ -201,7 +201,10 @@ impl KindJson {
         top: &Map<String, Json>,
         details: Option<&Map<String, Json>>,
     ) -> bool {
-        let has = |k: &str| top.contains_key(k) || details.is_some_and(|d| d.contains_key(k));
+        let sent = |k: &str| top.contains_key(k) || details.is_some_and(|d| d.contains_key(k));
+        // `client_ip` is the address under another name: rendering it as `ip_address` is no
+        // guess (the producer's own key is kept beside it).
+        let has = |k: &str| sent(k) || (k == "ip_address" && sent("client_ip"));
         (self.user_id.is_none() || top.contains_key("user_id"))
             && (self.action_result.is_none() || top.contains_key("action_result"))
             && self.details.keys().all(|k| has(k))
@@ -357,8 +360,11 @@ fn typed_kind(event_type: &str, f: &Fields<'_>) -> Option<EventKind> {
     Some(match event_type {
         "user_login" => EventKind::Login {
             user: f.text("user_id")?.to_owned(),
-            src_ip: match f.get("ip_address") {
+            // The address under either name, in `details` or at the top (our contract takes
+            // `client_ip` at the top); the legacy producers' placeholder "N/A" is no address.
+            src_ip: match f.get("ip_address").or_else(|| f.get("client_ip")) {
                 None => None,
+                Some(v) if matches!(v.as_str(), Some("N/A" | "")) || v.is_null() => None,
                 Some(v) => Some(v.as_str()?.parse::<IpAddr>().ok()?),
             },
             method: f.detail("protocol"),

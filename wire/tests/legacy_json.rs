@@ -97,6 +97,19 @@ fn top_level_address_and_resource_are_read() {
     assert_eq!(back["ip_address"], "10.0.0.5", "the original top-level key is kept");
     assert_eq!(back["details"]["ip_address"], "10.0.0.5", "and the canonical one is written");
 
+    // `client_ip` at the top (our contract's name) is read too; the legacy placeholder
+    // "N/A" is no address, not a reason to drop the login's type.
+    for (value, want) in [("10.0.0.9", Some("10.0.0.9")), ("N/A", None)] {
+        let login = json!({
+            "event_id": "2f1b7f0e-8d4c-4a51-9d43-1b2f7c3e9a10", "timestamp": "2025-06-01T12:00:00Z",
+            "event_type": "user_login", "user_id": "bob", "action_result": "FAILURE",
+            "client_ip": value
+        });
+        let e = from_legacy(&login, RECEIVED).unwrap();
+        let EventKind::Login { src_ip, .. } = &e.kind else { panic!("not a login: {e:?}") };
+        assert_eq!(src_ip.map(|ip| ip.to_string()).as_deref(), want, "client_ip {value}");
+    }
+
     let file = json!({
         "event_id": "2f1b7f0e-8d4c-4a51-9d43-1b2f7c3e9a10", "timestamp": "2025-06-01T12:00:00Z",
         "event_type": "file_modified", "user_id": "root", "action_result": "MODIFIED",
