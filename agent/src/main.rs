@@ -69,8 +69,6 @@ fn main() -> ExitCode {
 /// `auditflow-agent parse`: exit 0 when the file was read (whatever its lines held), 64 for a
 /// bad format name, 66 when the file cannot be read.
 fn parse_command(source: &str, file: &Path, year: Option<i32>) -> ExitCode {
-    use std::io::Write;
-
     if source == "journal" {
         return parse_journal(file);
     }
@@ -103,23 +101,10 @@ fn parse_command(source: &str, file: &Path, year: Option<i32>) -> ExitCode {
             }
         }
     };
-    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned());
-    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut seq = 0u64;
-    let mut write_error = None;
-    let summary = agent::parse::parse_reader(format, year, input, |event| {
-        let id = wire::legacy::event_uuid(&node, 0, seq);
-        seq += 1;
-        let json = wire::legacy::to_legacy(&event, &node, id);
-        if write_error.is_none() {
-            write_error = writeln!(stdout, "{json}").err();
-        }
-    });
-    let flushed = stdout.flush();
-    if let Some(e) = write_error.or(flushed.err()) {
-        eprintln!("auditflow-agent: cannot write the events: {e}");
-        return ExitCode::from(74);
+    let mut out = JsonLines::new();
+    let summary = agent::parse::parse_reader(format, year, input, |event| out.write(&event));
+    if let Err(code) = out.finish() {
+        return code;
     }
     match summary {
         Ok(s) => {
@@ -157,27 +142,12 @@ fn run(config: Config) -> ExitCode {
 /// `auditflow-agent parse --source journal --file DIR`: every entry of the journal files in
 /// `DIR`, once; 66 when they cannot be read.
 fn parse_journal(dir: &Path) -> ExitCode {
-    use std::io::Write;
-
-    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned());
-    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut seq = 0u64;
-    let mut write_error = None;
+    let mut out = JsonLines::new();
     let started = std::time::Instant::now();
-    let summary = agent::journal::parse_directory(dir, |event| {
-        let id = wire::legacy::event_uuid(&node, 0, seq);
-        seq += 1;
-        let json = wire::legacy::to_legacy(&event, &node, id);
-        if write_error.is_none() {
-            write_error = writeln!(stdout, "{json}").err();
-        }
-    });
+    let summary = agent::journal::parse_directory(dir, |event| out.write(&event));
     let secs = started.elapsed().as_secs_f64();
-    let flushed = stdout.flush();
-    if let Some(e) = write_error.or(flushed.err()) {
-        eprintln!("auditflow-agent: cannot write the events: {e}");
-        return ExitCode::from(74);
+    if let Err(code) = out.finish() {
+        return code;
     }
     match summary {
         Ok(s) => {
@@ -204,6 +174,51 @@ fn parse_journal(dir: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("auditflow-agent: {e}");
             ExitCode::from(66)
+        }
+    }
+}
+
+/// `parse`'s output: each event as a legacy JSON line on stdout, with ids derived from this
+/// host's name; the first write error is kept for [`JsonLines::finish`].
+struct JsonLines {
+    node: String,
+    stdout: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    seq: u64,
+    error: Option<std::io::Error>,
+}
+
+impl JsonLines {
+    fn new() -> Self {
+        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned());
+        Self {
+            node,
+            stdout: std::io::BufWriter::new(std::io::stdout().lock()),
+            seq: 0,
+            error: None,
+        }
+    }
+
+    fn write(&mut self, event: &wire::Event) {
+        use std::io::Write;
+        let id = wire::legacy::event_uuid(&self.node, 0, self.seq);
+        self.seq += 1;
+        let json = wire::legacy::to_legacy(event, &self.node, id);
+        if self.error.is_none() {
+            self.error = writeln!(self.stdout, "{json}").err();
+        }
+    }
+
+    /// Flushes; exit 74 when a write failed.
+    fn finish(mut self) -> Result<(), ExitCode> {
+        use std::io::Write;
+        let flushed = self.stdout.flush();
+        match self.error.or(flushed.err()) {
+            Some(e) => {
+                eprintln!("auditflow-agent: cannot write the events: {e}");
+                Err(ExitCode::from(74))
+            }
+            None => Ok(()),
         }
     }
 }

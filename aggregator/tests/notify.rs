@@ -385,17 +385,7 @@ fn start_and_brute_force(
 ) -> Aggregator {
     let tokens = format!("ops:{OPERATOR}:operator");
     let a = Aggregator::start_with(env, dir, name, top, &[("AUDITFLOW_API_TOKENS", &tokens)]);
-    let events: Vec<Value> =
-        (0..3).map(|i| failed_login("mallory", node, i * 5, port + i)).collect();
-    let r = request(
-        a.http,
-        "POST",
-        "/api/v1/events",
-        Some(OPERATOR),
-        Some(Value::Array(events).to_string().as_bytes()),
-        &[],
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    post_events(a.http, (0..3).map(|i| failed_login("mallory", node, i * 5, port + i)).collect());
     a
 }
 
