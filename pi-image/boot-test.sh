@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Boots a node image under qemu-system-aarch64 and watches its serial console: the first-boot
-# setup must finish from a sample auditflow.txt and the agent must start.
+# setup must finish from a sample auditflow.txt, and the agent and sshd (with host keys made
+# at that boot) must start.
 #
 #   pi-image/boot-test.sh target/pi-image/auditflow-node-arm64.img
 #
@@ -52,7 +53,7 @@ qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot
   -append "root=LABEL=RASPIROOT rw net.ifnames=0 console=ttyAMA0 panic=-1 systemd.show_status=1" \
   -drive "if=virtio,format=raw,file=$work/disk.img" >"$work/console.log" 2>&1 &
 qemu=$!
-firstboot=no agent=no network=no
+firstboot=no agent=no network=no ssh=no
 while kill -0 "$qemu" 2>/dev/null && [ $(($(date +%s) - start)) -lt "$TIMEOUT" ]; do
   # systemd colours its status lines: compare without the escape sequences.
   sed 's/\x1b\[[0-9;]*m//g' "$work/console.log" >"$work/plain.log"
@@ -60,16 +61,18 @@ while kill -0 "$qemu" 2>/dev/null && [ $(($(date +%s) - start)) -lt "$TIMEOUT" ]
   grep -q 'auditflow-agent: running (pid' "$work/plain.log" && agent=yes
   # ifup@eth0 is a oneshot that runs dhclient: OK only once a lease is bound.
   grep -q 'OK .*ifup@eth0' "$work/plain.log" && network=yes
-  [ "$firstboot" = yes ] && [ "$agent" = yes ] && [ "$network" = yes ] && break
+  # sshd refuses to start without host keys; the image has none until this boot.
+  grep -q 'OK .*OpenBSD Secure Shell server' "$work/plain.log" && ssh=yes
+  [ "$firstboot" = yes ] && [ "$agent" = yes ] && [ "$network" = yes ] && [ "$ssh" = yes ] && break
   sleep 2
 done
 elapsed=$(($(date +%s) - start))
 cp "$work/console.log" "$(dirname "$image")/boot-test-console.log"
-if [ "$firstboot" = yes ] && [ "$agent" = yes ] && [ "$network" = yes ]; then
-  log "first boot finished, eth0 got a DHCP lease and the agent started after ${elapsed}s (console: $(dirname "$image")/boot-test-console.log)"
+if [ "$firstboot" = yes ] && [ "$agent" = yes ] && [ "$network" = yes ] && [ "$ssh" = yes ]; then
+  log "first boot finished, eth0 got a DHCP lease, the agent and sshd started after ${elapsed}s (console: $(dirname "$image")/boot-test-console.log)"
   grep -E 'auditflow-firstboot|auditflow-agent' "$work/plain.log" | tail -n 5
 else
   tail -n 40 "$work/console.log"
-  log "FAILED after ${elapsed}s: first boot finished: $firstboot, agent started: $agent, eth0 leased: $network"
+  log "FAILED after ${elapsed}s: first boot finished: $firstboot, agent started: $agent, eth0 leased: $network, sshd started: $ssh"
   exit 1
 fi

@@ -2,11 +2,12 @@
 # Builds a bootable arm64 SD-card image for Raspberry Pi 4/5 with the AuditFlow agent built
 # in, from Debian packages only, on an amd64 Debian machine without mounting anything:
 #
-# 1. root file system: debootstrap bookworm arm64 (--foreign; the second stage runs under
-#    qemu-user through binfmt_misc), with systemd, ssh, Debian's arm64 kernel and
-#    raspi-firmware (the Pi's boot firmware; it copies kernel, initrd and device trees to
-#    /boot/firmware). Kept in target/pi-image/rootfs-<digest>.tar and reused while
-#    the suite, the package list and raspi-firmware's settings are unchanged.
+# 1. root file system: debootstrap of Debian 13 (trixie; SUITE=bookworm for Debian 12) arm64
+#    (--foreign; the second stage runs under qemu-user through binfmt_misc), with systemd,
+#    ssh, Debian's arm64 kernel and raspi-firmware (the Pi's boot firmware; it copies kernel,
+#    initrd and device trees to /boot/firmware). Kept in target/pi-image/rootfs-<digest>.tar
+#    and reused while the suite, the package list, the apt sources and raspi-firmware's
+#    settings are unchanged.
 # 2. AuditFlow: the static arm64 agent (scripts/build-images.sh --binaries-only), the agent's
 #    unit and configuration (pi-image/rootfs/), the first-boot setup (pi-image/firstboot/),
 #    an `auditflow` system user in the adm group.
@@ -16,6 +17,7 @@
 #    stamp: the same cached Debian root and the same tree give the same image, byte for byte.
 #
 #   pi-image/build.sh                 target/pi-image/auditflow-node-arm64.img
+#   SUITE=bookworm pi-image/build.sh  the same on Debian 12
 #   pi-image/build.sh --boot-test     then boot it under qemu-system-aarch64 (pi-image/boot-test.sh)
 #   K3S_BINARY=k3s-arm64 pi-image/build.sh   with k3s in the image (pi-image/add-k3s.sh)
 #
@@ -26,14 +28,25 @@ cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
 OUT="$ROOT_DIR/target/pi-image"
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-SUITE=bookworm
+SUITE=${SUITE:-trixie}
 PACKAGES=systemd,systemd-sysv,systemd-timesyncd,udev,kmod,iproute2,netbase,ifupdown,isc-dhcp-client,openssh-server,ca-certificates,dbus,initramfs-tools,e2fsprogs,dosfstools
-# The kernel comes from bookworm-backports (6.12): bookworm's 6.1 has no device tree for the
-# Pi 5 (bcm2712-rpi-5-b.dtb); 6.12 has the Pi 4's and the Pi 5's. raspi-firmware (bookworm's)
-# copies them, the kernel and the initrd to the boot partition and writes config.txt and
-# cmdline.txt. Both are installed with apt in the chroot after the second stage.
-KERNEL_SUITE=bookworm-backports
-LATE_PACKAGES="linux-image-arm64/$KERNEL_SUITE raspi-firmware"
+# The kernel must carry the Pi 5's device tree (bcm2712-rpi-5-b.dtb) as well as the Pi 4's:
+# Linux 6.12 does. Trixie's own kernel is 6.12; bookworm's is 6.1, which has none for the Pi
+# 5, so there it comes from bookworm-backports (6.12). raspi-firmware (the suite's own)
+# copies the device trees, the kernel and the initrd to the boot partition and writes
+# config.txt and cmdline.txt. Both are installed with apt in the chroot after the second stage.
+case $SUITE in
+  trixie) KERNEL_SUITE=trixie LATE_PACKAGES="linux-image-arm64 raspi-firmware" ;;
+  bookworm) KERNEL_SUITE=bookworm-backports LATE_PACKAGES="linux-image-arm64/bookworm-backports raspi-firmware" ;;
+  *) echo "pi-image/build.sh: SUITE=$SUITE: the image is built from trixie or bookworm" >&2; exit 2 ;;
+esac
+# The image's apt sources (deb822, the format both releases read), also used for the kernel
+# and raspi-firmware: the suite, and for bookworm its backports, whose kernel the image runs.
+SOURCES="Types: deb
+URIs: $MIRROR
+Suites: $SUITE$([ "$KERNEL_SUITE" = "$SUITE" ] || echo " $KERNEL_SUITE")
+Components: main non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 BOOT_MB=256
 ROOT_MB=${ROOT_MB:-1536}
 # Fixed identifiers: the same inputs give the same image.
@@ -45,14 +58,27 @@ log() { echo "[pi-image] $*"; }
 [ "$(id -u)" = 0 ] || { echo "pi-image/build.sh needs root (chroot)" >&2; exit 1; }
 
 need=()
-command -v debootstrap >/dev/null || need+=(debootstrap)
+# A trixie root made on Debian 12 needs its point-release debootstrap (1.0.128+nmu2+deb12u2,
+# which no longer pulls usr-is-merged into trixie) and keyring (2023.3+deb12u2, the first
+# with trixie's release keys); older ones are upgraded.
+at_least() { # package version
+  local have
+  have=$(dpkg-query -W -f '${Version}' "$1" 2>/dev/null) && dpkg --compare-versions "$have" ge "$2"
+}
+if [ "$SUITE" = trixie ]; then
+  at_least debootstrap 1.0.128+nmu2+deb12u2 || need+=(debootstrap)
+  at_least debian-archive-keyring 2023.3+deb12u2 || need+=(debian-archive-keyring)
+else
+  command -v debootstrap >/dev/null || need+=(debootstrap)
+fi
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v mkfs.vfat >/dev/null || need+=(dosfstools)
 command -v mcopy >/dev/null || need+=(mtools)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v sfdisk >/dev/null || need+=(fdisk)
 if [ ${#need[@]} -gt 0 ]; then
-  log "installing ${need[*]}"
+  log "installing or upgrading ${need[*]}"
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 
@@ -68,7 +94,7 @@ rootfs="$OUT/rootfs"
 # The Debian root depends only on these; it is cached under their digest.
 RASPI_DEFAULTS='ROOTPART=LABEL=RASPIROOT
 CONSOLES="ttyS1,115200 ttyAMA10,115200 tty0"'
-key=$(printf '%s\n' "$SUITE" "$PACKAGES" "$RASPI_DEFAULTS" "$LATE_PACKAGES" | sha256sum | cut -c1-12)
+key=$(printf '%s\n' "$SUITE" "$PACKAGES" "$RASPI_DEFAULTS" "$LATE_PACKAGES" "$SOURCES" | sha256sum | cut -c1-12)
 cache="$OUT/rootfs-$key.tar"
 
 # --- 1. the Debian root ----------------------------------------------------------------------
@@ -89,8 +115,9 @@ if ! [ -f "$cache" ]; then
   chroot "$rootfs" /debootstrap/debootstrap --second-stage >>"$OUT/debootstrap.log" 2>&1 ||
     { tail -n 30 "$OUT/debootstrap.log"; exit 1; }
   log "kernel from $KERNEL_SUITE and raspi-firmware (apt in the chroot, also emulated)"
-  printf 'deb %s %s main non-free-firmware\n' "$MIRROR" "$SUITE" "$MIRROR" "$KERNEL_SUITE" \
-    >"$rootfs/etc/apt/sources.list"
+  # In place of debootstrap's one-line sources.list (apt would warn about sources given twice).
+  rm -f "$rootfs/etc/apt/sources.list"
+  printf '%s\n' "$SOURCES" >"$rootfs/etc/apt/sources.list.d/debian.sources"
   cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
   # raspi-firmware fills the boot partition's directory and refuses to run without it.
   mkdir -p "$rootfs/boot/firmware"

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Checks the Ansible playbooks in ansible/: ansible-lint (production profile) and a syntax
-# check; then real applies to throwaway Debian 12 roots through Ansible's chroot connection:
-# node_prep and auditflow_agent, checked file by file; the k3s roles on the same roots in check
-# mode and for real (the k3s download replaced by a local stand-in file, no network); all of it
-# again, which must change nothing; k3s with a wrong sha256, which must be refused; and
-# auditflow_platform and ci_runner against a recording kubectl and a fake runner API on
-# 127.0.0.1. Prints how long each step took.
+# check; then real applies to throwaway Debian roots of both releases the roles support (12
+# bookworm and 13 trixie) through Ansible's chroot connection: node_prep and auditflow_agent,
+# checked file by file; the k3s roles on the same roots in check mode and for real (the k3s
+# download replaced by a local stand-in file, no network); all of it again, which must change
+# nothing; k3s with a wrong sha256, which must be refused; and auditflow_platform and
+# ci_runner against a recording kubectl and a fake runner API on 127.0.0.1. Prints which
+# release each host runs and how long each step took.
 #
 # Needs root (chroot, debootstrap). Installs what is missing: python3-venv, debootstrap and
 # zstd from Debian; ansible and ansible-lint (pinned in ansible/requirements.txt) into
-# target/tools/ansible-venv. The Debian root is made once with debootstrap and kept as
-# target/tools/debian-bookworm-root-*.tar.zst; later runs unpack it. Scratch files and logs go
-# to target/ansible-test/ (recreated each run).
+# target/tools/ansible-venv. On Debian 12 a trixie root needs the point-release debootstrap
+# and keyring (upgraded when older, see tools()). Each release's root is made once with
+# debootstrap and kept as target/tools/debian-<suite>-root-*.tar.zst; later runs unpack it.
+# Scratch files and logs go to target/ansible-test/ (recreated each run).
 #
 #   scripts/check-ansible.sh
 #   AUDITFLOW_AGENT_BIN=path/to/auditflow-agent scripts/check-ansible.sh
 #   DEBIAN_MIRROR=http://deb.debian.org/debian scripts/check-ansible.sh
+#   CHECK_ANSIBLE_SUITES="outside=bookworm" scripts/check-ansible.sh   another host-to-release mapping
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -28,11 +31,27 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # module), systemd for systemctl and unit checks, and node_prep's packages so that the apply
 # needs no download.
 ROOT_PACKAGES=python3,python3-apt,systemd,systemd-timesyncd,ca-certificates
-# The cache's name changes with what goes into it (bump the recipe number when rootfs() changes).
-ROOT_CACHE="$TOOLS/debian-bookworm-root-$(printf 'recipe 2 %s %s' "$ROOT_PACKAGES" "$MIRROR" | sha256sum | cut -c1-12).tar.zst"
 # The three test hosts: a k3s server and a k3s agent (Raspberry Pi-like roots), and a host
 # outside Kubernetes that runs the AuditFlow agent under systemd.
 HOSTS=(server worker outside)
+# The Debian release of each host's root. Both supported releases are applied to in every run
+# at no extra cost, since the hosts run side by side: the server on bookworm (node_prep's k3s
+# part, k3s_server, auditflow_platform, ci_runner), the worker and the outside host on trixie
+# (node_prep's k3s part again, k3s_agent, auditflow_agent). CHECK_ANSIBLE_SUITES changes it,
+# e.g. "outside=bookworm" to apply auditflow_agent to bookworm.
+declare -A SUITE=([server]=bookworm [worker]=trixie [outside]=trixie)
+for pair in ${CHECK_ANSIBLE_SUITES:-}; do
+  if ! [[ $pair =~ ^(server|worker|outside)=(bookworm|trixie)$ ]]; then
+    echo "check-ansible: CHECK_ANSIBLE_SUITES: '$pair' is not HOST=SUITE (hosts ${HOSTS[*]}; suites bookworm, trixie)" >&2
+    exit 1
+  fi
+  SUITE[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+done
+# root_cache SUITE: the cached root of one release. Its name changes with what goes into it
+# (bump the recipe number when build_root changes).
+root_cache() {
+  echo "$TOOLS/debian-$1-root-$(printf 'recipe 2 %s %s' "$ROOT_PACKAGES" "$MIRROR" | sha256sum | cut -c1-12).tar.zst"
+}
 
 if [ "$(id -u)" != 0 ]; then
   echo "check-ansible: needs root (chroot and debootstrap)" >&2
@@ -83,13 +102,26 @@ lacks() {
 # failure must end the step say so with `|| return 1`.
 
 # --- tools --------------------------------------------------------------------------------------
+# at_least PACKAGE VERSION: the installed Debian package is at least that version.
+at_least() {
+  local have
+  have=$(dpkg-query -W -f '${Version}' "$1" 2>/dev/null) && dpkg --compare-versions "$have" ge "$2"
+}
 tools() {
   local missing=()
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-  command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v zstd >/dev/null || missing+=(zstd)
+  # A trixie root made on Debian 12 needs its point-release debootstrap (1.0.128+nmu2+deb12u2,
+  # which no longer pulls usr-is-merged into trixie) and keyring (2023.3+deb12u2, the first
+  # with trixie's release keys); older ones are upgraded. Later Debian releases have newer ones.
+  if printf '%s\n' "${SUITE[@]}" | grep -qx trixie; then
+    at_least debootstrap 1.0.128+nmu2+deb12u2 || missing+=(debootstrap)
+    at_least debian-archive-keyring 2023.3+deb12u2 || missing+=(debian-archive-keyring)
+  else
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}"
+    echo "installing or upgrading ${missing[*]}"
     apt-get update -qq || return 1
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || return 1
   fi
@@ -123,26 +155,46 @@ syntax() {
 }
 
 # --- the throwaway Debian roots -----------------------------------------------------------------
+# build_root SUITE: debootstrap of one release, kept as its cache. Output in
+# target/tools/debootstrap-SUITE.log.
+build_root() {
+  local suite=$1 cache build="$TOOLS/debian-root-build-$1" log="$TOOLS/debootstrap-$1.log"
+  cache=$(root_cache "$suite")
+  rm -rf "$build"
+  debootstrap --variant=minbase --include="$ROOT_PACKAGES" "$suite" "$build" "$MIRROR" >"$log" 2>&1 ||
+    return 1
+  # Smaller and faster to unpack: no downloaded packages, documentation or translations.
+  chroot "$build" apt-get clean >>"$log" 2>&1 || return 1
+  rm -rf "$build"/usr/share/doc/* "$build"/usr/share/man/* "$build"/usr/share/locale/*
+  tar -C "$build" --zstd -cf "$cache.tmp" . || return 1
+  mv "$cache.tmp" "$cache"
+  rm -rf "$build"
+  # Roots of this release made by an older recipe are not used any more.
+  find "$TOOLS" -maxdepth 1 -name "debian-$suite-root-*.tar.zst" ! -path "$cache" -delete
+}
+
 rootfs() {
-  if ! [ -f "$ROOT_CACHE" ]; then
-    local build="$TOOLS/debian-root-build"
-    rm -rf "$build"
-    echo "debootstrap bookworm (minbase + $ROOT_PACKAGES) from $MIRROR"
-    if ! debootstrap --variant=minbase --include="$ROOT_PACKAGES" bookworm "$build" "$MIRROR" \
-      >"$TOOLS/debootstrap.log" 2>&1; then
-      tail -n 30 "$TOOLS/debootstrap.log"
-      return 1
+  local suites suite host r pids=() building=() i rc=0
+  suites=$(printf '%s\n' "${SUITE[@]}" | sort -u)
+  # A missing root per release; two are made side by side (downloads overlap unpacking).
+  for suite in $suites; do
+    [ -f "$(root_cache "$suite")" ] && continue
+    echo "debootstrap $suite (minbase + $ROOT_PACKAGES) from $MIRROR"
+    build_root "$suite" &
+    pids+=($!)
+    building+=("$suite")
+  done
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      tail -n 30 "$TOOLS/debootstrap-${building[$i]}.log"
+      echo "debootstrap ${building[$i]} failed (full output: $TOOLS/debootstrap-${building[$i]}.log)"
+      rc=1
     fi
-    # Smaller and faster to unpack: no downloaded packages, documentation or translations.
-    chroot "$build" apt-get clean || return 1
-    rm -rf "$build"/usr/share/doc/* "$build"/usr/share/man/* "$build"/usr/share/locale/*
-    tar -C "$build" --zstd -cf "$ROOT_CACHE.tmp" . || return 1
-    mv "$ROOT_CACHE.tmp" "$ROOT_CACHE"
-    rm -rf "$build"
-    # Roots made by an older recipe are not used any more.
-    find "$TOOLS" -maxdepth 1 -name 'debian-bookworm-root-*.tar.zst' ! -path "$ROOT_CACHE" -delete
-  fi
-  echo "root file system: $ROOT_CACHE ($(du -h "$ROOT_CACHE" | cut -f1))"
+  done
+  [ $rc = 0 ] || return 1
+  for suite in $suites; do
+    echo "root file system: $(root_cache "$suite") ($(du -h "$(root_cache "$suite")" | cut -f1))"
+  done
   # The last run's roots are deleted in the background (that can take long on a busy disk);
   # summary waits for it.
   if [ -e "$WORK" ]; then
@@ -151,23 +203,43 @@ rootfs() {
   rm -rf "$WORK".old.* &
   CLEANUP_PID=$!
   mkdir -p "$WORK/cache"
-  local host r
+  # The agent as it is now: a build finishing during the run would otherwise be installed by
+  # the second run, which must change nothing.
+  cp "$AGENT_BIN" "$WORK/auditflow-agent" || return 1
+  AGENT_BIN=$WORK/auditflow-agent
   for host in "${HOSTS[@]}"; do
     r="$WORK/$host"
     mkdir -p "$r"
-    tar -C "$r" --zstd -xf "$ROOT_CACHE" || return 1
+    tar -C "$r" --zstd -xf "$(root_cache "${SUITE[$host]}")" || return 1
     printf '%s\n' 'proc            /proc           proc    defaults          0       0' \
       '/var/swap       none            swap    sw                0       0' >"$r/etc/fstab"
   done
   # What a Raspberry Pi OS root has and node_prep edits: the kernel command line on the
-  # firmware partition, the dphys-swapfile unit.
+  # firmware partition and, up to Raspberry Pi OS 12 (bookworm), the dphys-swapfile unit
+  # (Raspberry Pi OS 13 has rpi-swap instead, whose generated swap units hang off swap.target).
   for host in server worker; do
     r="$WORK/$host"
     mkdir -p "$r/boot/firmware"
     echo 'console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes rootwait' \
       >"$r/boot/firmware/cmdline.txt"
-    printf '[Unit]\nDescription=stand-in for dphys-swapfile\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n' \
-      >"$r/lib/systemd/system/dphys-swapfile.service"
+    if [ "${SUITE[$host]}" = bookworm ]; then
+      printf '[Unit]\nDescription=stand-in for dphys-swapfile\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n' \
+        >"$r/lib/systemd/system/dphys-swapfile.service"
+    fi
+  done
+  # Which release each host runs, as its root says, with the Python and systemd the roles meet.
+  local codename python systemd
+  for host in "${HOSTS[@]}"; do
+    r="$WORK/$host"
+    codename=$(sed -n 's/^VERSION_CODENAME=//p' "$r/etc/os-release")
+    if [ "$codename" != "${SUITE[$host]}" ]; then
+      echo "$host: the root is '$codename', not ${SUITE[$host]}"
+      return 1
+    fi
+    python=$(chroot "$r" python3 -c 'import platform; print(platform.python_version())') || return 1
+    systemd=$(chroot "$r" systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p')
+    printf '%-8s Debian %s (%s), Python %s, systemd %s\n' "$host:" "$(cat "$r/etc/debian_version")" \
+      "$codename" "$python" "$systemd"
   done
 
   # A stand-in for the k3s release binary, and its sha256: the roles verify and install it
@@ -235,21 +307,28 @@ apply_nodes() {
   fi
   local host
   for host in "${HOSTS[@]}"; do echo "first run:  $(recap apply-nodes.log "$host")"; done
-  local s="$WORK/server" o="$WORK/outside" unit=/etc/systemd/system/auditflow-agent.service
+  local s o="$WORK/outside" unit=/etc/systemd/system/auditflow-agent.service
   STEP_FAILED=0
-  # node_prep on a k3s node (a Raspberry Pi).
-  check "hostname written" has "$s" /etc/hostname auditflow-test
-  check "hosts entry" has "$s" /etc/hosts "$(printf '127.0.1.1\tauditflow-test')"
-  check "cgroup flags added once" grep -qE '^console=serial0.* rootwait cgroup_memory=1 cgroup_enable=memory$' "$s/boot/firmware/cmdline.txt"
-  check "cmdline still one line" test "$(wc -l <"$s/boot/firmware/cmdline.txt")" = 1
-  check "fstab swap commented out" has "$s" /etc/fstab '# /var/swap       none            swap    sw                0       0'
-  check "fstab other lines kept" grep -q '^proc ' "$s/etc/fstab"
-  check "swap.target masked" test "$(readlink "$s/etc/systemd/system/swap.target")" = /dev/null
-  check "dphys-swapfile masked" test "$(readlink "$s/etc/systemd/system/dphys-swapfile.service")" = /dev/null
-  check "timesyncd servers" grep -q '^NTP=0.debian.pool.ntp.org ' "$s/etc/systemd/timesyncd.conf.d/auditflow.conf"
-  check "timesyncd enabled" test -L "$s/etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service"
-  check "kernel settings for k3s" has "$s" /etc/sysctl.d/90-auditflow-k3s.conf 'vm.overcommit_memory = 1'
-  check "DaemonSet spool owned by uid 10001" test "$(stat -c '%a %u %g' "$s/var/lib/auditflow/spool")" = '750 10001 10001'
+  # node_prep on the k3s nodes (Raspberry Pis), one of each release by default.
+  for host in server worker; do
+    s="$WORK/$host"
+    check "$host: hostname written" has "$s" /etc/hostname auditflow-test
+    check "$host: hosts entry" has "$s" /etc/hosts "$(printf '127.0.1.1\tauditflow-test')"
+    check "$host: cgroup flags added once" grep -qE '^console=serial0.* rootwait cgroup_memory=1 cgroup_enable=memory$' "$s/boot/firmware/cmdline.txt"
+    check "$host: cmdline still one line" test "$(wc -l <"$s/boot/firmware/cmdline.txt")" = 1
+    check "$host: fstab swap commented out" has "$s" /etc/fstab '# /var/swap       none            swap    sw                0       0'
+    check "$host: fstab other lines kept" grep -q '^proc ' "$s/etc/fstab"
+    check "$host: swap.target masked" test "$(readlink "$s/etc/systemd/system/swap.target")" = /dev/null
+    if [ "${SUITE[$host]}" = bookworm ]; then
+      check "$host: dphys-swapfile masked" test "$(readlink "$s/etc/systemd/system/dphys-swapfile.service")" = /dev/null
+    else
+      check "$host: no dphys-swapfile, nothing masked for it" test ! -e "$s/etc/systemd/system/dphys-swapfile.service"
+    fi
+    check "$host: timesyncd servers" grep -q '^NTP=0.debian.pool.ntp.org ' "$s/etc/systemd/timesyncd.conf.d/auditflow.conf"
+    check "$host: timesyncd enabled" test -L "$s/etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service"
+    check "$host: kernel settings for k3s" has "$s" /etc/sysctl.d/90-auditflow-k3s.conf 'vm.overcommit_memory = 1'
+    check "$host: DaemonSet spool owned by uid 10001" test "$(stat -c '%a %u %g' "$s/var/lib/auditflow/spool")" = '750 10001 10001'
+  done
   # node_prep on a host outside Kubernetes: the Kubernetes part is left out.
   check "outside: swap left alone" has "$o" /etc/fstab '/var/swap       none            swap    sw                0       0'
   check "outside: no k3s kernel settings" test ! -e "$o/etc/sysctl.d/90-auditflow-k3s.conf"

@@ -139,6 +139,11 @@ unit=pi-image/firstboot/auditflow-firstboot.service
 check "unit: once" grep -q '^ConditionPathExists=!/var/lib/auditflow/firstboot.done$' "$unit"
 check "unit: before the agent" grep -q '^Before=auditflow-agent.service k3s-agent.service' "$unit"
 
+# sshd: the image carries no host keys, so they are made before sshd checks its configuration.
+dropin=pi-image/rootfs/etc/systemd/system/ssh.service.d/host-keys.conf
+check "sshd: host keys made before it starts" test "$(grep '^ExecStartPre=' "$dropin" | tr '\n' '|')" = \
+  'ExecStartPre=|ExecStartPre=/usr/bin/ssh-keygen -A|ExecStartPre=/usr/sbin/sshd -t|'
+
 # --- k3s in the image: pi-image/add-k3s.sh ------------------------------------------------
 # A stand-in binary (the real one cannot be downloaded here): the pinned digest refuses it,
 # its own digest (K3S_SHA256, as the Ansible role's tests override theirs) lets it in.
