@@ -41,10 +41,19 @@ case $SUITE in
   *) echo "pi-image/build.sh: SUITE=$SUITE: the image is built from trixie or bookworm" >&2; exit 2 ;;
 esac
 # The image's apt sources (deb822, the format both releases read), also used for the kernel
-# and raspi-firmware: the suite, and for bookworm its backports, whose kernel the image runs.
+# and raspi-firmware: the suite with its updates and security suites (a node of a security
+# product must get Debian's security fixes through apt), and for bookworm its backports, whose
+# kernel the image runs.
+SECURITY_MIRROR=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SOURCES="Types: deb
 URIs: $MIRROR
-Suites: $SUITE$([ "$KERNEL_SUITE" = "$SUITE" ] || echo " $KERNEL_SUITE")
+Suites: $SUITE $SUITE-updates$([ "$KERNEL_SUITE" = "$SUITE" ] || echo " $KERNEL_SUITE")
+Components: main non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $SECURITY_MIRROR
+Suites: $SUITE-security
 Components: main non-free-firmware
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 BOOT_MB=256
