@@ -138,6 +138,9 @@ if want deploy; then
   stage "ansible" bash scripts/check-ansible.sh
 fi
 if want images; then
+  # check-images runs the images against the real services; the test group started them
+  # already when it ran, but `scripts/test.sh images` alone (a CI job of its own) must too.
+  want test || stage "services" services_up
   # arm64 and amd64 static builds, the images (buildah), the arm64 agent under qemu-user and
   # the images under podman (scripts/check-images.sh).
   # CHECK_BUILD=1 (scripts/build-images.sh): release profiles without LTO, half the time;
