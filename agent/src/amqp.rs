@@ -175,12 +175,13 @@ async fn send_loop(
                     Some(Ok(Confirmation::Ack(_))) => {
                         backoff.reset();
                         let spool = Arc::clone(spool);
-                        let bytes = tokio::task::spawn_blocking(move || {
+                        let (bytes, persisted) = tokio::task::spawn_blocking(move || {
                             let mut s = lock(&spool);
-                            s.ack(record.end_seq()).map(|()| s.bytes())
+                            let persisted = s.ack(record.end_seq());
+                            (s.bytes(), persisted)
                         })
-                        .await?
-                        .context("record an acknowledgement in the spool")?;
+                        .await?;
+                        crate::spool::report_ack_write(persisted, metrics);
                         metrics.acked.inc_by(u64::from(record.count));
                         metrics.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
                     }

@@ -74,6 +74,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             damaged_segments = report.damaged_segments,
             unreadable_segments = report.unreadable_segments,
             state_corrupt = report.state_corrupt,
+            rebased_records = report.rebased_records,
             "spool repaired on start (damaged segments are kept in {}/quarantine)",
             config.spool.dir
         );

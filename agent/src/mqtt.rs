@@ -165,9 +165,11 @@ pub async fn run_sender(
         let mut cursor = 0u64;
         let mut inflight: VecDeque<Record> = VecDeque::new();
         let mut last_progress = Instant::now();
+        // Acknowledgement timeouts in a row on this connection.
+        let mut stalls = 0u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut heartbeats_open = true;
-        let session_error = loop {
+        let session_error = 'session: loop {
             if connected {
                 // Fill the window from the spool.
                 while inflight.len() < WINDOW {
@@ -176,7 +178,13 @@ pub async fn run_sender(
                         s.pending_from(cursor).map(|r| (r, s.read(&r)))
                     };
                     let Some((record, frame)) = next else { break };
-                    let frame = frame.context("read a spooled batch")?;
+                    // A read error ends the session, not the sender: the next one retries.
+                    let frame = match frame {
+                        Ok(f) => f,
+                        Err(e) => {
+                            break 'session anyhow::Error::new(e).context("read a spooled batch");
+                        }
+                    };
                     let bytes = frame.len() as u64;
                     if client.try_publish(&events_topic, QoS::AtLeastOnce, false, frame).is_err() {
                         break;
@@ -235,15 +243,17 @@ pub async fn run_sender(
                         let applied = tokio::task::spawn_blocking(move || {
                             let mut s = lock(&spool_for_ack);
                             let before = s.acked();
-                            s.ack(ack.up_to_seq).map(|()| (before, s.acked(), s.bytes()))
+                            let persisted = s.ack(ack.up_to_seq);
+                            (before, s.acked(), s.bytes(), persisted)
                         })
-                        .await?
-                        .context("record an acknowledgement in the spool")?;
+                        .await?;
                         {
-                            let (before, after, bytes) = applied;
+                            let (before, after, bytes, persisted) = applied;
+                            crate::spool::report_ack_write(persisted, &metrics);
                             if after > before {
                                 metrics.acked.inc_by(after - before);
                                 last_progress = Instant::now();
+                                stalls = 0;
                             }
                             metrics.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
                             while inflight.front().is_some_and(|r| r.end_seq() <= after) {
@@ -257,6 +267,14 @@ pub async fn run_sender(
                 () = wake.notified() => {}
                 _ = tick.tick() => {
                     if !inflight.is_empty() && last_progress.elapsed() > ACK_TIMEOUT {
+                        stalls += 1;
+                        if stalls > 1 {
+                            // Resending on this connection did not help either: the broker's
+                            // side of it is wedged (seen after a partition healed, when a
+                            // stale connection of this node was closed under a new one). A
+                            // new session starts from the watermark.
+                            break anyhow::anyhow!("no acknowledgement for {:?} after a resend", ACK_TIMEOUT * 2);
+                        }
                         tracing::warn!(in_flight = inflight.len(), "no acknowledgement progress; resending from the watermark");
                         cursor = lock(&spool).acked();
                         inflight.clear();

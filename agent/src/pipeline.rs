@@ -206,9 +206,33 @@ pub async fn run_batcher(
                 let _ = m.send(last_ok);
             }
         }
+        if !pending_drops.is_empty() && deadline.is_none() {
+            // Counts a full disk kept out of the spool: try again shortly (they go with the
+            // next envelope at a new position, or alone once there is room).
+            deadline = Some(Instant::now() + settings.max_age.max(Duration::from_secs(1)));
+        }
         if finished {
+            // Still owed upstream: wait for the room the acknowledgements free.
+            while !pending_drops.is_empty() && spool_lock(&spool).drops_welcome() {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                let (b, d, w) = (&mut batch, &mut pending_drops, &mut waiters);
+                close_batch(&settings, b, d, w, &spool, &metrics, &wake_sender).await?;
+            }
+            if !pending_drops.is_empty() {
+                tracing::warn!(drops = ?pending_drops, "drop counts not reported upstream (counted in this agent's metrics and heartbeats)");
+            }
             return Ok(());
         }
+    }
+}
+
+fn spool_lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    match spool.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -278,16 +302,7 @@ async fn flush_batch(
     })
     .await?;
     *drops = left_drops;
-    let outcome = match result {
-        Ok(o) => o,
-        Err(e) => {
-            // The batch is lost (and counted under spool_full, carried upstream); the agent
-            // keeps running so that the next write, once the disk recovers, succeeds.
-            tracing::error!(error = %format!("{e:#}"), "cannot spool a batch; its events are dropped");
-            metrics.count_drops(drops);
-            return Ok(None);
-        }
-    };
+    let outcome = result;
     metrics.spooled.inc_by(outcome.spooled);
     metrics.spool_bytes.set(i64::try_from(outcome.spool_bytes).unwrap_or(i64::MAX));
     metrics.count_drops(&outcome.shed);
@@ -317,37 +332,45 @@ pub fn spool_batch(
     priorities: &Priorities,
     mut events: Vec<Event>,
     mut drops: DropCounts,
-) -> (anyhow::Result<Spooled>, DropCounts) {
-    let mut spool = match spool.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+) -> (Spooled, DropCounts) {
+    let mut spool = spool_lock(spool);
     let mut shed = DropCounts::default();
     // The ranks present, lowest first: each failed append sheds the next one.
     let mut ranks: Vec<u16> = events.iter().map(|e| shed_rank(priorities, e)).collect();
     ranks.sort_unstable();
     ranks.dedup();
     let mut ranks = ranks.into_iter().map(Some).chain([None]);
+    let carry = spool.drops_welcome();
     loop {
         let envelope = Envelope {
             node_id: node_id.to_owned(),
             epoch: spool.epoch(),
             first_seq: spool.next_seq(),
             events,
-            dropped: drops.clone(),
+            dropped: if carry { drops.clone() } else { DropCounts::default() },
         };
+        if envelope.events.is_empty() && envelope.dropped.is_empty() {
+            // Nothing to spool here: the drop counts wait for the next position.
+            return (Spooled { spooled: 0, shed, spool_bytes: spool.bytes(), at: None }, drops);
+        }
         let frame = wire::encode(&envelope);
         let count = u32::try_from(envelope.events.len()).unwrap_or(u32::MAX);
         match spool.append(count, &frame) {
             Ok(_) => {
+                let left = if envelope.dropped.is_empty() {
+                    drops
+                } else {
+                    spool.drops_spooled_at(envelope.first_seq);
+                    DropCounts::default()
+                };
                 return (
-                    Ok(Spooled {
+                    Spooled {
                         spooled: u64::from(count),
                         shed,
                         spool_bytes: spool.bytes(),
                         at: Some((envelope.epoch, envelope.first_seq)),
-                    }),
-                    DropCounts::default(),
+                    },
+                    left,
                 );
             }
             Err(AppendError::Full { .. }) => {
@@ -360,7 +383,7 @@ pub fn spool_batch(
                     None => {
                         // Not even the drop counts fit: keep carrying them in memory.
                         return (
-                            Ok(Spooled { spooled: 0, shed, spool_bytes: spool.bytes(), at: None }),
+                            Spooled { spooled: 0, shed, spool_bytes: spool.bytes(), at: None },
                             drops,
                         );
                     }
@@ -370,11 +393,14 @@ pub fn spool_batch(
                 drops.add(DropReason::SpoolFull, n);
             }
             Err(AppendError::Io(e)) => {
-                // The events are lost with the write; count them before reporting.
+                // The events are lost with the write: counted (spool_full) and carried
+                // upstream; the agent keeps going so that the next write, once the disk
+                // recovers, succeeds.
                 let n = envelope.events.len() as u64;
                 drops.add(DropReason::SpoolFull, n);
                 shed.add(DropReason::SpoolFull, n);
-                return (Err(anyhow::Error::new(e).context("append to the spool")), drops);
+                tracing::error!(error = %e, events = n, "cannot spool a batch; its events are dropped");
+                return (Spooled { spooled: 0, shed, spool_bytes: spool.bytes(), at: None }, drops);
             }
         }
     }
@@ -409,6 +435,51 @@ mod tests {
     }
 
     #[test]
+    fn one_drop_report_per_sequence_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+        let spool = Mutex::new(spool);
+        let p = Priorities::default();
+        let drops = |n| {
+            let mut d = DropCounts::default();
+            d.add(DropReason::Filtered, n);
+            d
+        };
+        let one = || vec![event(Source::Synthetic, Severity::Info)];
+        // A report alone at position 0 (a fresh epoch: nothing was reported there).
+        let (_, left) = spool_batch(&spool, "n", &p, vec![], drops(3));
+        assert!(left.is_empty());
+        // A second one there would be taken upstream for a repeat of the first: it waits.
+        let (_, left) = spool_batch(&spool, "n", &p, vec![], drops(2));
+        assert_eq!(left, drops(2));
+        // Events at position 0 too go without it; at position 1 it rides along.
+        let (_, left) = spool_batch(&spool, "n", &p, one(), left);
+        assert_eq!(left, drops(2));
+        let (_, left) = spool_batch(&spool, "n", &p, one(), left);
+        assert!(left.is_empty());
+        let spooled: Vec<(u64, usize, u64)> = {
+            let s = spool.lock().unwrap();
+            s.pending()
+                .map(|r| {
+                    let e: Envelope = wire::decode(&s.read(r).unwrap()).unwrap();
+                    (e.first_seq, e.events.len(), e.dropped.get(DropReason::Filtered))
+                })
+                .collect()
+        };
+        assert_eq!(spooled, vec![(0, 0, 3), (0, 1, 0), (1, 1, 2)]);
+        // After a restart the last report's position is unknown: the first report waits.
+        drop(spool);
+        let (spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+        let spool = Mutex::new(spool);
+        let (_, left) = spool_batch(&spool, "n", &p, vec![], drops(1));
+        assert_eq!(left, drops(1));
+        let (_, left) = spool_batch(&spool, "n", &p, one(), left);
+        assert_eq!(left, drops(1));
+        let (_, left) = spool_batch(&spool, "n", &p, one(), left);
+        assert!(left.is_empty());
+    }
+
+    #[test]
     fn at_the_cap_the_lowest_priority_goes_first_then_the_least_severe() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
@@ -417,12 +488,12 @@ mod tests {
         // Fill the spool to about five events under its cap with synthetic events.
         let one = vec![event(Source::Synthetic, Severity::Info)];
         let (r, _) = spool_batch(&spool, "n", &priorities, one, DropCounts::default());
-        assert_eq!(r.unwrap().spooled, 1);
+        assert_eq!(r.spooled, 1);
         let per_event = spool.lock().unwrap().bytes();
         let n = ((1 << 20) / per_event) as usize - 20;
         let filler: Vec<Event> = (0..n).map(|_| event(Source::Synthetic, Severity::Info)).collect();
         let (r, _) = spool_batch(&spool, "n", &priorities, filler, DropCounts::default());
-        assert_eq!(r.unwrap().spooled, n as u64);
+        assert_eq!(r.spooled, n as u64);
         let room = || {
             let s = spool.lock().unwrap();
             s.max_bytes() - s.bytes()
@@ -430,7 +501,7 @@ mod tests {
         while room() > 10_000 {
             let one = vec![event(Source::Synthetic, Severity::Info)];
             let (r, _) = spool_batch(&spool, "n", &priorities, one, DropCounts::default());
-            assert_eq!(r.unwrap().spooled, 1);
+            assert_eq!(r.spooled, 1);
         }
         let room = room();
         // A batch that fits only in part: 8 synthetic, 4 auth info, 4 auth critical, 4 file
@@ -442,7 +513,7 @@ mod tests {
         batch.extend((0..4).map(|_| event(Source::FileWatch, Severity::Info)));
         assert!(room < 20 * 2000, "the batch must not fit whole (room {room})");
         let (r, carried) = spool_batch(&spool, "n", &priorities, batch, DropCounts::default());
-        let out = r.unwrap();
+        let out = r;
         assert!(carried.is_empty(), "the drop counts travelled in the envelope");
         let shed = out.shed.get(DropReason::SpoolFull);
         assert_eq!(out.spooled + shed, 20);

@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 
 const HEADER: usize = 20;
 const STATE: &str = "state";
+/// Where a rebase stages the renumbered records (see [`Spool::rebase`]).
+const REBASE: &str = "rebase";
 /// Where damaged and unreadable segments are kept for inspection.
 pub const QUARANTINE: &str = "quarantine";
 /// Most events one record may claim when resyncing (a batch is far smaller).
@@ -101,6 +103,9 @@ pub struct OpenReport {
     pub damaged_segments: u64,
     /// Segments that could not be read, moved to `quarantine/`.
     pub unreadable_segments: u64,
+    /// Records moved to a new epoch because the damage left a hole in their sequence (see
+    /// [`Spool::rebase`]).
+    pub rebased_records: usize,
 }
 
 impl OpenReport {
@@ -151,12 +156,17 @@ pub struct Spool {
     bytes: u64,
     /// Whether appends are flushed to the device before they count as spooled.
     fsync: bool,
+    /// The state file is behind `acked` (its last replacement failed, e.g. on a full disk).
+    state_behind: bool,
+    /// The sequence position the last drop report was spooled at (see [`Spool::drops_welcome`]).
+    drops_at: Option<u64>,
 }
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, repairing a torn tail.
     pub fn open(dir: &Path, max_bytes: u64, fsync: bool) -> io::Result<(Self, OpenReport)> {
         fs::create_dir_all(dir)?;
+        finish_rebase(dir)?;
         let mut report = OpenReport::default();
         let (epoch, acked) = match read_state(dir)? {
             Some(Some(state)) => state,
@@ -190,6 +200,8 @@ impl Spool {
             active: None,
             bytes: 0,
             fsync,
+            state_behind: false,
+            drops_at: None,
         };
         for (i, &name) in names.iter().enumerate() {
             let path = spool.segment_path(name);
@@ -256,7 +268,21 @@ impl Spool {
         if report.state_corrupt || report.new_epoch {
             write_state(dir, spool.epoch, spool.acked)?;
         }
+        if spool.has_hole() || (report.unreadable_segments > 0 && !spool.records.is_empty()) {
+            let moved = spool.records.len();
+            spool.rebase()?;
+            let (rebased, again) = Self::open(dir, max_bytes, fsync)?;
+            spool = rebased;
+            report.rebased_records = moved;
+            report.new_epoch = true;
+            report.replay_records = again.replay_records;
+            return Ok((spool, report));
+        }
         report.replay_records = spool.records.len();
+        // A drop report of the run before may sit at this position (acknowledged and gone, so
+        // unseen): the first drop report of this run waits for the next one. A new epoch has
+        // no report anywhere yet.
+        spool.drops_at = (!report.new_epoch).then_some(spool.next_seq);
         spool.remove_acked_segments()?;
         Ok((spool, report))
     }
@@ -357,6 +383,95 @@ impl Spool {
         Ok(record)
     }
 
+    /// Whether the records waiting for an acknowledgement leave a hole in the sequence (a
+    /// damaged record was resynced past).
+    fn has_hole(&self) -> bool {
+        let mut expected = self.acked;
+        for r in &self.records {
+            if r.first_seq > expected {
+                return true;
+            }
+            expected = expected.max(r.end_seq());
+        }
+        false
+    }
+
+    /// Moves every waiting record to a new epoch, renumbered without holes. Upstream
+    /// acknowledges only the end of a contiguous run (design.md §4.2): after a hole nothing
+    /// would ever be acknowledged again and the spool would only grow. In a new epoch the
+    /// records form a run of their own. They are written to `rebase/` first, with a state
+    /// file as the commit mark, and then replace the segments ([`finish_rebase`], which also
+    /// completes a rebase a crash interrupted). The new numbers start above every old one, so
+    /// no segment name is reused. A record already delivered under its old numbers may be
+    /// evaluated once more upstream: the price of not losing the ones that were not.
+    fn rebase(&mut self) -> io::Result<()> {
+        let staging = self.dir.join(REBASE);
+        if staging.exists() {
+            fs::remove_dir_all(&staging)?;
+        }
+        fs::create_dir_all(&staging)?;
+        let epoch = new_epoch();
+        let start = self.next_seq;
+        let mut fresh = Self {
+            dir: staging.clone(),
+            max_bytes: u64::MAX,
+            segment_bytes: self.segment_bytes,
+            epoch,
+            acked: start,
+            next_seq: start,
+            records: VecDeque::new(),
+            segments: VecDeque::new(),
+            active: None,
+            bytes: 0,
+            fsync: self.fsync,
+            state_behind: false,
+            drops_at: None,
+        };
+        for r in self.records.clone() {
+            let frame = self.read(&r)?;
+            let Ok(mut envelope) = wire::decode::<wire::Envelope>(&frame) else {
+                // Intact by its checksum yet not an envelope: nothing to carry over.
+                tracing::warn!(
+                    first_seq = r.first_seq,
+                    "a spooled record does not decode; left out of the rebase"
+                );
+                continue;
+            };
+            envelope.epoch = epoch;
+            envelope.first_seq = fresh.next_seq;
+            fresh.append(r.count, &wire::encode(&envelope)).map_err(|e| match e {
+                AppendError::Io(e) => e,
+                AppendError::Full { .. } => {
+                    io::Error::new(io::ErrorKind::StorageFull, "spool full")
+                }
+            })?;
+        }
+        if let Some((file, _)) = &fresh.active {
+            file.sync_all()?;
+        }
+        write_state(&staging, epoch, start)?;
+        tracing::warn!(
+            records = self.records.len(),
+            epoch,
+            "spool records moved to a new epoch past a hole in their sequence"
+        );
+        finish_rebase(&self.dir)
+    }
+
+    /// Whether a drop report may ride an envelope at [`Spool::next_seq`]. Upstream
+    /// deduplicates a drop report by `(node, epoch, first_seq)` (design.md §4.3); an envelope
+    /// without events does not move the position, so a second report there would be taken for
+    /// a repeat of the first and its counts lost. One report per position: the next waits
+    /// (carried in memory) for an envelope at a new position.
+    pub fn drops_welcome(&self) -> bool {
+        self.drops_at != Some(self.next_seq)
+    }
+
+    /// Notes that a drop report was spooled at `seq`.
+    pub fn drops_spooled_at(&mut self, seq: u64) {
+        self.drops_at = Some(seq);
+    }
+
     /// Reads a record's payload (the envelope frame).
     pub fn read(&self, record: &Record) -> io::Result<Vec<u8>> {
         let file = File::open(self.segment_path(record.segment))?;
@@ -367,18 +482,25 @@ impl Spool {
 
     /// Records that everything below `up_to_seq` is stored upstream: drops those records,
     /// deletes segments that hold nothing else and persists the watermark. Acks that do not
-    /// advance the watermark are ignored.
+    /// advance the watermark are ignored (unless the state file is behind: then it is retried).
     pub fn ack(&mut self, up_to_seq: u64) -> io::Result<()> {
         let up_to_seq = up_to_seq.min(self.next_seq);
-        if up_to_seq <= self.acked {
+        if up_to_seq <= self.acked && !self.state_behind {
             return Ok(());
         }
-        self.acked = up_to_seq;
-        while self.records.front().is_some_and(|r| r.end_seq() <= up_to_seq) {
+        self.acked = self.acked.max(up_to_seq);
+        while self.records.front().is_some_and(|r| r.end_seq() <= self.acked) {
             self.records.pop_front();
         }
+        // Segments go before the state file is replaced: on a full disk the replacement needs
+        // the space they free (the other order never recovered). A crash in between is
+        // harmless: on start the state is behind, the deleted segments held only acknowledged
+        // records, and the later records are replayed (upstream deduplication absorbs them).
+        self.state_behind = true;
+        self.remove_acked_segments()?;
         write_state(&self.dir, self.epoch, self.acked)?;
-        self.remove_acked_segments()
+        self.state_behind = false;
+        Ok(())
     }
 
     /// Deletes every segment but the active one whose records are all acknowledged.
@@ -562,6 +684,50 @@ fn read_state(dir: &Path) -> io::Result<Option<Option<(u64, u64)>>> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// Completes a rebase ([`Spool::rebase`]): a staging directory with its state file is
+/// complete and replaces the segments below its first sequence number (the old ones); one
+/// without a state file was interrupted before its commit and is discarded (the old segments
+/// are still whole).
+fn finish_rebase(dir: &Path) -> io::Result<()> {
+    let staging = dir.join(REBASE);
+    if !staging.exists() {
+        return Ok(());
+    }
+    let start = match read_state(&staging)? {
+        Some(Some((_, start))) => start,
+        _ => return fs::remove_dir_all(&staging),
+    };
+    let segments = |d: &Path| -> io::Result<Vec<u64>> {
+        Ok(fs::read_dir(d)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix(SEGMENT_PREFIX)?.parse().ok())
+            .collect())
+    };
+    for name in segments(dir)? {
+        if name < start {
+            fs::remove_file(dir.join(format!("{SEGMENT_PREFIX}{name:020}")))?;
+        }
+    }
+    for name in segments(&staging)? {
+        let file = format!("{SEGMENT_PREFIX}{name:020}");
+        fs::rename(staging.join(&file), dir.join(&file))?;
+    }
+    fs::rename(staging.join(STATE), dir.join(STATE))?;
+    File::open(dir)?.sync_all()?;
+    fs::remove_dir_all(&staging)
+}
+
+/// What a sender does with [`Spool::ack`]'s result: the acknowledgement holds in memory
+/// whatever happened on disk, so a failure to persist it (a full disk) is reported and counted,
+/// never fatal to the sender: the next acknowledgement retries it, and until then a restart
+/// only replays acknowledged records (upstream deduplication absorbs them).
+pub fn report_ack_write(result: io::Result<()>, metrics: &crate::telemetry::Metrics) {
+    if let Err(e) = result {
+        metrics.spool_ack_write_failures.inc();
+        tracing::warn!(error = %e, "could not persist an acknowledgement in the spool; retried with the next one");
     }
 }
 

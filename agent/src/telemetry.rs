@@ -33,6 +33,9 @@ pub struct Metrics {
     pub spool_bytes: IntGauge,
     /// Repairs of the spool on start, per kind.
     pub spool_repairs: IntCounterVec,
+    /// Acknowledgements whose removal from the spool could not be persisted at once (a full
+    /// disk): retried with the next one.
+    pub spool_ack_write_failures: IntCounter,
     /// Connections (re)established to the upstream.
     pub connects: IntCounter,
     /// 1 while connected upstream.
@@ -90,6 +93,10 @@ impl Metrics {
                 "use",
             ),
             spool_bytes: gauge("auditflow_agent_spool_bytes", "Bytes in the spool."),
+            spool_ack_write_failures: counter(
+                "auditflow_agent_spool_ack_write_failures_total",
+                "Acknowledgements the spool could not persist at once (full disk); retried with the next.",
+            ),
             spool_repairs: counter_vec(
                 "auditflow_agent_spool_repairs_total",
                 "Spool repairs on start: torn_records (cut off or resynced past), skipped_bytes, damaged_segments (copied to quarantine/), unreadable_segments (moved to quarantine/).",

@@ -9,10 +9,27 @@ use agent::spool::{AppendError, Spool};
 use proptest::prelude::*;
 
 fn frame(first_seq: u64, count: u32) -> Vec<u8> {
-    // Any bytes do; make them depend on the batch so a mix-up is visible.
-    let mut f = format!("batch {first_seq}+{count};").into_bytes();
-    f.resize(32 + (first_seq % 50) as usize + count as usize * 3, b'x');
-    f
+    // An envelope (a rebase renumbers it), named after its batch so a mix-up is visible.
+    let mut name = format!("batch {first_seq}+{count};");
+    name.extend(std::iter::repeat_n('x', 32 + (first_seq % 50) as usize + count as usize * 3));
+    wire::encode(&wire::Envelope {
+        node_id: name,
+        epoch: 1,
+        first_seq,
+        events: Vec::new(),
+        dropped: Default::default(),
+    })
+}
+
+/// The batch a spooled frame was written as (`frame`'s arguments), whatever it was renumbered
+/// to since.
+fn batch_of(bytes: &[u8]) -> (u64, u32) {
+    let envelope: wire::Envelope = wire::decode(bytes).expect("an envelope");
+    let (first, count) = envelope.node_id["batch ".len()..]
+        .split_once(';')
+        .and_then(|(b, _)| b.split_once('+'))
+        .expect("a batch name");
+    (first.parse().unwrap(), count.parse().unwrap())
 }
 
 fn last_segment(dir: &Path) -> Option<std::path::PathBuf> {
@@ -173,6 +190,7 @@ fn quarantined(dir: &Path) -> usize {
 fn damage_in_the_middle_costs_that_record_only_and_the_segment_is_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let seg = three_batches_of_four(dir.path());
+    let epoch = Spool::open(dir.path(), 1 << 20, false).unwrap().0.epoch();
     let mut bytes = std::fs::read(&seg).unwrap();
     let second = 20 + frame(0, 4).len();
     bytes[second + 25] ^= 0xff; // corrupt the second record's payload
@@ -183,17 +201,23 @@ fn damage_in_the_middle_costs_that_record_only_and_the_segment_is_quarantined() 
         (report.damaged_segments, report.skipped_bytes),
         (1, (20 + frame(4, 4).len()) as u64)
     );
-    let kept: Vec<u64> = spool.pending().map(|r| r.first_seq).collect();
-    assert_eq!(kept, [0, 8], "the third batch, after the damage, is kept");
-    assert_eq!(spool.read(&spool.pending().nth(1).copied().unwrap()).unwrap(), frame(8, 4));
-    assert_eq!(spool.next_seq(), 12, "sequence continues after the last intact record");
+    // The hole at 4..8 would stop acknowledgements upstream for good: the intact records
+    // move to a new epoch, renumbered without it, above every old number.
+    assert!(report.new_epoch && report.rebased_records == 2, "{report:?}");
+    assert_ne!(spool.epoch(), epoch);
+    let kept: Vec<(u64, (u64, u32))> =
+        spool.pending().map(|r| (r.first_seq, batch_of(&spool.read(r).unwrap()))).collect();
+    assert_eq!(kept, [(12, (0, 4)), (16, (8, 4))], "the first and third batches are kept");
+    let renumbered: wire::Envelope =
+        wire::decode(&spool.read(spool.pending().last().unwrap()).unwrap()).unwrap();
+    assert_eq!((renumbered.epoch, renumbered.first_seq), (spool.epoch(), 16));
+    assert_eq!(spool.next_seq(), 20);
     assert_eq!(quarantined(dir.path()), 1, "a copy kept for inspection");
-    // The repaired spool opens clean next time: the damage is still there, skipped again,
-    // and nothing else is lost.
+    // The repaired spool opens clean next time.
     drop(spool);
     let (spool, again) = Spool::open(dir.path(), 1 << 20, false).unwrap();
     assert_eq!(spool.pending().count(), 2);
-    assert_eq!(again.torn_events, 4);
+    assert!(!again.repaired() && !again.new_epoch, "{again:?}");
 }
 
 #[test]
@@ -226,7 +250,9 @@ fn an_unreadable_segment_is_quarantined_and_the_spool_opens_in_a_new_epoch() {
     assert_eq!(report.unreadable_segments, 1, "{report:?}");
     assert!(report.new_epoch && spool.epoch() != epoch, "new batches must not look like repeats");
     assert_eq!(spool.pending().count(), 1, "the readable segment's record is kept");
-    assert!(first_seg.exists());
+    let kept = spool.pending().next().copied().unwrap();
+    assert_eq!(batch_of(&spool.read(&kept).unwrap()), (0, 4), "renumbered into the new epoch");
+    assert!(!first_seg.exists(), "its segment replaced by the new epoch's");
     assert!(!dir.path().join("seg-00000000000000000100").exists(), "moved to quarantine");
     assert_eq!(quarantined(dir.path()), 1);
 }
@@ -288,7 +314,8 @@ fn any_damaged_record_in_the_middle_costs_only_itself() {
             bytes[offsets[damaged] + at] ^= 0x5a;
             std::fs::write(&seg, &bytes).unwrap();
             let (spool, report) = Spool::open(dir.path(), 1 << 20, false).unwrap();
-            let kept: Vec<(u64, u32)> = spool.pending().map(|r| (r.first_seq, r.count)).collect();
+            let kept: Vec<(u64, u32)> =
+                spool.pending().map(|r| batch_of(&spool.read(r).unwrap())).collect();
             let mut want = Vec::new();
             let mut seq = 0u64;
             for (i, c) in counts.iter().enumerate() {
@@ -298,11 +325,18 @@ fn any_damaged_record_in_the_middle_costs_only_itself() {
                 seq += u64::from(*c);
             }
             assert_eq!(kept, want, "damage at byte {at} of record {damaged}: {report:?}");
-            for r in spool.pending() {
-                assert_eq!(spool.read(r).unwrap(), frame(r.first_seq, r.count));
-            }
             assert_eq!(report.torn_events, u64::from(counts[damaged]));
-            assert_eq!(spool.next_seq(), seq);
+            // Renumbered without the hole, in a new epoch, above every old number.
+            let numbers: Vec<(u64, u32)> =
+                spool.pending().map(|r| (r.first_seq, r.count)).collect();
+            let mut next = seq;
+            let mut contiguous = Vec::new();
+            for &(_, c) in &want {
+                contiguous.push((next, c));
+                next += u64::from(c);
+            }
+            assert_eq!(numbers, contiguous, "damage at byte {at} of record {damaged}");
+            assert_eq!(spool.next_seq(), next);
         }
     }
 }

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use support::{Aggregator, Env, free_port, request, workspace_bin};
+use support::{Aggregator, Broker, Env, free_port, request, workspace_bin};
 
 const ADMIN: &str = "attack-admin-token-0123456789";
 const GITHUB_SECRET: &str = "attack-github-secret-0123";
@@ -52,33 +52,6 @@ fn wait_ready(port: u16, child: &mut Child, what: &str) {
 
 fn credentials() -> String {
     NODES.iter().map(|(n, p)| format!("{n}:{p}\n")).collect()
-}
-
-fn start_broker(dir: &Path, amqp_url: &str, procs: &mut Procs) -> u16 {
-    let (mqtt, http) = (free_port(), free_port());
-    std::fs::write(dir.join("credentials"), credentials()).unwrap();
-    let config = dir.join("broker.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\ncredentials_file = \"{}\"\n\
-             [http]\nlisten = \"127.0.0.1:{http}\"\n[amqp]\nurl = \"{amqp_url}\"\n",
-            dir.join("credentials").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(workspace_bin("auditflow-broker"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("AMQP_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("broker.log")).unwrap())
-        .spawn()
-        .expect("start auditflow-broker");
-    wait_ready(http, &mut child, "the broker");
-    procs.0.push(child);
-    mqtt
 }
 
 fn start_embedded(dir: &Path, procs: &mut Procs) -> Target {
@@ -343,7 +316,8 @@ async fn every_attack_is_refused_in_both_profiles() {
     let env = Env::new("attack").await;
     let dir = tempfile::tempdir().unwrap();
     let mut procs = Procs(Vec::new());
-    let mqtt = start_broker(dir.path(), &env.amqp_url, &mut procs);
+    let broker = Broker::start(dir.path(), &env.amqp_url, &NODES, free_port());
+    let mqtt = broker.mqtt;
     let aggregator = Aggregator::start_with(
         &env,
         dir.path(),

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Aggregator, Env, free_port, request, wait_until, workspace_bin};
+use support::{Aggregator, Broker, Env, free_port, request, wait_until, workspace_bin};
 
 // The helpers are shared with the dashboard's own browser test; this file uses some of them.
 #[allow(dead_code)]
@@ -49,40 +49,6 @@ impl Drop for Procs {
             let _ = c.wait();
         }
     }
-}
-
-fn start_broker(dir: &Path, amqp_url: &str) -> (Child, u16) {
-    let (mqtt, http) = (free_port(), free_port());
-    let creds: String = NODES.iter().map(|(n, p)| format!("{n}:{p}\n")).collect();
-    std::fs::write(dir.join("credentials"), creds).unwrap();
-    let config = dir.join("broker.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\ncredentials_file = \"{}\"\n\
-             [http]\nlisten = \"127.0.0.1:{http}\"\n[amqp]\nurl = \"{amqp_url}\"\n",
-            dir.join("credentials").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(workspace_bin("auditflow-broker"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("AMQP_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("broker.log")).unwrap())
-        .spawn()
-        .expect("start auditflow-broker");
-    let start = Instant::now();
-    while !support::http_get(http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the broker exited: {status}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "the broker is not ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child, mqtt)
 }
 
 /// The scenario of each node.
@@ -201,8 +167,9 @@ async fn three_agents_through_the_broker_survive_an_aggregator_sigkill() {
     let env = Env::new("e2e").await;
     let dir = tempfile::tempdir().unwrap();
     let mut agg = start_aggregator(&env, dir.path(), "agg1");
-    let (broker, mqtt) = start_broker(dir.path(), &env.amqp_url);
-    let mut procs = Procs(vec![broker]);
+    let broker = Broker::start(dir.path(), &env.amqp_url, &NODES, free_port());
+    let mqtt = broker.mqtt;
+    let mut procs = Procs(vec![]);
     let started = Instant::now();
     for (node, password) in NODES {
         procs.0.push(start_agent(dir.path(), node, password, mqtt));
@@ -237,7 +204,7 @@ async fn three_agents_through_the_broker_survive_an_aggregator_sigkill() {
     // The agents stop by themselves once the broker has acknowledged all their events.
     let deadline = Instant::now() + Duration::from_secs(60);
     for (i, (node, _)) in NODES.iter().enumerate() {
-        let agent = &mut procs.0[i + 1];
+        let agent = &mut procs.0[i];
         loop {
             if let Some(status) = agent.try_wait().unwrap() {
                 assert!(status.success(), "agent {node} failed: {status}");

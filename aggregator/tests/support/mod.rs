@@ -406,3 +406,61 @@ pub async fn alerts(pool: &PgPool) -> Vec<(String, i64)> {
         .await
         .expect("read alerts")
 }
+
+/// `auditflow-broker` as a process on the given MQTT port (so a restarted one is found where
+/// the agents look), bridging into `amqp_url`, accepting `nodes` (`(node, password)`); killed
+/// when dropped.
+pub struct Broker {
+    pub child: Child,
+    pub mqtt: u16,
+    pub http: u16,
+}
+
+impl Broker {
+    pub fn start(dir: &Path, amqp_url: &str, nodes: &[(&str, &str)], mqtt: u16) -> Self {
+        let http = free_port();
+        let creds: String = nodes.iter().map(|(n, p)| format!("{n}:{p}\n")).collect();
+        std::fs::write(dir.join("credentials"), creds).unwrap();
+        let config = dir.join("broker.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\ncredentials_file = \"{}\"\n\
+                 [http]\nlisten = \"127.0.0.1:{http}\"\n[amqp]\nurl = \"{amqp_url}\"\n",
+                dir.join("credentials").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("broker.log"))
+            .unwrap();
+        let mut child = Command::new(workspace_bin("auditflow-broker"))
+            .arg("--config")
+            .arg(&config)
+            .env_remove("AMQP_URL")
+            .env("RUST_LOG", std::env::var("BROKER_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start auditflow-broker");
+        let start = Instant::now();
+        while !http_get(http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default();
+                panic!("the broker exited: {status}\n{log}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the broker is not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, mqtt, http }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
