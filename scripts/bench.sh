@@ -31,6 +31,11 @@
 # two lines are
 #   e2e: profile=cluster events_per_s=<n> p99_ms=<x>
 #   e2e: profile=embedded events_per_s=<n> p99_ms=<x>
+# faults: the fault matrix (aggregator/tests/faults.rs, docs/faults.md) on release binaries,
+# FAULTS_EVENTS events per scenario (default 1,000,000) at FAULTS_RATE events/s per agent
+# (default 10,000), the network cut FAULTS_CUT_S long (default 600), one row per scenario;
+# the last line is
+#   faults: scenarios=<n> events=<n> lost=<n> duplicate_alerts=<n> missed_alerts=<n>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -213,11 +218,26 @@ bench_parse() {
   "$ROOT/target/release/examples/bench_parse" "${1:-2000000}" "${JOURNAL_ENTRIES:-200000}"
 }
 
+bench_faults() {
+  # shellcheck source=scripts/services.sh
+  source scripts/services.sh
+  services_up >/dev/null
+  svc_fault_tools >/dev/null
+  cargo build --quiet --release --workspace --bins
+  FAULTS_EVENTS="${FAULTS_EVENTS:-1000000}" FAULTS_RATE="${FAULTS_RATE:-10000}" \
+    FAULTS_PROBES="${FAULTS_PROBES:-100}" FAULTS_CUT_S="${FAULTS_CUT_S:-600}" \
+    FAULTS_DISK_KB="${FAULTS_DISK_KB:-4096}" \
+    cargo test --quiet --release -p aggregator --test faults -- --nocapture 2>&1 |
+    grep -E '^(\||\(|faults:|test result)|MISSED|DUPLICATE|UNEXPECTED|panicked'
+  echo "(machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); everything on this one machine)"
+}
+
 case "$what" in
   agent) bench_agent ;;
   parse) bench_parse "${2:-}" ;;
   broker) bench_broker ;;
   detect) bench_detect ;;
   e2e) bench_e2e "$@" ;;  # its own defaults: 20 s, 2 agents, 101000 events/s each
-  *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e [SECONDS|LINES]" >&2; exit 64 ;;
+  faults) bench_faults ;;
+  *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e|faults [SECONDS|LINES]" >&2; exit 64 ;;
 esac

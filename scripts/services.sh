@@ -170,6 +170,20 @@ svc_journal_tools() {
   svc_log "journal: $(journalctl --version | head -n 1), systemd-journal-remote"
 }
 
+# The fault matrix (aggregator/tests/faults.rs) steps one agent's clock with libfaketime,
+# restarts a Redis of its own (redis-server) and PostgreSQL (pg_ctlcluster), and mounts a
+# small tmpfs for a spool (root).
+svc_fault_tools() {
+  compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || svc_apt_install libfaketime
+  command -v redis-server >/dev/null || svc_apt_install redis-server
+  command -v pg_ctlcluster >/dev/null || svc_apt_install postgresql-common
+  if [ "$(id -u)" != 0 ]; then
+    svc_log "the fault matrix mounts a tmpfs for its disk-full scenario and needs root"
+    return 1
+  fi
+  svc_log "faults: $(compgen -G '/usr/lib/*/faketime/libfaketime.so.1' | head -n 1)"
+}
+
 # The notifier's e-mail is tested against a real SMTP server with STARTTLS and AUTH: aiosmtpd
 # (PyPI, pinned) in its own venv under target/tools, run by aggregator/tests/smtpd.py.
 # Exports AIOSMTPD_PYTHON, the venv's python.

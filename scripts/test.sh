@@ -124,6 +124,7 @@ if want test; then
   stage "browser" svc_browser
   stage "journal-tools" svc_journal_tools
   stage "smtp-tools" svc_smtp_tools
+  stage "fault-tools" svc_fault_tools
   stage "tests" run_tests
   stage "fuzz" fuzz_smoke
 elif want deploy || want images; then

@@ -128,7 +128,7 @@ async fn send_loop(
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(wire::CONTENT_TYPE.into());
-    let mut cursor = lock(spool).acked();
+    let mut cursor: Option<Record> = None;
     let mut inflight: FuturesOrdered<_> = FuturesOrdered::new();
     let mut inflight_records: VecDeque<Record> = VecDeque::new();
     let mut heartbeats_open = true;
@@ -139,7 +139,7 @@ async fn send_loop(
         while inflight.len() < WINDOW && !cancel.is_cancelled() {
             let next = {
                 let spool = lock(spool);
-                spool.pending_from(cursor).map(|r| (r, spool.read(&r)))
+                spool.pending_after(cursor.as_ref()).map(|r| (r, spool.read(&r)))
             };
             let Some((record, frame)) = next else { break };
             let frame = frame.context("read a spooled batch")?;
@@ -154,7 +154,7 @@ async fn send_loop(
                 .await
                 .map_err(|_| anyhow::anyhow!("publish did not complete in {PUBLISH_TIMEOUT:?}"))?
                 .context("publish")?;
-            cursor = record.end_seq();
+            cursor = Some(record);
             metrics.sent.inc_by(u64::from(record.count));
             metrics.sent_bytes.inc_by(frame.len() as u64);
             if inflight.is_empty() {
@@ -177,7 +177,7 @@ async fn send_loop(
                         let spool = Arc::clone(spool);
                         let (bytes, persisted) = tokio::task::spawn_blocking(move || {
                             let mut s = lock(&spool);
-                            let persisted = s.ack(record.end_seq());
+                            let persisted = s.ack_sent(record.end_seq(), Some(&record));
                             (s.bytes(), persisted)
                         })
                         .await?;

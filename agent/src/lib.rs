@@ -302,6 +302,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         sent = metrics.sent.get(),
         sent_bytes = metrics.sent_bytes.get(),
         acked = metrics.acked.get(),
+        dropped = wire::DropReason::ALL
+            .iter()
+            .map(|r| metrics.dropped.with_label_values(&[r.as_str()]).get())
+            .sum::<u64>(),
         pending_batches = s.pending().count(),
         "agent stopped"
     );

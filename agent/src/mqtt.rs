@@ -162,7 +162,7 @@ pub async fn run_sender(
         }
         let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2 + 16);
         let mut connected = false;
-        let mut cursor = 0u64;
+        let mut cursor: Option<crate::spool::Record> = None;
         let mut inflight: VecDeque<Record> = VecDeque::new();
         let mut last_progress = Instant::now();
         // Acknowledgement timeouts in a row on this connection.
@@ -175,7 +175,7 @@ pub async fn run_sender(
                 while inflight.len() < WINDOW {
                     let next = {
                         let s = lock(&spool);
-                        s.pending_from(cursor).map(|r| (r, s.read(&r)))
+                        s.pending_after(cursor.as_ref()).map(|r| (r, s.read(&r)))
                     };
                     let Some((record, frame)) = next else { break };
                     // A read error ends the session, not the sender: the next one retries.
@@ -189,8 +189,8 @@ pub async fn run_sender(
                     if client.try_publish(&events_topic, QoS::AtLeastOnce, false, frame).is_err() {
                         break;
                     }
-                    cursor = record.end_seq();
-                    sent_high = sent_high.max(cursor);
+                    cursor = Some(record);
+                    sent_high = sent_high.max(record.end_seq());
                     metrics.sent.inc_by(u64::from(record.count));
                     metrics.sent_bytes.inc_by(bytes);
                     if inflight.is_empty() {
@@ -217,7 +217,7 @@ pub async fn run_sender(
                         if let Err(e) = client.try_subscribe(&ack_topic, QoS::AtLeastOnce) {
                             break anyhow::Error::new(e).context("subscribe to acks");
                         }
-                        cursor = lock(&spool).acked();
+                        cursor = None;
                         inflight.clear();
                         last_progress = Instant::now();
                         tracing::info!(host = %settings.host, port = settings.port, "connected to the broker");
@@ -240,10 +240,11 @@ pub async fn run_sender(
                             continue;
                         }
                         let spool_for_ack = Arc::clone(&spool);
+                        let sent_through = cursor;
                         let applied = tokio::task::spawn_blocking(move || {
                             let mut s = lock(&spool_for_ack);
                             let before = s.acked();
-                            let persisted = s.ack(ack.up_to_seq);
+                            let persisted = s.ack_sent(ack.up_to_seq, sent_through.as_ref());
                             (before, s.acked(), s.bytes(), persisted)
                         })
                         .await?;
@@ -276,7 +277,7 @@ pub async fn run_sender(
                             break anyhow::anyhow!("no acknowledgement for {:?} after a resend", ACK_TIMEOUT * 2);
                         }
                         tracing::warn!(in_flight = inflight.len(), "no acknowledgement progress; resending from the watermark");
-                        cursor = lock(&spool).acked();
+                        cursor = None;
                         inflight.clear();
                         last_progress = Instant::now();
                     }

@@ -322,6 +322,19 @@ impl Spool {
         self.records.iter().find(|r| r.end_seq() > seq).copied()
     }
 
+    /// The waiting record after `last` in append order (the first one for `None`). A sender's
+    /// cursor: by sequence number alone a record without events (a drop report) at the
+    /// position the cursor already reached would be passed over, never sent, and then
+    /// removed by the next acknowledgement with its counts.
+    pub fn pending_after(&self, last: Option<&Record>) -> Option<Record> {
+        match last {
+            None => self.records.front().copied(),
+            Some(l) => {
+                self.records.iter().find(|r| (r.segment, r.offset) > (l.segment, l.offset)).copied()
+            }
+        }
+    }
+
     /// Appends a batch of `count` events starting at [`Spool::next_seq`], whose encoded
     /// envelope is `frame`. On success the batch is on disk (and flushed when `fsync` is on).
     pub fn append(&mut self, count: u32, frame: &[u8]) -> Result<Record, AppendError> {
@@ -484,13 +497,29 @@ impl Spool {
     /// deletes segments that hold nothing else and persists the watermark. Acks that do not
     /// advance the watermark are ignored (unless the state file is behind: then it is retried).
     pub fn ack(&mut self, up_to_seq: u64) -> io::Result<()> {
+        self.ack_sent(up_to_seq, None)
+    }
+
+    /// Like [`Spool::ack`], for a sender that has sent the records up to `sent_through` (in
+    /// append order) and no further: a record it has not sent stays, even at or below the
+    /// bound. By sequence number alone an acknowledgement of the records before a drop
+    /// report without events, at the same position, would remove that report unsent.
+    pub fn ack_sent(&mut self, up_to_seq: u64, sent_through: Option<&Record>) -> io::Result<()> {
         let up_to_seq = up_to_seq.min(self.next_seq);
-        if up_to_seq <= self.acked && !self.state_behind {
-            return Ok(());
-        }
+        let sent = |r: &Record| {
+            sent_through.is_none_or(|l| (r.segment, r.offset) <= (l.segment, l.offset))
+        };
+        let before = self.records.len();
+        let advance = up_to_seq > self.acked;
         self.acked = self.acked.max(up_to_seq);
-        while self.records.front().is_some_and(|r| r.end_seq() <= self.acked) {
+        while self.records.front().is_some_and(|r| r.end_seq() <= self.acked && sent(r)) {
             self.records.pop_front();
+        }
+        if !advance && !self.state_behind {
+            if self.records.len() != before {
+                self.remove_acked_segments()?;
+            }
+            return Ok(());
         }
         // Segments go before the state file is replaced: on a full disk the replacement needs
         // the space they free (the other order never recovered). A crash in between is
