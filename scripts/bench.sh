@@ -36,6 +36,11 @@
 # (default 10,000), the network cut FAULTS_CUT_S long (default 600), one row per scenario;
 # the last line is
 #   faults: scenarios=<n> events=<n> lost=<n> duplicate_alerts=<n> missed_alerts=<n>
+# store [ALERTS] [FIRINGS]: the alert store at scale (aggregator/examples/bench_store.rs):
+# PostgreSQL and SQLite filled with ALERTS alerts (default 1,000,000) and FIRINGS firings
+# (default 10,000,000) over 90 days and 200 nodes, then the API timed from a client. Per
+# backend a table and the line
+#   store: <backend> list_p99_ms=<x> search_p99_ms=<y> stats_p99_ms=<z> detail_p99_ms=<d> db_mb=<n>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -232,6 +237,23 @@ bench_faults() {
   echo "(machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); everything on this one machine)"
 }
 
+bench_store() {
+  local alerts=${1:-1000000} firings=${2:-10000000}
+  # shellcheck source=scripts/services.sh
+  source scripts/services.sh
+  services_up >/dev/null
+  cargo build --quiet --release -p aggregator -p auditflow --bins --example bench_store
+  local lines=() backend out
+  for backend in postgres sqlite; do
+    out=$("$ROOT/target/release/examples/bench_store" "$backend" "$ROOT/target/release" "$alerts" "$firings")
+    echo "$out"
+    lines+=("$(tail -n 1 <<<"$out")")
+  done
+  echo
+  echo "(machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); everything on this one machine)"
+  printf '%s\n' "${lines[@]}"
+}
+
 case "$what" in
   agent) bench_agent ;;
   parse) bench_parse "${2:-}" ;;
@@ -239,5 +261,6 @@ case "$what" in
   detect) bench_detect ;;
   e2e) bench_e2e "$@" ;;  # its own defaults: 20 s, 2 agents, 101000 events/s each
   faults) bench_faults ;;
-  *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e|faults [SECONDS|LINES]" >&2; exit 64 ;;
+  store) bench_store "${2:-}" "${3:-}" ;;
+  *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e|faults|store [SECONDS|LINES]" >&2; exit 64 ;;
 esac

@@ -297,12 +297,11 @@ async fn flush_batch(
     let spool = Arc::clone(spool);
     let node_id = settings.node_id.clone();
     let priorities = settings.priorities;
-    let (result, left_drops) = tokio::task::spawn_blocking(move || {
+    let (outcome, left_drops) = tokio::task::spawn_blocking(move || {
         spool_batch(&spool, &node_id, &priorities, events, carried)
     })
     .await?;
     *drops = left_drops;
-    let outcome = result;
     metrics.spooled.inc_by(outcome.spooled);
     metrics.spool_bytes.set(i64::try_from(outcome.spool_bytes).unwrap_or(i64::MAX));
     metrics.count_drops(&outcome.shed);

@@ -497,18 +497,22 @@ impl Spool {
     /// deletes segments that hold nothing else and persists the watermark. Acks that do not
     /// advance the watermark are ignored (unless the state file is behind: then it is retried).
     pub fn ack(&mut self, up_to_seq: u64) -> io::Result<()> {
-        self.ack_sent(up_to_seq, None)
+        self.ack_where(up_to_seq, |_| true)
     }
 
     /// Like [`Spool::ack`], for a sender that has sent the records up to `sent_through` (in
-    /// append order) and no further: a record it has not sent stays, even at or below the
-    /// bound. By sequence number alone an acknowledgement of the records before a drop
-    /// report without events, at the same position, would remove that report unsent.
+    /// append order; `None`: nothing yet) and no further: a record it has not sent stays, even
+    /// at or below the bound. By sequence number alone an acknowledgement of the records
+    /// before a drop report without events, at the same position, would remove that report
+    /// unsent.
     pub fn ack_sent(&mut self, up_to_seq: u64, sent_through: Option<&Record>) -> io::Result<()> {
+        self.ack_where(up_to_seq, |r| {
+            sent_through.is_some_and(|l| (r.segment, r.offset) <= (l.segment, l.offset))
+        })
+    }
+
+    fn ack_where(&mut self, up_to_seq: u64, sent: impl Fn(&Record) -> bool) -> io::Result<()> {
         let up_to_seq = up_to_seq.min(self.next_seq);
-        let sent = |r: &Record| {
-            sent_through.is_none_or(|l| (r.segment, r.offset) <= (l.segment, l.offset))
-        };
         let before = self.records.len();
         let advance = up_to_seq > self.acked;
         self.acked = self.acked.max(up_to_seq);

@@ -366,3 +366,27 @@ fn records_of_the_earlier_format_are_still_read() {
     let (spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
     assert_eq!(spool.pending().count(), 2);
 }
+
+/// A sender removes only what it sent: a drop report without events, appended at the position
+/// an acknowledgement reaches, stays until it is sent, and a sender walks the spool in append
+/// order, so it does get sent.
+#[test]
+fn an_acknowledgement_leaves_an_unsent_record_without_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 1 << 20, false).unwrap();
+    let first = spool.append(4, &frame(0, 4)).unwrap();
+    let sent = spool.pending_after(None).unwrap();
+    assert_eq!(sent, first);
+    let report = spool.append(0, &frame(4, 0)).unwrap();
+    assert_eq!(report.first_seq, 4);
+    spool.ack_sent(4, Some(&sent)).unwrap();
+    assert_eq!(spool.acked(), 4);
+    let next = spool.pending_after(Some(&sent)).expect("the report, still to send");
+    assert_eq!(next, report);
+    spool.ack_sent(4, Some(&next)).unwrap();
+    assert_eq!(spool.pending().count(), 0, "sent and acknowledged: gone");
+    // A sender that has sent nothing (it rewound) removes nothing.
+    let r = spool.append(2, &frame(4, 2)).unwrap();
+    spool.ack_sent(6, None).unwrap();
+    assert_eq!(spool.pending().next(), Some(&r));
+}
