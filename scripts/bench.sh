@@ -47,6 +47,10 @@ ROOT=$PWD
 what=${1:-}
 seconds=${2:-10}
 
+machine_line() {
+  echo "(machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); everything on this one machine)"
+}
+
 bench_agent() {
   # shellcheck source=scripts/services.sh
   source scripts/services.sh
@@ -211,7 +215,7 @@ bench_e2e() {
     lines+=("$(tail -n 1 <<<"$out")")
   done
   echo
-  echo "(machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); everything on this one machine)"
+  machine_line
   printf '%s\n' "${lines[@]}"
 }
 
@@ -234,7 +238,7 @@ bench_faults() {
     FAULTS_DISK_KB="${FAULTS_DISK_KB:-4096}" \
     cargo test --quiet --release -p aggregator --test faults -- --nocapture 2>&1 |
     grep -E '^(\||\(|faults:|test result)|MISSED|DUPLICATE|UNEXPECTED|panicked'
-  echo "(machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); everything on this one machine)"
+  machine_line
 }
 
 bench_store() {
@@ -250,7 +254,7 @@ bench_store() {
     lines+=("$(tail -n 1 <<<"$out")")
   done
   echo
-  echo "(machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); everything on this one machine)"
+  machine_line
   printf '%s\n' "${lines[@]}"
 }
 
