@@ -270,7 +270,8 @@ impl Spool {
         }
         if spool.has_hole() || (report.unreadable_segments > 0 && !spool.records.is_empty()) {
             let moved = spool.records.len();
-            spool.rebase()?;
+            let left_out = spool.rebase()?;
+            report.torn_events += left_out;
             let (rebased, again) = Self::open(dir, max_bytes, fsync)?;
             spool = rebased;
             report.rebased_records = moved;
@@ -417,7 +418,8 @@ impl Spool {
     /// completes a rebase a crash interrupted). The new numbers start above every old one, so
     /// no segment name is reused. A record already delivered under its old numbers may be
     /// evaluated once more upstream: the price of not losing the ones that were not.
-    fn rebase(&mut self) -> io::Result<()> {
+    /// Returns the events of records it had to leave out (counted as `spool_corrupt`).
+    fn rebase(&mut self) -> io::Result<u64> {
         let staging = self.dir.join(REBASE);
         if staging.exists() {
             fs::remove_dir_all(&staging)?;
@@ -440,9 +442,11 @@ impl Spool {
             state_behind: false,
             drops_at: None,
         };
+        let mut left_out = 0;
         for r in self.records.clone() {
             let frame = self.read(&r)?;
             let Ok(mut envelope) = wire::decode::<wire::Envelope>(&frame) else {
+                left_out += u64::from(r.count);
                 // Intact by its checksum yet not an envelope: nothing to carry over.
                 tracing::warn!(
                     first_seq = r.first_seq,
@@ -468,7 +472,8 @@ impl Spool {
             epoch,
             "spool records moved to a new epoch past a hole in their sequence"
         );
-        finish_rebase(&self.dir)
+        finish_rebase(&self.dir)?;
+        Ok(left_out)
     }
 
     /// Whether a drop report may ride an envelope at [`Spool::next_seq`]. Upstream
