@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::spool::lock;
 use anyhow::Context;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -235,13 +236,6 @@ async fn send_loop(
                 return Ok(());
             }
         }
-    }
-}
-
-fn lock(spool: &SharedSpool) -> std::sync::MutexGuard<'_, crate::spool::Spool> {
-    match spool.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::spool::lock;
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use runtime::retry::Backoff;
@@ -300,13 +301,6 @@ pub async fn run_sender(
         }
     }
     Ok(())
-}
-
-fn lock(spool: &SharedSpool) -> std::sync::MutexGuard<'_, crate::spool::Spool> {
-    match spool.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 #[cfg(test)]

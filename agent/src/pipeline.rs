@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use wire::{DropCounts, DropReason, Envelope, Event, Severity};
 
 use crate::filter::Filter;
-use crate::spool::{AppendError, Spool};
+use crate::spool::{AppendError, Spool, lock};
 use crate::telemetry::Metrics;
 
 /// Shedding priorities (0–9, higher is kept longer): when the spool is at its cap, a batch
@@ -213,7 +213,7 @@ pub async fn run_batcher(
         }
         if finished {
             // Still owed upstream: wait for the room the acknowledgements free.
-            while !pending_drops.is_empty() && spool_lock(&spool).drops_welcome() {
+            while !pending_drops.is_empty() && lock(&spool).drops_welcome() {
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -226,13 +226,6 @@ pub async fn run_batcher(
             }
             return Ok(());
         }
-    }
-}
-
-fn spool_lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
-    match spool.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -332,7 +325,7 @@ pub fn spool_batch(
     mut events: Vec<Event>,
     mut drops: DropCounts,
 ) -> (Spooled, DropCounts) {
-    let mut spool = spool_lock(spool);
+    let mut spool = lock(spool);
     let mut shed = DropCounts::default();
     // The ranks present, lowest first: each failed append sheds the next one.
     let mut ranks: Vec<u16> = events.iter().map(|e| shed_rank(priorities, e)).collect();

@@ -318,11 +318,6 @@ impl Spool {
         self.records.iter()
     }
 
-    /// The first unacknowledged record at or after `seq`.
-    pub fn pending_from(&self, seq: u64) -> Option<Record> {
-        self.records.iter().find(|r| r.end_seq() > seq).copied()
-    }
-
     /// The waiting record after `last` in append order (the first one for `None`). A sender's
     /// cursor: by sequence number alone a record without events (a drop report) at the
     /// position the cursor already reached would be passed over, never sent, and then
@@ -756,6 +751,15 @@ fn finish_rebase(dir: &Path) -> io::Result<()> {
     fs::rename(staging.join(STATE), dir.join(STATE))?;
     File::open(dir)?.sync_all()?;
     fs::remove_dir_all(&staging)
+}
+
+/// The spool, even if a thread panicked holding it: every operation leaves it consistent on
+/// disk, and refusing it would stop the agent for good.
+pub fn lock(spool: &std::sync::Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    match spool.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 /// What a sender does with [`Spool::ack`]'s result: the acknowledgement holds in memory

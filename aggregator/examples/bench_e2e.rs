@@ -21,16 +21,19 @@
 
 #[path = "common/redis_keys.rs"]
 mod common;
+#[path = "common/procs.rs"]
+mod procs;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use procs::{Procs, free_port, rabbitmqctl, wait_ready};
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 /// Latency probes per second and agent.
@@ -65,13 +68,6 @@ fn args() -> anyhow::Result<Args> {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -91,32 +87,6 @@ fn metric(port: u16, name: &str) -> f64 {
             b.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         })
         .unwrap_or(0.0)
-}
-
-fn wait_ready(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !http_get(port, "/readyz").is_some_and(|r| r.contains(" 200 ")) {
-        if let Some(status) = child.try_wait()? {
-            bail!("{what} exited: {status}");
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("{what} is not ready after 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
-/// Processes killed at the end however it ends.
-struct Procs(Vec<(String, Child)>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// CPU ticks (user + system) and peak RSS (kB) of a process.
@@ -202,14 +172,6 @@ fn agent_config(dir: &Path, node: &str, mqtt: u16, password: &str, a: &Args) -> 
         a.rate,
         a.rate * a.seconds
     )
-}
-
-fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("rabbitmqctl").args(args).output().context("run rabbitmqctl")?;
-    if !out.status.success() {
-        bail!("rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
 }
 
 /// What the cluster profile creates on the services, removed when dropped.

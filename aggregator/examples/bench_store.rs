@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use procs::{Procs, free_port, get, wait_ready};
+use procs::{Procs, free_port, get, rabbitmqctl, wait_ready};
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 const SAMPLES: usize = 100;
@@ -41,14 +41,6 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     let out = Command::new("psql").args([url, "-qc", sql]).output().context("run psql")?;
     if !out.status.success() {
         bail!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("rabbitmqctl").args(args).output().context("run rabbitmqctl")?;
-    if !out.status.success() {
-        bail!("rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }

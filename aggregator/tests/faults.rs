@@ -283,14 +283,6 @@ fn libfaketime() -> PathBuf {
     })
 }
 
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("RabbitMQ: cannot run rabbitmqctl {args:?}: {e}"));
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// Restarts the PostgreSQL cluster that DATABASE_URL points at.
 fn restart_postgres() {
     let url = support::env("DATABASE_URL", "PostgreSQL");
@@ -648,10 +640,10 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
             aggs[0] = Aggregator::start_silent_after(&env, dir, "agg1b", "", &[], "10m");
         }
         Fault::RestartRabbitmq => {
-            rabbitmqctl(&["stop_app"]);
+            support::rabbitmqctl(&["stop_app"]);
             tokio::time::sleep(Duration::from_secs(3)).await;
-            rabbitmqctl(&["start_app"]);
-            rabbitmqctl(&["await_startup"]);
+            support::rabbitmqctl(&["start_app"]);
+            support::rabbitmqctl(&["await_startup"]);
         }
         Fault::RestartRedis => redis.restart(Duration::from_secs(2)),
         Fault::RestartPostgres => restart_postgres(),

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -55,4 +55,13 @@ impl Drop for Procs {
             let _ = c.wait();
         }
     }
+}
+
+pub fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    let out =
+        std::process::Command::new("rabbitmqctl").args(args).output().context("run rabbitmqctl")?;
+    if !out.status.success() {
+        bail!("rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }

@@ -20,7 +20,7 @@ pub fn env(name: &str, service: &str) -> String {
     })
 }
 
-fn rabbitmqctl(args: &[&str]) {
+pub fn rabbitmqctl(args: &[&str]) {
     let out = Command::new("rabbitmqctl")
         .args(args)
         .output()
