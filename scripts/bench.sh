@@ -219,6 +219,27 @@ bench_e2e() {
   printf '%s\n' "${lines[@]}"
 }
 
+# fleet [SECONDS] [AGENTS] [RATE]: the cluster profile with AGENTS (1000) simulated agents as
+# tasks of one process (agent/examples/agent_fleet.rs), RATE (100) events/s each, for SECONDS
+# (60): the broker's and the aggregator's CPU and RSS, and the probes' p99.
+bench_fleet() {
+  local seconds=${1:-60} agents=${2:-1000} rate=${3:-100}
+  # shellcheck source=scripts/services.sh
+  source scripts/services.sh
+  services_up >/dev/null
+  cargo build --quiet --release -p broker -p aggregator --bins --example bench_e2e
+  cargo build --quiet --profile release-agent -p agent --example agent_fleet
+  # A socket, a listener and spool files per agent, in the fleet and in the broker.
+  ulimit -n "$(ulimit -Hn)"
+  local out
+  out=$(E2E_FLEET=1 "$ROOT/target/release/examples/bench_e2e" cluster "$ROOT/target/release" \
+    "$ROOT/target/release-agent" "$agents" "$rate" "$seconds")
+  echo "$out"
+  echo
+  machine_line
+  tail -n 1 <<<"$out"
+}
+
 bench_parse() {
   # shellcheck source=scripts/services.sh
   source "$ROOT/scripts/services.sh"
@@ -266,5 +287,6 @@ case "$what" in
   e2e) bench_e2e "$@" ;;  # its own defaults: 20 s, 2 agents, 101000 events/s each
   faults) bench_faults ;;
   store) bench_store "${2:-}" "${3:-}" ;;
-  *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e|faults|store [SECONDS|LINES]" >&2; exit 64 ;;
+  fleet) bench_fleet "${2:-}" "${3:-}" "${4:-}" ;;
+  *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e|faults|store|fleet [SECONDS|LINES]" >&2; exit 64 ;;
 esac

@@ -18,6 +18,12 @@
 //! the aggregator has evaluated the last of them, so a pipeline that falls behind is charged
 //! for its backlog. Prints a table per process (CPU % of one core, peak RSS) and the last line
 //! `e2e: profile=<p> events_per_s=<n> p99_ms=<x>`.
+//!
+//! With `E2E_FLEET=1` the agents run as tasks of one process (`agent/examples/agent_fleet.rs`,
+//! each with its own MQTT connection, credential and spool), so a thousand of them measure the
+//! broker and the aggregator rather than this machine's scheduler; only the first
+//! `E2E_PROBE_AGENTS` (10) carry latency probes, and batches close after `E2E_BATCH_MS` (50) ms
+//! (otherwise 20). `scripts/bench.sh fleet` runs it.
 
 #[path = "common/redis_keys.rs"]
 mod common;
@@ -39,9 +45,13 @@ const TOKEN: &str = "bench-admin-token-0123456789";
 /// Latency probes per second and agent.
 const PROBES_PER_S: f64 = 4.0;
 
-/// Probes of one agent: from 1 s until a second before its traffic ends.
+/// Probes of one agent that carries them: from 1 s until a second before its traffic ends.
 fn probes_per_agent(a: &Args) -> u64 {
     (a.seconds.saturating_sub(2) as f64 * PROBES_PER_S) as u64
+}
+
+fn env_num(name: &str, default: u64) -> anyhow::Result<u64> {
+    std::env::var(name).map_or(Ok(default), |v| v.parse().with_context(|| format!("{name}={v}")))
 }
 
 struct Args {
@@ -51,6 +61,12 @@ struct Args {
     agents: usize,
     rate: u64,
     seconds: u64,
+    /// Agents as tasks of one `agent_fleet` process.
+    fleet: bool,
+    /// How many agents (the first ones) carry latency probes.
+    probe_agents: usize,
+    /// Batches close after this many milliseconds.
+    batch_ms: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -58,13 +74,20 @@ fn args() -> anyhow::Result<Args> {
     let [profile, bin_dir, agent_bin_dir, agents, rate, seconds] = a.as_slice() else {
         bail!("usage: bench_e2e cluster|embedded BIN_DIR AGENT_BIN_DIR AGENTS RATE SECONDS");
     };
+    let fleet = std::env::var("E2E_FLEET").is_ok_and(|v| v == "1");
+    let agents: usize = agents.parse()?;
     Ok(Args {
         profile: profile.clone(),
         bin_dir: bin_dir.into(),
         agent_bin_dir: agent_bin_dir.into(),
-        agents: agents.parse()?,
+        agents,
         rate: rate.parse()?,
         seconds: seconds.parse()?,
+        fleet,
+        probe_agents: (env_num("E2E_PROBE_AGENTS", if fleet { 10 } else { agents as u64 })?
+            as usize)
+            .min(agents),
+        batch_ms: env_num("E2E_BATCH_MS", if fleet { 50 } else { 20 })?,
     })
 }
 
@@ -150,9 +173,16 @@ fn follow_stream(port: u16, seen: Arc<Mutex<Vec<(i64, serde_json::Value)>>>) {
     });
 }
 
-fn agent_config(dir: &Path, node: &str, mqtt: u16, password: &str, a: &Args) -> String {
+fn agent_config(
+    dir: &Path,
+    node: &str,
+    mqtt: u16,
+    password: &str,
+    a: &Args,
+    probe: bool,
+) -> String {
     let mut probes = String::new();
-    for k in 0..probes_per_agent(a) {
+    for k in 0..if probe { probes_per_agent(a) } else { 0 } {
         probes.push_str(&format!(
             "[[scenario]]\nkind = \"failed_logins\"\nat_s = {}\nuser = \"probe-{node}-{k}\"\n\
              src_ip = \"198.51.100.{}\"\ncount = 3\n",
@@ -160,15 +190,16 @@ fn agent_config(dir: &Path, node: &str, mqtt: u16, password: &str, a: &Args) -> 
             k % 250 + 1
         ));
     }
-    // Batches close at 512 events or 20 ms: at these rates they close by count, and the
-    // latency probes do not wait the default second.
+    // Batches close at 512 events or batch_ms (20 ms): at two agents' rates they close by
+    // count, and the latency probes do not wait the default second.
     format!(
         "node_id = \"{node}\"\n{probes}[http]\nlisten = \"127.0.0.1:0\"\n\
-         [spool]\ndir = \"{}\"\n[batch]\nmax_age_ms = 20\n\
+         [spool]\ndir = \"{}\"\n[batch]\nmax_age_ms = {}\n\
          [transport]\nkind = \"mqtt\"\nmqtt_url = \"mqtt://127.0.0.1:{mqtt}\"\n\
          mqtt_password = \"{password}\"\n\
          [synthetic]\nenabled = true\nmix = \"normal\"\nrate_per_sec = {}.0\nlimit = {}\n",
         dir.join(format!("spool-{node}")).display(),
+        a.batch_ms,
         a.rate,
         a.rate * a.seconds
     )
@@ -320,9 +351,15 @@ fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let first_agent = procs.0.len();
-    for (node, password) in &nodes {
-        let config = dir.path().join(format!("{node}.toml"));
-        std::fs::write(&config, agent_config(dir.path(), node, mqtt_port, password, &a))?;
+    let fleet_dir = dir.path().join("fleet");
+    std::fs::create_dir_all(&fleet_dir)?;
+    for (i, (node, password)) in nodes.iter().enumerate() {
+        let config = fleet_dir.join(format!("{node}.toml"));
+        let text = agent_config(dir.path(), node, mqtt_port, password, &a, i < a.probe_agents);
+        std::fs::write(&config, text)?;
+        if a.fleet {
+            continue;
+        }
         let child = Command::new(a.agent_bin_dir.join("auditflow-agent"))
             .arg("--config")
             .arg(&config)
@@ -333,8 +370,20 @@ fn main() -> anyhow::Result<()> {
             .context("start an agent")?;
         procs.0.push((node.clone(), child));
     }
+    if a.fleet {
+        let name = format!("agents ({} in one process)", a.agents);
+        let child = Command::new(a.agent_bin_dir.join("examples/agent_fleet"))
+            .arg(&fleet_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(format!("{name}.log")))?)
+            .spawn()
+            .context("start agent_fleet")?;
+        procs.0.push((name, child));
+    }
     let probes_per_agent = probes_per_agent(&a);
-    let total = (a.rate * a.seconds + 3 * probes_per_agent) * a.agents as u64;
+    let probes = probes_per_agent * a.probe_agents as u64;
+    let total = a.rate * a.seconds * a.agents as u64 + 3 * probes;
 
     // Sample peak RSS and CPU until the aggregator has evaluated every event.
     let mut last: Vec<(u64, u64)> = vec![(0, 0); procs.0.len()];
@@ -399,24 +448,21 @@ fn main() -> anyhow::Result<()> {
         let _ = c.wait();
         let log =
             std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
-        // The agent logs JSON lines when stderr is not a terminal.
-        let stopped = log
+        // The agent logs JSON lines when stderr is not a terminal; a fleet, one per agent.
+        for stopped in log
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["fields"]["message"] == "agent stopped")
-            .unwrap_or_default();
-        sent += stopped["fields"]["sent"].as_u64().unwrap_or(0);
-        bytes += stopped["fields"]["sent_bytes"].as_u64().unwrap_or(0);
+            .filter(|v| v["fields"]["message"] == "agent stopped")
+        {
+            sent += stopped["fields"]["sent"].as_u64().unwrap_or(0);
+            bytes += stopped["fields"]["sent_bytes"].as_u64().unwrap_or(0);
+        }
     }
 
     let events_per_s = total as f64 / wall;
     println!(
         "\n### profile={} — {} agents × {} events/s for {} s (+ {} latency probes)\n",
-        a.profile,
-        a.agents,
-        a.rate,
-        a.seconds,
-        probes_per_agent * a.agents as u64
+        a.profile, a.agents, a.rate, a.seconds, probes
     );
     println!("| process | CPU % of one core | peak RSS MB |\n|---|---:|---:|");
     for (i, (name, _)) in procs.0.iter().enumerate() {
@@ -445,7 +491,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "| {total} | {wall:.1} | {events_per_s:.0} | {}/{} | {:.0} | {:.0} | {:.0} | {:.1} |",
         latencies.len(),
-        probes_per_agent * a.agents as u64,
+        probes,
         pct(0.5),
         pct(0.99),
         latencies.last().copied().unwrap_or(0),

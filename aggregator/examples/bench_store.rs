@@ -12,9 +12,14 @@
 //!   cursor pages followed 20 deep;
 //! * search: the text filter `q` (a user, a node);
 //! * detail: one alert with its evidence, history and deliveries;
-//! * stats: the default 24 h and 7 days in 1 h buckets.
+//! * stats: the default 24 h and 7 days in 1 h buckets;
+//! * rules: the rule list with firings per rule (the dashboard's overview and rules page).
 //!
-//! Last line: `store: <backend> list_p99_ms=<x> search_p99_ms=<y> stats_p99_ms=<z> db_mb=<n>`.
+//! Last line: `store: <backend> list_p99_ms=<x> search_p99_ms=<y> stats_p99_ms=<z>
+//! detail_p99_ms=<d> rules_p99_ms=<r> db_mb=<n>`.
+//!
+//! `bench_store fill-sqlite DB_FILE ALERTS FIRINGS` only fills a store `auditflow` created
+//! (the dashboard's browser test at scale, dashboard/tests/browser.rs).
 
 #[path = "common/procs.rs"]
 mod procs;
@@ -77,8 +82,16 @@ impl Server {
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, db, alerts, firings] = a.as_slice()
+        && mode == "fill-sqlite"
+    {
+        return fill_sqlite(std::path::Path::new(db), alerts.parse()?, firings.parse()?, now_ms());
+    }
     let [backend, bin_dir, alerts, firings] = a.as_slice() else {
-        bail!("usage: bench_store postgres|sqlite BIN_DIR ALERTS FIRINGS");
+        bail!(
+            "usage: bench_store postgres|sqlite BIN_DIR ALERTS FIRINGS\n       \
+             bench_store fill-sqlite DB_FILE ALERTS FIRINGS  (a store auditflow has created)"
+        );
     };
     let (alerts, firings): (u64, u64) = (alerts.parse()?, firings.parse()?);
     let bin_dir = std::path::PathBuf::from(bin_dir);
@@ -183,6 +196,11 @@ fn main() -> anyhow::Result<()> {
     measure(backend, http, now, db_size()?)
 }
 
+/// The per-rule counts the store keeps as it inserts firings, for rows put in by SQL.
+const RULE_COUNTS: &str = "INSERT INTO rule_counts (rule_id, firings, last_fired)
+     SELECT rule_id, COUNT(*), MAX(ts) FROM firings WHERE true GROUP BY rule_id
+     ON CONFLICT (rule_id) DO UPDATE SET firings = excluded.firings, last_fired = excluded.last_fired";
+
 fn fill_postgres(url: &str, alerts: u64, firings: u64, now: i64) -> anyhow::Result<()> {
     let span = 90 * DAY_MS;
     let started = Instant::now();
@@ -215,7 +233,8 @@ fn fill_postgres(url: &str, alerts: u64, firings: u64, now: i64) -> anyhow::Resu
          FROM generate_series(0, {firings} - 1) i"
     );
     psql(url, &firings_sql)?;
-    psql(url, "ANALYZE")?;
+    psql(url, RULE_COUNTS)?;
+    psql(url, "VACUUM ANALYZE")?;
     eprintln!("(postgres: {firings} firings in {:.0} s)", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -267,6 +286,7 @@ fn fill_sqlite(db: &std::path::Path, alerts: u64, firings: u64, now: i64) -> any
              FROM s"
         );
         sqlx::query(sqlx::AssertSqlSafe(firings_sql)).execute(&mut conn).await.context("fill firings")?;
+        sqlx::query(RULE_COUNTS).execute(&mut conn).await.context("count firings per rule")?;
         sqlx::query("ANALYZE").execute(&mut conn).await?;
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await?;
         eprintln!("(sqlite: {firings} firings in {:.0} s)", started.elapsed().as_secs_f64());
@@ -292,8 +312,8 @@ fn timed(http: u16, path: &str, into: &mut Vec<Duration>) -> anyhow::Result<serd
 
 fn measure(backend: &str, http: u16, now: i64, db_mb: f64) -> anyhow::Result<()> {
     let week_ago = aggregator::store::rfc3339(now - 7 * DAY_MS);
-    let (mut list, mut search, mut detail, mut stats, mut deep) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut list, mut search, mut detail, mut stats, mut deep, mut rules) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ids = Vec::new();
     // Warm-up: the first queries after a start read from disk.
     for _ in 0..3 {
@@ -318,6 +338,7 @@ fn measure(backend: &str, http: u16, now: i64, db_mb: f64) -> anyhow::Result<()>
         timed(http, &format!("/api/v1/alerts?limit=50&q=pi-{}", k * 13 % NODES), &mut search)?;
         timed(http, "/api/v1/stats", &mut stats)?;
         timed(http, &format!("/api/v1/stats?from={week_ago}&bucket=1h"), &mut stats)?;
+        timed(http, "/api/v1/rules", &mut rules)?;
     }
     for id in ids.iter().take(SAMPLES) {
         timed(http, &format!("/api/v1/alerts/{id}"), &mut detail)?;
@@ -344,6 +365,7 @@ fn measure(backend: &str, http: u16, now: i64, db_mb: f64) -> anyhow::Result<()>
         ("search (q)", &mut search),
         ("detail", &mut detail),
         ("stats 24 h and 7 d", &mut stats),
+        ("rules (firings per rule)", &mut rules),
     ] {
         s.sort();
         let p50 = s.get(s.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
@@ -351,11 +373,12 @@ fn measure(backend: &str, http: u16, now: i64, db_mb: f64) -> anyhow::Result<()>
     }
     list.extend(deep.iter().copied());
     println!(
-        "store: {backend} list_p99_ms={:.1} search_p99_ms={:.1} stats_p99_ms={:.1} detail_p99_ms={:.1} db_mb={db_mb:.0}",
+        "store: {backend} list_p99_ms={:.1} search_p99_ms={:.1} stats_p99_ms={:.1} detail_p99_ms={:.1} rules_p99_ms={:.1} db_mb={db_mb:.0}",
         p99(&mut list),
         p99(&mut search),
         p99(&mut stats),
-        p99(&mut detail)
+        p99(&mut detail),
+        p99(&mut rules)
     );
     Ok(())
 }

@@ -481,3 +481,97 @@ async fn standalone_dashboard_proxies_the_api() {
     screenshot(&c, "standalone-alerts").await;
     c.close().await.unwrap();
 }
+
+/// The dashboard over a year's worth of alerts: `auditflow` with a SQLite store that
+/// `bench_store fill-sqlite` (aggregator/examples/bench_store.rs) filled with
+/// `DASHBOARD_SCALE_ALERTS` alerts (100,000 by default, so the test command stays quick;
+/// `scripts/bench.sh store` runs it with 1,000,000) spread over 90 days and 200 nodes, one
+/// firing each. The overview and the alert list are loaded fresh, and the browser's own
+/// clock says when each page's data was on screen (the `auditflow:ready` performance mark,
+/// from navigation start). Prints the figures; asserts only that the pages render the data
+/// (speed is reported, not asserted: docs/benchmarks.md#alert-store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_at_scale() {
+    let alerts: u64 = std::env::var("DASHBOARD_SCALE_ALERTS")
+        .ok()
+        .map(|v| v.parse().expect("DASHBOARD_SCALE_ALERTS is a number"))
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs(Vec::new());
+    let (hook_tx, _hook_rx) = std::sync::mpsc::channel();
+    let hook_port = webhook_receiver(hook_tx);
+    // Once to create the store (its migrations), stopped, filled, started again.
+    start_embedded(dir.path(), &mut procs, hook_port);
+    for mut c in procs.0.drain(..) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let fill = workspace_bin("examples/bench_store");
+    let started = Instant::now();
+    let out = Command::new(&fill)
+        .args(["fill-sqlite", dir.path().join("data/auditflow.db").to_str().unwrap()])
+        .args([alerts.to_string(), alerts.to_string()])
+        .output()
+        .expect("run bench_store fill-sqlite");
+    assert!(out.status.success(), "fill: {}", String::from_utf8_lossy(&out.stderr));
+    let filled = started.elapsed();
+    let (http, _) = start_embedded(dir.path(), &mut procs, hook_port);
+    let base = format!("http://127.0.0.1:{http}");
+
+    let b = Browser::start().await;
+    let c = b.client.clone();
+    sign_in(&c, &base, VIEWER).await;
+    let mut figures = Vec::new();
+    for (page, css) in [("#/overview", "#card-open"), ("#/alerts", "#alert-rows tr")] {
+        for round in 0..3 {
+            c.goto(&format!("{base}/{page}")).await.unwrap();
+            c.refresh().await.unwrap();
+            wait_css(&c, css).await;
+            let ms = wait_js(
+                &c,
+                "the page's ready mark",
+                "const m = performance.getEntriesByName('auditflow:ready'); return m.length ? m[0].startTime : null",
+            )
+            .await;
+            let paint = c
+                .execute(
+                    "const p = performance.getEntriesByName('first-contentful-paint'); return p.length ? p[0].startTime : null",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let ms = ms.as_f64().unwrap();
+            eprintln!(
+                "dashboard_at_scale: {page} load {round}: data on screen at {ms:.0} ms \
+                 (first contentful paint {paint} ms)"
+            );
+            // The first load of each page warms the server's and the browser's caches.
+            if round > 0 {
+                figures.push((page, ms));
+            }
+        }
+        if page == "#/overview" {
+            // 10 % of the alerts are open or acknowledged: more than the 500 it lists.
+            let open = c
+                .execute("return document.querySelector('#card-open .value').textContent", vec![])
+                .await
+                .unwrap();
+            assert_eq!(open, json!("500+"), "the open-alerts card");
+        }
+        no_console_errors(&c, page).await;
+        screenshot(&c, &format!("scale-{}", &page[2..])).await;
+    }
+    let rows = c
+        .execute("return document.querySelectorAll('#alert-rows tr').length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(rows, json!(50), "the alert list's first page");
+    let worst = figures.iter().map(|f| f.1).fold(0.0, f64::max);
+    println!(
+        "dashboard: alerts={alerts} fill_s={:.0} overview_ms={:.0} alerts_ms={:.0} worst_ms={worst:.0}",
+        filled.as_secs_f64(),
+        figures.iter().filter(|f| f.0 == "#/overview").map(|f| f.1).fold(0.0, f64::max),
+        figures.iter().filter(|f| f.0 == "#/alerts").map(|f| f.1).fold(0.0, f64::max),
+    );
+    c.close().await.unwrap();
+}

@@ -51,6 +51,48 @@ pub(super) fn search_text(f: &crate::detect::Firing) -> String {
 /// * health: `ping`.
 macro_rules! impl_store {
     ($store:ty, $row:ty) => {
+        /// Adds `n` firings of `rule`, the newest at `newest`, to `rule_counts`. Callers go
+        /// through rules in order (a BTreeMap), so two transactions lock these rows in the
+        /// same order and cannot deadlock on them.
+        async fn add_rule_counts(
+            tx: &mut sqlx::Transaction<'_, <$row as sqlx::Row>::Database>,
+            rule: &str,
+            n: i64,
+            newest: Option<i64>,
+        ) -> anyhow::Result<()> {
+            sqlx::query(
+                "INSERT INTO rule_counts (rule_id, firings, last_fired) VALUES ($1, $2, $3)
+                 ON CONFLICT (rule_id) DO UPDATE SET
+                     firings = rule_counts.firings + excluded.firings,
+                     last_fired = CASE WHEN rule_counts.last_fired IS NULL
+                         OR excluded.last_fired > rule_counts.last_fired
+                         THEN excluded.last_fired ELSE rule_counts.last_fired END",
+            )
+            .bind(rule)
+            .bind(n)
+            .bind(newest)
+            .execute(&mut **tx)
+            .await
+            .context("count firings per rule")?;
+            Ok(())
+        }
+
+        /// Takes deleted firings (their rule ids) off `rule_counts`; returns how many.
+        async fn forget_firings(
+            tx: &mut sqlx::Transaction<'_, <$row as sqlx::Row>::Database>,
+            gone: Vec<(String,)>,
+        ) -> anyhow::Result<u64> {
+            let n = gone.len() as u64;
+            let mut per_rule = std::collections::BTreeMap::<String, i64>::new();
+            for (rule,) in gone {
+                *per_rule.entry(rule).or_default() += 1;
+            }
+            for (rule, k) in per_rule {
+                add_rule_counts(tx, &rule, -k, None).await?;
+            }
+            Ok(n)
+        }
+
         fn alert_from_row(row: &$row) -> anyhow::Result<$crate::store::Alert> {
             use sqlx::Row;
             use sqlx::types::Json;
@@ -136,6 +178,8 @@ macro_rules! impl_store {
                         .context("read silences")?;
                     rows.iter().map(silence_from_row).collect::<anyhow::Result<Vec<_>>>()?
                 };
+                // Firings inserted per rule: (count, newest event time), for rule_counts.
+                let mut fired = std::collections::BTreeMap::<&str, (i64, i64)>::new();
                 for f in firings {
                     let event = evidence_json(f);
                     let ts = f.event.ts.as_nanos() / 1_000_000;
@@ -162,6 +206,8 @@ macro_rules! impl_store {
                         out.duplicates += 1;
                         continue;
                     }
+                    let c = fired.entry(&*f.rule_id).or_insert((0, i64::MIN));
+                    *c = (c.0 + 1, c.1.max(ts));
                     let group: serde_json::Map<String, serde_json::Value> =
                         f.group.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
                     let silenced = silences.iter().any(|s| s.silences(f, now));
@@ -247,6 +293,9 @@ macro_rules! impl_store {
                             .context("queue an update")?;
                         }
                     }
+                }
+                for (rule, (n, newest)) in fired {
+                    add_rule_counts(&mut tx, rule, n, Some(newest)).await?;
                 }
                 tx.commit().await.context("commit")?;
                 Ok(out)
@@ -369,17 +418,36 @@ macro_rules! impl_store {
                     b.push(" AND last_seen < ").push_bind(until);
                 }
                 if let Some(text) = &q.text {
+                    if let Some(ids) = self.text_candidates(text).await? {
+                        if ids.is_empty() {
+                            return Ok(AlertPage { alerts: Vec::new(), next: None });
+                        }
+                        b.push(" AND id IN (");
+                        let mut list = b.separated(", ");
+                        for id in ids {
+                            list.push_bind(id);
+                        }
+                        b.push(")");
+                    }
                     b.push(" AND search_text LIKE ").push_bind(like_pattern(text));
                     b.push(" ESCAPE '\\'");
                 }
+                // A row value, which both backends compare through the (last_seen, id) index.
                 if let Some(c) = q.after {
-                    b.push(" AND (last_seen < ").push_bind(c.last_seen);
-                    b.push(" OR (last_seen = ").push_bind(c.last_seen);
-                    b.push(" AND id < ").push_bind(c.id);
-                    b.push("))");
+                    b.push(" AND (last_seen, id) < (").push_bind(c.last_seen);
+                    b.push(", ").push_bind(c.id);
+                    b.push(")");
                 }
                 b.push(" ORDER BY last_seen DESC, id DESC LIMIT ").push_bind(q.limit + 1);
-                let rows = b.build().fetch_all(&self.read).await.context("list alerts")?;
+                // Planned for these values every time (no prepared statement kept): a plan made
+                // for any `LIKE $n`, which PostgreSQL switches to after five runs of a kept
+                // statement, cannot know the pattern is rare and walks every alert.
+                let rows = b
+                    .build()
+                    .persistent(false)
+                    .fetch_all(&self.read)
+                    .await
+                    .context("list alerts")?;
                 let mut alerts =
                     rows.iter().map(alert_from_row).collect::<anyhow::Result<Vec<_>>>()?;
                 let more = alerts.len() as i64 > q.limit;
@@ -661,7 +729,7 @@ macro_rules! impl_store {
                         // the one transaction; their dependants first.
                         const PICK: &str = "SELECT id FROM alerts WHERE status = 'resolved'
                              AND updated_at < $1 ORDER BY updated_at, id LIMIT $2";
-                        for table in ["outbox", "alert_history", "firings"] {
+                        for table in ["outbox", "alert_history"] {
                             let sql = format!("DELETE FROM {table} WHERE alert_id IN ({PICK})");
                             sqlx::query(sqlx::AssertSqlSafe(sql))
                                 .bind(cutoff)
@@ -670,6 +738,16 @@ macro_rules! impl_store {
                                 .await
                                 .with_context(|| format!("delete old {table} rows"))?;
                         }
+                        let sql = format!(
+                            "DELETE FROM firings WHERE alert_id IN ({PICK}) RETURNING rule_id"
+                        );
+                        let gone: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                            .bind(cutoff)
+                            .bind(batch)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .context("delete old firings rows")?;
+                        forget_firings(&mut tx, gone).await?;
                         let sql = format!("DELETE FROM alerts WHERE id IN ({PICK})");
                         sqlx::query(sqlx::AssertSqlSafe(sql))
                             .bind(cutoff)
@@ -679,16 +757,19 @@ macro_rules! impl_store {
                             .context("delete old alerts")?
                             .rows_affected()
                     }
-                    Retain::Firings => sqlx::query(
-                        "DELETE FROM firings WHERE id IN (SELECT id FROM firings
-                             WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
-                    )
-                    .bind(cutoff)
-                    .bind(batch)
-                    .execute(&mut *tx)
-                    .await
-                    .context("delete old firings")?
-                    .rows_affected(),
+                    Retain::Firings => {
+                        let gone: Vec<(String,)> = sqlx::query_as(
+                            "DELETE FROM firings WHERE id IN (SELECT id FROM firings
+                                 WHERE created_at < $1 ORDER BY created_at LIMIT $2)
+                             RETURNING rule_id",
+                        )
+                        .bind(cutoff)
+                        .bind(batch)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("delete old firings")?;
+                        forget_firings(&mut tx, gone).await?
+                    }
                     Retain::Agents => {
                         const PICK: &str = "SELECT node FROM agents WHERE last_seen < $1
                              ORDER BY last_seen LIMIT $2";
@@ -766,12 +847,18 @@ macro_rules! impl_store {
                 to: i64,
                 bucket: i64,
             ) -> anyhow::Result<Vec<$crate::store::Bucket>> {
-                let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-                    "SELECT CAST((first_seen - $1) / $3 AS BIGINT) AS b, severity,
-                         CAST(COUNT(*) AS BIGINT), CAST(SUM(occurrences) AS BIGINT)
-                     FROM alerts WHERE first_seen >= $1 AND first_seen < $2
+                // The window's rows come from the covering first_seen index. The subquery is
+                // kept apart from the grouping (Self::FENCE): a planner that sees through it
+                // expects one group per alert and sorts them all instead of hashing a few
+                // hundred buckets.
+                let sql = format!(
+                    "SELECT b, severity, CAST(COUNT(*) AS BIGINT), CAST(SUM(occurrences) AS BIGINT)
+                     FROM (SELECT CAST((first_seen - $1) / $3 AS BIGINT) AS b, severity, occurrences
+                         FROM alerts WHERE first_seen >= $1 AND first_seen < $2 {}) w
                      GROUP BY b, severity ORDER BY b, severity",
-                )
+                    Self::FENCE
+                );
+                let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(from)
                 .bind(to)
                 .bind(bucket)
@@ -791,8 +878,8 @@ macro_rules! impl_store {
 
             async fn rule_counts(&self) -> anyhow::Result<Vec<$crate::store::RuleCount>> {
                 let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
-                    "SELECT rule_id, CAST(COUNT(*) AS BIGINT), MAX(ts) FROM firings
-                     GROUP BY rule_id ORDER BY rule_id",
+                    "SELECT rule_id, firings, last_fired FROM rule_counts
+                     WHERE firings > 0 ORDER BY rule_id",
                 )
                 .fetch_all(&self.read)
                 .await

@@ -72,6 +72,10 @@ impl SqliteStore {
     /// Deleted rows free pages at once (they move to the free list).
     const SIZE_FOLLOWS_DELETES: bool = true;
 
+    /// Ends a subquery the planner must not flatten (the statistics query); SQLite takes an
+    /// OFFSET only after a LIMIT.
+    const FENCE: &str = "LIMIT -1 OFFSET 0";
+
     async fn backend_live_bytes(&self) -> anyhow::Result<i64> {
         let pragma = |name: &'static str| {
             let read = &self.read;
@@ -99,6 +103,33 @@ impl SqliteStore {
             .context("incremental vacuum")?;
         Ok(())
     }
+
+    /// The alerts whose search text contains `text`, from the FTS5 trigram index
+    /// (migrations/sqlite/0005_scale.sql), when there are few: the list then reads those
+    /// alerts by id. None when the text is shorter than a trigram or matches more than
+    /// [`Self::TEXT_CANDIDATES`] alerts: a common text is found soon enough by walking the
+    /// list in its order, which SQLite's planner would not choose by itself.
+    async fn text_candidates(&self, text: &str) -> anyhow::Result<Option<Vec<uuid::Uuid>>> {
+        if text.chars().count() < 3 {
+            return Ok(None);
+        }
+        let phrase = format!("\"{}\"", text.to_lowercase().replace('"', "\"\""));
+        let ids: Vec<(uuid::Uuid,)> = sqlx::query_as(
+            "SELECT d.alert_id FROM alert_search JOIN alert_search_docs d
+                 ON d.doc = alert_search.rowid
+             WHERE alert_search MATCH $1 LIMIT $2",
+        )
+        .bind(phrase)
+        .bind(Self::TEXT_CANDIDATES + 1)
+        .fetch_all(&self.read)
+        .await
+        .context("search the text index")?;
+        Ok((ids.len() as i64 <= Self::TEXT_CANDIDATES)
+            .then(|| ids.into_iter().map(|(id,)| id).collect()))
+    }
+
+    /// Above this many matches the text index is not used (see `text_candidates`).
+    const TEXT_CANDIDATES: i64 = 2_000;
 }
 
 impl_store!(SqliteStore, SqliteRow);
