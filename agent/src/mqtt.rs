@@ -266,8 +266,12 @@ pub async fn run_sender(
                     Ok(_) => {}
                     Err(e) => break anyhow::Error::new(e).context("MQTT connection"),
                 },
-                () = wake.notified() => {}
-                _ = tick.tick() => {
+                // Until the CONNACK, only the connection is polled: dropping a poll that is
+                // connecting drops the half-made connection, and a connect slower than the
+                // wake-ups (a batch every max_age_ms, the tick, a heartbeat) then never
+                // completes. A thousand agents reconnecting to a busy broker did just that.
+                () = wake.notified(), if connected => {}
+                _ = tick.tick(), if connected => {
                     if !inflight.is_empty() && last_progress.elapsed() > ACK_TIMEOUT {
                         stalls += 1;
                         if stalls > 1 {
@@ -283,7 +287,7 @@ pub async fn run_sender(
                         last_progress = Instant::now();
                     }
                 }
-                changed = heartbeats.changed(), if heartbeats_open => {
+                changed = heartbeats.changed(), if heartbeats_open && connected => {
                     heartbeats_open = changed.is_ok();
                     let frame = heartbeats.borrow_and_update().clone();
                     if let (Ok(()), true, Some(frame)) = (changed, connected, frame) {

@@ -341,6 +341,67 @@ async fn three_agents_deliver_every_event_through_the_broker() {
     assert_complete(dir.path(), &NODES, &seen);
 }
 
+/// A TCP proxy to `upstream` that holds the broker's first bytes on each connection (the
+/// CONNACK) for `delay`: a slow handshake (a loaded broker, TLS over a poor link).
+async fn slow_handshake_proxy(upstream: u16, delay: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                tokio::time::sleep(delay).await;
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+        }
+    });
+    port
+}
+
+/// An agent whose CONNACK takes longer than the gaps between its own wake-ups (batches every
+/// 20 ms, the one-second tick) still connects: it must not drop a connection it is making.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_connects_through_a_slow_handshake() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("slow");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
+    let proxy = slow_handshake_proxy(broker.mqtt, Duration::from_millis(1500)).await;
+    let config = dir.path().join("pi-a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"pi-a\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\nfsync = false\n[batch]\nmax_age_ms = 20\n\
+             [transport]\nkind = \"mqtt\"\nmqtt_url = \"mqtt://127.0.0.1:{proxy}\"\n\
+             mqtt_password = \"{}\"\n\
+             [synthetic]\nenabled = true\nrate_per_sec = 500.0\nlimit = 3000\n",
+            dir.path().join("pi-a").display(),
+            password("pi-a")
+        ),
+    )
+    .unwrap();
+    let mut agents = Agents(vec![
+        Command::new(workspace_bin("auditflow-agent"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start auditflow-agent"),
+    ]);
+    wait_all(&mut agents.0, Duration::from_secs(60));
+    assert_eq!(broker.metric("auditflow_broker_events_out_total") as u64, 3000);
+    let seen = drain_events(&vhost.url).await;
+    assert_complete(dir.path(), &["pi-a"], &seen);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_when_rabbitmq_restarts_and_the_broker_is_killed() {
     let _heavy = HEAVY.lock().await;
