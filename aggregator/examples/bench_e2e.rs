@@ -302,8 +302,11 @@ fn main() -> anyhow::Result<()> {
             &config,
             format!(
                 "[mqtt]\nlisten = \"127.0.0.1:{broker_mqtt}\"\ncredentials_file = \"{}\"\n\
+                 max_connections = {}\n\
                  [http]\nlisten = \"127.0.0.1:{broker_http}\"\n[amqp]\nurl = \"{amqp_url}\"\n",
-                dir.path().join("credentials").display()
+                dir.path().join("credentials").display(),
+                // The default (256) is a small fleet's; every agent here is one connection.
+                (a.agents + 16).max(256)
             ),
         )?;
         let broker = Command::new(a.bin_dir.join("auditflow-broker"))
