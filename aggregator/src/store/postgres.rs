@@ -50,6 +50,9 @@ impl PgStore {
     /// Ends a subquery the planner must not pull up (the statistics query).
     const FENCE: &str = "OFFSET 0";
 
+    /// A text search looks among this many newest alerts of the list first (store/sql.rs).
+    const TEXT_WINDOW: Option<i64> = Some(20_000);
+
     async fn backend_live_bytes(&self) -> anyhow::Result<i64> {
         sqlx::query_scalar::<_, i64>("SELECT pg_database_size(current_database())")
             .fetch_one(&self.read)

@@ -76,6 +76,10 @@ impl SqliteStore {
     /// OFFSET only after a LIMIT.
     const FENCE: &str = "LIMIT -1 OFFSET 0";
 
+    /// No window first: the FTS candidates (`text_candidates`) serve a rare text, and a
+    /// common one is found soon by walking the list.
+    const TEXT_WINDOW: Option<i64> = None;
+
     async fn backend_live_bytes(&self) -> anyhow::Result<i64> {
         let pragma = |name: &'static str| {
             let read = &self.read;
