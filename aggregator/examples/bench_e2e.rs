@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use procs::{Procs, free_port, rabbitmqctl, wait_ready};
+use procs::{Procs, add_vhost, free_port, rabbitmqctl, wait_ready};
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 /// Latency probes per second and agent.
@@ -216,7 +216,7 @@ struct ClusterServices {
 
 impl Drop for ClusterServices {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.vhost]).output();
+        let _ = rabbitmqctl(&["delete_vhost", &self.vhost]);
         let _ = Command::new("psql")
             .args([
                 &self.admin_db,
@@ -253,21 +253,13 @@ fn main() -> anyhow::Result<()> {
         let tag = format!("{}_{}", std::process::id(), now_ms());
         let vhost = format!("auditflow_bench_{tag}");
         let db = format!("auditflow_bench_{tag}");
-        let (prefix, _) = amqp.rsplit_once('/').context("AMQP_URL has a vhost")?;
-        let user = prefix
-            .strip_prefix("amqp://")
-            .and_then(|r| r.split_once(':'))
-            .map(|(u, _)| u.to_owned())
-            .context("AMQP_URL has a user")?;
-        rabbitmqctl(&["add_vhost", &vhost])?;
-        rabbitmqctl(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"])?;
+        let amqp_url = add_vhost(&amqp, &vhost)?;
         let out = Command::new("psql")
             .args([&admin_db, "-qc", &format!("CREATE DATABASE {db}")])
             .output()?;
         if !out.status.success() {
             bail!("create database: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let amqp_url = format!("{prefix}/{vhost}");
         let database_url = format!("{}/{db}", admin_db.rsplit_once('/').context("DATABASE_URL")?.0);
         let redis_prefix = format!("auditflow-bench:{tag}:");
         _services = Some(ClusterServices {

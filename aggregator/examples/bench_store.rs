@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use procs::{Procs, free_port, get, rabbitmqctl, wait_ready};
+use procs::{Procs, add_vhost, free_port, get, rabbitmqctl, wait_ready};
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 const SAMPLES: usize = 100;
@@ -109,19 +109,12 @@ fn main() -> anyhow::Result<()> {
             let (amqp, admin_db, redis) =
                 (env("AMQP_URL")?, env("DATABASE_URL")?, env("REDIS_URL")?);
             let tag = format!("{}_{}", std::process::id(), now);
-            let (prefix, _) = amqp.rsplit_once('/').context("AMQP_URL has a vhost")?;
-            let user = prefix
-                .strip_prefix("amqp://")
-                .and_then(|r| r.split_once(':'))
-                .map(|(u, _)| u.to_owned())
-                .context("AMQP_URL has a user")?;
             let cluster = Cluster {
                 admin_db: admin_db.clone(),
                 db: format!("auditflow_store_{tag}"),
                 vhost: format!("auditflow_store_{tag}"),
             };
-            rabbitmqctl(&["add_vhost", &cluster.vhost])?;
-            rabbitmqctl(&["set_permissions", "-p", &cluster.vhost, &user, ".*", ".*", ".*"])?;
+            let amqp_url = add_vhost(&amqp, &cluster.vhost)?;
             psql(&admin_db, &format!("CREATE DATABASE {}", cluster.db))?;
             let database_url =
                 format!("{}/{}", admin_db.rsplit_once('/').context("DATABASE_URL")?.0, cluster.db);
@@ -131,8 +124,7 @@ fn main() -> anyhow::Result<()> {
                 format!(
                     "[detection]\nredis_prefix = \"auditflow-store:{tag}:\"\n\
                      [http]\nlisten = \"127.0.0.1:{http}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
-                     [services]\namqp_url = \"{prefix}/{}\"\ndatabase_url = \"{database_url}\"\nredis_url = \"{redis}\"\n",
-                    cluster.vhost
+                     [services]\namqp_url = \"{amqp_url}\"\ndatabase_url = \"{database_url}\"\nredis_url = \"{redis}\"\n"
                 ),
             )?;
             let mut c = Command::new(bin_dir.join("auditflow-aggregator"));

@@ -364,8 +364,9 @@ async fn slow_handshake_proxy(upstream: u16, delay: Duration) -> u16 {
     port
 }
 
-/// An agent whose CONNACK takes longer than the gaps between its own wake-ups (batches every
-/// 20 ms, the one-second tick) still connects: it must not drop a connection it is making.
+/// An agent whose CONNACK takes longer than the gaps between its own wake-ups (a batch every
+/// second at this rate, the one-second tick) still connects: it must not drop a connection it
+/// is making.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_connects_through_a_slow_handshake() {
     let _heavy = HEAVY.lock().await;
@@ -373,29 +374,9 @@ async fn an_agent_connects_through_a_slow_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
     let proxy = slow_handshake_proxy(broker.mqtt, Duration::from_millis(1500)).await;
-    let config = dir.path().join("pi-a.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_id = \"pi-a\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             [spool]\ndir = \"{}\"\nfsync = false\n[batch]\nmax_age_ms = 20\n\
-             [transport]\nkind = \"mqtt\"\nmqtt_url = \"mqtt://127.0.0.1:{proxy}\"\n\
-             mqtt_password = \"{}\"\n\
-             [synthetic]\nenabled = true\nrate_per_sec = 500.0\nlimit = 3000\n",
-            dir.path().join("pi-a").display(),
-            password("pi-a")
-        ),
-    )
-    .unwrap();
-    let mut agents = Agents(vec![
-        Command::new(workspace_bin("auditflow-agent"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start auditflow-agent"),
-    ]);
+    let url = format!("mqtt://127.0.0.1:{proxy}");
+    let mut agents =
+        Agents(vec![start_agent_with(dir.path(), "pi-a", &url, "", password("pi-a"), 3000, 500)]);
     wait_all(&mut agents.0, Duration::from_secs(60));
     assert_eq!(broker.metric("auditflow_broker_events_out_total") as u64, 3000);
     let seen = drain_events(&vhost.url).await;

@@ -57,6 +57,20 @@ impl Drop for Procs {
     }
 }
 
+/// Adds `vhost` to the RabbitMQ server of `amqp` (AMQP_URL, `amqp://user:password@host/vhost`)
+/// with every permission for its user; returns the URL of the new vhost.
+pub fn add_vhost(amqp: &str, vhost: &str) -> anyhow::Result<String> {
+    let (prefix, _) = amqp.rsplit_once('/').context("AMQP_URL has a vhost")?;
+    let user = prefix
+        .strip_prefix("amqp://")
+        .and_then(|r| r.split_once(':'))
+        .map(|(u, _)| u.to_owned())
+        .context("AMQP_URL has a user")?;
+    rabbitmqctl(&["add_vhost", vhost])?;
+    rabbitmqctl(&["set_permissions", "-p", vhost, &user, ".*", ".*", ".*"])?;
+    Ok(format!("{prefix}/{vhost}"))
+}
+
 pub fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     let out =
         std::process::Command::new("rabbitmqctl").args(args).output().context("run rabbitmqctl")?;
