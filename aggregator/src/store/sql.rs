@@ -429,6 +429,15 @@ macro_rules! impl_store {
                         b.push(")");
                     }
                 }
+                // Every list query is planned for its values (no prepared statement kept): a
+                // plan made for any `LIKE $n`, which PostgreSQL switches to after five runs of
+                // a kept statement, cannot know the pattern is rare and walks every alert.
+                async fn fetch(
+                    mut b: sqlx::QueryBuilder<<$row as sqlx::Row>::Database>,
+                    pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
+                ) -> anyhow::Result<Vec<$row>> {
+                    b.build().persistent(false).fetch_all(pool).await.context("list alerts")
+                }
                 const ORDER: &str = " ORDER BY last_seen DESC, id DESC LIMIT ";
                 let page = |rows: Vec<$row>| -> anyhow::Result<AlertPage> {
                     let mut alerts =
@@ -442,9 +451,6 @@ macro_rules! impl_store {
                     };
                     Ok(AlertPage { alerts, next })
                 };
-                // Every list query is planned for its values (no prepared statement kept): a
-                // plan made for any `LIKE $n`, which PostgreSQL switches to after five runs of
-                // a kept statement, cannot know the pattern is rare and walks every alert.
                 if let Some(text) = &q.text {
                     let pattern = like_pattern(text);
                     // A text that many alerts contain is found among the newest alerts of the
@@ -462,12 +468,7 @@ macro_rules! impl_store {
                         b.push(") w WHERE search_text LIKE ").push_bind(pattern.clone());
                         b.push(" ESCAPE '\\'");
                         b.push(ORDER).push_bind(q.limit + 1);
-                        let rows = b
-                            .build()
-                            .persistent(false)
-                            .fetch_all(&self.read)
-                            .await
-                            .context("list alerts")?;
+                        let rows = fetch(b, &self.read).await?;
                         if rows.len() as i64 > q.limit {
                             return page(rows);
                         }
@@ -489,24 +490,12 @@ macro_rules! impl_store {
                     b.push(" AND search_text LIKE ").push_bind(pattern);
                     b.push(" ESCAPE '\\'");
                     b.push(ORDER).push_bind(q.limit + 1);
-                    let rows = b
-                        .build()
-                        .persistent(false)
-                        .fetch_all(&self.read)
-                        .await
-                        .context("list alerts")?;
-                    return page(rows);
+                    return page(fetch(b, &self.read).await?);
                 }
                 let mut b = sqlx::QueryBuilder::new(format!("SELECT {ALERT_COLS} FROM alerts"));
                 push_filters(&mut b, q);
                 b.push(ORDER).push_bind(q.limit + 1);
-                let rows = b
-                    .build()
-                    .persistent(false)
-                    .fetch_all(&self.read)
-                    .await
-                    .context("list alerts")?;
-                page(rows)
+                page(fetch(b, &self.read).await?)
             }
 
             async fn list_alerts_offset(
