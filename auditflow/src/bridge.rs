@@ -11,7 +11,7 @@ use aggregator::state::WindowState;
 use aggregator::store::SharedStore;
 use anyhow::Context;
 use broker::acks::AckBook;
-use broker::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER, Incoming, classify};
+use broker::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER, Incoming, classify, next_notification};
 use broker::report::{Refusal, Reporter};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
@@ -43,7 +43,7 @@ pub async fn run<S: WindowState + 'static>(
         let mut items = Vec::new();
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            n = rx.next() => incoming.extend(n.context("the MQTT broker's link closed")?),
+            n = next_notification(&mut rx) => incoming.extend(n.context("the MQTT broker's link closed")?),
             Some(r) = refusals.recv() => items.push(Item::Envelope(reporter.envelope(&r))),
         }
         while let Ok(r) = refusals.try_recv() {
@@ -51,7 +51,7 @@ pub async fn run<S: WindowState + 'static>(
         }
         let deadline = tokio::time::Instant::now() + BATCH_WAIT;
         while incoming.len() < BATCH {
-            match tokio::time::timeout_at(deadline, rx.next()).await {
+            match tokio::time::timeout_at(deadline, next_notification(&mut rx)).await {
                 Ok(n) => incoming.extend(n.context("the MQTT broker's link closed")?),
                 Err(_) => break,
             }

@@ -36,6 +36,27 @@ pub const EVENTS_FILTER: &str = "auditflow/v1/events/+";
 /// Topic filter for heartbeats.
 pub const HEARTBEAT_FILTER: &str = "auditflow/v1/heartbeat/+";
 
+/// The next notification from rumqttd on an in-process link, after answering flow control.
+///
+/// rumqttd fills a link's buffer up to 200 notifications, then ends it with
+/// `Notification::Unschedule` and stops serving that link until the link says it is ready
+/// again (its network links do so after writing to the socket, `link/remote.rs`). A reader
+/// that skips the `Unschedule` is never served again: the bridge stalled for good whenever
+/// 200 publishes piled up between two of its reads (300 agents at 100 events/s did it at
+/// once), while rumqttd kept acknowledging the agents' publishes. Everything before the
+/// `Unschedule` was swapped out of the shared buffer by `next`, so saying ready here is right.
+/// `ready` is a blocking send into the router's channel, like `LinkTx::publish`: the router
+/// thread drains that channel without waiting on anything, and the send cannot be lost to a
+/// cancelled `select!` branch the way an awaited `wake` could.
+pub async fn next_notification(rx: &mut LinkRx) -> anyhow::Result<Option<Notification>> {
+    loop {
+        match rx.next().await.context("rumqttd link closed")? {
+            Some(Notification::Unschedule) => rx.ready().context("rumqttd link closed")?,
+            other => return Ok(other),
+        }
+    }
+}
+
 /// What a publish turned out to be.
 #[derive(Debug)]
 pub enum Incoming {
@@ -205,8 +226,8 @@ async fn pump(
                         }
                     }
                 }
-                notification = link_rx.next(), if pending.len() < WINDOW => {
-                    let Some(notification) = notification.context("rumqttd link closed")? else { continue };
+                notification = next_notification(link_rx), if pending.len() < WINDOW => {
+                    let Some(notification) = notification? else { continue };
                     if let Notification::Forward(forward) = notification {
                         let item = classify(&forward.publish.topic, &forward.publish.payload, settings.max_frame);
                         if let Incoming::Invalid { reason, topic, .. } = &item

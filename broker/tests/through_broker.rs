@@ -775,6 +775,55 @@ async fn a_node_can_touch_only_its_own_topics() {
     assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"acl\"}"), 8.0);
 }
 
+/// rumqttd stops serving an in-process link after filling its buffer with 200 notifications
+/// until the link says it is ready again; a bridge that missed that stalled for good as soon as
+/// 200 publishes piled up while it waited for RabbitMQ's confirms (300 agents did it at once;
+/// so would a RabbitMQ outage under a busy fleet). 2,000 envelopes published as fast as MQTT
+/// allows must all reach RabbitMQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_publishes_does_not_stall_the_bridge() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("burst");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
+    let (client, mut eventloop) = session(broker.mqtt, "pi-a").await;
+    let poller = tokio::spawn(async move {
+        loop {
+            if let Err(e) = eventloop.poll().await {
+                panic!("pi-a's session failed: {e}");
+            }
+        }
+    });
+    const BURST: u64 = 2_000;
+    for seq in 0..BURST {
+        let envelope = wire::encode(&wire::Envelope {
+            node_id: "pi-a".into(),
+            epoch: 1,
+            first_seq: seq,
+            events: vec![],
+            dropped: Default::default(),
+        });
+        client
+            .publish(wire::events_topic("pi-a"), QoS::AtLeastOnce, false, envelope)
+            .await
+            .unwrap();
+    }
+    let start = Instant::now();
+    let mut out = 0.0;
+    while start.elapsed() < Duration::from_secs(30) {
+        out = broker.metric("auditflow_broker_envelopes_out_total");
+        if out >= BURST as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    poller.abort();
+    assert_eq!(
+        out, BURST as f64,
+        "the bridge stalled: {out} of {BURST} envelopes reached RabbitMQ"
+    );
+}
+
 /// A bare rumqttd with no authentication and no topic ACL: what a forged ack would meet if it
 /// got past the real broker (a compromised broker, or a broker without the ACL). Returns the
 /// port and an in-process link that can read and publish anything.
