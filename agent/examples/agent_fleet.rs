@@ -64,7 +64,9 @@ fn main() -> ExitCode {
         let mut tasks = tokio::task::JoinSet::new();
         for config in configs {
             let node = agent::node_name(&config);
-            let cancel = cancel.clone();
+            // A token of its own: an agent with finite sources cancels its token when it has
+            // finished, which must not stop the others.
+            let cancel = cancel.child_token();
             tasks.spawn(async move { (node, agent::run(config, cancel).await) });
         }
         let mut failed = 0usize;

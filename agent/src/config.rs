@@ -50,6 +50,15 @@ pub struct HttpConfig {
     /// Bearer token `POST /generate_event` requires (secret; `AUDITFLOW_GENERATE_EVENT_TOKEN`).
     /// Empty: the endpoint answers callers on this host (loopback) only.
     pub generate_event_token: String,
+    /// The legacy generator's HTTP API (`POST /generate_event`, `GET /healthz` with its
+    /// request and response bodies), for scripts written against it: `0.0.0.0:5000`, where
+    /// the legacy generator listened. Empty: off.
+    #[serde(with = "runtime::config::optional_address")]
+    pub legacy_listen: Option<SocketAddr>,
+    /// Let the legacy listener take events from any caller without a token, as the legacy
+    /// generator did (a trusted network only: an accepted event raises alerts like any
+    /// other). Otherwise the rule of `/generate_event` applies: the token, or this host.
+    pub legacy_unauthenticated: bool,
 }
 
 /// `[spool]`
@@ -88,8 +97,12 @@ pub enum Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mix {
-    /// The seven legacy templates (they fire rules: demo traffic).
+    /// The seven legacy templates with AuditFlow's vocabulary (they fire rules: demo traffic).
     Legacy,
+    /// The legacy Python generator's events exactly: its templates, hosts, users, details
+    /// keys and values (`wire::synth::LegacyGenerator`), for sites whose dashboards and
+    /// scripts expect them.
+    Generator,
     /// Only ordinary traffic no shipped rule fires on (background load for benchmarks).
     Normal,
 }
@@ -129,8 +142,9 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// Stop after this many events; 0 runs until the agent stops.
     pub limit: u64,
-    /// `legacy`: the seven legacy templates (they fire rules: demo traffic); `normal`: only
-    /// ordinary traffic no shipped rule fires on (background load for benchmarks).
+    /// `legacy`: the seven legacy templates (they fire rules: demo traffic); `generator`: the
+    /// legacy generator's events exactly; `normal`: only ordinary traffic no shipped rule fires
+    /// on (background load for benchmarks).
     pub mix: Mix,
     /// Shedding priority at the spool's cap (0–9, higher is kept longer); scenarios too.
     pub priority: u8,
@@ -320,6 +334,8 @@ impl Default for Config {
                 listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
                 generate_event: true,
                 generate_event_token: String::new(),
+                legacy_listen: None,
+                legacy_unauthenticated: false,
             },
             spool: SpoolConfig {
                 dir: "/var/lib/auditflow/spool".into(),

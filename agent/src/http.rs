@@ -228,6 +228,127 @@ async fn generate_event(
     }
 }
 
+/// The legacy generator's HTTP API on its own listener (`http.legacy_listen`).
+#[derive(Clone, Debug)]
+pub struct LegacyState {
+    /// The agent's endpoint state (submission, metrics, the token).
+    pub http: HttpState,
+    /// Accept callers without a token from anywhere (`http.legacy_unauthenticated`).
+    pub open: bool,
+    /// Users for events that name none, as the legacy generator chose them.
+    pub generator: Arc<std::sync::Mutex<wire::synth::LegacyGenerator>>,
+}
+
+/// The legacy generator's routes, with its request and response bodies (design.md §8.5).
+pub fn legacy_router(state: LegacyState) -> Router {
+    Router::new()
+        .route("/generate_event", post(legacy_generate_event))
+        .route("/healthz", get(legacy_health))
+        .route("/health", get(legacy_health))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves the legacy routes until cancelled.
+pub async fn serve_legacy(
+    listener: tokio::net::TcpListener,
+    state: LegacyState,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let limits = runtime::http::Limits {
+        max_connections: 64,
+        refused: Some(state.http.metrics.http_refused.clone()),
+        ..Default::default()
+    };
+    runtime::http::serve(listener, legacy_router(state), limits, cancel).await
+}
+
+/// `GET /healthz`: the legacy generator said whether it could publish; so does this, about
+/// the agent's upstream (MQTT or AMQP), under the legacy key.
+async fn legacy_health(State(s): State<LegacyState>) -> Response {
+    if s.http.metrics.connected.get() == 1 {
+        (StatusCode::OK, Json(json!({"status": "healthy", "rabbitmq_connected": true})))
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "rabbitmq_connected": false})),
+        )
+            .into_response()
+    }
+}
+
+/// `POST /generate_event` as the legacy generator answered it: `event_type` required (else
+/// 400 with its message); `event_id`, `timestamp` and `source_service` always set by the
+/// endpoint; `server_hostname` (this node), `user_id` (a simulated user), `action_result`
+/// (`SUCCESS`), `severity` (`INFO`) and `details` (`{}`) filled in when absent; every other
+/// key passed through; `202 {"status": "success", "event_id": …}` once the event is in the
+/// spool (the legacy generator said so even when its publish failed; this says 503 then).
+async fn legacy_generate_event(
+    State(s): State<LegacyState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !s.http.generate_event {
+        s.http.metrics.generate_refused.inc();
+        return error(
+            StatusCode::NOT_FOUND,
+            "POST /generate_event is off on this node (http.generate_event)",
+        );
+    }
+    if !s.open
+        && let Err(refusal) = may_submit(&s.http.generate_event_token, peer, &headers)
+    {
+        s.http.metrics.generate_refused.inc();
+        tracing::warn!(peer = %peer, "legacy POST /generate_event refused: {refusal}");
+        return refusal.into_response();
+    }
+    let Ok(value) = serde_json::from_slice::<JsonValue>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not JSON");
+    };
+    let mut object = match value {
+        JsonValue::Object(o) if o.get("event_type").is_some() => o,
+        _ => {
+            return error(StatusCode::BAD_REQUEST, "Invalid event data. 'event_type' is required.");
+        }
+    };
+    let now = Timestamp::now();
+    let (event_id, user) = {
+        let mut g = s.generator.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (g.uuid4(), g.user())
+    };
+    object.insert("event_id".into(), event_id.to_string().into());
+    object.insert("timestamp".into(), wire::synth::python_utc_iso(now).into());
+    object.insert("source_service".into(), wire::synth::legacy_vocab::API_SOURCE_SERVICE.into());
+    for (key, default) in [
+        ("server_hostname", JsonValue::from(s.http.node_id.as_str())),
+        ("user_id", user.into()),
+        ("action_result", "SUCCESS".into()),
+        ("severity", "INFO".into()),
+        ("details", json!({})),
+    ] {
+        object.entry(key).or_insert(default);
+    }
+    let mut event = match wire::legacy::from_legacy(&JsonValue::Object(object), now) {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    event.source = Source::Api;
+    let (done, outcome) = oneshot::channel();
+    if s.http.submit.try_send(Submitted { event, done }).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the agent cannot take events right now");
+    }
+    match outcome.await {
+        Ok(Some(_)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"status": "success", "event_id": event_id.to_string()})),
+        )
+            .into_response(),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "the event could not be spooled"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

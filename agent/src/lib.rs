@@ -112,18 +112,29 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let mut start_drops = wire::DropCounts::default();
     start_drops.add(DropReason::SpoolCorrupt, report.torn_events.max(report.torn_records));
 
-    tracker.spawn(http::serve(
-        listener,
-        http::HttpState {
-            metrics: metrics.clone(),
-            spool: Arc::clone(&spool),
-            submit: api_tx,
-            node_id: node_id.clone(),
-            generate_event: config.http.generate_event,
-            generate_event_token: Arc::from(config.http.generate_event_token.as_str()),
-        },
-        cancel.clone(),
-    ));
+    let http_state = http::HttpState {
+        metrics: metrics.clone(),
+        spool: Arc::clone(&spool),
+        submit: api_tx,
+        node_id: node_id.clone(),
+        generate_event: config.http.generate_event,
+        generate_event_token: Arc::from(config.http.generate_event_token.as_str()),
+    };
+    if let Some(addr) = config.http.legacy_listen {
+        let legacy = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind the legacy generator port {addr}"))?;
+        tracing::info!(addr = %legacy.local_addr()?, open = config.http.legacy_unauthenticated,
+            "serving the legacy generator's POST /generate_event and /healthz");
+        let seed = u64::try_from(Timestamp::now().as_nanos()).unwrap_or(0);
+        let state = http::LegacyState {
+            http: http_state.clone(),
+            open: config.http.legacy_unauthenticated,
+            generator: Arc::new(Mutex::new(wire::synth::LegacyGenerator::new(seed))),
+        };
+        tracker.spawn(http::serve_legacy(legacy, state, cancel.clone()));
+    }
+    tracker.spawn(http::serve(listener, http_state, cancel.clone()));
 
     let mut sources = Vec::new();
     if config.synthetic.enabled {
@@ -132,7 +143,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
                 rate_per_sec: config.synthetic.rate_per_sec,
                 seed: config.synthetic.seed,
                 limit: config.synthetic.limit,
-                normal_only: config.synthetic.mix == config::Mix::Normal,
+                mix: config.synthetic.mix,
             },
             events_tx.clone(),
             metrics.clone(),

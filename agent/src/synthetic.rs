@@ -1,4 +1,5 @@
-//! The synthetic source: events from the seven legacy templates at a fixed rate (from one a
+//! The synthetic source: events from the seven legacy templates (AuditFlow's vocabulary, or
+//! the legacy generator's exactly), or ordinary background traffic, at a fixed rate (from one a
 //! minute to well over 100,000 a second), with a fixed seed. Used for demos, scripted
 //! scenarios and the benchmark. It waits when the pipeline is full (backpressure) rather
 //! than dropping.
@@ -8,9 +9,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wire::synth::Synth;
+use wire::synth::{LegacyGenerator, Synth};
 use wire::{Source, Timestamp};
 
+use crate::config::Mix;
 use crate::telemetry::Metrics;
 
 /// Settings of the synthetic source.
@@ -22,9 +24,8 @@ pub struct SyntheticSettings {
     pub seed: u64,
     /// Stop after this many events; 0 runs until cancelled.
     pub limit: u64,
-    /// Only ordinary traffic (the scenario's `normal` events) instead of the seven legacy
-    /// templates: the background load of a quiet fleet, which fires no shipped rule.
-    pub normal_only: bool,
+    /// What is generated (`synthetic.mix`).
+    pub mix: Mix,
 }
 
 /// Emits events until cancelled or the limit is reached.
@@ -35,6 +36,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut synth = Synth::new(settings.seed);
+    let mut generator = LegacyGenerator::new(settings.seed);
     let tick = Duration::from_millis(10)
         .max(Duration::from_secs_f64((1.0 / settings.rate_per_sec).min(1.0) / 4.0));
     let start = Instant::now();
@@ -51,10 +53,24 @@ pub async fn run(
         let due = if settings.limit > 0 { due.min(settings.limit) } else { due };
         let batch_start = emitted;
         while emitted < due {
-            let event = if settings.normal_only {
-                crate::scenario::normal_event(emitted, Timestamp::now())
-            } else {
-                synth.next_event(Timestamp::now())
+            let now = Timestamp::now();
+            let event = match settings.mix {
+                Mix::Normal => crate::scenario::normal_event(emitted, now),
+                Mix::Legacy => synth.next_event(now),
+                Mix::Generator => {
+                    // The legacy JSON maps to a typed event without loss (its vocabulary
+                    // and details keys are kept as they came, design.md §8.1).
+                    let json = generator.next_json(now);
+                    match wire::legacy::from_legacy(&json, now) {
+                        Ok(mut e) => {
+                            e.source = Source::Synthetic;
+                            e
+                        }
+                        Err(e) => {
+                            anyhow::bail!("the legacy generator made an unreadable event: {e}")
+                        }
+                    }
+                }
             };
             tokio::select! {
                 () = cancel.cancelled() => break,

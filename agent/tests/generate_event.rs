@@ -202,3 +202,125 @@ fn off_takes_nothing() {
     assert!(body.contains("http.generate_event"), "{body}");
     stop(agent);
 }
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the agent");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The legacy generator's API on its own listener, as its scripts call it (the legacy tests'
+/// request: `{"event_type": "custom_test_event", "user_id": "test_user_api"}`): 202
+/// `{"status": "success", "event_id": …}`, its 400 message, `/healthz` with its keys; the
+/// event downstream carries the legacy defaults and the returned id. With `synthetic.mix =
+/// "generator"` the agent's own traffic is the legacy generator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_listener_answers_as_the_legacy_generator() {
+    let url = amqp_url();
+    let dir = tempfile::tempdir().unwrap();
+    let (http, legacy) = (free_port(), free_port());
+    let queue = format!("auditflow.test.legacy.{}", std::process::id());
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"api-node\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             legacy_listen = \"127.0.0.1:{legacy}\"\n\
+             [spool]\ndir = \"{}\"\n[batch]\nmax_age_ms = 50\n\
+             [transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\namqp_queue = \"{queue}\"\n\
+             amqp_heartbeat_queue = \"{queue}.hb\"\n\
+             [synthetic]\nenabled = true\nmix = \"generator\"\nrate_per_sec = 1000.0\nlimit = 70\n",
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let agent = start(&config, http);
+    let start_at = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", legacy)).is_err() {
+        assert!(start_at.elapsed() < Duration::from_secs(20), "the legacy port never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start_at = Instant::now();
+    loop {
+        let (status, body) = get(legacy, "/healthz");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON health");
+        if status == 200 {
+            assert_eq!(v, serde_json::json!({"status": "healthy", "rabbitmq_connected": true}));
+            break;
+        }
+        assert_eq!(v, serde_json::json!({"status": "unhealthy", "rabbitmq_connected": false}));
+        assert!(start_at.elapsed() < Duration::from_secs(20), "never connected: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (status, body) = post(
+        legacy,
+        "/generate_event",
+        r#"{"event_type": "custom_test_event", "user_id": "test_user_api"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["status"], "success", "{body}");
+    let id = event_id(&body);
+    assert_eq!(wire::legacy::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+    for bad in ["{}", "[1]", r#"{"user_id": "x"}"#] {
+        let (status, body) = post(legacy, "/generate_event", bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"error": "Invalid event data. 'event_type' is required."})
+        );
+    }
+    // Let the synthetic source finish its 70 events.
+    std::thread::sleep(Duration::from_millis(500));
+    stop(agent);
+
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at AMQP_URL: {e}"));
+    let channel = conn.create_channel().await.unwrap();
+    let mut api = Vec::new();
+    let mut generated = Vec::new();
+    while let Some(m) =
+        channel.basic_get(queue.as_str().into(), BasicGetOptions::default()).await.unwrap()
+    {
+        let e: wire::Envelope = wire::decode(&m.delivery.data).unwrap();
+        for (i, event) in e.events.iter().enumerate() {
+            let fallback = wire::legacy::event_uuid(&e.node_id, e.epoch, e.first_seq + i as u64);
+            let json = wire::legacy::to_legacy(event, &e.node_id, fallback);
+            if event.source == wire::Source::Api {
+                api.push(json);
+            } else {
+                generated.push(json);
+            }
+        }
+        m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(api.len(), 1, "{api:?}");
+    let e = &api[0];
+    assert_eq!(e["event_id"], id.as_str());
+    assert_eq!(e["event_type"], "custom_test_event");
+    assert_eq!(e["user_id"], "test_user_api");
+    assert_eq!(e["source_service"], "audit-event-generator-api");
+    assert_eq!(e["server_hostname"], "api-node");
+    assert_eq!(e["action_result"], "SUCCESS");
+    assert_eq!(e["severity"], "INFO");
+    assert_eq!(e["details"], serde_json::json!({}));
+    assert_eq!(generated.len(), 70);
+    for g in &generated {
+        assert_eq!(g["source_service"], "audit-event-generator", "{g}");
+        assert!(
+            wire::synth::legacy_vocab::HOSTS.contains(&g["server_hostname"].as_str().unwrap()),
+            "{g}"
+        );
+        assert!(wire::synth::legacy_vocab::USERS.contains(&g["user_id"].as_str().unwrap()), "{g}");
+    }
+    for q in [queue.clone(), format!("{queue}.hb")] {
+        channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+    }
+}

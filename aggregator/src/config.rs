@@ -30,6 +30,8 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// Notifications.
     pub notify: NotifyConfig,
+    /// The legacy views: the `audit_alerts` feed and the legacy read API.
+    pub legacy: LegacyConfig,
     /// How long what the store keeps is kept.
     pub retention: RetentionConfig,
     /// Embedded mode.
@@ -111,6 +113,43 @@ impl NotifyConfig {
                     .map(|c| crate::store::Channel { name: c.name.clone(), silenceable: true }),
             )
             .collect()
+    }
+}
+
+/// `legacy.alerts_feed`: what the `audit_alerts` queue carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertsFeed {
+    /// One message per new alert, then an update (same `alert_id`, `change: "updated"`, the
+    /// new `occurrences`) at most every `update_interval` while firings fold into it.
+    #[default]
+    Alert,
+    /// One message per firing, as the legacy analysis service sent one per triggering event,
+    /// for consumers that count messages.
+    Firing,
+}
+
+/// `[legacy]`: the views legacy consumers read (docs/legacy.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LegacyConfig {
+    /// `metadata.environment` of legacy alerts (`ENVIRONMENT` overrides, as it did for the
+    /// legacy analysis service).
+    pub environment: String,
+    /// What `audit_alerts` carries.
+    pub alerts_feed: AlertsFeed,
+    /// Feed `alert`: updates at most this often per alert; "0s": no updates.
+    #[serde(with = "duration")]
+    pub update_interval: Duration,
+}
+
+impl Default for LegacyConfig {
+    fn default() -> Self {
+        Self {
+            environment: crate::legacy_alert::DEFAULT_ENVIRONMENT.into(),
+            alerts_feed: AlertsFeed::Alert,
+            update_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -336,6 +375,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             hooks: HooksConfig::default(),
             notify: NotifyConfig::default(),
+            legacy: LegacyConfig::default(),
             retention: RetentionConfig::default(),
             embedded: EmbeddedConfig::default(),
             services: ServicesConfig::default(),
@@ -370,12 +410,13 @@ impl Config {
 
 impl Validate for Config {
     /// `AMQP_URL`, `DATABASE_URL`, `REDIS_URL`, `AUDITFLOW_API_TOKENS`,
-    /// `AUDITFLOW_GITHUB_SECRET`, `AUDITFLOW_GITLAB_TOKEN`.
+    /// `AUDITFLOW_GITHUB_SECRET`, `AUDITFLOW_GITLAB_TOKEN`, `ENVIRONMENT`.
     fn apply_env(&mut self, env: Env<'_>) {
         for (name, slot) in [
             ("AUDITFLOW_API_TOKENS", &mut self.api.tokens_env),
             ("AUDITFLOW_GITHUB_SECRET", &mut self.hooks.github_secret_env),
             ("AUDITFLOW_GITLAB_TOKEN", &mut self.hooks.gitlab_token_env),
+            ("ENVIRONMENT", &mut self.legacy.environment),
         ] {
             if let Some(v) = env(name) {
                 *slot = v;

@@ -171,6 +171,7 @@ pub fn start<S: state::WindowState + 'static>(
         amqp,
         max_attempts: config.notify.max_attempts,
         dashboard_url: config.notify.dashboard_url.clone(),
+        legacy: config.legacy.clone(),
         metrics: core.metrics.clone(),
         http: core.http,
         cap: Default::default(),

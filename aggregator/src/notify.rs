@@ -44,7 +44,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::legacy_alert;
+use crate::config::{AlertsFeed, LegacyConfig};
+use crate::legacy_alert::{self, FeedChange, Firing};
 use crate::store::{Alert, OutboxItem, SharedStore, now_ms};
 use crate::telemetry::Metrics;
 
@@ -775,7 +776,7 @@ async fn send_mail(c: &ChannelConfig, m: lettre::Message) -> anyhow::Result<()> 
 async fn deliver_to(
     c: &ChannelConfig,
     clients: &HttpClients,
-    dashboard_url: &str,
+    (dashboard_url, environment): (&str, &str),
     a: &Alert,
     change: Change,
 ) -> Result<(), String> {
@@ -788,7 +789,7 @@ async fn deliver_to(
         },
         ChannelKind::Webhook => {
             let body = json!({"kind": "alert", "event": change.as_str(), "alert": a,
-                "legacy": legacy_alert::nested(a)});
+                "legacy": legacy_alert::nested(a, Firing::first(a), FeedChange::Created, environment)});
             post(c, clients, &c.url(), &body).await
         }
         ChannelKind::Slack => post(c, clients, &c.url(), &slack_message(a, link, change)).await,
@@ -914,7 +915,7 @@ pub async fn send_test(config: &crate::Config, name: &str) -> anyhow::Result<()>
     deliver_to(
         c,
         &clients,
-        &config.notify.dashboard_url,
+        (&config.notify.dashboard_url, &config.legacy.environment),
         &test_alert(name, "the command line"),
         Change::Created,
     )
@@ -964,32 +965,39 @@ impl AmqpPublisher {
         Self { url: url.to_owned(), link: tokio::sync::Mutex::new(None) }
     }
 
-    async fn publish(&self, body: &[u8], id: &str) -> anyhow::Result<()> {
+    /// Publishes `(body, message id)`s, all sent before their confirms are awaited (one
+    /// round trip for a chunk of firings, not one each).
+    async fn publish_many(&self, messages: &[(Vec<u8>, String)]) -> anyhow::Result<()> {
         let mut link = self.link.lock().await;
         if link.as_ref().is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected()) {
             *link = Some(crate::ingest::open_confirming(&self.url, &[AUDIT_ALERTS]).await?);
         }
         let (_, ch) = link.as_ref().expect("connected above");
         let result = async {
-            let confirm = ch
-                .basic_publish(
-                    "".into(),
-                    AUDIT_ALERTS.into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_content_type("application/json".into())
-                        .with_message_id(id.into()),
-                )
-                .await
-                .context("publish")?
-                .await
-                .context("confirm")?;
-            match confirm {
-                lapin::Confirmation::Ack(_) => Ok(()),
-                other => anyhow::bail!("RabbitMQ did not confirm: {other:?}"),
+            let mut confirms = Vec::with_capacity(messages.len());
+            for (body, id) in messages {
+                let confirm = ch
+                    .basic_publish(
+                        "".into(),
+                        AUDIT_ALERTS.into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        BasicProperties::default()
+                            .with_delivery_mode(2)
+                            .with_content_type("application/json".into())
+                            .with_message_id(id.as_str().into()),
+                    )
+                    .await
+                    .context("publish")?;
+                confirms.push(confirm);
             }
+            for confirm in confirms {
+                match confirm.await.context("confirm")? {
+                    lapin::Confirmation::Ack(_) => {}
+                    other => anyhow::bail!("RabbitMQ did not confirm: {other:?}"),
+                }
+            }
+            Ok(())
         }
         .await;
         if result.is_err() {
@@ -1017,6 +1025,8 @@ pub struct Notifier {
     /// The dashboard's address as people open it (`[notify] dashboard_url`), for links to
     /// alerts; empty: no links.
     pub dashboard_url: String,
+    /// The legacy views' settings (`[legacy]`): the feed mode, updates, the environment.
+    pub legacy: LegacyConfig,
     /// Messages per people's channel in the last hour (the rate cap).
     pub cap: std::sync::Mutex<policy::RateCap>,
 }
@@ -1045,25 +1055,119 @@ pub fn retry_delay(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.saturating_sub(1).min(10)).min(Duration::from_secs(600))
 }
 
+/// Firings the `audit_alerts` feed in mode `firing` publishes per round for one alert (their
+/// confirms awaited together); an alert with more is taken up again at once.
+const FEED_CHUNK: i64 = 256;
+
 impl Notifier {
+    fn views(&self) -> (&str, &str) {
+        (&self.dashboard_url, &self.legacy.environment)
+    }
+
     async fn deliver(&self, item: &OutboxItem, a: &Alert, change: Change) -> Result<(), String> {
         if item.channel == AUDIT_ALERTS {
             let Some(amqp) = &self.amqp else { return Err("no RabbitMQ configured".into()) };
-            let body = legacy_alert::nested(a).to_string();
+            let feed_change =
+                if change == Change::Updated { FeedChange::Updated } else { FeedChange::Created };
+            let body =
+                legacy_alert::nested(a, Firing::first(a), feed_change, &self.legacy.environment);
+            let body = body.to_string();
             return amqp
-                .publish(body.as_bytes(), &a.id.to_string())
+                .publish_many(&[(body.into_bytes(), a.id.to_string())])
                 .await
                 .map_err(|e| format!("{e:#}"));
         }
         let Some(c) = self.channels.iter().find(|c| c.name == item.channel) else {
             return Err("channel no longer configured".into());
         };
-        deliver_to(c, &self.http, &self.dashboard_url, a, change).await
+        deliver_to(c, &self.http, self.views(), a, change).await
+    }
+
+    /// The `audit_alerts` feed in mode `firing`: publishes the alert's next firings (one
+    /// message each, the firing's own id as `alert_id`), then records how far it got.
+    async fn feed_firings(
+        &self,
+        item: &OutboxItem,
+        a: &Alert,
+        now: i64,
+        count: &(dyn Fn(&str) + Sync),
+    ) -> anyhow::Result<()> {
+        let firings = self.store.feed_firings(a.id, item.sent_firing, FEED_CHUNK).await?;
+        let Some(last) = firings.last().map(|f| (f.created_at, f.id)) else {
+            let sent = crate::store::Sent {
+                status: a.status,
+                occurrences: a.occurrences,
+                messaged_at: None,
+                update: false,
+                again_at: None,
+                firing: None,
+            };
+            self.store.delivered(item.id, &sent).await?;
+            count("settled");
+            return Ok(());
+        };
+        let result = match &self.amqp {
+            None => Err("no RabbitMQ configured".to_owned()),
+            Some(amqp) => {
+                let bodies: Vec<(Vec<u8>, String)> = firings
+                    .iter()
+                    .map(|f| {
+                        let firing = Firing {
+                            id: f.id,
+                            event_id: f.event_id,
+                            event: &f.event,
+                            at: f.created_at,
+                        };
+                        let body = legacy_alert::nested(
+                            a,
+                            firing,
+                            FeedChange::Firing,
+                            &self.legacy.environment,
+                        );
+                        (body.to_string().into_bytes(), f.id.to_string())
+                    })
+                    .collect();
+                amqp.publish_many(&bodies).await.map_err(|e| format!("{e:#}"))
+            }
+        };
+        if let Err(e) = result {
+            return self.record(item, a, Change::Updated, Err(e), count).await;
+        }
+        for _ in &firings {
+            count("delivered");
+        }
+        if firings.len() as i64 == FEED_CHUNK {
+            self.store.feed_progress(item.id, last, now).await?;
+        } else {
+            let sent = crate::store::Sent {
+                status: a.status,
+                occurrences: a.occurrences,
+                messaged_at: Some(now),
+                update: false,
+                again_at: None,
+                firing: Some(last),
+            };
+            self.store.delivered(item.id, &sent).await?;
+        }
+        Ok(())
     }
 
     /// What to do with a due row of channel `c` (`None`: `audit_alerts`) for alert `a`.
     fn plan(&self, c: Option<&ChannelConfig>, item: &OutboxItem, a: &Alert, now: i64) -> Plan {
         let change = policy::change(item, a);
+        if c.is_none() {
+            // The `audit_alerts` feed (mode `alert`): the new alert, then updates at most
+            // every `update_interval`.
+            return match change {
+                Change::Created => Plan::Send(change),
+                Change::Updated if !self.legacy.update_interval.is_zero() => {
+                    let next = item.delivered_at.unwrap_or(0)
+                        + self.legacy.update_interval.as_millis() as i64;
+                    if next > now { Plan::Defer(next) } else { Plan::Send(change) }
+                }
+                _ => Plan::Settle,
+            };
+        }
         let send_resolved = c.is_none_or(|c| c.send_resolved);
         if !policy::announces(c.map(|c| c.kind), change, send_resolved) {
             return Plan::Settle;
@@ -1115,6 +1219,7 @@ impl Notifier {
                     messaged_at: Some(now),
                     update: change == Change::Updated && am.is_none(),
                     again_at: am.map(|c| now + c.repeat_interval.as_millis() as i64),
+                    firing: None,
                 };
                 self.store.delivered(item.id, &sent).await?;
                 count("delivered");
@@ -1140,8 +1245,7 @@ impl Notifier {
             return Err(TestError::NoSuchChannel);
         };
         let result =
-            deliver_to(c, &self.http, &self.dashboard_url, &test_alert(name, by), Change::Created)
-                .await;
+            deliver_to(c, &self.http, self.views(), &test_alert(name, by), Change::Created).await;
         let outcome = if result.is_ok() { "delivered" } else { "failed" };
         self.metrics.notifications.with_label_values(&[c.kind.as_str(), outcome]).inc();
         result.map_err(TestError::Failed)
@@ -1214,6 +1318,10 @@ impl Notifier {
                 count("failed");
                 continue;
             }
+            if item.channel == AUDIT_ALERTS && self.legacy.alerts_feed == AlertsFeed::Firing {
+                self.feed_firings(item, a, now, &count).await?;
+                continue;
+            }
             let change = match self.plan(c, item, a, now) {
                 Plan::Settle => {
                     let sent = crate::store::Sent {
@@ -1222,6 +1330,7 @@ impl Notifier {
                         messaged_at: None,
                         update: false,
                         again_at: None,
+                        firing: None,
                     };
                     self.store.delivered(item.id, &sent).await?;
                     count("settled");
@@ -1281,7 +1390,7 @@ impl Notifier {
                     self.cap.lock().expect("not poisoned").sent(&name, now);
                 }
                 let result = if let [(_, a, change)] = items.as_slice() {
-                    deliver_to(c, &self.http, &self.dashboard_url, a, *change).await
+                    deliver_to(c, &self.http, self.views(), a, *change).await
                 } else {
                     let alerts: Vec<(Alert, Change)> =
                         items.iter().map(|(_, a, ch)| (a.clone(), *ch)).collect();

@@ -271,11 +271,12 @@ async fn alerts_lifecycle_filters_pages_and_legacy_shapes() {
         assert_eq!(row["alert_type"], "SECURITY");
     }
     let shadow = rows.iter().find(|r| r["rule_id"] == "ANLY-SEC-002").unwrap();
-    assert_eq!(shadow["resource_type"], "file");
+    assert_eq!(shadow["resource_type"], "FILE");
     assert_eq!(shadow["resource_id"], "/etc/shadow");
     assert_eq!(shadow["server_hostname"], "pi-b");
-    assert_eq!(shadow["alert_name"], "Sensitive File Modification Detection");
-    assert_eq!(shadow["action_observed"], "file_modified:MODIFIED");
+    assert_eq!(shadow["alert_name"], "Sensitive File Modification Detected");
+    assert_eq!(shadow["rule_name"], "Sensitive File Modification Detection");
+    assert_eq!(shadow["action_observed"], "FILE_MODIFIED");
     let one = get(&a, &format!("/alerts/{}", shadow["alert_id"].as_str().unwrap()), VIEWER);
     assert_eq!(one.json()["alert_id"], shadow["alert_id"]);
     assert_eq!(get(&a, "/alerts?limit=1&offset=1", VIEWER).json().as_array().unwrap().len(), 1);

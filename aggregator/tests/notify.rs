@@ -224,7 +224,7 @@ async fn alerts_reach_every_channel_with_retries_filters_and_silences() {
         .expect("the retry reaches the receiver")
         .unwrap();
     assert_eq!(delivered["alert"]["rule_id"], "ANLY-SEC-001");
-    assert_eq!(delivered["legacy"]["alert_name"], "Failed Login Burst Detection");
+    assert_eq!(delivered["legacy"]["alert_name"], "Multiple Failed Login Attempts");
     wait_until(Duration::from_secs(10), "the delivery recorded", async || {
         hook_state()["state"] == "delivered"
     })
@@ -991,5 +991,217 @@ fn notify_test_sends_through_a_channel_from_the_command_line() {
         assert_eq!(out.status.code(), Some(1), "{name}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{name}: {err}");
+    }
+}
+
+/// The legacy `alerts` table, exactly as the legacy notification service creates it
+/// (`../shared/legacy/python-auditflow-spec.md` §3.3, read from its code), in a schema of its
+/// own so that it sits beside AuditFlow's tables in the test's database.
+const LEGACY_ALERTS_DDL: &str = "CREATE TABLE legacy_ns.alerts (
+    alert_id UUID PRIMARY KEY,
+    correlation_id UUID NOT NULL,
+    timestamp TIMESTAMP WITH TIME ZONE NOT NULL,
+    received_at TIMESTAMP WITH TIME ZONE DEFAULT NOW(),
+    alert_name VARCHAR(255) NOT NULL,
+    alert_type VARCHAR(50) NOT NULL,
+    severity VARCHAR(50) NOT NULL,
+    description TEXT,
+    source_service_name VARCHAR(255),
+    rule_id VARCHAR(255),
+    rule_name VARCHAR(255),
+    actor_type VARCHAR(50),
+    actor_id VARCHAR(255),
+    client_ip INET,
+    resource_type VARCHAR(50),
+    resource_id VARCHAR(255),
+    server_hostname VARCHAR(255),
+    action_observed VARCHAR(255),
+    analysis_rule_details JSONB,
+    triggered_by_details JSONB,
+    impacted_resource_details JSONB,
+    metadata JSONB,
+    raw_event_data JSONB NOT NULL
+)";
+
+/// Does with every message on `audit_alerts` what the legacy notification service does
+/// (spec §3.4, §3.5): parse it, strip the `Z` after `+00:00`, map `"N/A"` to NULL, insert the
+/// legacy columns; a duplicate `alert_id` is acknowledged and dropped. Any other failure
+/// (the service would requeue the message for ever) fails the test. Returns the messages read.
+async fn legacy_consumer(ch: &lapin::Channel, pool: &sqlx::PgPool) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while let Some(m) = ch
+        .basic_get("audit_alerts".into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let p: Value = serde_json::from_slice(&m.delivery.data).expect("a JSON message");
+        let mut ts = p["timestamp"].as_str().expect("timestamp").to_owned();
+        if ts.ends_with("+00:00Z") || ts.ends_with("-00:00Z") {
+            ts.pop();
+        }
+        let ip = match p["triggered_by"]["client_ip"].as_str() {
+            None | Some("N/A") | Some("") => None,
+            Some(ip) => Some(ip.to_owned()),
+        };
+        let s = |v: &Value| v.as_str().map(str::to_owned);
+        let result = sqlx::query(
+            "INSERT INTO legacy_ns.alerts (alert_id, correlation_id, timestamp, alert_name,
+                 alert_type, severity, description, source_service_name, rule_id, rule_name,
+                 actor_type, actor_id, client_ip, resource_type, resource_id, server_hostname,
+                 action_observed, analysis_rule_details, triggered_by_details,
+                 impacted_resource_details, metadata, raw_event_data)
+             VALUES ($1::uuid, $2::uuid, $3::timestamptz, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                 $13::inet, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+        )
+        .bind(s(&p["alert_id"]))
+        .bind(s(&p["correlation_id"]))
+        .bind(&ts)
+        .bind(s(&p["alert_name"]))
+        .bind(s(&p["alert_type"]))
+        .bind(s(&p["severity"]))
+        .bind(s(&p["description"]))
+        .bind(s(&p["source_service_name"]))
+        .bind(s(&p["analysis_rule"]["rule_id"]))
+        .bind(s(&p["analysis_rule"]["rule_name"]))
+        .bind(s(&p["triggered_by"]["actor_type"]))
+        .bind(s(&p["triggered_by"]["actor_id"]))
+        .bind(ip)
+        .bind(s(&p["impacted_resource"]["resource_type"]))
+        .bind(s(&p["impacted_resource"]["resource_id"]))
+        .bind(s(&p["impacted_resource"]["server_hostname"]))
+        .bind(s(&p["action_observed"]))
+        .bind(sqlx::types::Json(&p["analysis_rule"]))
+        .bind(sqlx::types::Json(&p["triggered_by"]))
+        .bind(sqlx::types::Json(&p["impacted_resource"]))
+        .bind(sqlx::types::Json(&p["metadata"]))
+        .bind(sqlx::types::Json(&p["raw_event_data"]))
+        .execute(pool)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
+            Err(e) => panic!("the legacy consumer could not store {p}: {e}"),
+        }
+        seen.push(p);
+    }
+    seen
+}
+
+/// Runs the aggregator with `legacy_settings`, raises ANLY-SEC-001 three times for one user
+/// (the second and third fold into the first alert), and lets a legacy consumer store the
+/// feed. Returns the messages and the stored rows (`alert_id`, actor_type, action_observed,
+/// client_ip, description, environment).
+async fn legacy_feed(tag: &str, legacy_settings: &str) -> (Vec<Value>, Vec<Vec<String>>, Value) {
+    let env = Env::new(tag).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = format!("ops:{OPERATOR}:operator");
+    let a = Aggregator::start_with(
+        &env,
+        dir.path(),
+        tag,
+        &format!("[legacy]\n{legacy_settings}"),
+        &[("AUDITFLOW_API_TOKENS", &tokens), ("ENVIRONMENT", "pilab")],
+    );
+    let pool = env.pool().await;
+    sqlx::query("CREATE SCHEMA legacy_ns").execute(&pool).await.unwrap();
+    sqlx::query(LEGACY_ALERTS_DDL).execute(&pool).await.unwrap();
+    let (_conn, ch) = env.publisher().await;
+    ch.queue_declare(
+        "audit_alerts".into(),
+        lapin::options::QueueDeclareOptions { durable: true, ..Default::default() },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let post = |from: u32| {
+        let events: Vec<Value> =
+            (from..from + 3).map(|i| failed_login("carol", "web-02", i, i)).collect();
+        let r = request(
+            a.http,
+            "POST",
+            "/api/v1/events",
+            Some(OPERATOR),
+            Some(Value::Array(events).to_string().as_bytes()),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    };
+    let mut messages = Vec::new();
+    // Three rounds of three failures, each round after the previous one's message: the alert
+    // is created by the first, the other two fold into it.
+    for round in 0..3 {
+        post(round * 3);
+        let want = messages.len() + 1;
+        let start = std::time::Instant::now();
+        while messages.len() < want && start.elapsed() < Duration::from_secs(20) {
+            messages.extend(legacy_consumer(&ch, &pool).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Whatever else comes within two more seconds (updates, further firings).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    messages.extend(legacy_consumer(&ch, &pool).await);
+    let rows: Vec<(String, String, String, Option<String>, String, String)> = sqlx::query_as(
+        "SELECT alert_id::text, actor_type, action_observed, host(client_ip), description,
+             metadata->>'environment'
+         FROM legacy_ns.alerts ORDER BY timestamp, alert_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let rows = rows
+        .into_iter()
+        .map(|(id, actor, action, ip, description, environment)| {
+            vec![id, actor, action, ip.unwrap_or_default(), description, environment]
+        })
+        .collect();
+    let api = request(a.http, "GET", "/alerts", Some(OPERATOR), None, &[]).json();
+    (messages, rows, api)
+}
+
+const CAROL: &str =
+    "3 or more failed login attempts for user 'carol' on 'web-02' within 60 seconds.";
+
+/// Feed `alert`: one stored row per alert; the update messages (same `alert_id`, new
+/// `occurrences`) are dropped by the legacy consumer as duplicates, as designed. The legacy
+/// read API returns the row the legacy service would have returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_consumer_stores_the_alert_feed() {
+    let (messages, rows, api) =
+        legacy_feed("legacy_alert_feed", "alerts_feed = \"alert\"\nupdate_interval = \"1s\"\n")
+            .await;
+    assert_eq!(messages[0]["change"], "created", "{messages:?}");
+    assert!(messages.len() >= 2, "no update message: {messages:?}");
+    assert!(
+        messages[1..]
+            .iter()
+            .all(|m| m["change"] == "updated" && m["alert_id"] == messages[0]["alert_id"])
+    );
+    assert_eq!(messages.last().unwrap()["occurrences"], 3, "{messages:?}");
+    let id = messages[0]["alert_id"].as_str().unwrap();
+    let expected: Vec<String> =
+        [id, "USER", "LOGIN_FAILURE", "203.0.113.9", CAROL, "pilab"].map(String::from).into();
+    assert_eq!(rows, [expected]);
+    let row = &api.as_array().expect("legacy rows")[0];
+    assert_eq!(row["alert_id"], id);
+    assert_eq!(row["description"], CAROL);
+    assert_eq!(row["alert_name"], "Multiple Failed Login Attempts");
+    assert_eq!(row["client_ip"], "203.0.113.9");
+    assert_eq!(row["metadata"]["environment"], "pilab");
+}
+
+/// Feed `firing`: one message, and one stored row, per firing, each with its own id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_consumer_stores_the_firing_feed() {
+    let (messages, rows, _) = legacy_feed("legacy_firing_feed", "alerts_feed = \"firing\"\n").await;
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(messages.iter().all(|m| m["change"] == "firing"), "{messages:?}");
+    assert!(messages.iter().all(|m| m["auditflow_alert_id"] == messages[0]["alert_id"]));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let mut ids: Vec<&String> = rows.iter().map(|r| &r[0]).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+    for r in &rows {
+        assert_eq!(r[1..], ["USER", "LOGIN_FAILURE", "203.0.113.9", CAROL, "pilab"]);
     }
 }

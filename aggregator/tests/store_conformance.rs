@@ -126,6 +126,7 @@ conformance!(
     fleet,
     stats_and_rule_counts,
     outbox,
+    firing_feed,
     legacy_offsets,
     ninety_days,
 );
@@ -542,6 +543,7 @@ async fn outbox(store: SharedStore) {
         messaged_at: Some(at),
         update: false,
         again_at: None,
+        firing: None,
     };
     let (ok, rest) = claimed.split_first().unwrap();
     assert_eq!((ok.sent_status.as_deref(), ok.delivered_at), (None, None), "not heard of yet");
@@ -620,6 +622,67 @@ async fn outbox(store: SharedStore) {
     let resent = store.claim_outbox(NOW + 400_000, 30_000, 10).await.unwrap();
     let row = resent.iter().find(|r| r.id == mine[0].id).expect("due for its re-send");
     assert_eq!((row.attempts, row.delivered_at), (0, Some(NOW + 300_001)));
+}
+
+/// The `audit_alerts` feed in mode `firing` reads an alert's firings in the order they were
+/// stored, from where it left off; and a delivery recorded after the alert changed leaves
+/// the row due at once, so the change is still announced.
+async fn firing_feed(store: SharedStore) {
+    store.commit_at(&[firing("R-1", "a", "pi-a", 0, 1)], NOW).await.unwrap();
+    store
+        .commit_at(
+            &[firing("R-1", "a", "pi-a", 1_000, 3), firing("R-1", "a", "pi-a", 2_000, 2)],
+            NOW + 10,
+        )
+        .await
+        .unwrap();
+    let alert = Uuid::from_u128(1);
+    let first = store.feed_firings(alert, None, 2).await.unwrap();
+    let ids =
+        |v: &[aggregator::store::FeedFiring]| v.iter().map(|f| f.id.as_u128()).collect::<Vec<_>>();
+    // Stored at NOW, then two at NOW + 10 in id order.
+    assert_eq!(ids(&first), [1, 2]);
+    assert_eq!(first[0].created_at, NOW);
+    assert_eq!(first[0].event_id, Uuid::from_u128(1_000_001));
+    assert_eq!(first[0].event["user_id"], "a", "{}", first[0].event);
+    let cursor = first.last().map(|f| (f.created_at, f.id));
+    assert_eq!(ids(&store.feed_firings(alert, cursor, 2).await.unwrap()), [3]);
+    assert!(
+        store
+            .feed_firings(alert, Some((NOW + 10, Uuid::from_u128(3))), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Progress is kept on the row, which stays pending and due.
+    let rows = store.claim_outbox(NOW + 10, 30_000, 10).await.unwrap();
+    let row = rows.iter().find(|r| r.channel == "audit_alerts").expect("the feed's row").clone();
+    assert_eq!(row.sent_firing, None);
+    store.feed_progress(row.id, cursor.unwrap(), NOW + 20).await.unwrap();
+    let again = store.claim_outbox(NOW + 20, 30_000, 10).await.unwrap();
+    let again = again.iter().find(|r| r.id == row.id).expect("still pending");
+    assert_eq!(again.sent_firing, cursor);
+
+    // Delivered as of 3 occurrences, but a fourth folded in meanwhile: still due.
+    store.commit_at(&[firing("R-1", "a", "pi-a", 3_000, 4)], NOW + 30).await.unwrap();
+    let sent = aggregator::store::Sent {
+        status: aggregator::store::Status::Open,
+        occurrences: 3,
+        messaged_at: Some(NOW + 31),
+        update: false,
+        again_at: None,
+        firing: Some((NOW + 10, Uuid::from_u128(3))),
+    };
+    store.delivered(row.id, &sent).await.unwrap();
+    let due = store.claim_outbox(NOW + 32, 30_000, 10).await.unwrap();
+    let due = due.iter().find(|r| r.id == row.id).expect("the fold after the send is announced");
+    assert_eq!(due.sent_firing, Some((NOW + 10, Uuid::from_u128(3))));
+    // Delivered as of what the alert now is: done.
+    store.delivered(row.id, &aggregator::store::Sent { occurrences: 4, ..sent }).await.unwrap();
+    assert!(
+        store.claim_outbox(NOW + 100_000, 30_000, 10).await.unwrap().iter().all(|r| r.id != row.id)
+    );
 }
 
 async fn legacy_offsets(store: SharedStore) {

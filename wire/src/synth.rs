@@ -232,3 +232,176 @@ impl Synth {
 fn ip(rng: &mut Rng) -> IpAddr {
     rng.pick(&vocab::IPS).parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
+
+/// The legacy Python generator's own vocabularies and templates (its `EVENT_TEMPLATES`,
+/// `SIMULATED_*` lists), for [`LegacyGenerator`]: what its users' dashboards, scripts and
+/// tests know. Described field by field in the legacy specification that design.md §8 cites.
+pub mod legacy_vocab {
+    /// `server_hostname` values.
+    pub const HOSTS: [&str; 4] = ["prod-web-01", "prod-db-02", "dev-api-03", "test-worker-04"];
+    /// `user_id` values (and the home directories of `sudo_command`).
+    pub const USERS: [&str; 5] =
+        ["devops_admin", "app_user", "guest_user", "monitoring_agent", "attacker_bob"];
+    /// `details.resource` of `file_modified`.
+    pub const RESOURCES: [&str; 5] = [
+        "/etc/passwd",
+        "/var/log/nginx/access.log",
+        "/opt/app/config.json",
+        "/root/.ssh/authorized_keys",
+        "/var/www/html/index.php",
+    ];
+    /// `details.command` of `sudo_command`.
+    pub const COMMANDS: [&str; 4] = [
+        "/usr/bin/sudo apt update",
+        "/usr/bin/useradd newuser",
+        "/bin/rm -rf /",
+        "/bin/systemctl restart nginx",
+    ];
+    /// `details.resource` of `service_status_change`.
+    pub const SERVICES: [&str; 3] = ["nginx.service", "mysql.service", "apache2.service"];
+    /// `details.group` of `user_account_management`.
+    pub const GROUPS: [&str; 3] = ["users", "devops", "sudo"];
+    /// `source_service` of generated events.
+    pub const SOURCE_SERVICE: &str = "audit-event-generator";
+    /// `source_service` of events submitted to `POST /generate_event`.
+    pub const API_SOURCE_SERVICE: &str = "audit-event-generator-api";
+}
+
+/// The legacy generator's events exactly: its seven templates chosen uniformly, its hosts,
+/// users, details keys and values, severities and results, a random v4 `event_id` and its
+/// timestamp format (`2025-07-20T11:30:00.123456Z`). [`Synth`] makes AuditFlow's own demo
+/// traffic from the same seven templates with AuditFlow's vocabulary; this one is for sites
+/// whose dashboards, scripts and tests expect the legacy generator's.
+#[derive(Clone, Debug)]
+pub struct LegacyGenerator {
+    rng: Rng,
+}
+
+impl LegacyGenerator {
+    /// A generator with a fixed seed.
+    pub fn new(seed: u64) -> Self {
+        Self { rng: Rng::new(seed) }
+    }
+
+    /// A random version-4 UUID, as `str(uuid.uuid4())`.
+    pub fn uuid4(&mut self) -> uuid::Uuid {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+
+    /// A host of the legacy vocabulary.
+    pub fn host(&mut self) -> &'static str {
+        self.rng.pick(&legacy_vocab::HOSTS)
+    }
+
+    /// A user of the legacy vocabulary.
+    pub fn user(&mut self) -> &'static str {
+        self.rng.pick(&legacy_vocab::USERS)
+    }
+
+    /// The next event, at `ts`.
+    pub fn next_json(&mut self, ts: Timestamp) -> Json {
+        let template = Template::ALL[self.rng.below(Template::ALL.len())];
+        self.json(template, ts)
+    }
+
+    /// An event of `template` at `ts`, the legacy generator's keys in its order.
+    pub fn json(&mut self, template: Template, ts: Timestamp) -> Json {
+        let event_id = self.uuid4();
+        let host = self.host();
+        let user = self.user();
+        let ip = |rng: &mut Rng| format!("192.168.1.{}", 100 + rng.below(101));
+        let protocol = |rng: &mut Rng| rng.pick(&["ssh", "console"]);
+        let short = |g: &mut Self, n: usize| g.uuid4().to_string()[..n].to_owned();
+        let (event_type, severity, result, details) = match template {
+            Template::LoginFailure => (
+                "user_login",
+                "WARNING",
+                "FAILURE",
+                json!({
+                    "reason": "Incorrect password",
+                    "ip_address": ip(&mut self.rng),
+                    "protocol": protocol(&mut self.rng),
+                }),
+            ),
+            Template::LoginSuccess => (
+                "user_login",
+                "INFO",
+                "SUCCESS",
+                json!({"ip_address": ip(&mut self.rng), "protocol": protocol(&mut self.rng)}),
+            ),
+            Template::SudoCommand => (
+                "sudo_command",
+                "INFO",
+                "SUCCESS",
+                json!({
+                    "command": self.rng.pick(&legacy_vocab::COMMANDS),
+                    "tty": "/dev/pts/0",
+                    "cwd": format!("/home/{}", self.rng.pick(&legacy_vocab::USERS)),
+                }),
+            ),
+            Template::FileModified => (
+                "file_modified",
+                "CRITICAL",
+                "MODIFIED",
+                json!({
+                    "resource": self.rng.pick(&legacy_vocab::RESOURCES),
+                    "old_checksum": short(self, 8),
+                    "new_checksum": short(self, 8),
+                    "size_change_bytes": self.rng.below(2001) as i64 - 1000,
+                }),
+            ),
+            Template::ServiceStarted => (
+                "service_status_change",
+                "INFO",
+                "STARTED",
+                json!({
+                    "resource": self.rng.pick(&legacy_vocab::SERVICES),
+                    "previous_state": self.rng.pick(&["STOPPED", "FAILED"]),
+                    "message": "Service successfully started.",
+                }),
+            ),
+            Template::ServiceStopped => (
+                "service_status_change",
+                "WARNING",
+                "STOPPED",
+                json!({
+                    "resource": self.rng.pick(&legacy_vocab::SERVICES),
+                    "previous_state": "RUNNING",
+                    "message": "Service unexpectedly stopped.",
+                }),
+            ),
+            // Two independent suffixes, as the legacy generator drew them.
+            Template::AccountCreated => (
+                "user_account_management",
+                "INFO",
+                "CREATED",
+                json!({
+                    "resource": format!("new_user_{}", short(self, 6)),
+                    "group": self.rng.pick(&legacy_vocab::GROUPS),
+                    "home_directory": format!("/home/new_user_{}", short(self, 6)),
+                }),
+            ),
+        };
+        json!({
+            "event_id": event_id.to_string(),
+            "timestamp": python_utc_iso(ts),
+            "source_service": legacy_vocab::SOURCE_SERVICE,
+            "server_hostname": host,
+            "event_type": event_type,
+            "severity": severity,
+            "user_id": user,
+            "action_result": result,
+            "details": details,
+        })
+    }
+}
+
+/// `datetime.utcnow().isoformat() + 'Z'`: microseconds, left out when they are zero.
+pub fn python_utc_iso(ts: Timestamp) -> String {
+    let text = ts.to_rfc3339();
+    let micros = (ts.as_nanos().rem_euclid(1_000_000_000) / 1_000) as u32;
+    if micros == 0 { format!("{}Z", &text[..19]) } else { format!("{}.{micros:06}Z", &text[..19]) }
+}

@@ -237,6 +237,7 @@ mod tests {
             sent_occurrences,
             updates_sent: 0,
             delivered_at: None,
+            sent_firing: None,
         }
     }
 

@@ -509,6 +509,22 @@ pub struct OutboxItem {
     pub updates_sent: i64,
     /// When the channel last got a message about it.
     pub delivered_at: Option<i64>,
+    /// The last firing published (`created_at`, id) by the `audit_alerts` feed in mode
+    /// `firing`; `None`: none yet.
+    pub sent_firing: Option<(i64, Uuid)>,
+}
+
+/// A firing as the `audit_alerts` feed in mode `firing` publishes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedFiring {
+    /// Its id (UUID v5 of rule, group and triggering event).
+    pub id: Uuid,
+    /// The triggering event's id.
+    pub event_id: Uuid,
+    /// The triggering event (legacy JSON).
+    pub event: serde_json::Value,
+    /// When it was stored, Unix ms.
+    pub created_at: i64,
 }
 
 /// What retention deletes ([`Store::retain_batch`]).
@@ -565,6 +581,8 @@ pub struct Sent {
     /// Look again at this time (an Alertmanager channel's re-send); `None`: when the alert
     /// changes.
     pub again_at: Option<i64>,
+    /// The last firing published (the `audit_alerts` feed in mode `firing`); `None`: unchanged.
+    pub firing: Option<(i64, Uuid)>,
 }
 
 /// The store behind the API. Object-safe (boxed futures) so the API holds one
@@ -638,6 +656,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> anyhow::Result<()>;
     /// Marks a delivery skipped (the channel's filter does not want the alert).
     async fn delivery_skipped(&self, id: i64, why: &str) -> anyhow::Result<()>;
+    /// At most `limit` firings of alert `alert` stored after `after` (`created_at`, id), in
+    /// that order (the `audit_alerts` feed in mode `firing`).
+    async fn feed_firings(
+        &self,
+        alert: Uuid,
+        after: Option<(i64, Uuid)>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<FeedFiring>>;
+    /// Records the feed's progress through an alert's firings and leaves the row pending,
+    /// due at `next_at` (more firings to publish), without counting an attempt.
+    async fn feed_progress(&self, id: i64, firing: (i64, Uuid), next_at: i64)
+    -> anyhow::Result<()>;
     /// Checks the database answers (for `/readyz`).
     async fn ping(&self) -> anyhow::Result<()>;
 }

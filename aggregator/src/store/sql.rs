@@ -940,10 +940,10 @@ macro_rules! impl_store {
                 lease: i64,
                 max: i64,
             ) -> anyhow::Result<Vec<$crate::store::OutboxItem>> {
-                type Due = (i64, uuid::Uuid, String, i64, i64, Option<String>, i64, i64, Option<i64>);
+                type Due = (i64, uuid::Uuid, String, i64, i64, Option<String>, i64, i64, Option<i64>, Option<i64>, Option<uuid::Uuid>);
                 let due: Vec<Due> = sqlx::query_as(
                     "SELECT id, alert_id, channel, attempts, next_at, sent_status, sent_occurrences,
-                         updates_sent, delivered_at
+                         updates_sent, delivered_at, sent_firing_at, sent_firing_id
                      FROM outbox
                      WHERE state = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2",
                 )
@@ -953,7 +953,7 @@ macro_rules! impl_store {
                 .await
                 .context("read outbox")?;
                 let mut claimed = Vec::with_capacity(due.len());
-                for (id, alert_id, channel, attempts, next_at, sent_status, sent_occurrences, updates_sent, delivered_at) in due {
+                for (id, alert_id, channel, attempts, next_at, sent_status, sent_occurrences, updates_sent, delivered_at, firing_at, firing_id) in due {
                     // Another replica may have claimed it since the read: the guard on
                     // `next_at` makes exactly one claim win.
                     let won = sqlx::query(
@@ -977,6 +977,7 @@ macro_rules! impl_store {
                             sent_occurrences,
                             updates_sent,
                             delivered_at,
+                            sent_firing: firing_at.zip(firing_id),
                         });
                     }
                 }
@@ -986,13 +987,25 @@ macro_rules! impl_store {
             async fn delivered(&self, id: i64, sent: &$crate::store::Sent) -> anyhow::Result<()> {
                 // A message counts as an attempt; a re-send to come (Alertmanager) starts its
                 // own count, so that a long-firing alert's re-sends do not run out of attempts.
+                // The alert may have changed while the message was being sent (a firing
+                // folded in, an acknowledgement): the store left the claimed row pending and
+                // this would mark it delivered, so the change would never be announced. The
+                // row stays pending, due at once, when the alert is past what was sent.
                 sqlx::query(
-                    "UPDATE outbox SET state = $1, next_at = COALESCE($2, next_at),
+                    "UPDATE outbox SET
+                         state = CASE WHEN EXISTS (SELECT 1 FROM alerts a WHERE a.id = outbox.alert_id
+                                 AND (a.occurrences > $5 OR a.status <> $4))
+                             THEN 'pending' ELSE $1 END,
+                         next_at = CASE WHEN EXISTS (SELECT 1 FROM alerts a WHERE a.id = outbox.alert_id
+                                 AND (a.occurrences > $5 OR a.status <> $4))
+                             THEN 0 ELSE COALESCE($2, next_at) END,
                          attempts = CASE WHEN $2 IS NOT NULL THEN 0
                              WHEN $3 IS NOT NULL THEN attempts + 1 ELSE attempts END,
                          last_error = NULL, delivered_at = COALESCE($3, delivered_at),
                          sent_status = $4, sent_occurrences = $5,
-                         updates_sent = updates_sent + $6
+                         updates_sent = updates_sent + $6,
+                         sent_firing_at = COALESCE($8, sent_firing_at),
+                         sent_firing_id = COALESCE($9, sent_firing_id)
                      WHERE id = $7",
                 )
                 .bind(if sent.again_at.is_some() { "pending" } else { "delivered" })
@@ -1002,6 +1015,8 @@ macro_rules! impl_store {
                 .bind(sent.occurrences)
                 .bind(i64::from(sent.update))
                 .bind(id)
+                .bind(sent.firing.map(|f| f.0))
+                .bind(sent.firing.map(|f| f.1))
                 .execute(&self.pool)
                 .await
                 .context("mark delivered")?;
@@ -1045,6 +1060,61 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await
                     .context("mark delivery skipped")?;
+                Ok(())
+            }
+
+            async fn feed_firings(
+                &self,
+                alert: uuid::Uuid,
+                after: Option<(i64, uuid::Uuid)>,
+                limit: i64,
+            ) -> anyhow::Result<Vec<$crate::store::FeedFiring>> {
+                use sqlx::Row;
+                use sqlx::types::Json;
+                let (at, id) = after.unwrap_or((i64::MIN, uuid::Uuid::nil()));
+                // Row values read the index firings_feed (alert_id, created_at, id) in order.
+                sqlx::query(
+                    "SELECT id, event_id, event, created_at FROM firings
+                     WHERE alert_id = $1 AND (created_at, id) > ($2, $3)
+                     ORDER BY created_at, id LIMIT $4",
+                )
+                .bind(alert)
+                .bind(at)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .context("read the feed's firings")?
+                .iter()
+                .map(|r| {
+                    Ok($crate::store::FeedFiring {
+                        id: r.try_get("id")?,
+                        event_id: r.try_get("event_id")?,
+                        event: r.try_get::<Json<serde_json::Value>, _>("event")?.0,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .collect()
+            }
+
+            async fn feed_progress(
+                &self,
+                id: i64,
+                firing: (i64, uuid::Uuid),
+                next_at: i64,
+            ) -> anyhow::Result<()> {
+                sqlx::query(
+                    "UPDATE outbox SET sent_firing_at = $1, sent_firing_id = $2, next_at = $3,
+                         last_error = NULL
+                     WHERE id = $4 AND state = 'pending'",
+                )
+                .bind(firing.0)
+                .bind(firing.1)
+                .bind(next_at)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .context("record the feed's progress")?;
                 Ok(())
             }
 

@@ -31,7 +31,8 @@ pub(super) async fn legacy_list(State(s): State<ApiState>, q: Params) -> ApiResu
     let limit = num("limit", 100, 1, 1000)?;
     let offset = num("offset", 0, 0, i64::from(i32::MAX))?;
     let alerts = s.store.list_alerts_offset(limit, offset).await?;
-    Ok(Json(Value::Array(alerts.iter().map(legacy_alert::flat).collect())))
+    let environment = &s.notifier.legacy.environment;
+    Ok(Json(Value::Array(alerts.iter().map(|a| legacy_alert::flat(a, environment)).collect())))
 }
 
 /// `GET /alerts/{id}`: unknown or malformed ids are 404, as in the legacy service.
@@ -42,7 +43,7 @@ pub(super) async fn legacy_get(
     let not_found = || ApiError::NotFound("Alert not found".into());
     let id = Uuid::try_parse(&id).map_err(|_| not_found())?;
     match s.store.find_alert(id).await? {
-        Some(a) => Ok(Json(legacy_alert::flat(&a))),
+        Some(a) => Ok(Json(legacy_alert::flat(&a, &s.notifier.legacy.environment))),
         None => Err(not_found()),
     }
 }
