@@ -41,6 +41,11 @@
 # (default 10,000,000) over 90 days and 200 nodes, then the API timed from a client. Per
 # backend a table and the line
 #   store: <backend> list_p99_ms=<x> search_p99_ms=<y> stats_p99_ms=<z> detail_p99_ms=<d> db_mb=<n>
+# legacy [EVENTS]: the legacy path (aggregator/examples/bench_legacy.rs): EVENTS legacy events
+# (default 200,000) of each stream (the legacy generator's mix; failed logins only) pre-queued
+# on audit_events, drained by the release aggregator with RabbitMQ, Redis and PostgreSQL until
+# every firing is committed. The last line is
+#   legacy: mixed_events_per_s=<n> failures_events_per_s=<m>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -279,6 +284,19 @@ bench_store() {
   printf '%s\n' "${lines[@]}"
 }
 
+bench_legacy() {
+  # shellcheck source=scripts/services.sh
+  source scripts/services.sh
+  services_up >/dev/null
+  cargo build --quiet --release -p aggregator --bins --example bench_legacy
+  local out
+  out=$("$ROOT/target/release/examples/bench_legacy" "$ROOT/target/release" "${1:-200000}")
+  echo "$out"
+  echo
+  machine_line
+  tail -n 1 <<<"$out"
+}
+
 case "$what" in
   agent) bench_agent ;;
   parse) bench_parse "${2:-}" ;;
@@ -288,5 +306,6 @@ case "$what" in
   faults) bench_faults ;;
   store) bench_store "${2:-}" "${3:-}" ;;
   fleet) bench_fleet "${2:-}" "${3:-}" "${4:-}" ;;
-  *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e|faults|store|fleet [SECONDS|LINES]" >&2; exit 64 ;;
+  legacy) bench_legacy "${2:-}" ;;
+  *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e|faults|store|fleet|legacy [SECONDS|LINES]" >&2; exit 64 ;;
 esac

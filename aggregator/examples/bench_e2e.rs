@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use procs::{Procs, add_vhost, free_port, rabbitmqctl, wait_ready};
+use procs::{ClusterServices, Procs, free_port, wait_ready};
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 /// Latency probes per second and agent.
@@ -206,29 +206,6 @@ fn agent_config(
 }
 
 /// What the cluster profile creates on the services, removed when dropped.
-struct ClusterServices {
-    vhost: String,
-    admin_db: String,
-    db: String,
-    redis_url: String,
-    redis_prefix: String,
-}
-
-impl Drop for ClusterServices {
-    fn drop(&mut self) {
-        let _ = rabbitmqctl(&["delete_vhost", &self.vhost]);
-        let _ = Command::new("psql")
-            .args([
-                &self.admin_db,
-                "-qc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db),
-            ])
-            .output();
-        // The aggregator's windows and dedup records (they would expire within a day).
-        let _ = common::unlink_prefix(&self.redis_url, &self.redis_prefix);
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
@@ -248,27 +225,10 @@ fn main() -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(agg_log);
     let mqtt_port = if a.profile == "cluster" {
-        let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
-        let (amqp, admin_db, redis) = (env("AMQP_URL")?, env("DATABASE_URL")?, env("REDIS_URL")?);
-        let tag = format!("{}_{}", std::process::id(), now_ms());
-        let vhost = format!("auditflow_bench_{tag}");
-        let db = format!("auditflow_bench_{tag}");
-        let amqp_url = add_vhost(&amqp, &vhost)?;
-        let out = Command::new("psql")
-            .args([&admin_db, "-qc", &format!("CREATE DATABASE {db}")])
-            .output()?;
-        if !out.status.success() {
-            bail!("create database: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let database_url = format!("{}/{db}", admin_db.rsplit_once('/').context("DATABASE_URL")?.0);
-        let redis_prefix = format!("auditflow-bench:{tag}:");
-        _services = Some(ClusterServices {
-            vhost,
-            admin_db,
-            db,
-            redis_url: redis.clone(),
-            redis_prefix: redis_prefix.clone(),
-        });
+        let svc = ClusterServices::create(&format!("{}_{}", std::process::id(), now_ms()))?;
+        let (amqp_url, database_url) = (svc.amqp_url.clone(), svc.database_url.clone());
+        let (redis, redis_prefix) = (svc.redis_url.clone(), svc.redis_prefix.clone());
+        _services = Some(svc);
         let config = dir.path().join("aggregator.toml");
         std::fs::write(
             &config,

@@ -21,6 +21,8 @@
 //! `bench_store fill-sqlite DB_FILE ALERTS FIRINGS` only fills a store `auditflow` created
 //! (the dashboard's browser test at scale, dashboard/tests/browser.rs).
 
+#[path = "common/redis_keys.rs"]
+mod common;
 #[path = "common/procs.rs"]
 mod procs;
 

@@ -11,7 +11,9 @@ use aggregator::state::WindowState;
 use aggregator::store::SharedStore;
 use anyhow::Context;
 use broker::acks::AckBook;
-use broker::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER, Incoming, classify, next_notification};
+use broker::bridge::{
+    EVENTS_FILTER, HEARTBEAT_FILTER, Incoming, LogWatch, classify, next_notification,
+};
 use broker::report::{Refusal, Reporter};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
@@ -36,6 +38,7 @@ pub async fn run<S: WindowState + 'static>(
     tx.subscribe(EVENTS_FILTER).context("subscribe to agents' events")?;
     tx.subscribe(HEARTBEAT_FILTER).context("subscribe to agents' heartbeats")?;
     let mut book = AckBook::default();
+    let mut watch = LogWatch::default();
     let mut reporter = Reporter::new();
     let metrics = pipeline.metrics.clone();
     loop {
@@ -60,6 +63,13 @@ pub async fn run<S: WindowState + 'static>(
         let mut beats: Vec<Heartbeat> = Vec::new();
         for n in incoming {
             let Notification::Forward(f) = n else { continue };
+            let lost = watch.lost_before(&f);
+            if lost > 0 {
+                tracing::warn!(
+                    lost,
+                    "the MQTT broker dropped publishes before they were read: the pipeline fell behind by more than its log holds"
+                );
+            }
             match classify(&f.publish.topic, &f.publish.payload, max_frame) {
                 Incoming::Envelope { node, envelope, .. } => {
                     streams.push((node, envelope.epoch, envelope.first_seq, envelope.end_seq()));

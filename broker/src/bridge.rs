@@ -63,6 +63,35 @@ pub async fn next_notification(rx: &mut LinkRx) -> anyhow::Result<Option<Notific
     }
 }
 
+/// Notices publishes rumqttd dropped before the bridge read them. rumqttd keeps each topic
+/// filter's publishes in a bounded in-memory log (`mqtt.rs`: 8 × 1 MiB) and, when a reader
+/// falls further behind than that, drops the oldest segment and moves the reader on, logging
+/// a cursor jump and nothing else. Every forwarded publish carries its absolute offset in the
+/// filter's log, consecutive for consecutive publishes, so a step of more than one is the
+/// number dropped.
+#[derive(Debug, Default)]
+pub struct LogWatch {
+    events: Option<u64>,
+    heartbeats: Option<u64>,
+}
+
+impl LogWatch {
+    /// The publishes dropped before `forward` (0 when none or unknown).
+    pub fn lost_before(&mut self, forward: &rumqttd::Forward) -> u64 {
+        let Some((_, offset)) = forward.cursor else { return 0 };
+        let last = if forward.publish.topic.starts_with(b"auditflow/v1/events/") {
+            &mut self.events
+        } else if forward.publish.topic.starts_with(b"auditflow/v1/heartbeat/") {
+            &mut self.heartbeats
+        } else {
+            return 0;
+        };
+        let lost = last.map_or(0, |l| offset.saturating_sub(l).saturating_sub(1));
+        *last = Some(offset);
+        lost
+    }
+}
+
 /// What a publish turned out to be.
 #[derive(Debug)]
 pub enum Incoming {
@@ -191,6 +220,7 @@ async fn pump(
     // When the oldest unconfirmed publish went out (reset by every confirm).
     let mut oldest_sent = tokio::time::Instant::now();
     let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut watch = LogWatch::default();
     let outcome: anyhow::Result<()> = async {
         loop {
             if pending.is_empty() {
@@ -235,6 +265,11 @@ async fn pump(
                 notification = next_notification(link_rx), if pending.len() < WINDOW => {
                     let Some(notification) = notification? else { continue };
                     if let Notification::Forward(forward) = notification {
+                        let lost = watch.lost_before(&forward);
+                        if lost > 0 {
+                            metrics.log_overflow.inc_by(lost);
+                            tracing::warn!(lost, "rumqttd dropped publishes the bridge had not read: it fell behind by more than rumqttd's log holds");
+                        }
                         let item = classify(&forward.publish.topic, &forward.publish.payload, settings.max_frame);
                         if let Incoming::Invalid { reason, topic, .. } = &item
                             && let Some(node) = topic.strip_prefix("auditflow/v1/events/")
@@ -338,6 +373,25 @@ mod tests {
             events: vec![],
             dropped: Default::default(),
         })
+    }
+
+    fn forward(topic: &str, offset: u64) -> rumqttd::Forward {
+        rumqttd::Forward {
+            cursor: Some((0, offset)),
+            size: 0,
+            publish: rumqttd::protocol::Publish::new(topic.as_bytes().to_vec(), vec![], false),
+            properties: None,
+        }
+    }
+
+    #[test]
+    fn dropped_publishes_are_the_gaps_between_offsets() {
+        let mut w = LogWatch::default();
+        assert_eq!(w.lost_before(&forward("auditflow/v1/events/a", 7)), 0, "no baseline yet");
+        assert_eq!(w.lost_before(&forward("auditflow/v1/events/b", 8)), 0);
+        assert_eq!(w.lost_before(&forward("auditflow/v1/heartbeat/a", 3)), 0, "its own log");
+        assert_eq!(w.lost_before(&forward("auditflow/v1/events/a", 400)), 391);
+        assert_eq!(w.lost_before(&forward("auditflow/v1/heartbeat/a", 4)), 0);
     }
 
     #[test]

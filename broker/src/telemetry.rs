@@ -38,6 +38,9 @@ pub struct Metrics {
     pub refused: IntCounterVec,
     /// Envelopes sent to the dead-letter queue.
     pub invalid: IntCounter,
+    /// Agents' publishes rumqttd dropped from its log before the bridge read them (see
+    /// `bridge::LogWatch`).
+    pub log_overflow: IntCounter,
     /// Envelopes published and not yet confirmed.
     pub in_flight: IntGauge,
     /// 1 while connected to RabbitMQ.
@@ -125,6 +128,10 @@ impl Metrics {
             invalid: counter(
                 "auditflow_broker_invalid_envelopes_total",
                 "Envelopes sent to the dead-letter queue.",
+            ),
+            log_overflow: counter(
+                "auditflow_broker_log_overflow_publishes_total",
+                "Agents' publishes rumqttd dropped from its in-memory log before the bridge read them (the bridge fell behind by more than the log holds). Agents resend them, but see docs/broker.md: one dropped at the start of an agent's session can be acknowledged unseen.",
             ),
             in_flight: gauge(
                 "auditflow_broker_in_flight_envelopes",

@@ -79,3 +79,69 @@ pub fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A RabbitMQ vhost, a PostgreSQL database and a Redis key prefix of a benchmark's own (from
+/// AMQP_URL, DATABASE_URL, REDIS_URL), removed when dropped.
+pub struct ClusterServices {
+    pub vhost: String,
+    pub admin_db: String,
+    pub db: String,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    /// The vhost's URL.
+    pub amqp_url: String,
+    /// The database's URL.
+    pub database_url: String,
+}
+
+impl ClusterServices {
+    /// Creates them, named after `tag`.
+    pub fn create(tag: &str) -> anyhow::Result<Self> {
+        let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
+        let (amqp, admin_db, redis_url) =
+            (env("AMQP_URL")?, env("DATABASE_URL")?, env("REDIS_URL")?);
+        let vhost = format!("auditflow_bench_{tag}");
+        let db = format!("auditflow_bench_{tag}");
+        let amqp_url = add_vhost(&amqp, &vhost)?;
+        let out = std::process::Command::new("psql")
+            .args([&admin_db, "-qc", &format!("CREATE DATABASE {db}")])
+            .output()?;
+        if !out.status.success() {
+            bail!("create database: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let database_url = format!("{}/{db}", admin_db.rsplit_once('/').context("DATABASE_URL")?.0);
+        Ok(Self {
+            vhost,
+            admin_db,
+            db,
+            redis_url,
+            redis_prefix: format!("auditflow-bench:{tag}:"),
+            amqp_url,
+            database_url,
+        })
+    }
+}
+
+impl Drop for ClusterServices {
+    fn drop(&mut self) {
+        let _ = rabbitmqctl(&["delete_vhost", &self.vhost]);
+        let _ = std::process::Command::new("psql")
+            .args([
+                &self.admin_db,
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db),
+            ])
+            .output();
+        // The aggregator's windows and dedup records (they would expire within a day).
+        let _ = crate::common::unlink_prefix(&self.redis_url, &self.redis_prefix);
+    }
+}
+
+/// The value of a Prometheus metric line starting with `name` (0 when absent).
+pub fn metric(port: u16, name: &str) -> f64 {
+    get(port, "/metrics", "")
+        .and_then(|(_, body, _)| {
+            body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(0.0)
+}

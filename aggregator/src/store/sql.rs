@@ -178,88 +178,136 @@ macro_rules! impl_store {
                         .context("read silences")?;
                     rows.iter().map(silence_from_row).collect::<anyhow::Result<Vec<_>>>()?
                 };
+                // Three statements for the whole batch, whatever its size (one round trip
+                // per firing made firing-heavy streams, such as the legacy failure stream,
+                // wait on the database): the firings (the ones already stored are
+                // redeliveries), one upsert per fingerprint, and one link per alert.
+                // Rows go in a fixed order (firing id, fingerprint), so that two replicas
+                // writing overlapping batches lock them in the same order.
+                const CHUNK: usize = 512;
+                let mut inserted = std::collections::HashSet::<uuid::Uuid>::new();
+                let mut by_id: Vec<&$crate::detect::Firing> = firings.iter().collect();
+                by_id.sort_by_key(|f| f.id);
+                for chunk in by_id.chunks(CHUNK) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "INSERT INTO firings (id, rule_id, fingerprint, ts, count, node, event_id,
+                             event, created_at) ",
+                    );
+                    b.push_values(chunk, |mut row, f| {
+                        row.push_bind(f.id)
+                            .push_bind(&*f.rule_id)
+                            .push_bind(&f.fingerprint)
+                            .push_bind(f.event.ts.as_nanos() / 1_000_000)
+                            .push_bind(i64::from(f.count))
+                            .push_bind(&f.node)
+                            .push_bind(f.event_id)
+                            .push_bind(Json(evidence_json(f)))
+                            .push_bind(now);
+                    });
+                    b.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+                    let ids: Vec<(uuid::Uuid,)> = b
+                        .build_query_as()
+                        .persistent(false)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("insert firings")?;
+                    inserted.extend(ids.into_iter().map(|(id,)| id));
+                }
+                // The new firings by fingerprint, in the batch's order: the first of a group
+                // creates the alert when none is open, the rest fold into it.
+                let mut groups = std::collections::BTreeMap::<&str, Vec<&$crate::detect::Firing>>::new();
                 // Firings inserted per rule: (count, newest event time), for rule_counts.
                 let mut fired = std::collections::BTreeMap::<&str, (i64, i64)>::new();
                 for f in firings {
-                    let event = evidence_json(f);
-                    let ts = f.event.ts.as_nanos() / 1_000_000;
-                    let inserted = sqlx::query(
-                        "INSERT INTO firings (id, rule_id, fingerprint, ts, count, node, event_id,
-                             event, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(f.id)
-                    .bind(&f.rule_id)
-                    .bind(&f.fingerprint)
-                    .bind(ts)
-                    .bind(i64::from(f.count))
-                    .bind(&f.node)
-                    .bind(f.event_id)
-                    .bind(Json(&event))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .context("insert firing")?
-                    .rows_affected();
-                    if inserted == 0 {
+                    if !inserted.contains(&f.id) {
                         out.duplicates += 1;
                         continue;
                     }
+                    let ts = f.event.ts.as_nanos() / 1_000_000;
                     let c = fired.entry(&*f.rule_id).or_insert((0, i64::MIN));
                     *c = (c.0 + 1, c.1.max(ts));
-                    let group: serde_json::Map<String, serde_json::Value> =
-                        f.group.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-                    let silenced = silences.iter().any(|s| s.silences(f, now));
-                    let (alert_id,): (uuid::Uuid,) = sqlx::query_as(
+                    groups.entry(f.fingerprint.as_str()).or_default().push(f);
+                }
+                let mut alert_ids = std::collections::HashMap::<String, uuid::Uuid>::new();
+                let groups: Vec<(&str, Vec<&$crate::detect::Firing>)> = groups.into_iter().collect();
+                for chunk in groups.chunks(CHUNK / 2) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
                         "INSERT INTO alerts (id, fingerprint, rule_id, rule_name, rule_description,
                              severity, title, tags, node, group_values, occurrences, first_seen,
                              last_seen, created_at, updated_at, correlation_id, raw_event,
-                             remediation, playbook_url, silenced, search_text)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $12,
-                             $13, $14, $15, $16, $17, $18)
-                         ON CONFLICT (fingerprint) WHERE status <> 'resolved' DO UPDATE SET
-                             occurrences = alerts.occurrences + 1,
+                             remediation, playbook_url, silenced, search_text) ",
+                    );
+                    b.push_values(chunk, |mut row, (_, g)| {
+                        let (first, last) = (g[0], g[g.len() - 1]);
+                        let times = g.iter().map(|f| f.event.ts.as_nanos() / 1_000_000);
+                        let group: serde_json::Map<String, serde_json::Value> = first
+                            .group
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone().into()))
+                            .collect();
+                        row.push_bind(first.id)
+                            .push_bind(&first.fingerprint)
+                            .push_bind(&*first.rule_id)
+                            .push_bind(&*first.rule_name)
+                            .push_bind(&*first.rule_description)
+                            .push_bind(first.severity.as_legacy())
+                            // As if folded one by one: the latest firing's title.
+                            .push_bind(&last.title)
+                            .push_bind(Json(first.tags.to_vec()))
+                            .push_bind(&first.node)
+                            .push_bind(Json(group))
+                            .push_bind(g.len() as i64)
+                            .push_bind(times.clone().min().unwrap_or(0))
+                            .push_bind(times.max().unwrap_or(0))
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push_bind(first.event_id)
+                            .push_bind(Json(evidence_json(first)))
+                            .push_bind(first.remediation.as_deref().map(str::to_owned))
+                            .push_bind(first.playbook_url.as_deref().map(str::to_owned))
+                            .push_bind(silences.iter().any(|s| s.silences(first, now)))
+                            .push_bind(search_text(first));
+                    });
+                    b.push(
+                        " ON CONFLICT (fingerprint) WHERE status <> 'resolved' DO UPDATE SET
+                             occurrences = alerts.occurrences + excluded.occurrences,
                              last_seen = CASE WHEN excluded.last_seen > alerts.last_seen
                                  THEN excluded.last_seen ELSE alerts.last_seen END,
                              first_seen = CASE WHEN excluded.first_seen < alerts.first_seen
                                  THEN excluded.first_seen ELSE alerts.first_seen END,
                              title = excluded.title,
                              updated_at = excluded.updated_at
-                         RETURNING id",
-                    )
-                    .bind(f.id)
-                    .bind(&f.fingerprint)
-                    .bind(&f.rule_id)
-                    .bind(&f.rule_name)
-                    .bind(&f.rule_description)
-                    .bind(f.severity.as_legacy())
-                    .bind(&f.title)
-                    .bind(Json(&f.tags))
-                    .bind(&f.node)
-                    .bind(Json(&group))
-                    .bind(ts)
-                    .bind(now)
-                    .bind(f.event_id)
-                    .bind(Json(&event))
-                    .bind(&f.remediation)
-                    .bind(&f.playbook_url)
-                    .bind(silenced)
-                    .bind(search_text(f))
-                    .fetch_one(&mut *tx)
-                    .await
-                    .context("upsert alert")?;
-                    sqlx::query("UPDATE firings SET alert_id = $1 WHERE id = $2")
-                        .bind(alert_id)
-                        .bind(f.id)
-                        .execute(&mut *tx)
+                         RETURNING id, fingerprint",
+                    );
+                    let rows: Vec<(uuid::Uuid, String)> = b
+                        .build_query_as()
+                        .persistent(false)
+                        .fetch_all(&mut *tx)
                         .await
-                        .context("link firing")?;
+                        .context("upsert alerts")?;
+                    alert_ids.extend(rows.into_iter().map(|(id, fp)| (fp, id)));
+                }
+                for (fingerprint, g) in &groups {
+                    let alert_id = *alert_ids
+                        .get(*fingerprint)
+                        .with_context(|| format!("no alert came back for {fingerprint}"))?;
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "UPDATE firings SET alert_id = ",
+                    );
+                    b.push_bind(alert_id).push(" WHERE id IN (");
+                    let mut list = b.separated(", ");
+                    for f in g {
+                        list.push_bind(f.id);
+                    }
+                    b.push(")");
+                    b.build().persistent(false).execute(&mut *tx).await.context("link firings")?;
                     // The alert's id is its first firing's: it was created now exactly when
-                    // the id that came back is this firing's.
-                    if alert_id == f.id {
+                    // the id that came back is this group's first.
+                    let created = alert_id == g[0].id;
+                    if created {
                         out.created += 1;
                         out.changed.push((alert_id, ChangeKind::Created));
+                        let silenced = silences.iter().any(|s| s.silences(g[0], now));
                         for ch in &self.channels {
                             let skipped = silenced && ch.silenceable;
                             sqlx::query(
@@ -277,10 +325,12 @@ macro_rules! impl_store {
                             .await
                             .context("queue notification")?;
                         }
-                    } else {
-                        out.folded += 1;
-                        if !out.changed.contains(&(alert_id, ChangeKind::Folded)) {
-                            out.changed.push((alert_id, ChangeKind::Folded));
+                    }
+                    let folds = g.len() - usize::from(created);
+                    if folds > 0 {
+                        out.folded += folds;
+                        out.changed.push((alert_id, ChangeKind::Folded));
+                        if !created {
                             // The channels that heard of it look again (notify/policy.rs).
                             sqlx::query(
                                 "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1
