@@ -153,6 +153,20 @@ fn run(bin_dir: &Path, stream: &str, n: u64) -> anyhow::Result<Run> {
     // The first batch is counted at t0: it is not charged to the interval.
     let events_per_s = (n as f64 - at_t0) / seconds;
     let firings = metric(metrics_port, "auditflow_aggregator_firings_total");
+    // Where a batch's time goes: the stage histograms' sums.
+    let mut stages = Vec::new();
+    for stage in ["dedup", "detect", "state", "store", "mark"] {
+        let sum = metric(
+            metrics_port,
+            &format!("auditflow_aggregator_batch_stage_seconds_sum{{stage=\"{stage}\"}}"),
+        );
+        let count = metric(
+            metrics_port,
+            &format!("auditflow_aggregator_batch_stage_seconds_count{{stage=\"{stage}\"}}"),
+        );
+        stages.push(format!("{stage} {sum:.2} s / {count:.0} batches"));
+    }
+    println!("stream={stream} stages: {}", stages.join(", "));
     Ok(Run { events_per_s, firings, seconds })
 }
 

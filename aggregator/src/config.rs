@@ -336,6 +336,11 @@ pub struct IngestConfig {
     pub batch_wait_ms: u64,
     /// Also consume legacy JSON events from `audit_events`.
     pub legacy_queue: bool,
+    /// `prefetch` of the `audit_events` consumer: one message there is one event, not an
+    /// envelope of many, so it takes more messages per batch for the same work per batch.
+    pub legacy_prefetch: u16,
+    /// `batch_max` of the `audit_events` consumer.
+    pub legacy_batch_max: usize,
     /// Largest envelope accepted, bytes.
     pub max_frame_bytes: usize,
 }
@@ -347,6 +352,8 @@ impl Default for IngestConfig {
             batch_max: 256,
             batch_wait_ms: 2,
             legacy_queue: false,
+            legacy_prefetch: 4096,
+            legacy_batch_max: 2048,
             max_frame_bytes: 1 << 20,
         }
     }
@@ -445,6 +452,12 @@ impl Validate for Config {
         }
         if i.batch_max > usize::from(i.prefetch) {
             errors.push("ingest.batch_max: must not exceed ingest.prefetch".into());
+        }
+        if i.legacy_prefetch == 0 || i.legacy_batch_max == 0 {
+            errors.push("ingest: legacy_prefetch and legacy_batch_max must be positive".into());
+        }
+        if i.legacy_batch_max > usize::from(i.legacy_prefetch) {
+            errors.push("ingest.legacy_batch_max: must not exceed ingest.legacy_prefetch".into());
         }
         if !self.rules_dir.is_empty() && !std::path::Path::new(&self.rules_dir).is_dir() {
             errors.push(format!("rules_dir: `{}` is not a directory", self.rules_dir));

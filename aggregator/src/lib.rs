@@ -305,8 +305,16 @@ async fn run_cluster(
         let settings = ConsumerSettings {
             amqp_url: s.amqp_url.clone(),
             feed,
-            prefetch: config.ingest.prefetch,
-            batch_max: config.ingest.batch_max,
+            prefetch: if feed == Feed::Legacy {
+                config.ingest.legacy_prefetch
+            } else {
+                config.ingest.prefetch
+            },
+            batch_max: if feed == Feed::Legacy {
+                config.ingest.legacy_batch_max
+            } else {
+                config.ingest.batch_max
+            },
             batch_wait: std::time::Duration::from_millis(config.ingest.batch_wait_ms),
             max_frame: config.ingest.max_frame_bytes,
         };

@@ -178,10 +178,11 @@ macro_rules! impl_store {
                         .context("read silences")?;
                     rows.iter().map(silence_from_row).collect::<anyhow::Result<Vec<_>>>()?
                 };
-                // Three statements for the whole batch, whatever its size (one round trip
+                // A few statements for the whole batch, whatever its size (one round trip
                 // per firing made firing-heavy streams, such as the legacy failure stream,
                 // wait on the database): the firings (the ones already stored are
-                // redeliveries), one upsert per fingerprint, and one link per alert.
+                // redeliveries), the alerts (one upsert row per fingerprint), the links from
+                // firings to alerts, and the outbox rows.
                 // Rows go in a fixed order (firing id, fingerprint), so that two replicas
                 // writing overlapping batches lock them in the same order.
                 const CHUNK: usize = 512;
@@ -287,20 +288,15 @@ macro_rules! impl_store {
                         .context("upsert alerts")?;
                     alert_ids.extend(rows.into_iter().map(|(id, fp)| (fp, id)));
                 }
+                // Which alert each firing went to, what was created, what folded.
+                let mut links: Vec<(uuid::Uuid, uuid::Uuid)> = Vec::new();
+                let mut outbox_rows: Vec<(uuid::Uuid, &str, bool)> = Vec::new();
+                let mut folded_into: Vec<uuid::Uuid> = Vec::new();
                 for (fingerprint, g) in &groups {
                     let alert_id = *alert_ids
                         .get(*fingerprint)
                         .with_context(|| format!("no alert came back for {fingerprint}"))?;
-                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
-                        "UPDATE firings SET alert_id = ",
-                    );
-                    b.push_bind(alert_id).push(" WHERE id IN (");
-                    let mut list = b.separated(", ");
-                    for f in g {
-                        list.push_bind(f.id);
-                    }
-                    b.push(")");
-                    b.build().persistent(false).execute(&mut *tx).await.context("link firings")?;
+                    links.extend(g.iter().map(|f| (f.id, alert_id)));
                     // The alert's id is its first firing's: it was created now exactly when
                     // the id that came back is this group's first.
                     let created = alert_id == g[0].id;
@@ -309,21 +305,7 @@ macro_rules! impl_store {
                         out.changed.push((alert_id, ChangeKind::Created));
                         let silenced = silences.iter().any(|s| s.silences(g[0], now));
                         for ch in &self.channels {
-                            let skipped = silenced && ch.silenceable;
-                            sqlx::query(
-                                "INSERT INTO outbox (alert_id, channel, state, next_at, last_error,
-                                     created_at)
-                                 VALUES ($1, $2, $3, $4, $5, $4)
-                                 ON CONFLICT (alert_id, channel) DO NOTHING",
-                            )
-                            .bind(alert_id)
-                            .bind(&ch.name)
-                            .bind(if skipped { "skipped" } else { "pending" })
-                            .bind(now)
-                            .bind(skipped.then_some("silenced"))
-                            .execute(&mut *tx)
-                            .await
-                            .context("queue notification")?;
+                            outbox_rows.push((alert_id, ch.name.as_str(), silenced && ch.silenceable));
                         }
                     }
                     let folds = g.len() - usize::from(created);
@@ -331,18 +313,53 @@ macro_rules! impl_store {
                         out.folded += folds;
                         out.changed.push((alert_id, ChangeKind::Folded));
                         if !created {
-                            // The channels that heard of it look again (notify/policy.rs).
-                            sqlx::query(
-                                "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1
-                                 WHERE alert_id = $2 AND state = 'delivered'",
-                            )
-                            .bind(now)
-                            .bind(alert_id)
-                            .execute(&mut *tx)
-                            .await
-                            .context("queue an update")?;
+                            folded_into.push(alert_id);
                         }
                     }
+                }
+                // VALUES columns are column1, column2 in both PostgreSQL and SQLite.
+                for chunk in links.chunks(CHUNK) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "UPDATE firings SET alert_id = v.column2 FROM (",
+                    );
+                    b.push_values(chunk, |mut row, (firing, alert)| {
+                        row.push_bind(*firing).push_bind(*alert);
+                    });
+                    b.push(") AS v WHERE firings.id = v.column1");
+                    b.build().persistent(false).execute(&mut *tx).await.context("link firings")?;
+                }
+                for chunk in outbox_rows.chunks(CHUNK / 2) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "INSERT INTO outbox (alert_id, channel, state, next_at, last_error,
+                             created_at) ",
+                    );
+                    b.push_values(chunk, |mut row, (alert, channel, skipped)| {
+                        row.push_bind(*alert)
+                            .push_bind(*channel)
+                            .push_bind(if *skipped { "skipped" } else { "pending" })
+                            .push_bind(now)
+                            .push_bind(skipped.then_some("silenced"))
+                            .push_bind(now);
+                    });
+                    b.push(" ON CONFLICT (alert_id, channel) DO NOTHING");
+                    b.build()
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await
+                        .context("queue notifications")?;
+                }
+                // The channels that heard of them look again (notify/policy.rs).
+                for chunk in folded_into.chunks(CHUNK) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "UPDATE outbox SET state = 'pending', attempts = 0, next_at = ",
+                    );
+                    b.push_bind(now).push(" WHERE state = 'delivered' AND alert_id IN (");
+                    let mut list = b.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    b.push(")");
+                    b.build().persistent(false).execute(&mut *tx).await.context("queue updates")?;
                 }
                 for (rule, (n, newest)) in fired {
                     add_rule_counts(&mut tx, rule, n, Some(newest)).await?;
