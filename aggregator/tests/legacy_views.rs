@@ -1,8 +1,8 @@
 //! Golden tests of the legacy views (design.md §8.3, §8.4): the `audit_alerts` message and
 //! the legacy read API's row, key for key and value for value, as the legacy analysis and
-//! notification services produced them (`../shared/legacy/python-auditflow-spec.md` §2.8,
-//! §3.5, §3.6, which describe the legacy code: alert names, descriptions, rule descriptions,
-//! tags, remediation texts and playbook URLs are the legacy services' strings, quoted there).
+//! notification services produced them (their alert builder, insert and read API, read from
+//! the legacy code; design.md §8.3 and §8.4 list the fields): alert names, descriptions, rule
+//! descriptions, tags, remediation texts and playbook URLs are the legacy services' strings.
 //! AuditFlow's own fields follow the legacy keys in the message; the read API row has the 23
 //! legacy columns only.
 

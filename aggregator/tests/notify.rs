@@ -994,9 +994,9 @@ fn notify_test_sends_through_a_channel_from_the_command_line() {
     }
 }
 
-/// The legacy `alerts` table, exactly as the legacy notification service creates it
-/// (`../shared/legacy/python-auditflow-spec.md` §3.3, read from its code), in a schema of its
-/// own so that it sits beside AuditFlow's tables in the test's database.
+/// The legacy `alerts` table, exactly as the legacy notification service creates it at start
+/// (read from its code), in a schema of its own so that it sits beside AuditFlow's tables in
+/// the test's database.
 const LEGACY_ALERTS_DDL: &str = "CREATE TABLE legacy_ns.alerts (
     alert_id UUID PRIMARY KEY,
     correlation_id UUID NOT NULL,
@@ -1023,8 +1023,8 @@ const LEGACY_ALERTS_DDL: &str = "CREATE TABLE legacy_ns.alerts (
     raw_event_data JSONB NOT NULL
 )";
 
-/// Does with every message on `audit_alerts` what the legacy notification service does
-/// (spec §3.4, §3.5): parse it, strip the `Z` after `+00:00`, map `"N/A"` to NULL, insert the
+/// Does with every message on `audit_alerts` what the legacy notification service does: parse
+/// it, strip the `Z` after `+00:00`, map `"N/A"` to NULL, insert the
 /// legacy columns; a duplicate `alert_id` is acknowledged and dropped. Any other failure
 /// (the service would requeue the message for ever) fails the test. Returns the messages read.
 async fn legacy_consumer(ch: &lapin::Channel, pool: &sqlx::PgPool) -> Vec<Value> {
