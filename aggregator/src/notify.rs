@@ -1094,15 +1094,7 @@ impl Notifier {
     ) -> anyhow::Result<()> {
         let firings = self.store.feed_firings(a.id, item.sent_firing, FEED_CHUNK).await?;
         let Some(last) = firings.last().map(|f| (f.created_at, f.id)) else {
-            let sent = crate::store::Sent {
-                status: a.status,
-                occurrences: a.occurrences,
-                messaged_at: None,
-                update: false,
-                again_at: None,
-                firing: None,
-            };
-            self.store.delivered(item.id, &sent).await?;
+            self.store.delivered(item.id, &crate::store::Sent::known(a)).await?;
             count("settled");
             return Ok(());
         };
@@ -1140,12 +1132,9 @@ impl Notifier {
             self.store.feed_progress(item.id, last, now).await?;
         } else {
             let sent = crate::store::Sent {
-                status: a.status,
-                occurrences: a.occurrences,
                 messaged_at: Some(now),
-                update: false,
-                again_at: None,
                 firing: Some(last),
+                ..crate::store::Sent::known(a)
             };
             self.store.delivered(item.id, &sent).await?;
         }
@@ -1155,24 +1144,25 @@ impl Notifier {
     /// What to do with a due row of channel `c` (`None`: `audit_alerts`) for alert `a`.
     fn plan(&self, c: Option<&ChannelConfig>, item: &OutboxItem, a: &Alert, now: i64) -> Plan {
         let change = policy::change(item, a);
-        if c.is_none() {
-            // The `audit_alerts` feed (mode `alert`): the new alert, then updates at most
-            // every `update_interval`.
-            return match change {
-                Change::Created => Plan::Send(change),
-                Change::Updated if !self.legacy.update_interval.is_zero() => {
-                    let next = item.delivered_at.unwrap_or(0)
-                        + self.legacy.update_interval.as_millis() as i64;
-                    if next > now { Plan::Defer(next) } else { Plan::Send(change) }
-                }
-                _ => Plan::Settle,
-            };
-        }
         let send_resolved = c.is_none_or(|c| c.send_resolved);
         if !policy::announces(c.map(|c| c.kind), change, send_resolved) {
             return Plan::Settle;
         }
-        let Some(c) = c else { return Plan::Send(change) };
+        let Some(c) = c else {
+            // The `audit_alerts` feed (mode `alert`): updates at most every
+            // `update_interval`; "0s": none.
+            let every = self.legacy.update_interval;
+            if change == Change::Updated {
+                if every.is_zero() {
+                    return Plan::Settle;
+                }
+                let next = item.delivered_at.unwrap_or(0) + every.as_millis() as i64;
+                if next > now {
+                    return Plan::Defer(next);
+                }
+            }
+            return Plan::Send(change);
+        };
         // Alertmanager is sent the alert's state every repeat_interval whatever changed: it
         // does its own grouping and forgets what is not re-sent.
         if change == Change::Updated && c.kind != ChannelKind::Alertmanager {
@@ -1324,15 +1314,7 @@ impl Notifier {
             }
             let change = match self.plan(c, item, a, now) {
                 Plan::Settle => {
-                    let sent = crate::store::Sent {
-                        status: a.status,
-                        occurrences: a.occurrences,
-                        messaged_at: None,
-                        update: false,
-                        again_at: None,
-                        firing: None,
-                    };
-                    self.store.delivered(item.id, &sent).await?;
+                    self.store.delivered(item.id, &crate::store::Sent::known(a)).await?;
                     count("settled");
                     continue;
                 }

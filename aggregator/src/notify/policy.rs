@@ -129,8 +129,9 @@ impl QuietHours {
 pub fn announces(kind: Option<ChannelKind>, change: Change, send_resolved: bool) -> bool {
     use Change::*;
     let Some(kind) = kind else {
-        // The `audit_alerts` feed: one message per new alert, as the legacy services sent.
-        return change == Created;
+        // The `audit_alerts` feed: the new alert, and in mode `alert` the firings folded into
+        // it (at most every `legacy.update_interval`, notify.rs); mode `firing` does not plan.
+        return matches!(change, Created | Updated);
     };
     match (kind, change) {
         (_, Created) => true,
@@ -260,7 +261,8 @@ mod tests {
     fn kinds_announce_what_their_receivers_understand() {
         use ChannelKind::*;
         assert!(announces(None, Change::Created, true));
-        assert!(!announces(None, Change::Resolved, true), "audit_alerts: new alerts only");
+        assert!(announces(None, Change::Updated, true));
+        assert!(!announces(None, Change::Resolved, true), "audit_alerts: no lifecycle messages");
         assert!(announces(Some(Pagerduty), Change::Acknowledged, true));
         assert!(!announces(Some(Pagerduty), Change::Updated, true));
         assert!(announces(Some(Alertmanager), Change::Repeat, false));

@@ -585,6 +585,20 @@ pub struct Sent {
     pub firing: Option<(i64, Uuid)>,
 }
 
+impl Sent {
+    /// No message: the channel now knows the alert as it is (its status and occurrences).
+    pub fn known(a: &Alert) -> Self {
+        Self {
+            status: a.status,
+            occurrences: a.occurrences,
+            messaged_at: None,
+            update: false,
+            again_at: None,
+            firing: None,
+        }
+    }
+}
+
 /// The store behind the API. Object-safe (boxed futures) so the API holds one
 /// `Arc<dyn Store>` for either backend.
 #[async_trait::async_trait]
