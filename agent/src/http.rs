@@ -81,14 +81,22 @@ pub async fn serve(
     state: HttpState,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    // The port is open to the LAN: a connection cap and a header-read timeout (runtime::http),
-    // with a small cap, since only Prometheus and the node's own tools call it.
-    let limits = runtime::http::Limits {
-        max_connections: 64,
-        refused: Some(state.metrics.http_refused.clone()),
-        ..Default::default()
-    };
-    runtime::http::serve(listener, router(state), limits, cancel).await
+    let refused = state.metrics.http_refused.clone();
+    serve_limited(listener, router(state), refused, cancel).await
+}
+
+/// Serves `app` with the agent's limits. Its ports are open to the LAN: a connection cap and a
+/// header-read timeout (runtime::http), with a small cap, since only Prometheus, the node's own
+/// tools and legacy scripts call them.
+async fn serve_limited(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    refused: prometheus::IntCounter,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let limits =
+        runtime::http::Limits { max_connections: 64, refused: Some(refused), ..Default::default() };
+    runtime::http::serve(listener, app, limits, cancel).await
 }
 
 /// Who may submit: the holder of the configured token, or, with none, a caller on this host.
@@ -255,12 +263,8 @@ pub async fn serve_legacy(
     state: LegacyState,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let limits = runtime::http::Limits {
-        max_connections: 64,
-        refused: Some(state.http.metrics.http_refused.clone()),
-        ..Default::default()
-    };
-    runtime::http::serve(listener, legacy_router(state), limits, cancel).await
+    let refused = state.http.metrics.http_refused.clone();
+    serve_limited(listener, legacy_router(state), refused, cancel).await
 }
 
 /// `GET /healthz`: the legacy generator said whether it could publish; so does this, about
