@@ -1,11 +1,10 @@
 //! The MQTT transport: publishes spooled envelopes to the broker (QoS 1) and removes them from
-//! the spool when the broker's `Ack` arrives on `auditflow/v1/ack/{node}` — sent only after
-//! RabbitMQ confirmed them.
+//! the spool when the broker's `RunAck` arrives on `auditflow/v1/run-ack/{node}` — sent only
+//! after RabbitMQ confirmed them — and its run starts at or below the spool's watermark.
 //!
 //! rumqttc keeps its unacknowledged publishes in memory only; the spool is what makes delivery
 //! durable. Each session therefore starts with a fresh client and a clean session and sends
-//! from the spool's acknowledged watermark (the broker relies on that to know where a node's
-//! contiguous run starts), and when acks stop advancing for [`ACK_TIMEOUT`] the transport
+//! from the spool's acknowledged watermark, and when acks stop advancing for [`ACK_TIMEOUT`] the transport
 //! rewinds to the watermark and sends again. One task owns `EventLoop::poll`; after an error
 //! it backs off with jitter before the next session.
 
@@ -130,7 +129,7 @@ pub async fn run_sender(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new();
-    let ack_topic = wire::ack_topic(&settings.node_id);
+    let ack_topic = wire::run_ack_topic(&settings.node_id);
     let events_topic = wire::events_topic(&settings.node_id);
     let heartbeat_topic = wire::heartbeat_topic(&settings.node_id);
     // The end of the highest batch this process has published. An ack beyond it cannot come
@@ -224,15 +223,26 @@ pub async fn run_sender(
                         tracing::info!(host = %settings.host, port = settings.port, "connected to the broker");
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
-                        let Ok(ack) = wire::decode::<wire::Ack>(&p.payload) else {
+                        let Ok(ack) = wire::decode::<wire::RunAck>(&p.payload) else {
                             tracing::warn!("undecodable ack ignored");
                             metrics.acks_refused.with_label_values(&["undecodable"]).inc();
                             continue;
                         };
-                        let epoch = lock(&spool).epoch();
+                        let (epoch, watermark) = {
+                            let s = lock(&spool);
+                            (s.epoch(), s.acked())
+                        };
                         if ack.epoch != epoch {
                             tracing::warn!(ack_epoch = ack.epoch, epoch, "ack for another spool epoch ignored");
                             metrics.acks_refused.with_label_values(&["epoch"]).inc();
+                            continue;
+                        }
+                        if ack.from_seq > watermark {
+                            // The broker's run starts above what is known stored: it never saw
+                            // the events in between. Without progress the resend from the
+                            // watermark below brings them, and the run down to it.
+                            tracing::warn!(from_seq = ack.from_seq, watermark, "ack of a run that does not reach the watermark ignored");
+                            metrics.acks_refused.with_label_values(&["gap"]).inc();
                             continue;
                         }
                         if ack.up_to_seq > sent_high {

@@ -41,7 +41,8 @@ pub struct Metrics {
     /// 1 while connected upstream.
     pub connected: IntGauge,
     /// Acks ignored, per reason: `undecodable`, `epoch` (another spool's), `unsent` (beyond the
-    /// highest sequence number this process has published: forged, or from before a restart).
+    /// highest sequence number this process has published: forged, or from before a restart),
+    /// `gap` (a run that starts above the watermark: the broker never saw what lies between).
     pub acks_refused: IntCounterVec,
     /// HTTP connections closed at once because the listener's cap was reached.
     pub http_refused: IntCounter,
@@ -109,7 +110,7 @@ impl Metrics {
             connected: gauge("auditflow_agent_upstream_connected", "1 while connected upstream."),
             acks_refused: counter_vec(
                 "auditflow_agent_acks_refused_total",
-                "Acks ignored: undecodable, for another epoch, or beyond what this agent has sent.",
+                "Acks ignored: undecodable, for another epoch, beyond what this agent has sent, or of a run that does not reach the watermark.",
                 "reason",
             ),
             http_refused: counter(

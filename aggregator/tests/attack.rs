@@ -173,6 +173,10 @@ async fn probes(t: &Target) -> Vec<(String, bool)> {
         (wire::events_topic("pi-b"), envelope("pi-b")),
         (wire::heartbeat_topic("pi-b"), b"\x01".to_vec()),
         (wire::ack_topic("pi-b"), wire::encode(&wire::Ack { epoch: 1, up_to_seq: u64::MAX })),
+        (
+            wire::run_ack_topic("pi-b"),
+            wire::encode(&wire::RunAck { epoch: 1, from_seq: 0, up_to_seq: u64::MAX }),
+        ),
         ("auditflow/v1/other".to_owned(), b"x".to_vec()),
     ] {
         let (client, mut eventloop) =
@@ -180,9 +184,13 @@ async fn probes(t: &Target) -> Vec<(String, bool)> {
         client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.unwrap();
         held(&format!("publish on {topic}"), dropped(&mut eventloop).await);
     }
-    for filter in
-        ["#", "auditflow/v1/events/+", "auditflow/v1/ack/pi-b", "auditflow/v1/heartbeat/+"]
-    {
+    for filter in [
+        "#",
+        "auditflow/v1/events/+",
+        "auditflow/v1/ack/pi-b",
+        "auditflow/v1/run-ack/pi-b",
+        "auditflow/v1/heartbeat/+",
+    ] {
         let (client, mut eventloop) =
             connect(t.mqtt, "pi-a", "pi-a", password("pi-a")).await.unwrap();
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();

@@ -10,7 +10,7 @@ use aggregator::pipeline::{Item, Pipeline};
 use aggregator::state::WindowState;
 use aggregator::store::SharedStore;
 use anyhow::Context;
-use broker::acks::AckBook;
+use broker::acks::{AckBook, AckForms};
 use broker::bridge::{
     EVENTS_FILTER, HEARTBEAT_FILTER, Incoming, LogWatch, classify, next_notification,
 };
@@ -31,6 +31,7 @@ const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// `mqtt_refused` events (`broker/src/report.rs`). Runs until cancelled.
 pub async fn run<S: WindowState + 'static>(
     (mut tx, mut rx, mut refusals): (LinkTx, LinkRx, tokio::sync::mpsc::Receiver<Refusal>),
+    ack_forms: AckForms,
     pipeline: Arc<Pipeline<S, SharedStore>>,
     max_frame: usize,
     cancel: CancellationToken,
@@ -124,9 +125,9 @@ pub async fn run<S: WindowState + 'static>(
             }
         }
         for (node, epoch, first, end) in streams {
-            if let Some(up_to_seq) = book.confirmed(&node, epoch, first, end) {
-                let ack = wire::encode(&wire::Ack { epoch, up_to_seq });
-                tx.publish(wire::ack_topic(&node), ack).context("publish ack")?;
+            if let Some(run) = book.confirmed(&node, epoch, first, end) {
+                let (topic, ack) = ack_forms.message(&node, epoch, run);
+                tx.publish(topic, ack).context("publish ack")?;
             }
         }
     }

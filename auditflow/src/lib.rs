@@ -76,6 +76,7 @@ async fn start_embedded(
     let mqtt_addr = e.mqtt_listen;
     let broker_metrics = broker::telemetry::Metrics::new();
     let (refusal_tx, refusal_rx) = tokio::sync::mpsc::channel(broker::report::QUEUE);
+    let ack_forms = broker::acks::AckForms::default();
     let (link_tx, link_rx) = broker::mqtt::start(
         &broker::mqtt::MqttSettings {
             listen: mqtt_addr,
@@ -89,6 +90,7 @@ async fn start_embedded(
             // agents on other machines over TLS go through `auditflow-broker`.
             tls: None,
             refusals: Some(refusal_tx),
+            ack_forms: ack_forms.clone(),
         },
         &broker_metrics,
     )?;
@@ -116,9 +118,14 @@ async fn start_embedded(
         let cancel = cancel.clone();
         let max_frame = config.ingest.max_frame_bytes;
         tracker.spawn(async move {
-            if let Err(e) =
-                bridge::run((link_tx, link_rx, refusal_rx), pipeline, max_frame, cancel.clone())
-                    .await
+            if let Err(e) = bridge::run(
+                (link_tx, link_rx, refusal_rx),
+                ack_forms,
+                pipeline,
+                max_frame,
+                cancel.clone(),
+            )
+            .await
             {
                 tracing::error!(error = %format!("{e:#}"), "embedded bridge failed");
                 cancel.cancel();

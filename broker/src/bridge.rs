@@ -21,7 +21,7 @@ use runtime::amqp::Sessions;
 use tokio_util::sync::CancellationToken;
 use wire::{Envelope, Heartbeat, queues};
 
-use crate::acks::AckBook;
+use crate::acks::{AckBook, AckForms};
 use crate::report::{Refusal, Reporter};
 use crate::telemetry::Metrics;
 
@@ -150,6 +150,8 @@ pub struct BridgeSettings {
     pub amqp_url: String,
     /// Largest frame accepted.
     pub max_frame: usize,
+    /// Which form of ack each node takes (recorded by the topic ACL).
+    pub ack_forms: AckForms,
 }
 
 /// Runs until cancelled.
@@ -246,9 +248,9 @@ async fn pump(
                             if let Pending::Envelope { node, epoch, first, end, events } = p {
                                 metrics.envelopes_out.inc();
                                 metrics.events_out.inc_by(events);
-                                if let Some(up_to_seq) = book.confirmed(&node, epoch, first, end) {
-                                    let ack = wire::encode(&wire::Ack { epoch, up_to_seq });
-                                    link_tx.publish(wire::ack_topic(&node), ack).context("publish ack")?;
+                                if let Some(run) = book.confirmed(&node, epoch, first, end) {
+                                    let (topic, ack) = settings.ack_forms.message(&node, epoch, run);
+                                    link_tx.publish(topic, ack).context("publish ack")?;
                                     metrics.acks_out.inc();
                                 }
                             }

@@ -42,6 +42,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .await
         .with_context(|| format!("bind the HTTP port {}", config.http.listen))?;
     let (refusal_tx, refusal_rx) = tokio::sync::mpsc::channel(report::QUEUE);
+    let ack_forms = acks::AckForms::default();
     let (link_tx, link_rx) = mqtt::start(
         &mqtt::MqttSettings {
             listen,
@@ -62,6 +63,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
                 key: config.mqtt.tls_key.clone().into(),
             }),
             refusals: Some(refusal_tx),
+            ack_forms: ack_forms.clone(),
         },
         &metrics,
     )?;
@@ -71,6 +73,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         bridge::BridgeSettings {
             amqp_url: config.amqp.url.clone(),
             max_frame: config.mqtt.max_payload_bytes as usize,
+            ack_forms,
         },
         link_tx,
         link_rx,

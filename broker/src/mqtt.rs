@@ -18,14 +18,18 @@ use rumqttd::{
     Access, Broker, ConnectionSettings, RouterConfig, ServerSettings, Takeover, TlsConfig, TopicAcl,
 };
 
+use crate::acks::AckForms;
 use crate::bridge::{EVENTS_FILTER, HEARTBEAT_FILTER};
 use crate::credentials::Credentials;
 use crate::kubetoken::TokenVerifier;
 use crate::report::{Refusal, report};
 use crate::telemetry::Metrics;
 
-/// Topic filter of the acks the bridge publishes.
+/// Topic filter of the acks the bridge publishes for agents of earlier versions.
 pub const ACK_FILTER: &str = "auditflow/v1/ack/+";
+
+/// Topic filter of the run acks the bridge publishes.
+pub const RUN_ACK_FILTER: &str = "auditflow/v1/run-ack/+";
 
 /// Settings for the embedded MQTT broker.
 #[derive(Clone, Debug)]
@@ -46,6 +50,8 @@ pub struct MqttSettings {
     pub tls: Option<TlsFiles>,
     /// Where refused actions of authenticated nodes are reported (they become alerts).
     pub refusals: Option<tokio::sync::mpsc::Sender<Refusal>>,
+    /// Records which acknowledgement topic each node subscribes to, for the bridge.
+    pub ack_forms: AckForms,
 }
 
 /// The listener's certificate chain and private key, PEM files. rumqttd reads them for every
@@ -98,8 +104,12 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
     let refused_acl = metrics.clients_refused.with_label_values(&["acl"]);
     let acl_metrics = metrics.clone();
     let refusals = settings.refusals.clone();
+    let ack_forms = settings.ack_forms.clone();
     let topic_acl = TopicAcl(Arc::new(move |client_id: &str, access: Access, topic: &str| {
         let ok = allowed(client_id, access, topic);
+        if ok && matches!(access, Access::Subscribe) {
+            ack_forms.subscribed(client_id, topic);
+        }
         if !ok {
             refused_acl.inc();
             report(
@@ -192,6 +202,7 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
             EVENTS_FILTER.to_owned(),
             HEARTBEAT_FILTER.to_owned(),
             ACK_FILTER.to_owned(),
+            RUN_ACK_FILTER.to_owned(),
         ]),
         shared_subscriptions_strategy: Default::default(),
     };
@@ -223,7 +234,7 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
 }
 
 /// The topic ACL: a client (whose client id is its node name, checked with its password at
-/// connect) may publish its events and heartbeats and subscribe to its acks, nothing else: no
+/// connect) may publish its events and heartbeats and subscribe to its acks (either form), nothing else: no
 /// other node's topics, no wildcards, no topics outside AuditFlow's. The bridge's in-process
 /// link is not subject to it.
 pub fn allowed(client_id: &str, access: Access, topic: &str) -> bool {
@@ -233,7 +244,7 @@ pub fn allowed(client_id: &str, access: Access, topic: &str) -> bool {
     let own = |prefix: &str| topic.strip_prefix(prefix) == Some(client_id);
     match access {
         Access::Publish => own("auditflow/v1/events/") || own("auditflow/v1/heartbeat/"),
-        Access::Subscribe => own("auditflow/v1/ack/"),
+        Access::Subscribe => own("auditflow/v1/ack/") || own("auditflow/v1/run-ack/"),
     }
 }
 
@@ -300,11 +311,15 @@ mod tests {
         assert!(allowed("pi-a", Publish, "auditflow/v1/events/pi-a"));
         assert!(allowed("pi-a", Publish, "auditflow/v1/heartbeat/pi-a"));
         assert!(allowed("pi-a", Subscribe, "auditflow/v1/ack/pi-a"));
+        assert!(allowed("pi-a", Subscribe, "auditflow/v1/run-ack/pi-a"));
         for (access, topic) in [
             (Publish, "auditflow/v1/events/pi-b"),
             (Publish, "auditflow/v1/heartbeat/pi-b"),
             (Publish, "auditflow/v1/ack/pi-a"),
             (Publish, "auditflow/v1/ack/pi-b"),
+            (Publish, "auditflow/v1/run-ack/pi-a"),
+            (Subscribe, "auditflow/v1/run-ack/pi-b"),
+            (Subscribe, "auditflow/v1/run-ack/+"),
             (Publish, "auditflow/v1/events/pi-a/x"),
             (Publish, "somewhere/else"),
             (Subscribe, "#"),

@@ -383,6 +383,111 @@ async fn an_agent_connects_through_a_slow_handshake() {
     assert_complete(dir.path(), &["pi-a"], &seen);
 }
 
+/// Reads one MQTT packet (fixed header, remaining length, body) whole.
+async fn read_packet<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut packet = vec![r.read_u8().await?];
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let b = r.read_u8().await?;
+        packet.push(b);
+        len |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 || shift > 21 {
+            break;
+        }
+    }
+    let start = packet.len();
+    packet.resize(start + len, 0);
+    r.read_exact(&mut packet[start..]).await?;
+    Ok(packet)
+}
+
+/// A TCP proxy to `upstream` that loses the first QoS 1 publish of events it carries *after
+/// acknowledging it* to the client (a PUBACK of its own): what the agent sees when rumqttd
+/// drops a log segment the bridge had not read yet, or a hop loses a publish it acknowledged.
+/// Returns the port and the number of publishes lost.
+async fn lossy_proxy(upstream: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let lost = Arc::new(AtomicU64::new(0));
+    let lost_out = Arc::clone(&lost);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let lost = Arc::clone(&lost);
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, mut sw) = server.into_split();
+                let cw = Arc::new(tokio::sync::Mutex::new(cw));
+                let to_client = Arc::clone(&cw);
+                tokio::spawn(async move {
+                    let mut sr = tokio::io::BufReader::new(sr);
+                    while let Ok(p) = read_packet(&mut sr).await {
+                        if to_client.lock().await.write_all(&p).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut cr = tokio::io::BufReader::new(cr);
+                while let Ok(p) = read_packet(&mut cr).await {
+                    let (header, qos) = (p[0] >> 4, (p[0] >> 1) & 3);
+                    let body =
+                        p[1..].iter().position(|&b| b & 0x80 == 0).map_or(p.len(), |i| i + 2);
+                    if header == 3 && qos == 1 && body + 2 <= p.len() {
+                        let topic_len = usize::from(u16::from_be_bytes([p[body], p[body + 1]]));
+                        let topic = &p[body + 2..(body + 2 + topic_len).min(p.len())];
+                        if topic.starts_with(b"auditflow/v1/events/")
+                            && lost
+                                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                                .is_ok()
+                        {
+                            let id = &p[body + 2 + topic_len..body + 4 + topic_len];
+                            let puback = [0x40, 0x02, id[0], id[1]];
+                            if cw.lock().await.write_all(&puback).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                    if sw.write_all(&p).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, lost_out)
+}
+
+/// The agent's first envelopes never reach the broker although they were acknowledged at the
+/// MQTT level, so the broker's run for the stream starts above the agent's watermark. The run's
+/// start travels in the `RunAck`; the agent refuses acks of a run that does not reach its
+/// watermark, resends from the watermark when acks stop advancing, and nothing is lost. With
+/// the old `Ack`, which cannot say where its run starts, the agent removed the lost envelope
+/// from its spool with the first ack (docs/broker.md, the log-overflow defect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_lost_after_its_puback_is_resent_not_acknowledged() {
+    let _heavy = HEAVY.lock().await;
+    let vhost = Vhost::new("lossy");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
+    let (proxy, lost) = lossy_proxy(broker.mqtt).await;
+    let url = format!("mqtt://127.0.0.1:{proxy}");
+    let mut agents =
+        Agents(vec![start_agent_with(dir.path(), "pi-a", &url, "", password("pi-a"), 2000, 1000)]);
+    wait_all(&mut agents.0, Duration::from_secs(120));
+    assert_eq!(lost.load(std::sync::atomic::Ordering::SeqCst), 1, "the proxy lost no publish");
+    let seen = drain_events(&vhost.url).await;
+    assert_complete(dir.path(), &["pi-a"], &seen);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_when_rabbitmq_restarts_and_the_broker_is_killed() {
     let _heavy = HEAVY.lock().await;
@@ -688,9 +793,10 @@ async fn a_node_can_touch_only_its_own_topics() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), &vhost.url, CREDENTIALS);
 
-    // The victim listens for its acks.
+    // The victim listens for its acks, in both forms.
     let (victim, mut victim_loop) = session(broker.mqtt, "pi-b").await;
     victim.subscribe(wire::ack_topic("pi-b"), QoS::AtLeastOnce).await.unwrap();
+    victim.subscribe(wire::run_ack_topic("pi-b"), QoS::AtLeastOnce).await.unwrap();
     let victim_events = tokio::spawn(async move {
         let mut publishes = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -712,10 +818,12 @@ async fn a_node_can_touch_only_its_own_topics() {
         dropped: Default::default(),
     });
     let forged_ack = wire::encode(&wire::Ack { epoch: 1, up_to_seq: u64::MAX });
+    let forged_run_ack = wire::encode(&wire::RunAck { epoch: 1, from_seq: 0, up_to_seq: u64::MAX });
     let publishes = [
         (wire::events_topic("pi-b"), forged_events),
         (wire::heartbeat_topic("pi-b"), b"\x01".to_vec()),
         (wire::ack_topic("pi-b"), forged_ack),
+        (wire::run_ack_topic("pi-b"), forged_run_ack),
         ("somewhere/else".to_owned(), b"x".to_vec()),
     ];
     for (topic, payload) in publishes {
@@ -723,7 +831,13 @@ async fn a_node_can_touch_only_its_own_topics() {
         client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.unwrap();
         assert!(dropped(&mut eventloop, Duration::from_secs(5)).await, "publish on {topic} kept");
     }
-    for filter in ["#", "auditflow/v1/events/+", "auditflow/v1/ack/+", "auditflow/v1/ack/pi-b"] {
+    for filter in [
+        "#",
+        "auditflow/v1/events/+",
+        "auditflow/v1/ack/+",
+        "auditflow/v1/ack/pi-b",
+        "auditflow/v1/run-ack/pi-b",
+    ] {
         let (client, mut eventloop) = session(broker.mqtt, "pi-a").await;
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         assert!(
@@ -731,21 +845,21 @@ async fn a_node_can_touch_only_its_own_topics() {
             "subscription {filter} kept"
         );
     }
-    assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"acl\"}"), 8.0);
+    assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"acl\"}"), 10.0);
     assert_eq!(victim_events.await.unwrap(), 0, "the victim received a forged message");
     assert_eq!(broker.metric("auditflow_broker_envelopes_in_total"), 0.0);
     // What reached RabbitMQ: no forged envelope, and one report (an alert) per refusal, each
     // about the attacker.
     let (seen, reports) = drain_all(&vhost.url).await;
     assert!(seen.is_empty(), "a forged envelope reached RabbitMQ");
-    assert_eq!(reports.len(), 8, "{reports:?}");
+    assert_eq!(reports.len(), 10, "{reports:?}");
     assert!(
         reports.iter().all(|(node, reason)| node == "pi-a" && reason.contains("acl")),
         "{reports:?}"
     );
     assert_eq!(
         broker.metric("auditflow_broker_node_refusals_total{node=\"pi-a\",reason=\"acl\"}"),
-        8.0
+        10.0
     );
 
     // Its own topics work as before: an envelope in, an ack back.
@@ -772,7 +886,7 @@ async fn a_node_can_touch_only_its_own_topics() {
         }
     }
     assert!(acked, "pi-a's own envelope was not acknowledged");
-    assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"acl\"}"), 8.0);
+    assert_eq!(broker.metric("auditflow_broker_clients_refused_total{reason=\"acl\"}"), 10.0);
 }
 
 /// rumqttd stops serving an in-process link after filling its buffer with 200 notifications
@@ -875,11 +989,12 @@ fn bare_rumqttd() -> (u16, rumqttd::local::LinkTx, rumqttd::local::LinkRx) {
     (port, tx, rx)
 }
 
-/// design.md §4.2: an agent applies an ack only up to what it has published in that epoch. A
-/// forged `Ack{epoch, u64::MAX}` (the probe that once deleted 1,216 unsent events) is
-/// ignored and counted; a true ack still works.
+/// design.md §4.2: an agent applies an ack only up to what it has published in that epoch, and
+/// only for a run that reaches its watermark. A forged `RunAck{epoch, 0, u64::MAX}` (the probe
+/// that once deleted 1,216 unsent events) is ignored and counted, so is a run that starts above
+/// the watermark (the broker never saw the events in between); a true ack still works.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_agent_ignores_acks_beyond_what_it_sent() {
+async fn an_agent_ignores_acks_beyond_what_it_sent_or_above_its_watermark() {
     let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (mqtt, mut tx, mut rx) = bare_rumqttd();
@@ -926,24 +1041,30 @@ async fn an_agent_ignores_acks_beyond_what_it_sent() {
             })
             .unwrap_or(-1.0)
     };
-    let refused = "auditflow_agent_acks_refused_total{reason=\"unsent\"}";
-    let forged = wire::encode(&wire::Ack { epoch: first.epoch, up_to_seq: u64::MAX });
-    tx.publish(wire::ack_topic("pi-f"), forged).unwrap();
-    let start = Instant::now();
-    while metric(refused) < 1.0 {
-        assert!(start.elapsed() < Duration::from_secs(10), "the forged ack was not counted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let end = first.end_seq();
+    assert_eq!(first.first_seq, 0, "a fresh spool starts at 0");
+    let refusals = [
+        ("unsent", wire::RunAck { epoch: first.epoch, from_seq: 0, up_to_seq: u64::MAX }),
+        ("gap", wire::RunAck { epoch: first.epoch, from_seq: 1, up_to_seq: end }),
+    ];
+    for (reason, ack) in refusals {
+        let refused = format!("auditflow_agent_acks_refused_total{{reason=\"{reason}\"}}");
+        tx.publish(wire::run_ack_topic("pi-f"), wire::encode(&ack)).unwrap();
+        let start = Instant::now();
+        while metric(&refused) < 1.0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "{ack:?} was not counted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Give a wrongly applied ack time to reach the spool before looking.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(agent_state(dir.path(), "pi-f"), (first.epoch, 0), "{ack:?} moved the spool");
+        assert_eq!(metric("auditflow_agent_acked_events_total"), 0.0);
     }
-    // Give a wrongly applied ack time to reach the spool before looking.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(agent_state(dir.path(), "pi-f"), (first.epoch, 0), "a forged ack moved the spool");
-    assert_eq!(metric("auditflow_agent_acked_events_total"), 0.0);
 
     // The true ack for the first envelope is applied.
-    let end = first.end_seq();
     tx.publish(
-        wire::ack_topic("pi-f"),
-        wire::encode(&wire::Ack { epoch: first.epoch, up_to_seq: end }),
+        wire::run_ack_topic("pi-f"),
+        wire::encode(&wire::RunAck { epoch: first.epoch, from_seq: 0, up_to_seq: end }),
     )
     .unwrap();
     let start = Instant::now();

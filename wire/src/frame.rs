@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::{Ack, Envelope, Heartbeat};
+use crate::model::{Ack, Envelope, Heartbeat, RunAck};
 
 /// The wire version this build writes and the only one it reads.
 pub const WIRE_VERSION: u8 = 1;
@@ -29,6 +29,7 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::Envelope {}
     impl Sealed for super::Ack {}
+    impl Sealed for super::RunAck {}
     impl Sealed for super::Heartbeat {}
 }
 
@@ -37,6 +38,9 @@ impl Message for Envelope {
 }
 impl Message for Ack {
     const NAME: &'static str = "ack";
+}
+impl Message for RunAck {
+    const NAME: &'static str = "run_ack";
 }
 impl Message for Heartbeat {
     const NAME: &'static str = "heartbeat";

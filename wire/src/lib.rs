@@ -15,7 +15,7 @@ pub use frame::{
 };
 pub use model::{
     Ack, Digest, DropCounts, DropReason, Envelope, Event, EventKind, Field, FileOp, Heartbeat,
-    Outcome, Severity, Source, Timestamp, Value,
+    Outcome, RunAck, Severity, Source, Timestamp, Value,
 };
 
 /// MQTT topic an agent publishes its envelopes on.
@@ -23,9 +23,16 @@ pub fn events_topic(node: &str) -> String {
     format!("auditflow/v1/events/{node}")
 }
 
-/// MQTT topic the broker publishes a node's acks on.
+/// MQTT topic the broker publishes a node's [`Ack`]s on, for agents that do not take
+/// [`RunAck`]s (earlier versions).
 pub fn ack_topic(node: &str) -> String {
     format!("auditflow/v1/ack/{node}")
+}
+
+/// MQTT topic the broker publishes a node's [`RunAck`]s on. Subscribing to it is how an agent
+/// tells the broker it takes them.
+pub fn run_ack_topic(node: &str) -> String {
+    format!("auditflow/v1/run-ack/{node}")
 }
 
 /// MQTT topic an agent publishes its heartbeats on.

@@ -639,6 +639,27 @@ pub struct Ack {
     pub up_to_seq: u64,
 }
 
+/// Broker → agent: everything of `epoch` in `[from_seq, up_to_seq)` is safely stored upstream,
+/// one contiguous run of confirmed envelopes. An agent applies it only when the run starts at
+/// or below its acknowledged watermark: then everything below `up_to_seq` is stored and may be
+/// removed from the spool. A run that starts above the watermark means the broker never saw
+/// the envelopes in between (rumqttd dropped them from a full log, or a hop lost them after
+/// acknowledging them); the agent ignores it and resends from its watermark.
+///
+/// It replaces [`Ack`], which cannot say where its run starts, so an agent had to trust that
+/// the run began at its watermark. Agents that subscribe to
+/// [`run_ack_topic`](crate::run_ack_topic) get this; agents that subscribe to
+/// [`ack_topic`](crate::ack_topic) (earlier versions) still get `Ack` (docs/design.md §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAck {
+    /// The epoch the acknowledgement is for; acks of another epoch are ignored.
+    pub epoch: u64,
+    /// Inclusive lower bound of the run: the first sequence number the broker saw stored.
+    pub from_seq: u64,
+    /// Exclusive upper bound of acknowledged sequence numbers.
+    pub up_to_seq: u64,
+}
+
 /// Agent → broker every few seconds: the node's own health.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {

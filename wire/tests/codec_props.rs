@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use proptest::prelude::*;
 use wire::{
     Ack, DecodeError, Digest, DropCounts, DropReason, Envelope, Event, EventKind, FileOp,
-    Heartbeat, Outcome, Severity, Source, Timestamp, Value, decode, encode,
+    Heartbeat, Outcome, RunAck, Severity, Source, Timestamp, Value, decode, encode,
     frame::decode_with_limit,
 };
 
@@ -199,6 +199,12 @@ proptest! {
     }
 
     #[test]
+    fn run_ack_round_trips(epoch in any::<u64>(), from_seq in any::<u64>(), up_to_seq in any::<u64>()) {
+        let a = RunAck { epoch, from_seq, up_to_seq };
+        prop_assert_eq!(decode::<RunAck>(&encode(&a)).unwrap(), a);
+    }
+
+    #[test]
     fn heartbeat_round_trips(node_id in text(), version in text(), n in any::<[u64; 3]>(), dropped in drops(), rules_version in text(), ts in any::<i64>()) {
         let h = Heartbeat { node_id, version, uptime_secs: n[0], spool_bytes: n[1], events_sent: n[2], dropped, rules_version, ts: Timestamp(ts) };
         prop_assert_eq!(decode::<Heartbeat>(&encode(&h)).unwrap(), h);
@@ -208,6 +214,7 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let _ = decode::<Envelope>(&bytes);
         let _ = decode::<Ack>(&bytes);
+        let _ = decode::<RunAck>(&bytes);
         let _ = decode::<Heartbeat>(&bytes);
     }
 
@@ -216,6 +223,7 @@ proptest! {
         let mut frame = vec![wire::WIRE_VERSION];
         frame.extend(bytes);
         let _ = decode::<Envelope>(&frame);
+        let _ = decode::<RunAck>(&frame);
         let _ = decode::<Heartbeat>(&frame);
     }
 

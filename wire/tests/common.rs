@@ -5,7 +5,7 @@
 
 use wire::{
     Ack, Digest, DropCounts, DropReason, Envelope, Event, EventKind, FileOp, Heartbeat, Outcome,
-    Severity, Source, Timestamp, Value,
+    RunAck, Severity, Source, Timestamp, Value,
 };
 
 pub const TS: Timestamp = Timestamp(1_764_000_000_123_456_000);
@@ -118,6 +118,10 @@ pub fn envelope() -> Envelope {
 
 pub fn ack() -> Ack {
     Ack { epoch: 3, up_to_seq: 1009 }
+}
+
+pub fn run_ack() -> RunAck {
+    RunAck { epoch: 3, from_seq: 1000, up_to_seq: 1009 }
 }
 
 pub fn heartbeat() -> Heartbeat {
