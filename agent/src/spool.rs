@@ -412,7 +412,9 @@ impl Spool {
     /// file as the commit mark, and then replace the segments ([`finish_rebase`], which also
     /// completes a rebase a crash interrupted). The new numbers start above every old one, so
     /// no segment name is reused. A record already delivered under its old numbers may be
-    /// evaluated once more upstream: the price of not losing the ones that were not.
+    /// evaluated once more upstream, so each event names its old numbers
+    /// ([`wire::model::REBASED_FROM`]) and upstream identifies it by them: the same event id and
+    /// the same firing as the first time.
     /// Returns the events of records it had to leave out (counted as `spool_corrupt`).
     fn rebase(&mut self) -> io::Result<u64> {
         let staging = self.dir.join(REBASE);
@@ -449,6 +451,9 @@ impl Spool {
                 );
                 continue;
             };
+            for (i, event) in envelope.events.iter_mut().enumerate() {
+                event.mark_rebased(self.epoch, r.first_seq + i as u64);
+            }
             envelope.epoch = epoch;
             envelope.first_seq = fresh.next_seq;
             fresh.append(r.count, &wire::encode(&envelope)).map_err(|e| match e {

@@ -16,9 +16,18 @@ fn frame(first_seq: u64, count: u32) -> Vec<u8> {
         node_id: name,
         epoch: 1,
         first_seq,
-        events: Vec::new(),
+        events: (0..count).map(|i| event(first_seq + u64::from(i))).collect(),
         dropped: Default::default(),
     })
+}
+
+fn event(seq: u64) -> wire::Event {
+    wire::Event::new(
+        wire::Timestamp(i64::try_from(seq).unwrap()),
+        wire::Source::Synthetic,
+        wire::Severity::Info,
+        wire::EventKind::Generic { event_type: "spool_test".into(), fields: Vec::new() },
+    )
 }
 
 /// The batch a spooled frame was written as (`frame`'s arguments), whatever it was renumbered
@@ -211,6 +220,10 @@ fn damage_in_the_middle_costs_that_record_only_and_the_segment_is_quarantined() 
     let renumbered: wire::Envelope =
         wire::decode(&spool.read(spool.pending().last().unwrap()).unwrap()).unwrap();
     assert_eq!((renumbered.epoch, renumbered.first_seq), (spool.epoch(), 16));
+    // It may have been delivered under its old numbers already: each event names them, and
+    // upstream identifies it by them.
+    let origins: Vec<_> = renumbered.events.iter().map(wire::Event::rebased_from).collect();
+    assert_eq!(origins, (8..12).map(|seq| Some((epoch, seq))).collect::<Vec<_>>());
     assert_eq!(spool.next_seq(), 20);
     assert_eq!(quarantined(dir.path()), 1, "a copy kept for inspection");
     // The repaired spool opens clean next time.

@@ -192,7 +192,10 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
                             stats.duplicates += 1;
                             continue;
                         }
-                        let id = legacy::event_uuid(&env.node_id, env.epoch, seq);
+                        // A rebased event is identified by the numbers it was first sent
+                        // with (wire::model::REBASED_FROM), always within the sender's own.
+                        let (epoch, seq) = event.rebased_from().unwrap_or((env.epoch, seq));
+                        let id = legacy::event_uuid(&env.node_id, epoch, seq);
                         inputs.push(Input { id, node: &env.node_id, event });
                     }
                     if !env.dropped.is_empty() && done[si + 1].is_empty() {

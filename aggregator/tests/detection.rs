@@ -136,6 +136,45 @@ async fn failed_login_bursts_fire_once_in_event_time_and_never_twice() {
     assert_eq!(corr.as_bytes(), wire::legacy::event_uuid("pi-a", 1, 2).as_bytes());
 }
 
+/// An agent whose spool was damaged moves its waiting records to a new epoch; records it had
+/// delivered already (the acknowledgement was lost) come again under new numbers, each event
+/// naming its old ones (wire::model::REBASED_FROM). They are the same events: no second firing.
+#[tokio::test]
+async fn rebased_events_are_the_events_they_were_not_new_ones() {
+    let _guard = HEAVY.lock().await;
+    let env = Env::new("rebased").await;
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(&env, dir.path(), "agg", "");
+    let (_conn, ch) = env.publisher().await;
+    let burst = || {
+        vec![failed_login("carol", 0.0), failed_login("carol", 20.0), failed_login("carol", 40.0)]
+    };
+    publish(&ch, queues::EVENTS, &envelope("pi-r", 0, burst())).await;
+    let mut moved = burst();
+    for (i, e) in moved.iter_mut().enumerate() {
+        e.mark_rebased(1, i as u64);
+    }
+    let rebased = wire::frame::encode(&Envelope {
+        node_id: "pi-r".into(),
+        epoch: 2,
+        first_seq: 10,
+        events: moved,
+        dropped: DropCounts::default(),
+    });
+    publish(&ch, queues::EVENTS, &rebased).await;
+    wait_until(Duration::from_secs(30), "both envelopes evaluated", async || {
+        agg.metric("auditflow_aggregator_events_in_total") >= 6.0
+    })
+    .await;
+    let pool = env.pool().await;
+    assert_eq!(
+        firings(&pool).await,
+        [("ANLY-SEC-001".to_owned(), "ANLY-SEC-001/carol/pi-r".to_owned())],
+        "the rebased copy of the burst fired again"
+    );
+    assert_eq!(alerts(&pool).await, [("ANLY-SEC-001/carol/pi-r".to_owned(), 1)]);
+}
+
 #[tokio::test]
 async fn undecodable_messages_go_to_the_dead_letter_queue() {
     let _guard = HEAVY.lock().await;

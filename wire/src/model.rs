@@ -502,10 +502,38 @@ pub struct Event {
     pub attrs: Vec<Field>,
 }
 
+/// The attribute that names the `(epoch, seq)` an agent event had before the agent's spool moved
+/// it to a new epoch (after damage left a hole in its numbers), as `"<epoch>:<seq>"`. The event
+/// may have been delivered under those numbers already (its acknowledgement lost), so upstream
+/// identifies it by them, not by its new ones: evaluated twice, it is still one event (the same
+/// id, the same firing). Only the sender's own numbers can be named, so a node can make its
+/// events collide only with its own.
+pub const REBASED_FROM: &str = "rebased_from";
+
 impl Event {
     /// An event with no id, host, origin or extra attributes.
     pub fn new(ts: Timestamp, source: Source, severity: Severity, kind: EventKind) -> Self {
         Self { ts, source, severity, kind, id: None, host: None, origin: None, attrs: Vec::new() }
+    }
+
+    /// The `(epoch, seq)` the event had before a rebase ([`REBASED_FROM`]), if it was moved and
+    /// the attribute reads as such.
+    pub fn rebased_from(&self) -> Option<(u64, u64)> {
+        self.attrs.iter().find(|(k, _)| k == REBASED_FROM).and_then(|(_, v)| match v {
+            Value::Str(s) => {
+                let (epoch, seq) = s.split_once(':')?;
+                Some((epoch.parse().ok()?, seq.parse().ok()?))
+            }
+            _ => None,
+        })
+    }
+
+    /// Records that the event had `(epoch, seq)` before a rebase; an event moved before keeps
+    /// its first numbers (it may have been delivered under those).
+    pub fn mark_rebased(&mut self, epoch: u64, seq: u64) {
+        if !self.attrs.iter().any(|(k, _)| k == REBASED_FROM) {
+            self.attrs.push((REBASED_FROM.into(), Value::Str(format!("{epoch}:{seq}"))));
+        }
     }
 }
 
