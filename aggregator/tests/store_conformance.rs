@@ -129,6 +129,7 @@ conformance!(
     firing_feed,
     legacy_offsets,
     ninety_days,
+    imports,
 );
 
 async fn folding(store: SharedStore) {
@@ -190,6 +191,16 @@ async fn redelivery(store: SharedStore) {
     assert_eq!(page.alerts.len(), 1);
     assert_eq!(page.alerts[0].occurrences, 2);
     assert_eq!(page.alerts[0].updated_at, NOW);
+    // The same firing twice in one batch is one firing.
+    let twice = [firing("R-2", "bob", "pi-b", 5, 7), firing("R-2", "bob", "pi-b", 5, 7)];
+    let c = store.commit_at(&twice, NOW + 2).await.unwrap();
+    assert_eq!((c.created, c.folded, c.duplicates), (1, 0, 1));
+    let page = store
+        .list_alerts(&AlertQuery { rule: Some("R-2".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(page.alerts.len(), 1);
+    assert_eq!(page.alerts[0].occurrences, 1);
 }
 
 async fn lifecycle(store: SharedStore) {
@@ -809,4 +820,62 @@ async fn ninety_days(store: SharedStore) {
         );
         assert!(store.find_alert(alert_id(89, 0)).await.unwrap().is_some(), "open alerts stay");
     }
+}
+
+/// Alerts copied in (the legacy history): stored resolved with their history entry and no
+/// outbox rows; an id already an alert's or a firing's is skipped, and so is one imported
+/// before, even after retention deleted it.
+async fn imports(store: SharedStore) {
+    store
+        .commit_at(&[firing("R-1", "ann", "pi-a", 0, 1), firing("R-1", "ann", "pi-a", 1, 2)], NOW)
+        .await
+        .unwrap();
+    let copied = |n: u128| aggregator::store::Alert {
+        id: Uuid::from_u128(n),
+        fingerprint: format!("ANLY-SEC-001/legacy/{n}"),
+        rule_id: "ANLY-SEC-001".into(),
+        rule_name: "Failed Login Burst Detection".into(),
+        rule_description: String::new(),
+        severity: "CRITICAL".into(),
+        title: format!("legacy alert {n}"),
+        tags: vec!["legacy".into()],
+        node: "web-01".into(),
+        group: serde_json::json!({"user": "bob", "host": "web-01"}).as_object().unwrap().clone(),
+        status: Status::Resolved,
+        occurrences: 1,
+        first_seen: NOW - 10_000,
+        last_seen: NOW - 10_000,
+        created_at: NOW - 9_000,
+        updated_at: NOW,
+        correlation_id: Uuid::from_u128(n + 500),
+        remediation: None,
+        playbook_url: Some("https://example.com/p".into()),
+        silenced: false,
+        raw_event: serde_json::json!({"event_type": "user_login", "user_id": "bob"}),
+    };
+    let note = aggregator::legacy_import::note(NOW);
+    // 1 is an alert of ours, 2 a firing of ours (the legacy rows of AuditFlow's own feed).
+    let batch: Vec<_> = [1, 2, 100, 101].into_iter().map(copied).collect();
+    assert_eq!(store.import_alerts(&batch, &note).await.unwrap(), 2);
+    assert_eq!(store.import_alerts(&batch, &note).await.unwrap(), 0);
+    let a = store.alert(Uuid::from_u128(100)).await.unwrap().expect("imported");
+    assert_eq!(a.alert, copied(100));
+    assert!(a.deliveries.is_empty(), "{:?}", a.deliveries);
+    assert_eq!(
+        (a.history.len(), a.history[0].actor.as_str(), a.history[0].to_status.as_str()),
+        (1, "import-legacy", "resolved")
+    );
+    assert_eq!(
+        store.find_alert(Uuid::from_u128(1)).await.unwrap().unwrap().title,
+        "failed logins for ann on pi-a"
+    );
+    let search =
+        AlertQuery { text: Some("legacy alert 10".into()), limit: 10, ..Default::default() };
+    assert_eq!(store.list_alerts(&search).await.unwrap().alerts.len(), 2);
+    // Retention deletes resolved history like any other; it is not imported again.
+    let gone =
+        store.retain_batch(aggregator::store::Retain::ResolvedAlerts, NOW + 1, 100).await.unwrap();
+    assert_eq!(gone, 2);
+    assert_eq!(store.import_alerts(&batch, &note).await.unwrap(), 0);
+    assert!(store.find_alert(Uuid::from_u128(100)).await.unwrap().is_none());
 }

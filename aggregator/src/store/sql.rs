@@ -189,6 +189,7 @@ macro_rules! impl_store {
                 let mut inserted = std::collections::HashSet::<uuid::Uuid>::new();
                 let mut by_id: Vec<&$crate::detect::Firing> = firings.iter().collect();
                 by_id.sort_by_key(|f| f.id);
+                by_id.dedup_by_key(|f| f.id);
                 for chunk in by_id.chunks(CHUNK) {
                     let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
                         "INSERT INTO firings (id, rule_id, fingerprint, ts, count, node, event_id,
@@ -220,7 +221,10 @@ macro_rules! impl_store {
                 // Firings inserted per rule: (count, newest event time), for rule_counts.
                 let mut fired = std::collections::BTreeMap::<&str, (i64, i64)>::new();
                 for f in firings {
-                    if !inserted.contains(&f.id) {
+                    // Removed when counted: the same firing twice in one batch (an event
+                    // evaluated twice, such as a rebased spool record next to its first
+                    // delivery) is one firing and one duplicate.
+                    if !inserted.remove(&f.id) {
                         out.duplicates += 1;
                         continue;
                     }
