@@ -45,12 +45,27 @@ fn now_ms() -> i64 {
 }
 
 fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
-    let out = Command::new("psql").args([url, "-qc", sql]).output().context("run psql")?;
+    run_psql(Command::new("psql").args([url, "-qc", sql]), sql)
+}
+
+/// `psql` with `schema` alone on the search path: the store's tables are in the aggregator's
+/// schema (`services.database_schema`, default `auditflow`), not in `public`.
+fn psql_in(url: &str, schema: &str, sql: &str) -> anyhow::Result<()> {
+    let mut c = Command::new("psql");
+    c.args([url, "-qc", sql]).env("PGOPTIONS", format!("-c search_path={schema}"));
+    run_psql(&mut c, sql)
+}
+
+fn run_psql(c: &mut Command, sql: &str) -> anyhow::Result<()> {
+    let out = c.output().context("run psql")?;
     if !out.status.success() {
         bail!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }
+
+/// The aggregator's default schema, where the server under measurement keeps its tables.
+const SCHEMA: &str = "auditflow";
 
 /// The vhost and database of a PostgreSQL run, removed when dropped.
 struct Cluster {
@@ -213,7 +228,7 @@ fn fill_postgres(url: &str, alerts: u64, firings: u64, now: i64) -> anyhow::Resu
          FROM (SELECT i, {now} - (i::bigint * {span} / {alerts}) AS t FROM generate_series(0, {alerts} - 1) i) s",
         per = firings / alerts.max(1)
     );
-    psql(url, &alerts_sql)?;
+    psql_in(url, SCHEMA, &alerts_sql)?;
     eprintln!("(postgres: {alerts} alerts in {:.0} s)", started.elapsed().as_secs_f64());
     let started = Instant::now();
     let firings_sql = format!(
@@ -226,8 +241,8 @@ fn fill_postgres(url: &str, alerts: u64, firings: u64, now: i64) -> anyhow::Resu
              {now} - ((i % {alerts})::bigint * {span} / {alerts})
          FROM generate_series(0, {firings} - 1) i"
     );
-    psql(url, &firings_sql)?;
-    psql(url, RULE_COUNTS)?;
+    psql_in(url, SCHEMA, &firings_sql)?;
+    psql_in(url, SCHEMA, RULE_COUNTS)?;
     psql(url, "VACUUM ANALYZE")?;
     eprintln!("(postgres: {firings} firings in {:.0} s)", started.elapsed().as_secs_f64());
     Ok(())

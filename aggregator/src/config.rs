@@ -367,6 +367,9 @@ pub struct ServicesConfig {
     pub amqp_url: String,
     /// PostgreSQL.
     pub database_url: String,
+    /// The PostgreSQL schema AuditFlow's tables live in, apart from `public`, where the legacy
+    /// notification service keeps its `alerts` table (design.md §8.7).
+    pub database_schema: crate::store::postgres::PgSchema,
     /// Redis.
     pub redis_url: String,
 }
@@ -538,6 +541,21 @@ mod tests {
         let parsed: Config = parse(DEFAULT_TOML, &no_env).expect("default.toml is valid");
         assert_eq!(parsed, Config::default());
         assert!(parsed.is_embedded());
+    }
+
+    #[test]
+    fn the_database_schema_is_a_plain_identifier() {
+        let errors =
+            parse::<Config>("[services]\ndatabase_schema = \"Audit-Flow\"\n", &no_env).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "services.database_schema: `Audit-Flow` is not a \
+                 plain SQL identifier"
+            )),
+            "{errors:?}"
+        );
+        let c: Config = parse("[services]\ndatabase_schema = \"af_prod\"\n", &no_env).unwrap();
+        assert_eq!(c.services.database_schema.as_str(), "af_prod");
     }
 
     #[test]

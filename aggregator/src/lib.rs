@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod http;
 pub mod ingest;
 pub mod legacy_alert;
+pub mod legacy_import;
 pub mod notify;
 pub mod pipeline;
 pub mod reload;
@@ -268,7 +269,13 @@ async fn run_cluster(
     let state = RedisState::connect(&s.redis_url, &config.detection.redis_prefix)
         .await
         .context("connect to Redis")?;
-    let store = store::open(&s.database_url, config.notify.outbox_channels(true)).await?;
+    let store = store::postgres::PgStore::connect(
+        &s.database_url,
+        &s.database_schema,
+        config.notify.outbox_channels(true),
+    )
+    .await?;
+    let store = store::SharedStore::new(Arc::new(store));
     let metrics = core.metrics.clone();
     let pipeline = Arc::new(Pipeline {
         state: state.clone(),

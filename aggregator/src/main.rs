@@ -44,6 +44,19 @@ enum Command {
     },
     /// Apply the database migrations (PostgreSQL, DATABASE_URL) and exit.
     Migrate,
+    /// Copy the legacy notification service's alert history (its `alerts` table) into the
+    /// store (PostgreSQL, DATABASE_URL) as resolved alerts that no channel announces; rows
+    /// already copied are skipped. Exits 1 on an error or when rows were refused.
+    ImportLegacy {
+        /// The legacy notification service's database, postgres://… (leave the password out
+        /// and set PGPASSWORD: arguments are visible to other users of the machine).
+        #[arg(long, value_name = "URL")]
+        database_url: String,
+        /// The legacy table, NAME or SCHEMA.NAME; by default the first `alerts` on the legacy
+        /// URL's search path outside AuditFlow's own schema.
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+    },
     /// Work with notification channels.
     Notify {
         #[command(subcommand)]
@@ -112,6 +125,9 @@ fn main() -> ExitCode {
         }
         Command::Rules { .. } => ExitCode::SUCCESS,
         Command::Migrate => migrate(&config),
+        Command::ImportLegacy { database_url, table } => {
+            import_legacy(&config, &database_url, table.as_deref())
+        }
         Command::Notify { action: NotifyCommand::Test { name } } => notify_test(&config, &name),
         Command::Run => run(config),
     }
@@ -193,12 +209,15 @@ fn migrate(config: &Config) -> ExitCode {
         eprintln!("auditflow-aggregator: migrate needs DATABASE_URL (PostgreSQL)");
         return runtime::config::exit_config();
     }
+    // The move of an earlier layout into the schema is logged.
+    runtime::process::init_tracing("info,sqlx=warn");
     let rt = match runtime::process::runtime(BINARY, THREADS) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     match rt.block_on(aggregator::store::postgres::PgStore::connect(
         &config.services.database_url,
+        &config.services.database_schema,
         Vec::new(),
     )) {
         Ok(_) => {
@@ -207,6 +226,56 @@ fn migrate(config: &Config) -> ExitCode {
         }
         Err(e) => {
             eprintln!("auditflow-aggregator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_legacy(config: &Config, legacy_url: &str, table: Option<&str>) -> ExitCode {
+    use aggregator::legacy_import::{self, Summary};
+    use aggregator::store::legacy::LegacyTable;
+    use aggregator::store::postgres::PgStore;
+
+    if config.services.database_url.is_empty() {
+        eprintln!("{BINARY}: import-legacy needs DATABASE_URL (PostgreSQL)");
+        return runtime::config::exit_config();
+    }
+    runtime::process::init_tracing("info,sqlx=warn");
+    let rt = match runtime::process::runtime(BINARY, THREADS) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let s = &config.services;
+    let mut summary = Summary::default();
+    let result = rt.block_on(async {
+        let source = LegacyTable::open(legacy_url, table, &s.database_schema).await?;
+        let rows = source.count().await?;
+        eprintln!("import-legacy: {rows} rows in {}", source.name);
+        let store = PgStore::connect(&s.database_url, &s.database_schema, Vec::new()).await?;
+        let mut last_report = std::time::Instant::now();
+        legacy_import::run(
+            &source,
+            &store,
+            &mut summary,
+            &mut |id, why| eprintln!("import-legacy: refused {id}: {why}"),
+            &mut |so_far| {
+                if last_report.elapsed() >= std::time::Duration::from_secs(10) {
+                    last_report = std::time::Instant::now();
+                    eprintln!("import-legacy: {so_far} (of {rows})");
+                }
+            },
+        )
+        .await
+    });
+    println!("import-legacy: {summary}");
+    match result {
+        Ok(()) if summary.refused == 0 => ExitCode::SUCCESS,
+        Ok(()) => {
+            eprintln!("{BINARY}: import-legacy: {} rows refused (listed above)", summary.refused);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{BINARY}: import-legacy: {e:#}");
             ExitCode::FAILURE
         }
     }

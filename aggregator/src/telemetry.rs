@@ -171,7 +171,7 @@ impl Metrics {
             ),
             store_bytes: gauge(
                 "auditflow_aggregator_store_bytes",
-                "The alert store's data in bytes (SQLite: without free pages; PostgreSQL: the database's size), measured by each retention run.",
+                "The alert store's data in bytes (SQLite: without free pages; PostgreSQL: the tables of its schema with their indexes), measured by each retention run.",
             ),
             store_bound_bytes: gauge(
                 "auditflow_aggregator_store_bound_bytes",

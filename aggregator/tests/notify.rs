@@ -994,35 +994,6 @@ fn notify_test_sends_through_a_channel_from_the_command_line() {
     }
 }
 
-/// The legacy `alerts` table, exactly as the legacy notification service creates it at start
-/// (read from its code), in a schema of its own so that it sits beside AuditFlow's tables in
-/// the test's database.
-const LEGACY_ALERTS_DDL: &str = "CREATE TABLE legacy_ns.alerts (
-    alert_id UUID PRIMARY KEY,
-    correlation_id UUID NOT NULL,
-    timestamp TIMESTAMP WITH TIME ZONE NOT NULL,
-    received_at TIMESTAMP WITH TIME ZONE DEFAULT NOW(),
-    alert_name VARCHAR(255) NOT NULL,
-    alert_type VARCHAR(50) NOT NULL,
-    severity VARCHAR(50) NOT NULL,
-    description TEXT,
-    source_service_name VARCHAR(255),
-    rule_id VARCHAR(255),
-    rule_name VARCHAR(255),
-    actor_type VARCHAR(50),
-    actor_id VARCHAR(255),
-    client_ip INET,
-    resource_type VARCHAR(50),
-    resource_id VARCHAR(255),
-    server_hostname VARCHAR(255),
-    action_observed VARCHAR(255),
-    analysis_rule_details JSONB,
-    triggered_by_details JSONB,
-    impacted_resource_details JSONB,
-    metadata JSONB,
-    raw_event_data JSONB NOT NULL
-)";
-
 /// Does with every message on `audit_alerts` what the legacy notification service does: parse
 /// it, strip the `Z` after `+00:00`, map `"N/A"` to NULL, insert the
 /// legacy columns; a duplicate `alert_id` is acknowledged and dropped. Any other failure
@@ -1045,7 +1016,7 @@ async fn legacy_consumer(ch: &lapin::Channel, pool: &sqlx::PgPool) -> Vec<Value>
         };
         let s = |v: &Value| v.as_str().map(str::to_owned);
         let result = sqlx::query(
-            "INSERT INTO legacy_ns.alerts (alert_id, correlation_id, timestamp, alert_name,
+            "INSERT INTO public.alerts (alert_id, correlation_id, timestamp, alert_name,
                  alert_type, severity, description, source_service_name, rule_id, rule_name,
                  actor_type, actor_id, client_ip, resource_type, resource_id, server_hostname,
                  action_observed, analysis_rule_details, triggered_by_details,
@@ -1102,9 +1073,10 @@ async fn legacy_feed(tag: &str, legacy_settings: &str) -> (Vec<Value>, Vec<Vec<S
         &format!("[legacy]\n{legacy_settings}"),
         &[("AUDITFLOW_API_TOKENS", &tokens), ("ENVIRONMENT", "pilab")],
     );
+    // The legacy table where the legacy service has it, in `public` of the same database:
+    // AuditFlow's tables are in their own schema.
     let pool = env.pool().await;
-    sqlx::query("CREATE SCHEMA legacy_ns").execute(&pool).await.unwrap();
-    sqlx::query(LEGACY_ALERTS_DDL).execute(&pool).await.unwrap();
+    support::create_legacy_alerts(&pool, "public.alerts").await;
     let (_conn, ch) = env.publisher().await;
     ch.queue_declare(
         "audit_alerts".into(),
@@ -1144,7 +1116,7 @@ async fn legacy_feed(tag: &str, legacy_settings: &str) -> (Vec<Value>, Vec<Vec<S
     let rows: Vec<(String, String, String, Option<String>, String, String)> = sqlx::query_as(
         "SELECT alert_id::text, actor_type, action_observed, host(client_ip), description,
              metadata->>'environment'
-         FROM legacy_ns.alerts ORDER BY timestamp, alert_id",
+         FROM public.alerts ORDER BY timestamp, alert_id",
     )
     .fetch_all(&pool)
     .await

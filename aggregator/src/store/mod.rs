@@ -5,6 +5,7 @@
 //!
 //! The types here are the API's JSON on purpose: an alert is what the API shows.
 
+pub mod legacy;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -640,8 +641,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `i64::MAX`: whatever the age), with what depends on them, in one short transaction;
     /// returns how many rows of `what` went.
     async fn retain_batch(&self, what: Retain, cutoff: i64, batch: i64) -> anyhow::Result<u64>;
-    /// Bytes of data in the database (SQLite: without its free pages; PostgreSQL: the
-    /// database's size, dead rows included until autovacuum reuses them).
+    /// Bytes of data in the store (SQLite: the database without its free pages; PostgreSQL:
+    /// the tables of its schema with their indexes, dead rows included until autovacuum
+    /// reuses them).
     async fn live_bytes(&self) -> anyhow::Result<i64>;
     /// Whether [`Store::live_bytes`] drops as soon as rows are deleted (SQLite), so that a
     /// size bound can be met by deleting until it is under.
@@ -682,6 +684,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// due at `next_at` (more firings to publish), without counting an attempt.
     async fn feed_progress(&self, id: i64, firing: (i64, Uuid), next_at: i64)
     -> anyhow::Result<()>;
+    /// Stores alerts copied from elsewhere (the legacy notification service's history,
+    /// `legacy_import`), each with the lifecycle entry `note`, in one transaction and without
+    /// outbox rows: history is not announced. Each id is recorded as imported; an id recorded
+    /// before, or already an alert's or a firing's (the legacy row came from AuditFlow's own
+    /// `audit_alerts` feed), is skipped. Returns how many alerts were stored.
+    async fn import_alerts(&self, alerts: &[Alert], note: &HistoryEntry) -> anyhow::Result<usize>;
     /// Checks the database answers (for `/readyz`).
     async fn ping(&self) -> anyhow::Result<()>;
 }
@@ -762,10 +770,12 @@ impl AlertSink for SharedStore {
     }
 }
 
-/// Opens the store a URL names: `postgres://…` or `sqlite:PATH`; migrations are applied.
+/// Opens the store a URL names: `postgres://…` (its tables in the default schema,
+/// [`postgres::PgSchema::default`]) or `sqlite:PATH`; migrations are applied.
 pub async fn open(url: &str, channels: Vec<Channel>) -> anyhow::Result<SharedStore> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(SharedStore::new(Arc::new(postgres::PgStore::connect(url, channels).await?)))
+        let schema = postgres::PgSchema::default();
+        Ok(SharedStore::new(Arc::new(postgres::PgStore::connect(url, &schema, channels).await?)))
     } else if let Some(path) = url.strip_prefix("sqlite:") {
         let path = std::path::Path::new(path);
         Ok(SharedStore::new(Arc::new(sqlite::SqliteStore::open(path, channels).await?)))

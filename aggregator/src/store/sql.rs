@@ -25,8 +25,40 @@ pub(super) fn like_pattern(text: &str) -> String {
 
 /// What the text filter searches: title, rule, node and group values, lower-cased.
 pub(super) fn search_text(f: &crate::detect::Firing) -> String {
-    let mut s = format!("{}\n{}\n{}\n{}", f.title, f.rule_id, f.rule_name, f.node);
-    for (k, v) in &f.group {
+    search_text_of(
+        &f.title,
+        &f.rule_id,
+        &f.rule_name,
+        &f.node,
+        f.group.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+/// [`search_text`] of an alert made elsewhere than from a firing (an imported one).
+pub(super) fn alert_search_text(a: &super::Alert) -> String {
+    let values: Vec<(&str, String)> = a
+        .group
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .collect();
+    search_text_of(
+        &a.title,
+        &a.rule_id,
+        &a.rule_name,
+        &a.node,
+        values.iter().map(|(k, v)| (*k, v.as_str())),
+    )
+}
+
+fn search_text_of<'a>(
+    title: &str,
+    rule_id: &str,
+    rule_name: &str,
+    node: &str,
+    group: impl Iterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut s = format!("{title}\n{rule_id}\n{rule_name}\n{node}");
+    for (k, v) in group {
         s.push('\n');
         s.push_str(k);
         s.push('=');
@@ -48,6 +80,7 @@ pub(super) fn search_text(f: &crate::detect::Firing) -> String {
 /// * silences: `add_silence`, `silences`, `expire_silence`;
 /// * fleet and statistics: `agents`, `stats`, `rule_counts`;
 /// * notification outbox: `claim_outbox`, `delivered`, `delivery_failed`, `delivery_skipped`;
+/// * history copied in: `import_alerts` (the legacy notification service's alerts);
 /// * health: `ping`.
 macro_rules! impl_store {
     ($store:ty, $row:ty) => {
@@ -1187,6 +1220,134 @@ macro_rules! impl_store {
                 .await
                 .context("record the feed's progress")?;
                 Ok(())
+            }
+
+            // ── History copied in: the legacy notification service's alerts ──
+
+            async fn import_alerts(
+                &self,
+                alerts: &[$crate::store::Alert],
+                note: &$crate::store::HistoryEntry,
+            ) -> anyhow::Result<usize> {
+                use sqlx::types::Json;
+                use $crate::store::sql::alert_search_text;
+                if alerts.is_empty() {
+                    return Ok(0);
+                }
+                const CHUNK: usize = 256;
+                let mut tx = self.pool.begin().await.context("begin")?;
+                // The record of imported ids first: a second run (or a concurrent one, which
+                // waits on these rows) finds them here, even after retention deleted the
+                // alerts themselves.
+                let mut recorded = std::collections::HashSet::<uuid::Uuid>::new();
+                for chunk in alerts.chunks(CHUNK) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "INSERT INTO legacy_imports (alert_id, imported_at) ",
+                    );
+                    b.push_values(chunk, |mut row, a| {
+                        row.push_bind(a.id).push_bind(note.at);
+                    });
+                    b.push(" ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id");
+                    let ids: Vec<(uuid::Uuid,)> = b
+                        .build_query_as()
+                        .persistent(false)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("record imported ids")?;
+                    recorded.extend(ids.into_iter().map(|(id,)| id));
+                }
+                let fresh: Vec<&$crate::store::Alert> =
+                    alerts.iter().filter(|a| recorded.contains(&a.id)).collect();
+                // A legacy row the legacy service stored from AuditFlow's own feed has the
+                // alert's id (feed `alert`) or a firing's (feed `firing`): already here.
+                let mut ours = std::collections::HashSet::<uuid::Uuid>::new();
+                for chunk in fresh.chunks(CHUNK) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "SELECT id FROM alerts WHERE id IN (",
+                    );
+                    let mut list = b.separated(", ");
+                    for a in chunk {
+                        list.push_bind(a.id);
+                    }
+                    b.push(") UNION SELECT id FROM firings WHERE id IN (");
+                    let mut list = b.separated(", ");
+                    for a in chunk {
+                        list.push_bind(a.id);
+                    }
+                    b.push(")");
+                    let ids: Vec<(uuid::Uuid,)> = b
+                        .build_query_as()
+                        .persistent(false)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("look for AuditFlow's own alerts")?;
+                    ours.extend(ids.into_iter().map(|(id,)| id));
+                }
+                let new: Vec<&$crate::store::Alert> =
+                    fresh.into_iter().filter(|a| !ours.contains(&a.id)).collect();
+                let mut stored = Vec::with_capacity(new.len());
+                for chunk in new.chunks(CHUNK) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "INSERT INTO alerts (id, fingerprint, rule_id, rule_name, rule_description,
+                             severity, title, tags, node, group_values, status, occurrences,
+                             first_seen, last_seen, created_at, updated_at, correlation_id,
+                             raw_event, remediation, playbook_url, silenced, search_text) ",
+                    );
+                    b.push_values(chunk, |mut row, a| {
+                        row.push_bind(a.id)
+                            .push_bind(&a.fingerprint)
+                            .push_bind(&a.rule_id)
+                            .push_bind(&a.rule_name)
+                            .push_bind(&a.rule_description)
+                            .push_bind(&a.severity)
+                            .push_bind(&a.title)
+                            .push_bind(Json(&a.tags))
+                            .push_bind(&a.node)
+                            .push_bind(Json(&a.group))
+                            .push_bind(a.status.as_str())
+                            .push_bind(a.occurrences)
+                            .push_bind(a.first_seen)
+                            .push_bind(a.last_seen)
+                            .push_bind(a.created_at)
+                            .push_bind(a.updated_at)
+                            .push_bind(a.correlation_id)
+                            .push_bind(Json(&a.raw_event))
+                            .push_bind(a.remediation.as_deref())
+                            .push_bind(a.playbook_url.as_deref())
+                            .push_bind(a.silenced)
+                            .push_bind(alert_search_text(a));
+                    });
+                    b.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+                    let ids: Vec<(uuid::Uuid,)> = b
+                        .build_query_as()
+                        .persistent(false)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("insert imported alerts")?;
+                    stored.extend(ids.into_iter().map(|(id,)| id));
+                }
+                for chunk in stored.chunks(CHUNK) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "INSERT INTO alert_history (alert_id, at, actor, action, from_status,
+                             to_status, comment) ",
+                    );
+                    b.push_values(chunk, |mut row, id| {
+                        row.push_bind(*id)
+                            .push_bind(note.at)
+                            .push_bind(&note.actor)
+                            .push_bind(&note.action)
+                            .push_bind(&note.from_status)
+                            .push_bind(&note.to_status)
+                            .push_bind(&note.comment);
+                    });
+                    b.build()
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await
+                        .context("record imported alerts' history")?;
+                }
+                tx.commit().await.context("commit")?;
+                Ok(stored.len())
             }
 
             // ── Health ──

@@ -105,23 +105,32 @@ impl Env {
         }
     }
 
+    /// A pool on the test's database with AuditFlow's schema alone on the search path, as
+    /// the aggregator has it: unqualified names are AuditFlow's tables, never a legacy
+    /// `alerts` table in `public`.
     pub async fn pool(&self) -> PgPool {
-        let mut tries = 0;
-        loop {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(2)
-                .connect(&self.database_url)
-                .await;
-            match pool {
-                Ok(p) => return p,
-                Err(e) if tries < 20 => {
-                    tries += 1;
-                    eprintln!("PostgreSQL: connect to the test database: {e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => panic!("PostgreSQL: cannot connect to the test database: {e}"),
-            }
+        self.pool_in(OUR_SCHEMA).await
+    }
+
+    /// A pool on the test's database with `search_path` as given (`public` for the legacy
+    /// service's view of it).
+    pub async fn pool_in(&self, search_path: &str) -> PgPool {
+        pool_at(&self.database_url, search_path).await
+    }
+
+    /// Creates another database of this test's, named after `what`, and returns its URL (the
+    /// test process's id ends its name, so a later run drops it as stale).
+    pub async fn create_database(&self, what: &str) -> String {
+        let name = format!("auditflow_agg_{what}_{}", self.tag);
+        let pool = PgPool::connect(&self.admin_db)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL: cannot connect to DATABASE_URL: {e}"));
+        for sql in [format!("DROP DATABASE IF EXISTS {name}"), format!("CREATE DATABASE {name}")] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
         }
+        pool.close().await;
+        let (db_base, _) = self.admin_db.rsplit_once('/').unwrap();
+        format!("{db_base}/{name}")
     }
 
     /// A publisher on the vhost with confirms on, the queues declared as the broker does.
@@ -146,6 +155,90 @@ impl Env {
             .unwrap();
         }
         (conn, ch)
+    }
+}
+
+/// The schema of AuditFlow's tables in the tests' databases (the default).
+pub const OUR_SCHEMA: &str = "auditflow";
+
+/// A pool on the database at `url` with `search_path` as given.
+pub async fn pool_at(url: &str, search_path: &str) -> PgPool {
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .expect("a PostgreSQL URL")
+        .options([("search_path", search_path)]);
+    let mut tries = 0;
+    loop {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone())
+            .await;
+        match pool {
+            Ok(p) => return p,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                eprintln!("PostgreSQL: connect to the test database: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("PostgreSQL: cannot connect to the test database: {e}"),
+        }
+    }
+}
+
+/// The legacy notification service's `alerts` table and its eight indexes, exactly as that
+/// service creates them at every start (read from its code; design.md §8.4 lists the
+/// columns), as table `table` (`alerts`, `public.alerts`, `legacy_ns.alerts`): the
+/// statements, in order. The indexes take the table's schema.
+pub fn legacy_alerts_ddl(table: &str) -> Vec<String> {
+    let mut ddl = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+    alert_id UUID PRIMARY KEY,
+    correlation_id UUID NOT NULL,
+    timestamp TIMESTAMP WITH TIME ZONE NOT NULL,
+    received_at TIMESTAMP WITH TIME ZONE DEFAULT NOW(),
+    alert_name VARCHAR(255) NOT NULL,
+    alert_type VARCHAR(50) NOT NULL,
+    severity VARCHAR(50) NOT NULL,
+    description TEXT,
+    source_service_name VARCHAR(255),
+    rule_id VARCHAR(255),
+    rule_name VARCHAR(255),
+    actor_type VARCHAR(50),
+    actor_id VARCHAR(255),
+    client_ip INET,
+    resource_type VARCHAR(50),
+    resource_id VARCHAR(255),
+    server_hostname VARCHAR(255),
+    action_observed VARCHAR(255),
+    analysis_rule_details JSONB,
+    triggered_by_details JSONB,
+    impacted_resource_details JSONB,
+    metadata JSONB,
+    raw_event_data JSONB NOT NULL
+)"
+    )];
+    for (name, on) in [
+        ("idx_alerts_timestamp", "(timestamp DESC)"),
+        ("idx_alerts_alert_type", "(alert_type)"),
+        ("idx_alerts_severity", "(severity)"),
+        ("idx_alerts_actor_id", "(actor_id)"),
+        ("idx_alerts_server_hostname", "(server_hostname)"),
+        ("idx_alerts_rule_name", "(rule_name)"),
+        ("idx_alerts_metadata_gin", "USING GIN (metadata)"),
+        ("idx_alerts_raw_event_data_gin", "USING GIN (raw_event_data)"),
+    ] {
+        ddl.push(format!("CREATE INDEX IF NOT EXISTS {name} ON {table} {on}"));
+    }
+    ddl
+}
+
+/// Creates the legacy `alerts` table and its indexes as `table` through `pool`.
+pub async fn create_legacy_alerts(pool: &PgPool, table: &str) {
+    for sql in legacy_alerts_ddl(table) {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL: create the legacy table {table}: {e}"));
     }
 }
 
