@@ -204,14 +204,19 @@ fn rules_command(action: &RulesCommand) -> ExitCode {
     }
 }
 
-fn migrate(config: &Config) -> ExitCode {
+/// What a one-shot command on the PostgreSQL store needs: DATABASE_URL, logging (the move of
+/// an earlier layout into the schema is logged) and a runtime.
+fn postgres_command(config: &Config, what: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
     if config.services.database_url.is_empty() {
-        eprintln!("auditflow-aggregator: migrate needs DATABASE_URL (PostgreSQL)");
-        return runtime::config::exit_config();
+        eprintln!("{BINARY}: {what} needs DATABASE_URL (PostgreSQL)");
+        return Err(runtime::config::exit_config());
     }
-    // The move of an earlier layout into the schema is logged.
     runtime::process::init_tracing("info,sqlx=warn");
-    let rt = match runtime::process::runtime(BINARY, THREADS) {
+    runtime::process::runtime(BINARY, THREADS)
+}
+
+fn migrate(config: &Config) -> ExitCode {
+    let rt = match postgres_command(config, "migrate") {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -236,12 +241,7 @@ fn import_legacy(config: &Config, legacy_url: &str, table: Option<&str>) -> Exit
     use aggregator::store::legacy::LegacyTable;
     use aggregator::store::postgres::PgStore;
 
-    if config.services.database_url.is_empty() {
-        eprintln!("{BINARY}: import-legacy needs DATABASE_URL (PostgreSQL)");
-        return runtime::config::exit_config();
-    }
-    runtime::process::init_tracing("info,sqlx=warn");
-    let rt = match runtime::process::runtime(BINARY, THREADS) {
+    let rt = match postgres_command(config, "import-legacy") {
         Ok(rt) => rt,
         Err(code) => return code,
     };

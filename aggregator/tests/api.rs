@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
-use support::{Aggregator, Env, Resp, failed_login, request, wait_until};
+use support::{Aggregator, Env, Resp, failed_login, post, request, wait_until};
 
 const VIEWER: &str = "viewer-token-0123456789";
 const OPERATOR: &str = "operator-token-0123456789";
@@ -37,10 +37,6 @@ fn start(env: &Env, dir: &std::path::Path, name: &str) -> Aggregator {
 
 fn get(a: &Aggregator, path: &str, token: &str) -> Resp {
     request(a.http, "GET", path, Some(token), None, &[])
-}
-
-fn post(a: &Aggregator, path: &str, token: &str, body: &Value) -> Resp {
-    request(a.http, "POST", path, Some(token), Some(body.to_string().as_bytes()), &[])
 }
 
 fn assert_error(r: &Resp, status: u16) {

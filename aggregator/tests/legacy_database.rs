@@ -15,7 +15,7 @@ use aggregator::store::postgres::{PgSchema, PgStore, TABLES};
 use aggregator::store::{Action, Channel, Status, Store, Transitioned};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::{Aggregator, Env, OUR_SCHEMA, failed_login, pool_at, request, wait_until};
+use support::{Aggregator, Env, OUR_SCHEMA, failed_login, pool_at, post, request, wait_until};
 use uuid::Uuid;
 use wire::model::{Event, EventKind, Outcome, Severity, Source, Timestamp};
 
@@ -534,14 +534,7 @@ async fn auditflow_moves_in_next_to_the_legacy_alerts_table() {
         &[("AUDITFLOW_API_TOKENS", &tokens)],
     );
     let events: Vec<Value> = (0..3).map(|i| failed_login("erin", "web-09", i, 900 + i)).collect();
-    let r = request(
-        a.http,
-        "POST",
-        "/api/v1/events",
-        Some(OPERATOR),
-        Some(Value::Array(events).to_string().as_bytes()),
-        &[],
-    );
+    let r = post(&a, "/api/v1/events", OPERATOR, &Value::Array(events));
     assert_eq!(r.status, 200, "{r:?}");
     wait_until(Duration::from_secs(20), "the alert", async || {
         scalar::<i64>(&ours, "SELECT count(*) FROM alerts").await == 1

@@ -924,15 +924,7 @@ async fn mail_goes_over_tls_with_auth_and_both_parts() {
     );
     let events: Vec<Value> =
         (0..3).map(|i| failed_login("<b>eve</b>", "pi-mail", i * 5, 950 + i)).collect();
-    let r = request(
-        a.http,
-        "POST",
-        "/api/v1/events",
-        Some(OPERATOR),
-        Some(Value::Array(events).to_string().as_bytes()),
-        &[],
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    post_events(a.http, events);
     let mail = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
         .await
         .unwrap()
@@ -1088,15 +1080,7 @@ async fn legacy_feed(tag: &str, legacy_settings: &str) -> (Vec<Value>, Vec<Vec<S
     let post = |from: u32| {
         let events: Vec<Value> =
             (from..from + 3).map(|i| failed_login("carol", "web-02", i, i)).collect();
-        let r = request(
-            a.http,
-            "POST",
-            "/api/v1/events",
-            Some(OPERATOR),
-            Some(Value::Array(events).to_string().as_bytes()),
-            &[],
-        );
-        assert_eq!(r.status, 200, "{r:?}");
+        post_events(a.http, events);
     };
     let mut messages = Vec::new();
     // Three rounds of three failures, each round after the previous one's message: the alert

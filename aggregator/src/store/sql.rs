@@ -1263,18 +1263,15 @@ macro_rules! impl_store {
                 let mut ours = std::collections::HashSet::<uuid::Uuid>::new();
                 for chunk in fresh.chunks(CHUNK) {
                     let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
-                        "SELECT id FROM alerts WHERE id IN (",
+                        "WITH ids (id) AS (",
                     );
-                    let mut list = b.separated(", ");
-                    for a in chunk {
-                        list.push_bind(a.id);
-                    }
-                    b.push(") UNION SELECT id FROM firings WHERE id IN (");
-                    let mut list = b.separated(", ");
-                    for a in chunk {
-                        list.push_bind(a.id);
-                    }
-                    b.push(")");
+                    b.push_values(chunk, |mut row, a| {
+                        row.push_bind(a.id);
+                    });
+                    b.push(
+                        ") SELECT id FROM alerts WHERE id IN (SELECT id FROM ids)
+                         UNION SELECT id FROM firings WHERE id IN (SELECT id FROM ids)",
+                    );
                     let ids: Vec<(uuid::Uuid,)> = b
                         .build_query_as()
                         .persistent(false)

@@ -388,6 +388,11 @@ pub fn request(
     Resp { status, head: head.to_owned(), body }
 }
 
+/// A `POST` of a JSON body to the aggregator's API with a bearer token.
+pub fn post(a: &Aggregator, path: &str, token: &str, body: &serde_json::Value) -> Resp {
+    request(a.http, "POST", path, Some(token), Some(body.to_string().as_bytes()), &[])
+}
+
 /// The aggregator binary as a process; killed when dropped.
 pub struct Aggregator {
     pub child: Child,
