@@ -34,6 +34,8 @@ pub struct Config {
     pub legacy: LegacyConfig,
     /// How long what the store keeps is kept.
     pub retention: RetentionConfig,
+    /// `[archive]`
+    pub archive: ArchiveConfig,
     /// Embedded mode.
     pub embedded: EmbeddedConfig,
     /// External services; all empty means embedded mode.
@@ -170,8 +172,12 @@ pub struct RetentionConfig {
     /// Fleet rows of agents not heard from for this long (retired nodes).
     #[serde(with = "duration")]
     pub agents: Duration,
-    /// The database's bound, MiB of live data: past it, the oldest resolved alerts go first,
-    /// then the oldest firings, until it is under. 0: no bound.
+    /// Archived events (`[archive]`) this long after they were archived. "0s": kept for ever.
+    #[serde(with = "duration")]
+    pub events: Duration,
+    /// The database's bound, MiB of live data: past it, the oldest archived events go first,
+    /// then the oldest resolved alerts, then the oldest firings, until it is under. 0: no
+    /// bound.
     pub max_db_mb: u64,
     /// How often the retention runs.
     #[serde(with = "duration")]
@@ -187,10 +193,26 @@ impl Default for RetentionConfig {
             resolved_alerts: Duration::from_secs(90 * day),
             firings: Duration::from_secs(30 * day),
             agents: Duration::from_secs(30 * day),
+            events: Duration::from_secs(7 * day),
             max_db_mb: 0,
             interval: Duration::from_secs(600),
             batch: 1000,
         }
+    }
+}
+
+/// `[archive]`: every evaluated event kept in the alert store's database (design.md §6.11),
+/// for search, an alert's evidence and backtests; `[retention] events` says how long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Archive events at all.
+    pub enabled: bool,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
@@ -343,6 +365,11 @@ pub struct IngestConfig {
     pub legacy_batch_max: usize,
     /// Largest envelope accepted, bytes.
     pub max_frame_bytes: usize,
+    /// Consumers of `auditflow.events` (and of `audit_events`) in this process, each with
+    /// its own connection, prefetch and batches. One batch's stages wait on Redis and
+    /// PostgreSQL in turn; a second consumer's batch runs while the first waits. Their
+    /// batches interleave exactly as two replicas' do (design.md §4, §5).
+    pub consumers: usize,
 }
 
 impl Default for IngestConfig {
@@ -355,6 +382,7 @@ impl Default for IngestConfig {
             legacy_prefetch: 4096,
             legacy_batch_max: 2048,
             max_frame_bytes: 1 << 20,
+            consumers: 2,
         }
     }
 }
@@ -387,6 +415,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             legacy: LegacyConfig::default(),
             retention: RetentionConfig::default(),
+            archive: ArchiveConfig::default(),
             embedded: EmbeddedConfig::default(),
             services: ServicesConfig::default(),
         }
@@ -455,6 +484,9 @@ impl Validate for Config {
         }
         if i.batch_max > usize::from(i.prefetch) {
             errors.push("ingest.batch_max: must not exceed ingest.prefetch".into());
+        }
+        if !(1..=16).contains(&i.consumers) {
+            errors.push("ingest.consumers: must be between 1 and 16".into());
         }
         if i.legacy_prefetch == 0 || i.legacy_batch_max == 0 {
             errors.push("ingest: legacy_prefetch and legacy_batch_max must be positive".into());

@@ -4,6 +4,7 @@
 //! [`Core`], [`Listeners`], [`Services`] and [`start`] are the pieces a profile is built from,
 //! which the `auditflow` crate composes into embedded mode. `main.rs` is a thin binary.
 
+pub mod archive;
 pub mod config;
 pub mod detect;
 pub mod fleet;
@@ -216,6 +217,9 @@ pub fn start<S: state::WindowState + 'static>(
         core.metrics.clone(),
         cancel.clone(),
     ));
+    if config.archive.enabled {
+        tracker.spawn(archive::run_compaction(store.clone(), core.metrics.clone(), cancel.clone()));
+    }
     tracker.spawn(fleet::run(pipeline, config.detection.agent_silent_after, cancel.clone()));
 }
 
@@ -282,6 +286,7 @@ async fn run_cluster(
         sink: store.clone(),
         rules: core.rules.clone(),
         metrics: metrics.clone(),
+        archive: config.archive.enabled,
     });
     let redis_check: Check = Arc::new(move || {
         let state = state.clone();
@@ -325,14 +330,17 @@ async fn run_cluster(
             batch_wait: std::time::Duration::from_millis(config.ingest.batch_wait_ms),
             max_frame: config.ingest.max_frame_bytes,
         };
-        let pipeline = pipeline.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            if let Err(e) = ingest::run(settings, pipeline, cancel.clone()).await {
-                tracing::error!(error = %format!("{e:#}"), "consumer failed");
-                cancel.cancel();
-            }
-        });
+        // Heartbeats are tiny and only touch the fleet table: one consumer is plenty.
+        let consumers = if feed == Feed::Heartbeats { 1 } else { config.ingest.consumers };
+        for _ in 0..consumers {
+            let (settings, pipeline, cancel) = (settings.clone(), pipeline.clone(), cancel.clone());
+            tracker.spawn(async move {
+                if let Err(e) = ingest::run(settings, pipeline, cancel.clone()).await {
+                    tracing::error!(error = %format!("{e:#}"), "consumer failed");
+                    cancel.cancel();
+                }
+            });
+        }
     }
     tracing::info!(api = %http_addr, metrics = %metrics_addr, "aggregator running (cluster profile)");
     Ok(())

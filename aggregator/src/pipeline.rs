@@ -13,6 +13,7 @@ use uuid::Uuid;
 use wire::model::{Event, EventKind, Severity, Source, Timestamp, Value};
 use wire::{Envelope, legacy};
 
+use crate::archive::{self, Key, Pending};
 use crate::detect::{Detector, Input};
 use crate::state::{Span, WindowState};
 use crate::store::AlertSink;
@@ -81,6 +82,8 @@ pub struct Pipeline<S, K> {
     pub rules: Arc<Rules>,
     /// Counters.
     pub metrics: Metrics,
+    /// Whether evaluated events go to the archive (`[archive] enabled`).
+    pub archive: bool,
 }
 
 const DROPS_NAMESPACE: Uuid = Uuid::from_u128(0x9b1c_22d4_5e7f_4a30_b6c8_0d1e_2f3a_4b5c);
@@ -182,6 +185,7 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
         let mut stats = BatchStats::default();
         let mut extra: Vec<(Uuid, &str, Event)> = Vec::new();
         let mut inputs = Vec::new();
+        let mut keys = Vec::new();
         for (item, &si) in items.iter().zip(&span_of) {
             match item {
                 Item::Envelope(env) => {
@@ -197,6 +201,7 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
                         let (epoch, seq) = event.rebased_from().unwrap_or((env.epoch, seq));
                         let id = legacy::event_uuid(&env.node_id, epoch, seq);
                         inputs.push(Input { id, node: &env.node_id, event });
+                        keys.push(Key::Seq { epoch, seq });
                     }
                     if !env.dropped.is_empty() && done[si + 1].is_empty() {
                         for (reason, n) in env.dropped.iter() {
@@ -213,6 +218,7 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
                 Item::Single { id, node, event } => {
                     if done[si].is_empty() {
                         inputs.push(Input { id: *id, node, event });
+                        keys.push(Key::Id(id.into_bytes()));
                     } else {
                         stats.duplicates += 1;
                     }
@@ -220,6 +226,7 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
             }
         }
         inputs.extend(extra.iter().map(|(id, node, event)| Input { id: *id, node, event }));
+        keys.extend(extra.iter().map(|(id, _, _)| Key::Id(id.into_bytes())));
         stats.events = inputs.len() as u64;
         // The agents' reports about their own sources, for the fleet page (they go through
         // the rules like any event too).
@@ -243,7 +250,18 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
         clock.lap(Stage::State);
         let outcome = detector.finish(&inputs, &plan, &verdicts);
         clock.lap(Stage::Detect);
-        self.sink.commit(&outcome.firings).await?;
+        let rows = if self.archive {
+            let pending = inputs
+                .iter()
+                .zip(&keys)
+                .map(|(i, &key)| Pending { node: i.node, key, event: i.event })
+                .collect();
+            archive::rows(pending)
+        } else {
+            Vec::new()
+        };
+        clock.lap(Stage::Archive);
+        self.sink.commit(&outcome.firings, &rows).await?;
         clock.lap(Stage::Store);
         let now = unix_nanos();
         for f in &outcome.firings {
@@ -260,6 +278,10 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
         m.shadow_firings.inc_by(outcome.shadow);
         m.suppressed.inc_by(outcome.suppressed);
         m.late_events.inc_by(outcome.late);
+        if self.archive {
+            m.archived_events.inc_by(stats.events);
+            m.archived_bytes.inc_by(rows.iter().map(|r| r.frame.len() as u64).sum());
+        }
         Ok(stats)
     }
 }

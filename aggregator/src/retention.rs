@@ -28,6 +28,8 @@ pub struct Retained {
     pub firings: u64,
     /// Retired agents' fleet rows.
     pub agents: u64,
+    /// Archive rows (each holds up to 4,096 events).
+    pub event_batches: u64,
     /// The live size afterwards, bytes.
     pub live_bytes: i64,
 }
@@ -38,6 +40,7 @@ impl Retained {
             Retain::ResolvedAlerts => self.resolved_alerts += n,
             Retain::Firings => self.firings += n,
             Retain::Agents => self.agents += n,
+            Retain::Events => self.event_batches += n,
         }
     }
 }
@@ -76,6 +79,7 @@ pub async fn run_once(
         (Retain::ResolvedAlerts, config.resolved_alerts),
         (Retain::Firings, config.firings),
         (Retain::Agents, config.agents),
+        (Retain::Events, config.events),
     ] {
         if !age.is_zero() {
             let cutoff = now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
@@ -90,9 +94,10 @@ pub async fn run_once(
             if store.live_bytes().await? <= bound {
                 break;
             }
-            // Oldest resolved alerts first; only when none is left, the oldest firings.
+            // Archived events first (search history is worth less than alerts), then the
+            // oldest resolved alerts; only when none is left, the oldest firings.
             let mut n = 0;
-            for what in [Retain::ResolvedAlerts, Retain::Firings] {
+            for what in [Retain::Events, Retain::ResolvedAlerts, Retain::Firings] {
                 n = store.retain_batch(what, i64::MAX, i64::from(config.batch)).await?;
                 out.add(what, n);
                 metrics.retention_deleted.with_label_values(&[what.as_str()]).inc_by(n);
@@ -131,13 +136,16 @@ pub async fn run(
         }
         wait = config.interval;
         match run_once(&store, &config, now_ms(), &metrics).await {
-            Ok(r) if r.resolved_alerts + r.firings + r.agents > 0 => tracing::info!(
-                resolved_alerts = r.resolved_alerts,
-                firings = r.firings,
-                agents = r.agents,
-                live_bytes = r.live_bytes,
-                "retention deleted old data"
-            ),
+            Ok(r) if r.resolved_alerts + r.firings + r.agents + r.event_batches > 0 => {
+                tracing::info!(
+                    resolved_alerts = r.resolved_alerts,
+                    firings = r.firings,
+                    agents = r.agents,
+                    event_batches = r.event_batches,
+                    live_bytes = r.live_bytes,
+                    "retention deleted old data"
+                )
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "retention failed; next run in {:?}", config.interval)

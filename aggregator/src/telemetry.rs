@@ -11,7 +11,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// The stages of a batch, as `auditflow_aggregator_batch_stage_seconds` labels them; indexed by
 /// [`Stage`].
-pub const STAGES: [&str; 5] = ["dedup", "detect", "state", "store", "mark"];
+pub const STAGES: [&str; 6] = ["dedup", "detect", "state", "store", "mark", "archive"];
 
 /// A stage of a batch: its index in [`STAGES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,9 @@ pub enum Stage {
     Store = 3,
     /// Recording the batch as processed.
     Mark = 4,
+    /// Encoding and compressing the batch's events for the archive (their rows are written
+    /// in the store's transaction, timed as `store`).
+    Archive = 5,
 }
 
 /// The aggregator's metrics.
@@ -71,6 +74,14 @@ pub struct Metrics {
     pub store_bound_bytes: IntGauge,
     /// Rows retention deleted, per kind.
     pub retention_deleted: IntCounterVec,
+    /// Events archived.
+    pub archived_events: IntCounter,
+    /// Bytes of archive frames written (compressed).
+    pub archived_bytes: IntCounter,
+    /// Small archive rows merged by compaction.
+    pub archive_compacted: IntCounter,
+    /// Archive rows that could not be read (by a search, a backtest or compaction).
+    pub archive_unreadable: IntCounter,
     /// API requests refused for want of a token (`401`) or role (`403`), or because the
     /// address sent too many wrong tokens (`429`).
     pub api_denied: IntCounterVec,
@@ -85,7 +96,7 @@ pub struct Metrics {
     pub notifications: IntCounterVec,
     /// Time a batch spends in each stage of the pipeline ([`STAGES`]): dedup lookup, rule
     /// matching and firing construction, the detection state call, the alert store commit,
-    /// marking the batch processed.
+    /// marking the batch processed, compressing its events for the archive.
     pub batch_stage: HistogramVec,
     /// How old events are (now minus event time) when their batch reaches detection: the
     /// agents' batching, the broker and RabbitMQ, the consumer's batching. A replayed
@@ -153,7 +164,7 @@ impl Metrics {
             rules_loaded: gauge("auditflow_aggregator_rules_loaded", "Rules in the active set."),
             rabbitmq_connected: gauge(
                 "auditflow_aggregator_rabbitmq_connected",
-                "1 while connected to RabbitMQ.",
+                "RabbitMQ sessions open (one per consumer); 0 when none is.",
             ),
             heartbeats: counter(
                 "auditflow_aggregator_heartbeats_total",
@@ -179,9 +190,25 @@ impl Metrics {
             ),
             retention_deleted: counter_vec(
                 "auditflow_aggregator_retention_deleted_total",
-                "Rows retention deleted: resolved alerts (with their firings, history and deliveries), firings, retired agents.",
+                "Rows retention deleted: resolved alerts (with their firings, history and deliveries), firings, retired agents, archive rows (event_batches, up to 4,096 events each).",
                 "what",
-                &["resolved_alerts", "firings", "agents"],
+                &["resolved_alerts", "firings", "agents", "events"],
+            ),
+            archived_events: counter(
+                "auditflow_aggregator_archived_events_total",
+                "Events written to the event archive.",
+            ),
+            archived_bytes: counter(
+                "auditflow_aggregator_archived_bytes_total",
+                "Compressed bytes written to the event archive (its rows' frames).",
+            ),
+            archive_compacted: counter(
+                "auditflow_aggregator_archive_compacted_total",
+                "Small archive rows merged into larger ones by compaction.",
+            ),
+            archive_unreadable: counter(
+                "auditflow_aggregator_archive_unreadable_total",
+                "Archive rows that could not be read (skipped by searches and backtests, left alone by compaction).",
             ),
             api_denied: counter_vec(
                 "auditflow_aggregator_api_denied_total",

@@ -284,6 +284,85 @@ async fn alerts_lifecycle_filters_pages_and_legacy_shapes() {
     assert_error(&request(a.http, "GET", "/alerts", None, None, &[]), 401);
 }
 
+/// The NDJSON of a search: its events and its summary line.
+fn search(a: &Aggregator, query: &str) -> (Vec<Value>, Value) {
+    let r = get(a, &format!("/api/v1/events?{query}"), VIEWER);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.head.to_ascii_lowercase().contains("content-type: application/x-ndjson"), "{r:?}");
+    let mut lines: Vec<Value> = r
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary = lines.pop().expect("a summary line");
+    assert!(summary["summary"].is_object(), "{summary}");
+    assert_eq!(summary["summary"]["returned"], lines.len(), "{summary}");
+    (lines, summary["summary"].clone())
+}
+
+/// Events sent through detection are archived and found again: filtered by node, kind, any
+/// field rules name and free text, in time order either way, limited, and refused clearly
+/// when the query is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_archive_is_searched_by_node_kind_field_and_text() {
+    let env = Env::new("api_search").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&env, dir.path(), "api");
+    let mut events: Vec<Value> = (0..3).map(|i| failed_login("alice", "pi-a", i * 5, i)).collect();
+    events.extend((0..4).map(|i| failed_login("bob", "pi-b", 1 + i * 2, 100 + i)));
+    events.push(json!({
+        "kind": "package", "node": "pi-b", "name": "openssh-server", "version": "1:9.2p1-2",
+        "action": "upgrade", "ts": "2026-11-20T10:00:30Z"
+    }));
+    let r = post(&a, "/api/v1/events", OPERATOR, &Value::Array(events));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["accepted"], 8);
+
+    let range = "from=2026-11-20T09:00:00Z&to=2026-11-20T11:00:00Z";
+    let (all, summary) = search(&a, range);
+    assert_eq!(all.len(), 8, "{all:?}");
+    assert_eq!(summary["truncated"], false);
+    let times: Vec<&str> = all.iter().map(|e| e["ts"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
+    assert_eq!(all[0]["user"], "alice");
+    assert_eq!(all[0]["node"], "pi-a");
+    assert_eq!(all[0]["src_ip"], "203.0.113.9");
+    assert_eq!(all[0]["outcome"], "failure");
+    assert_eq!(all[0]["id"], "00000000-0000-4000-8000-000000000000", "the legacy event_id");
+
+    let (pi_a, _) = search(&a, &format!("{range}&node=pi-a"));
+    assert_eq!(pi_a.len(), 3);
+    let (bob, _) = search(&a, &format!("{range}&user=BOB&kind=login"));
+    assert_eq!(bob.len(), 4);
+    let (pkg, _) = search(&a, &format!("{range}&kind=package,service"));
+    assert_eq!(pkg.len(), 1);
+    assert_eq!(pkg[0]["name"], "openssh-server");
+    let (text, _) = search(&a, &format!("{range}&q=9.2P1"));
+    assert_eq!(text.len(), 1);
+    let (newest, _) = search(&a, &format!("{range}&order=desc&limit=2"));
+    assert_eq!(newest.len(), 2);
+    assert_eq!(newest[0]["kind"], "package", "10:00:30 is the newest");
+    assert_eq!(newest[1]["ts"], all[all.len() - 2]["ts"]);
+    let (none, _) = search(&a, "from=2026-11-21T09:00:00Z&to=2026-11-21T11:00:00Z");
+    assert!(none.is_empty());
+
+    for bad in [
+        "kind=telepathy",
+        "colour=red",
+        "order=sideways",
+        "limit=0",
+        "limit=10001",
+        "from=yesterday",
+        "from=2026-11-20T11:00:00Z&to=2026-11-20T10:00:00Z",
+        "from=2026-01-01T00:00:00Z&to=2026-11-20T10:00:00Z",
+        "user=a&user=b",
+    ] {
+        assert_error(&get(&a, &format!("/api/v1/events?{bad}"), VIEWER), 400);
+    }
+    assert_error(&request(a.http, "GET", "/api/v1/events", None, None, &[]), 401);
+    assert!(a.metric("auditflow_aggregator_archived_events_total") >= 8.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_exists_and_enforces_its_role() {
     let env = Env::new("api_auth").await;

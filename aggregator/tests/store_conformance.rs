@@ -130,6 +130,7 @@ conformance!(
     legacy_offsets,
     ninety_days,
     imports,
+    archive,
 );
 
 async fn folding(store: SharedStore) {
@@ -723,6 +724,7 @@ async fn ninety_days(store: SharedStore) {
         resolved_alerts: Duration::from_secs(30 * 86_400),
         firings: Duration::from_secs(14 * 86_400),
         agents: Duration::from_secs(30 * 86_400),
+        events: Duration::from_secs(7 * 86_400),
         max_db_mb: 0,
         interval: Duration::from_secs(600),
         batch: 50,
@@ -749,7 +751,11 @@ async fn ninety_days(store: SharedStore) {
                 batch.push(firing("R-1", &format!("u{day}-{i}"), "pi-a", day * DAY + k * 1000, n));
             }
         }
-        store.commit_at(&batch, wall).await.unwrap();
+        // The day's 50 events, a minute apart, archived with its firings.
+        let events: Vec<Event> =
+            (0..50).map(|k| login(day * DAY + k * 60_000, &format!("u{day}"), "failure")).collect();
+        let rows = archive_rows("pi-a", &events, (day * 100) as u64);
+        store.commit_batch_at(&batch, &rows, wall).await.unwrap();
         store.record_heartbeats(&[beat("pi-live")], wall).await.unwrap();
         if day >= 3 {
             for i in 0..10 {
@@ -786,6 +792,17 @@ async fn ninety_days(store: SharedStore) {
     assert_eq!(detail.evidence.len(), 4, "day 75's firings are 14 days old, not older");
     let agents = store.agents().await.unwrap();
     assert_eq!(agents.iter().map(|a| a.node.as_str()).collect::<Vec<_>>(), ["pi-live"]);
+    // Archived events kept 7 days: those archived from day 82 on.
+    let mut kept = Vec::new();
+    let q = aggregator::archive::Query {
+        from: NOW,
+        to: end + DAY,
+        limit: 10_000,
+        ..Default::default()
+    };
+    aggregator::archive::search(&store, &q, u64::MAX, &mut kept).await.unwrap();
+    assert_eq!(kept.len(), 8 * 50, "archived events kept");
+    assert_eq!(kept[0]["user"], "u82");
     // The per-rule count follows retention's deletes; the search forgets deleted alerts.
     let counts = store.rule_counts().await.unwrap();
     assert_eq!(counts.len(), 1);
@@ -820,6 +837,130 @@ async fn ninety_days(store: SharedStore) {
         );
         assert!(store.find_alert(alert_id(89, 0)).await.unwrap().is_some(), "open alerts stay");
     }
+}
+
+/// A login event at `NOW + at_ms`.
+fn login(at_ms: i64, user: &str, outcome: &str) -> Event {
+    let ts = Timestamp::from_unix((NOW + at_ms) / 1000, ((NOW + at_ms) % 1000) as u32 * 1_000_000);
+    Event::new(
+        ts,
+        Source::AuthLog,
+        Severity::Info,
+        EventKind::Login {
+            user: user.into(),
+            src_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
+            method: Some("password".into()),
+            outcome: if outcome == "failure" { Outcome::Failure } else { Outcome::Success },
+            reason: None,
+        },
+    )
+}
+
+/// Archive rows for `node`'s events, numbered from `first` in epoch 1.
+fn archive_rows(node: &str, events: &[Event], first: u64) -> Vec<aggregator::archive::Row> {
+    use aggregator::archive::{Key, Pending};
+    aggregator::archive::rows(
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| Pending {
+                node,
+                key: Key::Seq { epoch: 1, seq: first + i as u64 },
+                event,
+            })
+            .collect(),
+    )
+}
+
+/// The event archive: rows written with a batch's firings (or alone), searched by node, kind,
+/// field and text in exact time order both ways, a batch archived twice seen once, small rows
+/// merged by compaction with the same answers, and retention by age.
+async fn archive(store: SharedStore) {
+    use aggregator::archive::{Query, kind_bit, search};
+    use aggregator::rules::FieldId;
+    // Two nodes, interleaved in time, over two batches; the second batch arrives twice.
+    let a1: Vec<Event> = (0..30).map(|k| login(k * 10_000, "carol", "failure")).collect();
+    let b1: Vec<Event> = (0..30).map(|k| login(k * 10_000 + 5_000, "dave", "success")).collect();
+    let a2: Vec<Event> = (30..40).map(|k| login(k * 10_000, "carol", "success")).collect();
+    let mut pkg = Event::new(
+        Timestamp::from_unix((NOW + 42_000) / 1000, 0),
+        Source::Dpkg,
+        Severity::Info,
+        EventKind::Package {
+            name: "openssh-server".into(),
+            version: "1:9.2".into(),
+            action: "upgrade".into(),
+        },
+    );
+    pkg.attrs.push(("note".into(), wire::model::Value::Str("Upgraded by unattended".into())));
+    let mut first = archive_rows("pi-a", &a1, 0);
+    first.extend(archive_rows("pi-b", &b1, 0));
+    first.extend(archive_rows("pi-b", std::slice::from_ref(&pkg), 30));
+    store.commit_batch_at(&[firing("R-1", "carol", "pi-a", 0, 1)], &first, NOW).await.unwrap();
+    let second = archive_rows("pi-a", &a2, 30);
+    store.commit_batch_at(&[], &second, NOW + 1).await.unwrap();
+    store.commit_batch_at(&[], &second, NOW + 2).await.unwrap();
+
+    let run = |q: Query| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            let summary = search(&store, &q, u64::MAX, &mut out).await.unwrap();
+            assert_eq!(summary.returned as usize, out.len());
+            out
+        }
+    };
+    let all = Query { from: NOW - 1, to: NOW + 3_600_000, limit: 1000, ..Default::default() };
+    let got = run(all.clone()).await;
+    assert_eq!(got.len(), 30 + 30 + 1 + 10, "every event once");
+    let times: Vec<String> = got.iter().map(|e| e["ts"].as_str().unwrap().to_owned()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "in time order across rows and nodes");
+    assert_eq!(got[1]["node"], "pi-b");
+    assert_eq!(got[1]["user"], "dave");
+    assert_eq!(got[0]["id"], wire::legacy::event_uuid("pi-a", 1, 0).to_string());
+
+    let desc = run(Query { desc: true, limit: 5, ..all.clone() }).await;
+    let users: Vec<&str> = desc.iter().map(|e| e["user"].as_str().unwrap()).collect();
+    assert_eq!(users, ["carol"; 5], "the newest five are pi-a's second batch");
+    assert_eq!(desc[0]["ts"], got.last().unwrap()["ts"]);
+
+    let node = run(Query { node: Some("pi-b".into()), ..all.clone() }).await;
+    assert_eq!(node.len(), 31);
+    let kind = run(Query { kinds: kind_bit("package").unwrap(), ..all.clone() }).await;
+    assert_eq!(kind.len(), 1);
+    assert_eq!(kind[0]["name"], "openssh-server");
+    let field = run(Query {
+        fields: vec![(FieldId::User, "Carol".into()), (FieldId::Outcome, "success".into())],
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(field.len(), 10);
+    let text = run(Query { text: Some("unattended".into()), ..all.clone() }).await;
+    assert_eq!(text.len(), 1);
+    let window = run(Query { from: NOW + 100_000, to: NOW + 119_999, ..all.clone() }).await;
+    assert_eq!(window.len(), 4, "{window:?}");
+    let few = run(Query { limit: 3, ..all.clone() }).await;
+    assert_eq!(few, got[..3]);
+
+    // Compaction merges the small rows (each node's per batch) and drops the repeat.
+    let c = aggregator::archive::compact_once(&store, NOW + 120_000).await.unwrap();
+    assert!(c.merged >= 4 && c.written < c.merged, "{c:?}");
+    assert_eq!(run(all.clone()).await, got, "the same answers after compaction");
+    let scan = aggregator::store::ArchiveScan {
+        from: NOW - 1,
+        to: NOW + 3_600_000,
+        max: 100,
+        ..Default::default()
+    };
+    let rows = store.archive_rows(&scan).await.unwrap();
+    assert_eq!(rows.iter().map(|r| i64::from(r.n)).sum::<i64>(), 71, "stored once");
+
+    // Retention: everything archived before the cutoff goes.
+    let n = store.retain_batch(aggregator::store::Retain::Events, NOW + 10, 1000).await.unwrap();
+    assert_eq!(n as usize, rows.len());
+    assert!(run(all).await.is_empty());
 }
 
 /// Alerts copied in (the legacy history): stored resolved with their history entry and no

@@ -100,6 +100,7 @@ async fn start_embedded(
         sink: store.clone(),
         rules: core.rules.clone(),
         metrics: metrics.clone(),
+        archive: config.archive.enabled,
     });
     let api_addr = listeners.api.local_addr()?;
     let services = Services {

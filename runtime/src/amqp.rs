@@ -72,8 +72,8 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// A loop for `who` (named in its log lines), which sets `connected` to 1 while a session
-    /// is open. Waits with a service's backoff ([`Backoff::service`]).
+    /// A loop for `who` (named in its log lines), which adds 1 to `connected` while a session
+    /// is open (several loops may share one gauge: it counts their open sessions). Waits with a service's backoff ([`Backoff::service`]).
     pub fn new(who: &'static str, connected: IntGauge) -> Self {
         Self { who, connected, backoff: Backoff::service() }
     }
@@ -96,7 +96,7 @@ impl Sessions {
             match attempt {
                 Ok(session) => {
                     tracing::info!(who = self.who, "connected to RabbitMQ");
-                    self.connected.set(1);
+                    self.connected.inc();
                     self.backoff.reset();
                     return Some(session);
                 }
@@ -109,7 +109,7 @@ impl Sessions {
         None
     }
 
-    /// Ends a session: clears the gauge and closes the connection. Returns true when the
+    /// Ends a session: takes its session off the gauge and closes the connection. Returns true when the
     /// session ended cleanly (the loop is done); after an error, logs it and waits with
     /// backoff (cut short by `cancel`) before the next [`Sessions::connect`].
     pub async fn ended(
@@ -118,7 +118,7 @@ impl Sessions {
         result: anyhow::Result<()>,
         cancel: &CancellationToken,
     ) -> bool {
-        self.connected.set(0);
+        self.connected.dec();
         // A close on a dead connection may wait forever for RabbitMQ's answer.
         let reason = format!("{} stopping", self.who);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, reason.as_str().into())).await;

@@ -129,6 +129,8 @@ fn content(schema: &str) -> Value {
     match schema {
         "text" => json!({"text/plain": {"schema": {"type": "string"}}}),
         "event-stream" => json!({"text/event-stream": {"schema": {"type": "string"}}}),
+        "ndjson" => json!({"application/x-ndjson": {"schema": {"type": "string",
+            "description": "One archived event per line (the rule-test form: kind and the fields rules name, with id, ts and node); the last line is {\"summary\": {returned, rows_read, events_scanned, rows_unreadable, truncated}}."}}}),
         name => {
             json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}})
         }

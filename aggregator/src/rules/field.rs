@@ -220,6 +220,11 @@ impl FieldId {
     }
 }
 
+/// Every plain field with its name, in the order of [`NAMES`].
+pub fn plain() -> impl Iterator<Item = (&'static str, &'static FieldId)> {
+    NAMES.iter().copied().zip(FIELD_ORDER)
+}
+
 /// The plain fields in the order of [`NAMES`].
 const FIELD_ORDER: &[FieldId] = &[
     FieldId::Kind,

@@ -49,8 +49,12 @@ pub enum ChangeKind {
 
 /// Where firings go. Committing is idempotent: a firing id already stored changes nothing.
 pub trait AlertSink: Send + Sync {
-    /// Stores a batch of firings in one transaction.
-    fn commit(&self, firings: &[Firing]) -> impl Future<Output = anyhow::Result<Committed>> + Send;
+    /// Stores a batch of firings and its archive rows in one transaction.
+    fn commit(
+        &self,
+        firings: &[Firing],
+        archive: &[crate::archive::Row],
+    ) -> impl Future<Output = anyhow::Result<Committed>> + Send;
 
     /// Records heartbeats in the fleet table (`at`: the aggregator's clock, Unix ms).
     fn heartbeats(
@@ -537,6 +541,8 @@ pub enum Retain {
     Firings,
     /// Fleet rows (and their source reports) by when the agent was last heard.
     Agents,
+    /// Archived events by when they were archived.
+    Events,
 }
 
 impl Retain {
@@ -546,8 +552,28 @@ impl Retain {
             Retain::ResolvedAlerts => "resolved_alerts",
             Retain::Firings => "firings",
             Retain::Agents => "agents",
+            Retain::Events => "events",
         }
     }
+}
+
+/// Which archive rows a search reads next.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveScan {
+    /// One node only.
+    pub node: Option<String>,
+    /// Rows holding one of these kinds (bits); 0: any.
+    pub kinds: i64,
+    /// Event time from, Unix ms.
+    pub from: i64,
+    /// Event time to, Unix ms.
+    pub to: i64,
+    /// Newest first.
+    pub desc: bool,
+    /// The last row read: `(ts_min, id)`.
+    pub after: Option<(i64, i64)>,
+    /// Rows at most.
+    pub max: i64,
 }
 
 /// A channel's deliveries as the outbox records them.
@@ -605,7 +631,37 @@ impl Sent {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores firings (see [`AlertSink::commit`]); `now` is the wall clock (Unix ms).
-    async fn commit_at(&self, firings: &[Firing], now: i64) -> anyhow::Result<Committed>;
+    async fn commit_at(&self, firings: &[Firing], now: i64) -> anyhow::Result<Committed> {
+        self.commit_batch_at(firings, &[], now).await
+    }
+    /// Stores a batch's firings and its archive rows in one transaction.
+    async fn commit_batch_at(
+        &self,
+        firings: &[Firing],
+        archive: &[crate::archive::Row],
+        now: i64,
+    ) -> anyhow::Result<Committed>;
+    /// Archive rows of `[from, to]` event time (rows that may hold such events: `ts_min` from
+    /// `from` less the longest span a row has), in `(ts_min, id)` order, ascending or
+    /// descending, after `after`, at most `max`.
+    async fn archive_rows(&self, q: &ArchiveScan)
+    -> anyhow::Result<Vec<crate::archive::StoredRow>>;
+    /// Small archive rows written before `before` (Unix ms), oldest node first, at most `max`:
+    /// what compaction merges.
+    async fn archive_small_rows(
+        &self,
+        below: i32,
+        before: i64,
+        max: i64,
+    ) -> anyhow::Result<Vec<crate::archive::StoredRow>>;
+    /// Replaces archive rows by merged ones in one transaction; `false` (and nothing changed)
+    /// when some of them are gone already (another replica compacted them).
+    async fn archive_replace(
+        &self,
+        gone: &[i64],
+        rows: &[crate::archive::Row],
+        created_at: i64,
+    ) -> anyhow::Result<bool>;
     /// Records heartbeats (see [`AlertSink::heartbeats`]).
     async fn record_heartbeats(&self, beats: &[Heartbeat], at: i64) -> anyhow::Result<()>;
     /// Records source reports (see [`AlertSink::source_reports`]).
@@ -755,8 +811,12 @@ impl std::ops::Deref for SharedStore {
 }
 
 impl AlertSink for SharedStore {
-    async fn commit(&self, firings: &[Firing]) -> anyhow::Result<Committed> {
-        let c = self.inner.commit_at(firings, now_ms()).await?;
+    async fn commit(
+        &self,
+        firings: &[Firing],
+        archive: &[crate::archive::Row],
+    ) -> anyhow::Result<Committed> {
+        let c = self.inner.commit_batch_at(firings, archive, now_ms()).await?;
         self.announce(&c.changed);
         Ok(c)
     }

@@ -158,6 +158,19 @@ macro_rules! impl_store {
             })
         }
 
+        fn stored_row(row: &$row) -> anyhow::Result<$crate::archive::StoredRow> {
+            use sqlx::Row;
+            Ok($crate::archive::StoredRow {
+                id: row.try_get("id")?,
+                node: row.try_get("node")?,
+                ts_min: row.try_get("ts_min")?,
+                ts_max: row.try_get("ts_max")?,
+                n: row.try_get("n")?,
+                created_at: row.try_get("created_at")?,
+                frame: row.try_get("frame")?,
+            })
+        }
+
         fn silence_from_row(row: &$row) -> anyhow::Result<$crate::store::Silence> {
             use sqlx::Row;
             use sqlx::types::Json;
@@ -191,18 +204,42 @@ macro_rules! impl_store {
 
             // ── Writes: detection's firings folded into alerts, agents' heartbeats ──
 
-            async fn commit_at(
+            async fn commit_batch_at(
                 &self,
                 firings: &[$crate::detect::Firing],
+                archive: &[$crate::archive::Row],
                 now: i64,
             ) -> anyhow::Result<$crate::store::Committed> {
                 use sqlx::types::Json;
                 use $crate::store::{ChangeKind, Committed, evidence_json, sql::search_text};
                 let mut out = Committed::default();
-                if firings.is_empty() {
+                if firings.is_empty() && archive.is_empty() {
                     return Ok(out);
                 }
                 let mut tx = self.pool.begin().await.context("begin")?;
+                // The batch's events go into the archive in the firings' transaction: what
+                // is acknowledged is archived, and a retried batch archives nothing twice
+                // unless it was committed before (then compaction keeps one copy).
+                for chunk in archive.chunks(256) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "INSERT INTO event_batches (node, ts_min, ts_max, kinds, n, created_at,
+                             frame) ",
+                    );
+                    b.push_values(chunk, |mut row, r| {
+                        row.push_bind(&r.node)
+                            .push_bind(r.ts_min)
+                            .push_bind(r.ts_max)
+                            .push_bind(r.kinds)
+                            .push_bind(r.n)
+                            .push_bind(now)
+                            .push_bind(&r.frame);
+                    });
+                    b.build().persistent(false).execute(&mut *tx).await.context("archive events")?;
+                }
+                if firings.is_empty() {
+                    tx.commit().await.context("commit")?;
+                    return Ok(out);
+                }
                 let silences = {
                     let rows = sqlx::query("SELECT * FROM silences WHERE expires_at > $1")
                         .bind(now)
@@ -931,9 +968,131 @@ macro_rules! impl_store {
                             .context("delete retired agents")?
                             .rows_affected()
                     }
+                    Retain::Events => sqlx::query(
+                        "DELETE FROM event_batches WHERE id IN (SELECT id FROM event_batches
+                             WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+                    )
+                    .bind(cutoff)
+                    .bind(batch)
+                    .execute(&mut *tx)
+                    .await
+                    .context("delete old archive rows")?
+                    .rows_affected(),
                 };
                 tx.commit().await.context("commit")?;
                 Ok(deleted)
+            }
+
+            // ── The event archive (archive.rs) ──
+
+            async fn archive_rows(
+                &self,
+                q: &$crate::store::ArchiveScan,
+            ) -> anyhow::Result<Vec<$crate::archive::StoredRow>> {
+                let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                    "SELECT id, node, ts_min, ts_max, n, created_at, frame FROM event_batches
+                     WHERE ts_min >= ",
+                );
+                b.push_bind(q.from.saturating_sub($crate::archive::MAX_ROW_SPAN_MS));
+                b.push(" AND ts_min <= ").push_bind(q.to);
+                b.push(" AND ts_max >= ").push_bind(q.from);
+                if let Some(node) = &q.node {
+                    b.push(" AND node = ").push_bind(node.clone());
+                }
+                if q.kinds != 0 {
+                    b.push(" AND (kinds & ").push_bind(q.kinds).push(") <> 0");
+                }
+                if let Some((ts, id)) = q.after {
+                    b.push(if q.desc { " AND (ts_min, id) < (" } else { " AND (ts_min, id) > (" });
+                    b.push_bind(ts).push(", ").push_bind(id).push(")");
+                }
+                b.push(if q.desc {
+                    " ORDER BY ts_min DESC, id DESC LIMIT "
+                } else {
+                    " ORDER BY ts_min, id LIMIT "
+                });
+                b.push_bind(q.max);
+                let rows = b
+                    .build()
+                    .persistent(false)
+                    .fetch_all(&self.read)
+                    .await
+                    .context("read archive rows")?;
+                rows.iter().map(stored_row).collect()
+            }
+
+            async fn archive_small_rows(
+                &self,
+                below: i32,
+                before: i64,
+                max: i64,
+            ) -> anyhow::Result<Vec<$crate::archive::StoredRow>> {
+                let rows = sqlx::query(
+                    "SELECT id, node, ts_min, ts_max, n, created_at, frame FROM event_batches
+                     WHERE n < $1 AND created_at < $2 ORDER BY created_at, id LIMIT $3",
+                )
+                .bind(below)
+                .bind(before)
+                .bind(max)
+                .fetch_all(&self.read)
+                .await
+                .context("read small archive rows")?;
+                rows.iter().map(stored_row).collect()
+            }
+
+            async fn archive_replace(
+                &self,
+                gone: &[i64],
+                rows: &[$crate::archive::Row],
+                created_at: i64,
+            ) -> anyhow::Result<bool> {
+                let mut tx = self.pool.begin().await.context("begin")?;
+                let mut deleted = 0;
+                for chunk in gone.chunks(500) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "DELETE FROM event_batches WHERE id IN (",
+                    );
+                    let mut list = b.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    b.push(")");
+                    deleted += b
+                        .build()
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await
+                        .context("delete compacted archive rows")?
+                        .rows_affected();
+                }
+                if deleted != gone.len() as u64 {
+                    // Another replica merged some of them meanwhile: inserting ours would
+                    // archive those events twice.
+                    tx.rollback().await.context("rollback")?;
+                    return Ok(false);
+                }
+                for chunk in rows.chunks(256) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "INSERT INTO event_batches (node, ts_min, ts_max, kinds, n, created_at,
+                             frame) ",
+                    );
+                    b.push_values(chunk, |mut row, r| {
+                        row.push_bind(&r.node)
+                            .push_bind(r.ts_min)
+                            .push_bind(r.ts_max)
+                            .push_bind(r.kinds)
+                            .push_bind(r.n)
+                            .push_bind(created_at)
+                            .push_bind(&r.frame);
+                    });
+                    b.build()
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await
+                        .context("insert compacted archive rows")?;
+                }
+                tx.commit().await.context("commit")?;
+                Ok(true)
             }
 
             async fn live_bytes(&self) -> anyhow::Result<i64> {

@@ -374,6 +374,21 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<ApiState>)> {
         ),
         (
             RouteDoc {
+                params: events::SEARCH_PARAMS,
+                response: "ndjson",
+                errors: &[400],
+                ..doc(
+                    "get",
+                    "/api/v1/events",
+                    Viewer,
+                    "Search the event archive: matching events in time order, streamed",
+                    "events",
+                )
+            },
+            get(events::search_events),
+        ),
+        (
+            RouteDoc {
                 response: "Principal",
                 ..doc("get", "/api/v1/whoami", Viewer, "The calling token's name and role", "auth")
             },
