@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod config;
 pub mod detect;
+pub mod evidence;
 pub mod fleet;
 pub mod http;
 pub mod ingest;

@@ -314,13 +314,42 @@ async fn the_event_archive_is_searched_by_node_kind_field_and_text() {
         "kind": "package", "node": "pi-b", "name": "openssh-server", "version": "1:9.2p1-2",
         "action": "upgrade", "ts": "2026-11-20T10:00:30Z"
     }));
+    // Inside alice's window, but a success: not one of the burst's events.
+    events.push(json!({
+        "kind": "login", "node": "pi-a", "user": "alice", "outcome": "success",
+        "src_ip": "198.51.100.4", "ts": "2026-11-20T10:00:07Z"
+    }));
     let r = post(&a, "/api/v1/events", OPERATOR, &Value::Array(events));
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.json()["accepted"], 8);
+    assert_eq!(r.json()["accepted"], 9);
+
+    // The burst's alert shows the three failures that made it, oldest first.
+    let alerts = get(&a, "/api/v1/alerts?node=pi-a", VIEWER).json();
+    let alert = &alerts["alerts"][0];
+    assert_eq!(alert["rule_id"], "ANLY-SEC-001", "{alerts}");
+    let ev = get(&a, &format!("/api/v1/alerts/{}/evidence", alert["id"].as_str().unwrap()), VIEWER);
+    assert_eq!(ev.status, 200, "{ev:?}");
+    let ev = ev.json();
+    assert_eq!(ev["window_ms"], 60_000);
+    let firing = &ev["firings"][0];
+    assert_eq!(firing["archived"], true, "{ev}");
+    assert_eq!(firing["left_out"], 0);
+    let members: Vec<&str> =
+        firing["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        members,
+        (0..3).map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect::<Vec<_>>(),
+        "{ev}"
+    );
+    assert_eq!(firing["event_id"], "00000000-0000-4000-8000-000000000002", "the third triggers");
+    assert_error(
+        &get(&a, "/api/v1/alerts/00000000-0000-4000-8000-999999999999/evidence", VIEWER),
+        404,
+    );
 
     let range = "from=2026-11-20T09:00:00Z&to=2026-11-20T11:00:00Z";
     let (all, summary) = search(&a, range);
-    assert_eq!(all.len(), 8, "{all:?}");
+    assert_eq!(all.len(), 9, "{all:?}");
     assert_eq!(summary["truncated"], false);
     let times: Vec<&str> = all.iter().map(|e| e["ts"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
@@ -331,7 +360,7 @@ async fn the_event_archive_is_searched_by_node_kind_field_and_text() {
     assert_eq!(all[0]["id"], "00000000-0000-4000-8000-000000000000", "the legacy event_id");
 
     let (pi_a, _) = search(&a, &format!("{range}&node=pi-a"));
-    assert_eq!(pi_a.len(), 3);
+    assert_eq!(pi_a.len(), 4);
     let (bob, _) = search(&a, &format!("{range}&user=BOB&kind=login"));
     assert_eq!(bob.len(), 4);
     let (pkg, _) = search(&a, &format!("{range}&kind=package,service"));

@@ -64,6 +64,18 @@ fn schemas() -> Value {
                 "state": {"enum": ["pending", "delivered", "failed", "skipped"]},
                 "attempts": {"type": "integer"}, "last_error": {"type": ["string", "null"]},
                 "delivered_at": {"type": ["string", "null"]}}}}}}]},
+        "Evidence": {"type": "object", "properties": {
+            "firings": {"type": "array", "items": {"type": "object", "properties": {
+                "firing_id": {"type": "string", "format": "uuid"}, "ts": time,
+                "node": {"type": "string"}, "event_id": {"type": "string", "format": "uuid"},
+                "count": {"type": "integer"},
+                "events": {"type": "array", "items": {"type": "object"},
+                    "description": "Oldest first, in the form GET /api/v1/events gives."},
+                "left_out": {"type": "integer", "description": "Matching events in the window not shown."},
+                "archived": {"type": "boolean", "description": "Whether the archive still held the triggering event."},
+                "truncated": {"type": "boolean"}}}},
+            "firings_left_out": {"type": "integer"},
+            "window_ms": {"type": "integer"}}},
         "Comment": {"type": "object", "properties": {"comment": {"type": "string", "maxLength": 2000}}},
         "Matcher": {"type": "object", "required": ["field", "value"], "properties": {
             "field": {"type": "string", "description": "rule_id, node, severity or group.NAME"},

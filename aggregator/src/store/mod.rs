@@ -557,6 +557,21 @@ impl Retain {
     }
 }
 
+/// One firing of an alert, as its evidence needs it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct FiringRef {
+    /// The firing's id.
+    pub id: Uuid,
+    /// Its triggering event's time, Unix ms.
+    pub ts: i64,
+    /// The node that sent the triggering event.
+    pub node: String,
+    /// The triggering event's id.
+    pub event_id: Uuid,
+    /// How many events (or distinct values) made it.
+    pub count: i64,
+}
+
 /// Which archive rows a search reads next.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArchiveScan {
@@ -641,6 +656,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         archive: &[crate::archive::Row],
         now: i64,
     ) -> anyhow::Result<Committed>;
+    /// The newest `max` firings of an alert, newest first.
+    async fn alert_firings(&self, id: Uuid, max: i64) -> anyhow::Result<Vec<FiringRef>>;
     /// Archive rows of `[from, to]` event time (rows that may hold such events: `ts_min` from
     /// `from` less the longest span a row has), in `(ts_min, id)` order, ascending or
     /// descending, after `after`, at most `max`.

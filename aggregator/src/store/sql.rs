@@ -985,6 +985,22 @@ macro_rules! impl_store {
 
             // ── The event archive (archive.rs) ──
 
+            async fn alert_firings(
+                &self,
+                id: uuid::Uuid,
+                max: i64,
+            ) -> anyhow::Result<Vec<$crate::store::FiringRef>> {
+                sqlx::query_as(
+                    "SELECT id, ts, node, event_id, count FROM firings WHERE alert_id = $1
+                     ORDER BY ts DESC, id DESC LIMIT $2",
+                )
+                .bind(id)
+                .bind(max)
+                .fetch_all(&self.read)
+                .await
+                .context("read an alert's firings")
+            }
+
             async fn archive_rows(
                 &self,
                 q: &$crate::store::ArchiveScan,

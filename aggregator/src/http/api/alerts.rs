@@ -84,6 +84,20 @@ pub(super) async fn get_alert(
     }
 }
 
+/// `GET /api/v1/alerts/{id}/evidence`: the events that made its newest firings, from the
+/// event archive.
+pub(super) async fn get_evidence(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = alert_id(&id)?;
+    let Some(alert) = s.store.find_alert(id).await? else {
+        return Err(ApiError::NotFound(format!("no alert {id}")));
+    };
+    let evidence = crate::evidence::of_alert(&s.store, &s.rules.get(), &alert).await?;
+    Ok(Json(serde_json::to_value(evidence).map_err(anyhow::Error::from)?))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommentBody {

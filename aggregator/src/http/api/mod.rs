@@ -173,6 +173,21 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<ApiState>)> {
         (
             RouteDoc {
                 params: &[ID],
+                response: "Evidence",
+                errors: &[400, 404],
+                ..doc(
+                    "get",
+                    "/api/v1/alerts/{id}/evidence",
+                    Viewer,
+                    "The events that made the alert's newest firings, from the event archive",
+                    "alerts",
+                )
+            },
+            get(alerts::get_evidence),
+        ),
+        (
+            RouteDoc {
+                params: &[ID],
                 body: Some("Comment"),
                 response: "Alert",
                 errors: COMMENT_ERRORS,
