@@ -273,7 +273,8 @@
     try {
       if (m) await alertDetail(m[1], current);
       else if (path === '/alerts') await alertsPage(params, current);
-      else if (path === '/fleet') await fleetPage(current);
+      else if (path === '/events') await eventsPage(params, current);
+      else if (path === '/fleet') await fleetPage(params, current);
       else if (path === '/rules') await rulesPage(current);
       else if (path === '/channels') await channelsPage(current);
       else await overviewPage(current);
@@ -535,7 +536,17 @@
   // ---- Alert detail ------------------------------------------------------------------------
 
   async function alertDetail(id, current) {
-    const a = await api(`api/v1/alerts/${encodeURIComponent(id)}`);
+    const [a, ev] = await Promise.all([
+      api(`api/v1/alerts/${encodeURIComponent(id)}`),
+      api(`api/v1/alerts/${encodeURIComponent(id)}/evidence`).catch((e) => ({ error: e })),
+    ]);
+    if (!current()) return;
+    // What else happened on the node: five minutes either side of the alert.
+    const pad = 5 * 60 * 1000;
+    const ctxFrom = new Date(Date.parse(a.first_seen) - pad).toISOString();
+    const ctxTo = new Date(Math.min(Date.parse(a.last_seen) + pad, Date.parse(a.first_seen) + 30 * 86400000)).toISOString();
+    const ctxQuery = new URLSearchParams({ node: a.node, from: ctxFrom, to: ctxTo });
+    const ctx = await searchEvents(`${ctxQuery}&limit=200`).catch((e) => ({ error: e }));
     if (!current()) return;
     const comment = h('textarea', { id: 'comment', name: 'comment', placeholder: 'Comment (recorded in the history)', maxlength: 2000 });
     const msg = h('div', { id: 'action-msg' });
@@ -597,8 +608,15 @@
           playbook ? h('p', {}, h('a', { href: playbook, rel: 'noopener noreferrer', target: '_blank' }, 'Playbook')) : null,
           h('h2', {}, 'Actions'), comment, actions, msg)),
       silenceForm,
-      h('section', { class: 'panel' }, h('h2', {}, `Evidence (${(a.evidence || []).length} newest events)`),
-        (a.evidence || []).map((e) => h('pre', { class: 'evidence' }, JSON.stringify(e, null, 2)))),
+      evidencePanel(a, ev),
+      h('section', { class: 'panel', id: 'context' },
+        h('h2', {}, `What else happened on ${a.node}`),
+        h('p', { class: 'muted' }, `From 5 minutes before the first event to 5 minutes after the last. `,
+          copyLink(`#/events?${ctxQuery}&order=asc`, 'copy-context'), ' ',
+          h('a', { href: `#/fleet?node=${encodeURIComponent(a.node)}`, id: 'open-node' }, `${a.node} in the fleet`)),
+        ctx.error ? errorBox(ctx.error)
+          : ctx.events.length ? eventTable(ctx.events, 'context-events', a.correlation_id)
+            : h('p', { class: 'muted', id: 'context-events' }, 'The archive holds no event of this node in that time (it keeps events for a limited time).')),
       h('section', { class: 'panel' }, h('h2', {}, 'History'),
         (a.history || []).length
           ? h('div', { class: 'table-wrap' }, h('table', { id: 'history' },
@@ -614,6 +632,33 @@
       h('details', { class: 'panel' }, h('summary', {}, 'Raw JSON'), h('pre', { id: 'raw' }, JSON.stringify(a, null, 2))),
     );
     state.onAlert = (change, x) => { if (x.id === a.id && current()) route(); };
+  }
+
+  // The events that made each of the newest firings (from the archive), as timelines; the
+  // triggering event as stored with the alert when the archive no longer holds it.
+  function evidencePanel(a, ev) {
+    const stored = (a.evidence || []).map((e) => h('pre', { class: 'evidence' }, JSON.stringify(e, null, 2)));
+    if (ev.error || !ev.firings.some((f) => f.events.length)) {
+      return h('section', { class: 'panel', id: 'evidence' }, h('h2', {}, `Evidence (${stored.length} newest triggering events)`),
+        ev.error ? errorBox(ev.error) : h('p', { class: 'muted' }, 'The event archive no longer holds the events around these firings; the triggering events stored with the alert:'),
+        stored);
+    }
+    const fieldFilters = Object.entries(a.group || {}).filter(([k]) => ['user', 'src_ip', 'outcome'].includes(k));
+    return h('section', { class: 'panel', id: 'evidence' },
+      h('h2', {}, `Evidence: the events that made the ${ev.firings.length} newest firings`),
+      ev.firings_left_out ? h('p', { class: 'muted' }, `${fmtNum(ev.firings_left_out)} older firings not shown.`) : null,
+      ev.firings.map((f, i) => {
+        const search = new URLSearchParams({ node: f.node, from: new Date(Date.parse(f.ts) - ev.window_ms).toISOString(), to: f.ts, order: 'asc' });
+        for (const [k, v] of fieldFilters) search.set(k, String(v));
+        return h('div', { class: 'firing', 'data-firing': f.firing_id },
+          h('h3', {}, `Firing at ${f.ts.replace('T', ' ')} on ${f.node}: ${f.count} counted`),
+          h('p', { class: 'muted' },
+            f.left_out ? `${fmtNum(f.left_out)} older matching events in the window not shown. ` : '',
+            f.archived ? '' : 'The triggering event is no longer archived. ',
+            copyLink(`#/events?${search}`, i === 0 ? 'copy-evidence' : null)),
+          f.events.length ? eventTable(f.events, i === 0 ? 'evidence-events' : null, f.event_id) : h('p', { class: 'muted' }, 'Not archived.'));
+      }),
+      h('details', {}, h('summary', {}, 'Triggering events as stored with the alert (legacy JSON)'), stored));
   }
 
   // ---- Fleet -------------------------------------------------------------------------------
@@ -638,7 +683,7 @@
     });
   };
 
-  async function fleetPage(current) {
+  async function fleetPage(params, current) {
     const load = async () => {
       const data = await api('api/v1/agents');
       if (!current()) return;
@@ -655,7 +700,7 @@
           h('thead', {}, h('tr', {}, h('th', {}, 'Node'), h('th', {}, 'State'), h('th', {}, 'Last seen'), h('th', { class: 'hide-narrow' }, 'Version'),
             h('th', { class: 'num' }, 'Events/s'), h('th', { class: 'num hide-narrow' }, 'Spool'), h('th', { class: 'num' }, 'Dropped'),
             h('th', { class: 'hide-narrow', title: 'lines read since start · share understood in the last window' }, 'Sources'))),
-          h('tbody', {}, agents.map((a) => h('tr', { class: a.state === 'silent' ? 'bad' : a.dropping ? 'warnrow' : null, 'data-node': a.node },
+          h('tbody', {}, agents.map((a) => h('tr', { class: [a.state === 'silent' ? 'bad' : a.dropping ? 'warnrow' : '', a.node === params.get('node') ? 'focus' : ''].join(' ').trim() || null, 'data-node': a.node },
             h('td', {}, a.node),
             h('td', {}, badge(`st-${a.state === 'silent' ? 'silent' : 'ok'}`, a.state), a.dropping ? [' ', badge('st-dropping', 'dropping')] : null),
             h('td', {}, when(a.last_seen)),
@@ -668,7 +713,103 @@
       );
     };
     await load();
+    // A link from an alert names the node: its row is marked and brought into view.
+    const focus = document.querySelector('#agents tr.focus');
+    if (focus) focus.scrollIntoView({ block: 'center' });
     every(10000, () => load().catch(() => {}));
+  }
+
+  // ---- Events (the archive) ------------------------------------------------------------------
+
+  // GET /api/v1/events answers NDJSON: one event per line, then a summary line.
+  async function searchEvents(query) {
+    const r = await fetch(`api/v1/events?${query}`, { headers: { Authorization: `Bearer ${state.token}` }, cache: 'no-store', credentials: 'omit' });
+    if (r.status === 401) {
+      signOut('The token was refused. Sign in again.');
+      throw new ApiError(401, 'not signed in');
+    }
+    if (!r.ok) {
+      let data = null;
+      try { data = await r.json(); } catch (_) { data = null; }
+      throw new ApiError(r.status, (data && (data.message || data.error)) || r.statusText);
+    }
+    const lines = (await r.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const summary = lines.length && lines[lines.length - 1].summary ? lines.pop().summary : {};
+    return { events: lines, summary };
+  }
+
+  // What an event says beyond the table's columns, on one line.
+  const SHOWN = new Set(['id', 'ts', 'node', 'kind', 'source', 'severity', 'user', 'src_ip', 'outcome', 'fields', 'attrs']);
+  function eventMessage(e) {
+    const text = (v) => (typeof v === 'string' ? v : JSON.stringify(v));
+    const parts = Object.entries(e).filter(([k]) => !SHOWN.has(k)).map(([k, v]) => `${k}=${text(v)}`);
+    for (const [k, v] of Object.entries(e.fields || {})) parts.push(`${k}=${text(v)}`);
+    return parts.join(' ');
+  }
+
+  // Events as a timeline table; the raw JSON of each one click away. `trigger` marks a row.
+  function eventTable(events, id, trigger) {
+    return h('div', { class: 'table-wrap' }, h('table', { id, class: 'events' },
+      h('thead', {}, h('tr', {}, ['Time', 'Node', 'Kind', 'User', 'Source address', 'Outcome', 'Message', ''].map((t) => h('th', {}, t)))),
+      h('tbody', {}, events.map((e) => h('tr', { 'data-event': e.id, class: trigger === e.id ? 'trigger' : null },
+        h('td', { class: 'ts' }, h('time', { datetime: e.ts, title: e.ts }, e.ts.replace('T', ' '))),
+        h('td', {}, e.node), h('td', {}, e.kind), h('td', {}, e.user || ''), h('td', {}, e.src_ip || ''),
+        h('td', {}, e.outcome || ''), h('td', { class: 'msg' }, eventMessage(e)),
+        h('td', {}, h('details', { class: 'raw' }, h('summary', {}, 'JSON'), h('pre', {}, JSON.stringify(e, null, 2)))))))));
+  }
+
+  // A page link for everyone with access: the whole URL, to paste elsewhere.
+  function copyLink(hash, id) {
+    const url = `${location.origin}${location.pathname}${hash}`;
+    const note = h('span', { class: 'muted', role: 'status' });
+    return h('span', { class: 'copy' },
+      h('a', { href: hash, id: id ? `${id}-open` : null }, 'Open search'), ' ',
+      h('button', { type: 'button', class: 'secondary', id, 'data-url': url, onclick: async () => {
+        try {
+          await navigator.clipboard.writeText(url);
+          note.textContent = ' copied';
+        } catch (_) {
+          // No clipboard outside a secure context: show the link to copy by hand.
+          note.textContent = ` ${url}`;
+        }
+      } }, 'Copy link'), note);
+  }
+
+  const EVENT_FILTERS = ['node', 'kind', 'user', 'src_ip', 'outcome', 'q', 'from', 'to', 'order'];
+
+  async function eventsPage(params, current) {
+    const query = new URLSearchParams();
+    for (const k of EVENT_FILTERS) if (params.get(k)) query.set(k, params.get(k));
+    if (!query.get('order')) query.set('order', 'desc');
+    query.set('limit', '500');
+    const { events, summary } = await searchEvents(query);
+    if (!current()) return;
+    const field = (name, label, attrs = {}) => h('label', {}, label, h('input', { name, type: 'text', value: params.get(name) || '', ...attrs }));
+    const time = (name, label) => h('label', {}, label, h('input', { name, type: 'datetime-local', value: toLocal(params.get(name)) }));
+    const form = h('form', { class: 'filters', id: 'event-filters', onsubmit: (ev) => {
+      ev.preventDefault();
+      const next = new URLSearchParams();
+      for (const el of form.elements) {
+        if (!el.name || !el.value) continue;
+        next.set(el.name, el.type === 'datetime-local' ? toIso(el.value) : el.value);
+      }
+      location.hash = `#/events${next.toString() ? `?${next}` : ''}`;
+    } },
+    field('node', 'Node'), field('kind', 'Kind', { placeholder: 'login,privilege' }), field('user', 'User'),
+    field('src_ip', 'Address'), field('outcome', 'Outcome', { placeholder: 'success or failure' }), field('q', 'Text'),
+    time('from', 'From'), time('to', 'To'),
+    h('label', {}, 'Order', h('select', { name: 'order' }, [['desc', 'newest first'], ['asc', 'oldest first']].map(([v, t]) => h('option', { value: v, selected: (params.get('order') || 'desc') === v }, t)))),
+    h('button', { type: 'submit' }, 'Search'));
+    const range = params.get('from') || params.get('to') ? '' : ' in the last hour';
+    show(
+      h('h1', {}, 'Events'),
+      form,
+      h('p', { class: 'muted', id: 'event-summary' },
+        `${fmtNum(events.length)} events${range}`, ` · ${fmtNum(summary.events_scanned || 0)} read from the archive`,
+        summary.truncated ? h('strong', {}, ' · stopped early: narrow the search') : null,
+        ' ', copyLink(`#/events?${new URLSearchParams([...params].filter(([k]) => EVENT_FILTERS.includes(k)))}`, 'copy-search')),
+      events.length ? eventTable(events, 'event-results') : h('p', { class: 'muted', id: 'event-results' }, 'No archived event matches.'),
+    );
   }
 
   // ---- Channels ----------------------------------------------------------------------------

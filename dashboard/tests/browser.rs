@@ -6,8 +6,10 @@
 //! * `embedded_dashboard_in_a_browser`: the aggregator in embedded mode serves the dashboard.
 //!   Every page loads without console errors; filtering narrows the table; a new alert appears
 //!   without a reload; acknowledging changes status and history; a viewer cannot acknowledge;
-//!   event text with `<script>` and `<img onerror>` is shown as text and runs nothing; the
-//!   alerts page fits a phone's width.
+//!   an alert shows the events that made it as a timeline and what else happened on its
+//!   node, with a shareable link to the search that shows them; the events page searches
+//!   with its filters in the URL; event text with `<script>` and `<img onerror>` is shown as
+//!   text and runs nothing; the alerts page fits a phone's width.
 //! * `standalone_dashboard_proxies_the_api`: `auditflow-dashboard` in front of the aggregator
 //!   (the cluster layout): sign-in, the table and the live stream through its proxy.
 
@@ -385,6 +387,85 @@ async fn embedded_dashboard_in_a_browser() {
     let (_, detail) = request(http, "GET", &format!("/api/v1/alerts/{id}"), ADMIN, None);
     assert_eq!(detail["status"], "acknowledged");
     screenshot(&c, "alert-acknowledged").await;
+
+    // The evidence: the three failures that made the firing, as a timeline with the trigger
+    // marked and each event's JSON one click away; what else happened on the node around it.
+    wait_css(&c, "#evidence-events tbody tr").await;
+    let evidence: Vec<String> = serde_json::from_value(
+        c.execute(
+            "return [...document.querySelectorAll('#evidence-events tbody tr')].map(r => r.cells[1].textContent + ' ' + r.cells[3].textContent + ' ' + r.cells[5].textContent)",
+            vec![],
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(evidence, vec!["web-02 carol failure"; 3]);
+    assert_eq!(
+        c.execute("return document.querySelectorAll('#evidence-events tr.trigger').length", vec![])
+            .await
+            .unwrap(),
+        json!(1),
+        "the triggering event is marked"
+    );
+    c.find(Locator::Css("#evidence-events tbody tr details summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let raw =
+        wait_text(&c, "#evidence-events tbody tr details[open] pre", "\"user\": \"carol\"").await;
+    assert!(raw.contains("\"src_ip\": \"203.0.113.9\""), "{raw}");
+    let context = wait_text(&c, "#context-events", "carol").await;
+    assert!(context.contains("web-02"), "{context}");
+    screenshot(&c, "alert-evidence").await;
+    // The shareable search: its link opens the search page showing the same events.
+    let url = c
+        .execute("return document.querySelector('#copy-evidence').dataset.url", vec![])
+        .await
+        .unwrap();
+    let url = url.as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with(&base) && url.contains("#/events?") && url.contains("node=web-02"),
+        "{url}"
+    );
+    c.goto(&url).await.unwrap();
+    wait_css(&c, "#event-results tbody tr").await;
+    let found = c
+        .execute("return [...document.querySelectorAll('#event-results tbody tr')].map(r => r.cells[3].textContent)", vec![])
+        .await
+        .unwrap();
+    assert_eq!(found, json!(["carol", "carol", "carol"]), "the evidence search");
+    no_console_errors(&c, "evidence search").await;
+    // The search page's own filters, kept in the URL.
+    c.goto(&format!("{base}/#/events")).await.unwrap();
+    wait_css(&c, "#event-filters").await;
+    c.find(Locator::Css("#event-filters input[name='user']"))
+        .await
+        .unwrap()
+        .send_keys("dave")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#event-filters button[type='submit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(&c, "the user filter", "return location.hash.includes('user=dave') && document.querySelectorAll('#event-results tbody tr').length === 3").await;
+    let nodes = c
+        .execute("return [...new Set([...document.querySelectorAll('#event-results tbody tr')].map(r => r.cells[1].textContent))]", vec![])
+        .await
+        .unwrap();
+    assert_eq!(nodes, json!(["db-01"]));
+    screenshot(&c, "events-search").await;
+    no_console_errors(&c, "events search").await;
+    // The node's fleet entry, from the alert.
+    c.goto(&format!("{base}/#/alerts/{id}")).await.unwrap();
+    wait_css(&c, "#open-node").await;
+    c.find(Locator::Css("#open-node")).await.unwrap().click().await.unwrap();
+    wait_js(&c, "the fleet page for the node", "return location.hash === '#/fleet?node=web-02' && !!document.querySelector('#agents, main p.muted')").await;
 
     // A viewer sees no action buttons, and the API refuses the action anyway.
     sign_in(&c, &base, VIEWER).await;
