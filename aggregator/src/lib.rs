@@ -5,6 +5,7 @@
 //! which the `auditflow` crate composes into embedded mode. `main.rs` is a thin binary.
 
 pub mod archive;
+pub mod backtest;
 pub mod config;
 pub mod detect;
 pub mod evidence;

@@ -91,6 +91,23 @@ enum RulesCommand {
         /// The target directory (created if missing).
         dir: PathBuf,
     },
+    /// Replay the event archive through the rules in DIR with the real detection code,
+    /// writing nothing, and report per rule: firings, distinct groups, the first examples,
+    /// and the firings of the rules in force (`rules_dir`, or the shipped pack).
+    Backtest {
+        /// The candidate rule directory.
+        dir: PathBuf,
+        /// How far back, like 7d or 12h (at most the archive's retention holds).
+        #[arg(long, default_value = "7d", value_name = "AGE")]
+        since: String,
+        /// The store: postgres://… (default: DATABASE_URL) or sqlite:PATH (embedded mode's
+        /// data_dir/auditflow.db).
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 // The C library's allocator, on purpose. mimalloc makes the single-threaded detection
@@ -103,7 +120,9 @@ fn main() -> ExitCode {
         print!("{DEFAULT_TOML}");
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::Rules { action }) = &cli.command {
+    if let Some(Command::Rules { action }) = &cli.command
+        && !matches!(action, RulesCommand::Backtest { .. })
+    {
         return rules_command(action);
     }
     let mut config = match runtime::config::load::<Config>(BINARY, cli.args.config.as_deref()) {
@@ -122,6 +141,9 @@ fn main() -> ExitCode {
         Command::CheckConfig => {
             println!("configuration is valid");
             ExitCode::SUCCESS
+        }
+        Command::Rules { action: RulesCommand::Backtest { dir, since, database_url, json } } => {
+            backtest(&config, &dir, &since, database_url.as_deref(), json)
         }
         Command::Rules { .. } => ExitCode::SUCCESS,
         Command::Migrate => migrate(&config),
@@ -200,6 +222,79 @@ fn rules_command(action: &RulesCommand) -> ExitCode {
             }
             println!("wrote {} rule files to {}", aggregator::rules::SHIPPED.len(), dir.display());
             ExitCode::SUCCESS
+        }
+        // Needs the configuration: main runs it.
+        RulesCommand::Backtest { .. } => ExitCode::SUCCESS,
+    }
+}
+
+fn backtest(config: &Config, dir: &Path, since: &str, url: Option<&str>, json: bool) -> ExitCode {
+    let candidate = match RuleSet::load_dir(dir) {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("{}: {} problem(s):", dir.display(), e.0.len());
+            for p in &e.0 {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(since) = aggregator::rules::parse_duration(since) else {
+        eprintln!("{BINARY}: --since: `{since}` is not a duration like 7d, 12h or 30m");
+        return runtime::config::exit_config();
+    };
+    let url = match url {
+        Some(u) => u.to_owned(),
+        None if !config.services.database_url.is_empty() => config.services.database_url.clone(),
+        None => {
+            eprintln!("{BINARY}: rules backtest needs --database-url or DATABASE_URL");
+            return runtime::config::exit_config();
+        }
+    };
+    runtime::process::init_tracing("warn,sqlx=warn");
+    let rt = match runtime::process::runtime(BINARY, THREADS) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(async {
+        let in_force = aggregator::load_rules(config)?.0;
+        let store = if url.starts_with("postgres") {
+            aggregator::store::SharedStore::new(std::sync::Arc::new(
+                aggregator::store::postgres::PgStore::connect(
+                    &url,
+                    &config.services.database_schema,
+                    Vec::new(),
+                )
+                .await?,
+            ))
+        } else {
+            aggregator::store::open(&url, Vec::new()).await?
+        };
+        let to = aggregator::store::now_ms();
+        let from = to.saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+        aggregator::backtest::run(
+            &store,
+            &candidate,
+            &in_force,
+            config.detection.allowed_lateness,
+            from,
+            to,
+            u64::MAX,
+        )
+        .await
+    });
+    match result {
+        Ok(report) if json => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", aggregator::backtest::render(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{BINARY}: rules backtest: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

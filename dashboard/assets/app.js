@@ -874,6 +874,35 @@
         } catch (e) { msg.replaceChildren(errorBox(e)); }
       } }, 'Reload rules now')
       : null;
+    // Backtest: the archive replayed through the rules in force, or through candidate rule
+    // files pasted here, compared with the rules in force; nothing is written.
+    const btOut = h('div', { id: 'backtest-result' });
+    const btSince = h('select', { id: 'backtest-since' }, [['1h', 'last hour'], ['24h', 'last day'], ['7d', 'last week']].map(([v, t]) => h('option', { value: v }, t)));
+    const btRules = h('textarea', { id: 'backtest-rules', placeholder: 'Candidate rule file (TOML). Empty: the rules in force, shadow rules included.' });
+    const backtest = can('operator') ? h('section', { class: 'panel', id: 'backtest' },
+      h('h2', {}, 'Backtest'),
+      h('p', { class: 'muted' }, 'Replays the event archive through the real detection code without writing alerts.'),
+      btRules, h('label', {}, 'Over the ', btSince), ' ',
+      h('button', { id: 'backtest-run', onclick: async () => {
+        btOut.replaceChildren(h('p', { class: 'muted' }, 'Replaying…'));
+        try {
+          const body = { since: btSince.value };
+          if (btRules.value.trim()) body.rules = { 'candidate.toml': btRules.value };
+          const r = await api('api/v1/rules/backtest', { method: 'POST', body });
+          btOut.replaceChildren(
+            h('p', { class: 'muted', id: 'backtest-summary' }, `${fmtNum(r.events)} events replayed${r.truncated ? ' (stopped early)' : ''}.`),
+            h('div', { class: 'table-wrap' }, h('table', { id: 'backtest-rules-table' },
+              h('thead', {}, h('tr', {}, ['Rule', 'Mode', 'Firings', 'Groups', 'In force', 'First example'].map((t) => h('th', {}, t)))),
+              h('tbody', {}, r.rules.map((x) => h('tr', { 'data-rule': x.rule_id },
+                h('td', {}, h('b', {}, x.rule_id), h('div', {}, x.name)),
+                h('td', {}, x.mode === 'shadow' ? badge('st-shadow', 'shadow') : 'alert'),
+                h('td', { class: 'num' }, fmtNum(x.firings)),
+                h('td', { class: 'num' }, fmtNum(x.groups)),
+                h('td', { class: 'num' }, x.in_force === null ? 'new' : fmtNum(x.in_force)),
+                h('td', {}, x.examples.length ? `${x.examples[0].ts.replace('T', ' ')} ${x.examples[0].node}: ${x.examples[0].title}` : '—')))))),
+            (r.only_in_force || []).length ? h('p', { class: 'muted' }, `Only in force: ${r.only_in_force.map(([id, n]) => `${id} (${n})`).join(', ')}`) : null);
+        } catch (e) { btOut.replaceChildren(errorBox(e)); }
+      } }, 'Run backtest'), btOut) : null;
     show(
       h('h1', {}, 'Rules'),
       data.last_error ? h('div', { class: 'error', id: 'reload-error' }, 'The last reload failed; the previous rules stay active: ', data.last_error) : null,
@@ -889,6 +918,7 @@
           h('td', {}, r.mode === 'shadow' ? badge('st-shadow', 'shadow') : 'alert'),
           h('td', { class: 'num' }, fmtNum(r.firings)),
           h('td', { class: 'hide-narrow' }, r.last_fired ? when(r.last_fired) : '—')))))),
+      backtest,
     );
   }
 

@@ -8,7 +8,7 @@
 //!   without a reload; acknowledging changes status and history; a viewer cannot acknowledge;
 //!   an alert shows the events that made it as a timeline and what else happened on its
 //!   node, with a shareable link to the search that shows them; the events page searches
-//!   with its filters in the URL; event text with `<script>` and `<img onerror>` is shown as
+//!   with its filters in the URL; a backtest runs from the rules page; event text with `<script>` and `<img onerror>` is shown as
 //!   text and runs nothing; the alerts page fits a phone's width.
 //! * `standalone_dashboard_proxies_the_api`: `auditflow-dashboard` in front of the aggregator
 //!   (the cluster layout): sign-in, the table and the live stream through its proxy.
@@ -461,6 +461,19 @@ async fn embedded_dashboard_in_a_browser() {
     assert_eq!(nodes, json!(["db-01"]));
     screenshot(&c, "events-search").await;
     no_console_errors(&c, "events search").await;
+    // A backtest of the rules in force over the last hour finds the bursts sent above.
+    c.goto(&format!("{base}/#/rules")).await.unwrap();
+    wait_css(&c, "#backtest-run").await;
+    c.find(Locator::Css("#backtest-run")).await.unwrap().click().await.unwrap();
+    let burst_row =
+        wait_text(&c, "#backtest-rules-table tr[data-rule='ANLY-SEC-001']", "ANLY-SEC-001").await;
+    let firings = c
+        .execute("return Number(document.querySelector(\"#backtest-rules-table tr[data-rule='ANLY-SEC-001']\").cells[2].textContent)", vec![])
+        .await
+        .unwrap();
+    assert!(firings.as_f64().is_some_and(|n| n >= 5.0), "{burst_row}: {firings}");
+    screenshot(&c, "rules-backtest").await;
+    no_console_errors(&c, "backtest").await;
     // The node's fleet entry, from the alert.
     c.goto(&format!("{base}/#/alerts/{id}")).await.unwrap();
     wait_css(&c, "#open-node").await;

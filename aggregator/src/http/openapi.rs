@@ -76,6 +76,19 @@ fn schemas() -> Value {
                 "truncated": {"type": "boolean"}}}},
             "firings_left_out": {"type": "integer"},
             "window_ms": {"type": "integer"}}},
+        "Backtest": {"type": "object", "properties": {
+            "since": {"type": "string", "description": "How far back, like 24h or 7d (default 24h, at most 31d)."},
+            "rules": {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "Candidate rule files, name to TOML text; none: the rules in force."}}},
+        "BacktestReport": {"type": "object", "properties": {
+            "from": time, "to": time, "events": {"type": "integer"},
+            "rows_unreadable": {"type": "integer"}, "truncated": {"type": "boolean"},
+            "rules": {"type": "array", "items": {"type": "object", "properties": {
+                "rule_id": {"type": "string"}, "name": {"type": "string"},
+                "mode": {"enum": ["alert", "shadow"]}, "firings": {"type": "integer"},
+                "groups": {"type": "integer"}, "examples": {"type": "array", "items": {"type": "object"}},
+                "in_force": {"type": ["integer", "null"]}}}},
+            "only_in_force": {"type": "array", "items": {"type": "array"}}}},
         "Comment": {"type": "object", "properties": {"comment": {"type": "string", "maxLength": 2000}}},
         "Matcher": {"type": "object", "required": ["field", "value"], "properties": {
             "field": {"type": "string", "description": "rule_id, node, severity or group.NAME"},

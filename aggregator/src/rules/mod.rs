@@ -270,6 +270,17 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(RuleErrors(errors));
         }
+        let mut digest = crc32fast::Hasher::new();
+        for (name, text) in files {
+            digest.update(name.as_bytes());
+            digest.update(text.as_bytes());
+        }
+        Ok(Self::from_rules(rules, format!("{:08x}", digest.finalize())))
+    }
+
+    /// A set of rules already validated (a parsed set's, changed: a backtest lifts their
+    /// modes), indexed anew.
+    pub fn from_rules(rules: Vec<Rule>, version: String) -> Self {
         let mut by_kind: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
         for kind in KINDS {
             let list = rules
@@ -280,13 +291,8 @@ impl RuleSet {
                 .collect();
             by_kind.insert(kind, list);
         }
-        let mut digest = crc32fast::Hasher::new();
-        for (name, text) in files {
-            digest.update(name.as_bytes());
-            digest.update(text.as_bytes());
-        }
         let shared = rules.iter().map(SharedTexts::of).collect();
-        Ok(Self { rules, by_kind, version: format!("{:08x}", digest.finalize()), shared })
+        Self { rules, by_kind, version, shared }
     }
 
     /// The shipped pack.

@@ -289,6 +289,21 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<ApiState>)> {
         ),
         (
             RouteDoc {
+                body: Some("Backtest"),
+                response: "BacktestReport",
+                errors: &[400, 413],
+                ..doc(
+                    "post",
+                    "/api/v1/rules/backtest",
+                    Operator,
+                    "Replay the event archive through candidate rules (or the rules in force) and compare",
+                    "rules",
+                )
+            },
+            post(rules::backtest),
+        ),
+        (
+            RouteDoc {
                 errors: &[409],
                 ..doc(
                     "post",

@@ -1,5 +1,5 @@
-//! Rules: the loaded set, a dry run of one event against it, and a reload from the rule
-//! directory.
+//! Rules: the loaded set, a dry run of one event against it, a backtest over the event
+//! archive, and a reload from the rule directory.
 
 use std::time::Duration;
 
@@ -108,4 +108,64 @@ pub(super) async fn reload_rules(State(s): State<ApiState>) -> ApiResult<Json<Va
         "version": status.version,
         "last_error": status.last_error,
     })))
+}
+
+/// Events one backtest replays at most.
+const BACKTEST_BUDGET: u64 = 20_000_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BacktestBody {
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    rules: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `POST /api/v1/rules/backtest`: candidate rule files (or the rules in force) replayed over
+/// the archive, compared with the rules in force.
+pub(super) async fn backtest(
+    State(s): State<ApiState>,
+    body: Result<Json<BacktestBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let b = json_body(body)?;
+    let since = match b.since.as_deref() {
+        None => Duration::from_secs(86_400),
+        Some(text) => crate::rules::parse_duration(text)
+            .filter(|d| *d <= Duration::from_secs(31 * 86_400) && !d.is_zero())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("`since`: `{text}` is not a duration from 1s to 31d"))
+            })?,
+    };
+    let detector = s.rules.get();
+    let candidate = match b.rules {
+        None => None,
+        Some(files) if files.is_empty() => {
+            return Err(ApiError::BadRequest(
+                "`rules`: give at least one file, or leave it out".into(),
+            ));
+        }
+        Some(files) => {
+            let files: Vec<(String, String)> = files.into_iter().collect();
+            Some(
+                RuleSet::parse(&files)
+                    .map_err(|e| ApiError::BadRequest(format!("`rules`: {e}")))?,
+            )
+        }
+    };
+    let lateness = Duration::from_micros(u64::try_from(detector.lateness_us).unwrap_or(0));
+    let to = crate::store::now_ms();
+    let from = to.saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+    let in_force: &RuleSet = &detector.rules;
+    let report = crate::backtest::run(
+        &s.store,
+        candidate.as_ref().unwrap_or(in_force),
+        in_force,
+        lateness,
+        from,
+        to,
+        BACKTEST_BUDGET,
+    )
+    .await?;
+    Ok(Json(serde_json::to_value(report).map_err(anyhow::Error::from)?))
 }
