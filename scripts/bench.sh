@@ -46,6 +46,10 @@
 # on audit_events, drained by the release aggregator with RabbitMQ, Redis and PostgreSQL until
 # every firing is committed. The last line is
 #   legacy: mixed_events_per_s=<n> failures_events_per_s=<m>
+# archive [NODES] [RATE] [DAYS]: the event archive (aggregator/examples/bench_archive.rs):
+# PostgreSQL and SQLite filled with DAYS (default 7) of NODES nodes (default 50) at RATE
+# events/s each (default 1), then the searches timed. Per backend a table and the line
+#   archive: <backend> events=<n> bytes_per_event=<b> ... node_day_scan_p99_ms=<x> ... db_mb=<m>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -284,6 +288,22 @@ bench_store() {
   printf '%s\n' "${lines[@]}"
 }
 
+bench_archive() {
+  # shellcheck source=scripts/services.sh
+  source scripts/services.sh
+  services_up >/dev/null
+  cargo build --quiet --release -p aggregator --example bench_archive
+  local lines=() backend out
+  for backend in postgres sqlite; do
+    out=$("$ROOT/target/release/examples/bench_archive" "$backend" "${1:-50}" "${2:-1}" "${3:-7}")
+    echo "$out"
+    lines+=("$(tail -n 1 <<<"$out")")
+  done
+  echo
+  machine_line
+  printf '%s\n' "${lines[@]}"
+}
+
 bench_legacy() {
   # shellcheck source=scripts/services.sh
   source scripts/services.sh
@@ -307,5 +327,6 @@ case "$what" in
   store) bench_store "${2:-}" "${3:-}" ;;
   fleet) bench_fleet "${2:-}" "${3:-}" "${4:-}" ;;
   legacy) bench_legacy "${2:-}" ;;
+  archive) bench_archive "${2:-}" "${3:-}" "${4:-}" ;;
   *) echo "usage: scripts/bench.sh agent|broker|detect|parse|e2e|faults|store|fleet|legacy [SECONDS|LINES]" >&2; exit 64 ;;
 esac

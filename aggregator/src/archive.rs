@@ -1,6 +1,6 @@
-//! The event archive (design.md §6.11): every evaluated event, kept for `archive.keep` in the
-//! alert store's own database, so that replicas share it, embedded mode has it in SQLite and
-//! retention is a range delete.
+//! The event archive (design.md §6.12): every evaluated event, kept for `[retention] events`
+//! in the alert store's own database, so that replicas share it, embedded mode has it in
+//! SQLite and retention is a range delete.
 //!
 //! A row holds one node's events from one batch (or, after compaction, from several), in
 //! event-time order: the node, the event-time range, a bit per kind present, the count and a

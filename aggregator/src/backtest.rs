@@ -1,4 +1,4 @@
-//! Backtests (design.md §6.11): the event archive replayed through a candidate rule set with
+//! Backtests (design.md §6.12): the event archive replayed through a candidate rule set with
 //! the real detection code ([`Detector`] over fresh in-memory state), writing nothing, and
 //! compared with the rules in force replayed the same way.
 //!

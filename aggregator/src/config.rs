@@ -201,7 +201,7 @@ impl Default for RetentionConfig {
     }
 }
 
-/// `[archive]`: every evaluated event kept in the alert store's database (design.md §6.11),
+/// `[archive]`: every evaluated event kept in the alert store's database (design.md §6.12),
 /// for search, an alert's evidence and backtests; `[retention] events` says how long.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,4 +1,4 @@
-//! An alert's evidence from the event archive (design.md §6.11): for each of its newest
+//! An alert's evidence from the event archive (design.md §6.12): for each of its newest
 //! firings, the events that made it — a threshold's or distinct rule's window members, a
 //! sequence's steps, a match's or new value's one event — read back from the archive and
 //! chosen with the rule's own condition and group key, newest kept when there are more.

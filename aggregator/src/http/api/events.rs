@@ -1,6 +1,6 @@
 //! Events submitted over HTTP (`POST /api/v1/events`): the rule-test JSON form or legacy
 //! JSON, deduplicated and detected like any other batch; and the event archive searched
-//! (`GET /api/v1/events`, design.md §6.11).
+//! (`GET /api/v1/events`, design.md §6.12).
 
 use axum::Json;
 use axum::extract::State;
