@@ -71,6 +71,10 @@ summary() {
   if [ -n "$CLEANUP_PID" ]; then wait "$CLEANUP_PID" || true; fi
   stage_times "step times"
   printf 'ansible: %d passed, %d failed\n' "$PASSED" "$FAILED"
+  # The hosts' roots (~900 MB) are only worth keeping to look into a failure; the logs stay.
+  if [ "$FAILED" = 0 ] && [ "$STAGES_RC" = 0 ]; then
+    rm -rf "${HOSTS[@]/#/$WORK/}"
+  fi
 }
 # check DESCRIPTION command...: one named assertion. A failure is reported and counted, and
 # the step fails at its end.

@@ -50,4 +50,9 @@ else
   echo "advisories: fetching the RustSec database into $AUDITFLOW_ADVISORY_DBS"
 fi
 
+# cargo-deny reads `cargo metadata` for every platform, so every package in Cargo.lock must be
+# in the local registry, including those only other platforms build (wasm-bindgen,
+# anstyle-wincon, ...), which no build here downloads; offline, a fresh machine's cargo would
+# fail on them. The registry is reachable: fetch them first.
+cargo fetch --locked --quiet
 cargo deny --locked "${fetch[@]}" check --show-stats --hide-inclusion-graph

