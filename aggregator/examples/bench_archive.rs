@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use aggregator::archive::{Key, Pending, Query, rows, search};
+use aggregator::archive::{Key, Pending, Query, packed_rows, search};
 use aggregator::rules::FieldId;
 use aggregator::store::SharedStore;
 use wire::model::Timestamp;
@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .collect();
             seq[n] += per_row as u64;
-            for r in rows(pending) {
+            for r in packed_rows(pending) {
                 bytes_total += r.frame.len() as u64;
                 batch_rows.push(r);
             }

@@ -453,7 +453,20 @@ fn main() -> anyhow::Result<()> {
         if sent > 0 { bytes as f64 / sent as f64 } else { f64::NAN }
     );
     where_the_time_goes(metrics_port);
-    println!("e2e: profile={} events_per_s={events_per_s:.0} p99_ms={:.0}", a.profile, pct(0.99));
+    // The event archive's share (design.md §6.12): compressed bytes written per event.
+    let (archived, archived_bytes) = (
+        metric(metrics_port, "auditflow_aggregator_archived_events_total"),
+        metric(metrics_port, "auditflow_aggregator_archived_bytes_total"),
+    );
+    let per_event = if archived > 0.0 { archived_bytes / archived } else { 0.0 };
+    println!(
+        "\nEvent archive: {archived:.0} events archived, {per_event:.1} compressed bytes per event"
+    );
+    println!(
+        "e2e: profile={} events_per_s={events_per_s:.0} p99_ms={:.0} archive_bytes_per_event={per_event:.1}",
+        a.profile,
+        pct(0.99)
+    );
     Ok(())
 }
 
@@ -467,7 +480,7 @@ fn where_the_time_goes(metrics_port: u16) {
          | measure | count | mean ms | p50 ms ≤ | p99 ms ≤ |\n|---|---:|---:|---:|---:|"
     );
     let mut rows = vec![("event age at detection", "auditflow_aggregator_event_age_seconds", "")];
-    for stage in ["dedup", "detect", "state", "store", "mark"] {
+    for stage in aggregator::telemetry::STAGES {
         rows.push(("batch stage", "auditflow_aggregator_batch_stage_seconds", stage));
     }
     rows.push(("firing age at commit", "auditflow_aggregator_firing_age_seconds", ""));

@@ -18,8 +18,12 @@ use wire::model::{Event, EventKind};
 
 use crate::rules::field::{self, EventRef, FieldId, Val};
 
-/// The frame's first byte: the layout of what follows.
-pub const FORMAT: u8 = 1;
+/// The frame's first byte for postcard records as they are: a batch's small row, which
+/// compaction merges and compresses within minutes (compressing each of a fleet's many small
+/// rows on the ingest path cost more than the rest of a batch).
+pub const FORMAT_PLAIN: u8 = 0;
+/// The frame's first byte for a zstd frame of postcard records.
+pub const FORMAT_ZSTD: u8 = 1;
 /// Events per row at most.
 pub const MAX_ROW_EVENTS: usize = 4096;
 /// Event time one row spans at most, ms.
@@ -115,7 +119,10 @@ pub struct Row {
     pub kinds: i64,
     /// Events in the row.
     pub n: i32,
-    /// [`FORMAT`], then the zstd frame.
+    /// Whether it is final: compressed, by compaction or from a batch large enough. A batch's
+    /// small rows are not, and compaction merges them.
+    pub packed: bool,
+    /// The format byte, then the records.
     pub frame: Vec<u8>,
 }
 
@@ -134,7 +141,7 @@ pub struct StoredRow {
     pub n: i32,
     /// When it was written (or, for a compacted row, the newest of its parts), Unix ms.
     pub created_at: i64,
-    /// [`FORMAT`], then the zstd frame.
+    /// The format byte, then the records.
     pub frame: Vec<u8>,
 }
 
@@ -144,8 +151,18 @@ pub fn ts_ms(e: &Event) -> i64 {
 }
 
 /// The rows for a batch's events: by node, in event-time order, cut at [`MAX_ROW_EVENTS`]
-/// events or [`MAX_ROW_SPAN_MS`] of event time.
-pub fn rows(mut pending: Vec<Pending<'_>>) -> Vec<Row> {
+/// events or [`MAX_ROW_SPAN_MS`] of event time. Rows of [`SMALL_ROW`] events or more are
+/// compressed and final; smaller ones are left for compaction.
+pub fn rows(pending: Vec<Pending<'_>>) -> Vec<Row> {
+    cut(pending, false)
+}
+
+/// [`rows`], every row compressed and final (compaction's output).
+pub fn packed_rows(pending: Vec<Pending<'_>>) -> Vec<Row> {
+    cut(pending, true)
+}
+
+fn cut(mut pending: Vec<Pending<'_>>, pack: bool) -> Vec<Row> {
     pending.sort_by(|a, b| a.node.cmp(b.node).then(a.event.ts.cmp(&b.event.ts)));
     let mut out = Vec::new();
     let mut start = 0;
@@ -155,32 +172,41 @@ pub fn rows(mut pending: Vec<Pending<'_>>) -> Vec<Row> {
             || i - start >= MAX_ROW_EVENTS
             || ts_ms(pending[i].event) - ts_ms(pending[start].event) > MAX_ROW_SPAN_MS;
         if cut {
-            out.push(encode(&pending[start..i]));
+            let part = &pending[start..i];
+            out.push(encode(part, pack || part.len() >= SMALL_ROW as usize));
             start = i;
         }
     }
     out
 }
 
-/// One row of one node's events, already in time order.
-fn encode(events: &[Pending<'_>]) -> Row {
+/// One row of one node's events, already in time order; compressed when `pack`.
+fn encode(events: &[Pending<'_>], pack: bool) -> Row {
     let records: Vec<RecordRef<'_>> =
         events.iter().map(|p| RecordRef { key: p.key, event: p.event }).collect();
     // Serializing owned model types into a Vec cannot fail (no maps with non-string keys, no
     // I/O); an empty frame would only make the row unreadable, never panic.
-    let plain = postcard::to_allocvec(&records).unwrap_or_default();
-    let mut frame = vec![FORMAT];
-    ruzstd::encoding::compress(
-        plain.as_slice(),
-        &mut frame,
-        ruzstd::encoding::CompressionLevel::Fastest,
-    );
+    let frame = if pack {
+        let plain = postcard::to_allocvec(&records).unwrap_or_default();
+        let mut frame = vec![FORMAT_ZSTD];
+        ruzstd::encoding::compress(
+            plain.as_slice(),
+            &mut frame,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        frame
+    } else {
+        let mut frame = vec![FORMAT_PLAIN];
+        frame.extend(postcard::to_allocvec(&records).unwrap_or_default());
+        frame
+    };
     Row {
         node: events.first().map_or_else(String::new, |p| p.node.to_owned()),
         ts_min: events.first().map_or(0, |p| ts_ms(p.event)),
         ts_max: events.last().map_or(0, |p| ts_ms(p.event)),
         kinds: events.iter().fold(0, |k, p| k | bit_of(&p.event.kind)),
         n: i32::try_from(events.len()).unwrap_or(i32::MAX),
+        packed: pack,
         frame,
     }
 }
@@ -205,8 +231,10 @@ pub enum DecodeError {
 /// The records of a row's frame.
 pub fn decode(frame: &[u8]) -> Result<Vec<Record>, DecodeError> {
     let (&format, rest) = frame.split_first().ok_or(DecodeError::Empty)?;
-    if format != FORMAT {
-        return Err(DecodeError::Format(format));
+    match format {
+        FORMAT_PLAIN => return Ok(postcard::from_bytes(rest)?),
+        FORMAT_ZSTD => {}
+        other => return Err(DecodeError::Format(other)),
     }
     let decoder = ruzstd::decoding::StreamingDecoder::new(rest)
         .map_err(|e| DecodeError::Zstd(e.to_string()))?;
@@ -221,9 +249,9 @@ pub fn decode(frame: &[u8]) -> Result<Vec<Record>, DecodeError> {
     Ok(postcard::from_bytes(&plain)?)
 }
 
-/// Rows merged into fewer, larger ones (compaction): every record once (a batch archived
-/// twice, by a crash between commit and mark or two replicas racing, keeps one copy), by node
-/// and time, cut as [`rows`] cuts.
+/// Rows merged into fewer, larger, compressed ones (compaction): every record once (a batch
+/// archived twice, by a crash between commit and mark or two replicas racing, keeps one copy),
+/// by node and time, cut as [`rows`] cuts.
 pub fn merge(parts: &[(String, Vec<Record>)]) -> Vec<Row> {
     let mut seen = std::collections::HashSet::new();
     let mut pending = Vec::new();
@@ -234,7 +262,7 @@ pub fn merge(parts: &[(String, Vec<Record>)]) -> Vec<Row> {
             }
         }
     }
-    rows(pending)
+    packed_rows(pending)
 }
 
 /// The JSON form of an archived event: the fields rules name (the form rule tests and
@@ -415,12 +443,13 @@ impl<T> Merge<T> {
     }
 }
 
-/// Rows with fewer events than this are merged by compaction.
+/// A batch's rows with fewer events than this are written uncompressed and merged by
+/// compaction.
 pub const SMALL_ROW: i32 = 512;
 /// Compaction leaves rows younger than this alone (their batch may still be retried).
 const COMPACT_AFTER_MS: i64 = 60_000;
 /// Small rows merged per compaction round at most.
-const COMPACT_ROWS: i64 = 2_000;
+const COMPACT_ROWS: i64 = 5_000;
 
 /// What one compaction round did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -431,26 +460,24 @@ pub struct Compacted {
     pub written: u64,
     /// Rows that could not be read (left in place, counted).
     pub unreadable: u64,
+    /// Whether the round took as many rows as it may (more may be waiting).
+    pub full: bool,
 }
 
-/// Merges small rows (at fleet rates a batch holds a few events per node, and a row per node
-/// and batch would cost more in row overhead than in events) into rows of up to
-/// [`MAX_ROW_EVENTS`] events, node by node. One round, at `now` (Unix ms).
+/// Merges a batch's small, uncompressed rows (at fleet rates a batch holds a few events per
+/// node) into compressed rows of up to [`MAX_ROW_EVENTS`] events, node by node. One round
+/// over at most [`COMPACT_ROWS`] rows, at `now` (Unix ms).
 pub async fn compact_once(
     store: &crate::store::SharedStore,
     now: i64,
 ) -> anyhow::Result<Compacted> {
-    let small = store.archive_small_rows(SMALL_ROW, now - COMPACT_AFTER_MS, COMPACT_ROWS).await?;
+    let small = store.archive_unpacked_rows(now - COMPACT_AFTER_MS, COMPACT_ROWS).await?;
     let mut out = Compacted::default();
     let mut by_node: BTreeMap<&str, Vec<&StoredRow>> = BTreeMap::new();
     for row in &small {
         by_node.entry(row.node.as_str()).or_default().push(row);
     }
     for rows in by_node.into_values() {
-        // One row alone gains nothing.
-        if rows.len() < 2 {
-            continue;
-        }
         let mut parts = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
         for row in rows {
@@ -465,6 +492,9 @@ pub async fn compact_once(
                 }
             }
         }
+        if ids.is_empty() {
+            continue;
+        }
         let created = small.iter().filter(|r| ids.contains(&r.id)).map(|r| r.created_at).max();
         let merged = merge(&parts);
         if store.archive_replace(&ids, &merged, created.unwrap_or(now)).await? {
@@ -472,10 +502,12 @@ pub async fn compact_once(
             out.written += merged.len() as u64;
         }
     }
+    out.full = small.len() as i64 == COMPACT_ROWS;
     Ok(out)
 }
 
-/// Runs compaction every minute until cancelled.
+/// Runs compaction every minute until cancelled: rounds one after the other (a pause between)
+/// while they find a full selection, so that a fleet's rows never pile up.
 pub async fn run_compaction(
     store: crate::store::SharedStore,
     metrics: crate::telemetry::Metrics,
@@ -486,12 +518,21 @@ pub async fn run_compaction(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
         }
-        match compact_once(&store, crate::store::now_ms()).await {
-            Ok(c) => {
-                metrics.archive_compacted.inc_by(c.merged);
-                metrics.archive_unreadable.inc_by(c.unreadable);
+        loop {
+            match compact_once(&store, crate::store::now_ms()).await {
+                Ok(c) => {
+                    metrics.archive_compacted.inc_by(c.merged);
+                    metrics.archive_unreadable.inc_by(c.unreadable);
+                    if !c.full || cancel.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "archive compaction failed");
+                    break;
+                }
             }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "archive compaction failed"),
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 }
@@ -684,20 +725,49 @@ mod tests {
     #[test]
     fn damaged_frames_are_errors_not_panics() {
         let events = [login(1_000, "carol")];
-        let row =
-            rows(vec![Pending { node: "a", key: Key::Id([1; 16]), event: &events[0] }]).remove(0);
         assert!(matches!(decode(&[]), Err(DecodeError::Empty)));
         assert!(matches!(decode(&[7, 1, 2]), Err(DecodeError::Format(7))));
-        for cut in 1..row.frame.len() {
-            let _ = decode(&row.frame[..cut]);
+        let one = vec![Pending { node: "a", key: Key::Id([1; 16]), event: &events[0] }];
+        for row in [rows(one.clone()).remove(0), packed_rows(one).remove(0)] {
+            for cut in 1..row.frame.len() {
+                let _ = decode(&row.frame[..cut]);
+            }
+            let mut flipped = row.frame.clone();
+            for i in 1..flipped.len() {
+                flipped[i] ^= 0x5a;
+                let _ = decode(&flipped);
+                flipped[i] ^= 0x5a;
+            }
+            assert!(decode(&row.frame).is_ok());
         }
-        let mut flipped = row.frame.clone();
-        for i in 1..flipped.len() {
-            flipped[i] ^= 0x5a;
-            let _ = decode(&flipped);
-            flipped[i] ^= 0x5a;
+    }
+
+    #[test]
+    fn small_rows_are_plain_for_compaction_and_large_or_merged_ones_compressed() {
+        let events: Vec<Event> = (0..600).map(|t| login(t, "carol")).collect();
+        let pending = |n: usize| -> Vec<Pending<'_>> {
+            events[..n]
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Pending {
+                    node: "a",
+                    key: Key::Seq { epoch: 1, seq: i as u64 },
+                    event: e,
+                })
+                .collect()
+        };
+        let small = rows(pending(10)).remove(0);
+        assert_eq!((small.frame[0], small.packed), (FORMAT_PLAIN, false));
+        let large = rows(pending(600)).remove(0);
+        assert_eq!((large.frame[0], large.packed), (FORMAT_ZSTD, true));
+        let merged = packed_rows(pending(10)).remove(0);
+        assert_eq!((merged.frame[0], merged.packed), (FORMAT_ZSTD, true));
+        assert!(large.frame.len() < 600 * 20, "{} bytes: compressed", large.frame.len());
+        for row in [small, large, merged] {
+            let back = decode(&row.frame).unwrap();
+            assert_eq!(back.len(), row.n as usize);
+            assert_eq!(back[3].event, events[3]);
         }
-        assert!(decode(&row.frame).is_ok());
     }
 
     #[test]
@@ -712,6 +782,7 @@ mod tests {
         let merged = merge(&[("a".into(), records.clone()), ("a".into(), records)]);
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].n, 2);
+        assert!(merged[0].packed);
     }
 
     #[test]

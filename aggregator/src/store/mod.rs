@@ -663,11 +663,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// descending, after `after`, at most `max`.
     async fn archive_rows(&self, q: &ArchiveScan)
     -> anyhow::Result<Vec<crate::archive::StoredRow>>;
-    /// Small archive rows written before `before` (Unix ms), oldest node first, at most `max`:
-    /// what compaction merges.
-    async fn archive_small_rows(
+    /// Archive rows not packed yet (a batch's small rows), written before `before` (Unix ms),
+    /// by node, at most `max`: what compaction merges.
+    async fn archive_unpacked_rows(
         &self,
-        below: i32,
         before: i64,
         max: i64,
     ) -> anyhow::Result<Vec<crate::archive::StoredRow>>;

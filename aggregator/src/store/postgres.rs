@@ -21,7 +21,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// (`tests/legacy_database.rs` checks the list against a migrated schema). The identity
 /// columns' sequences and the indexes move with their tables; the migrations create no types
 /// or functions, and the `pg_trgm` extension stays where it is.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 11] = [
     "_sqlx_migrations",
     "alerts",
     "firings",
@@ -32,6 +32,7 @@ pub const TABLES: [&str; 10] = [
     "agent_sources",
     "rule_counts",
     "legacy_imports",
+    "event_batches",
 ];
 
 /// The key of the advisory lock under which the schema is created and an earlier layout

@@ -223,7 +223,7 @@ macro_rules! impl_store {
                 for chunk in archive.chunks(256) {
                     let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
                         "INSERT INTO event_batches (node, ts_min, ts_max, kinds, n, created_at,
-                             frame) ",
+                             packed, frame) ",
                     );
                     b.push_values(chunk, |mut row, r| {
                         row.push_bind(&r.node)
@@ -232,6 +232,7 @@ macro_rules! impl_store {
                             .push_bind(r.kinds)
                             .push_bind(r.n)
                             .push_bind(now)
+                            .push_bind(r.packed)
                             .push_bind(&r.frame);
                     });
                     b.build().persistent(false).execute(&mut *tx).await.context("archive events")?;
@@ -1037,22 +1038,20 @@ macro_rules! impl_store {
                 rows.iter().map(stored_row).collect()
             }
 
-            async fn archive_small_rows(
+            async fn archive_unpacked_rows(
                 &self,
-                below: i32,
                 before: i64,
                 max: i64,
             ) -> anyhow::Result<Vec<$crate::archive::StoredRow>> {
                 let rows = sqlx::query(
                     "SELECT id, node, ts_min, ts_max, n, created_at, frame FROM event_batches
-                     WHERE n < $1 AND created_at < $2 ORDER BY created_at, id LIMIT $3",
+                     WHERE NOT packed AND created_at < $1 ORDER BY node, id LIMIT $2",
                 )
-                .bind(below)
                 .bind(before)
                 .bind(max)
                 .fetch_all(&self.read)
                 .await
-                .context("read small archive rows")?;
+                .context("read unpacked archive rows")?;
                 rows.iter().map(stored_row).collect()
             }
 
@@ -1090,7 +1089,7 @@ macro_rules! impl_store {
                 for chunk in rows.chunks(256) {
                     let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
                         "INSERT INTO event_batches (node, ts_min, ts_max, kinds, n, created_at,
-                             frame) ",
+                             packed, frame) ",
                     );
                     b.push_values(chunk, |mut row, r| {
                         row.push_bind(&r.node)
@@ -1099,6 +1098,7 @@ macro_rules! impl_store {
                             .push_bind(r.kinds)
                             .push_bind(r.n)
                             .push_bind(created_at)
+                            .push_bind(r.packed)
                             .push_bind(&r.frame);
                     });
                     b.build()
