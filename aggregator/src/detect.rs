@@ -79,6 +79,8 @@ pub struct Outcome {
     pub per_rule: Vec<(String, u64)>,
     /// Firings of shadow rules (counted, never alerts).
     pub shadow: u64,
+    /// The shadow rules' firings themselves (for their live figures; never stored).
+    pub shadow_firings: Vec<Firing>,
     /// Firings held back by a cooldown.
     pub suppressed: u64,
     /// Events too late for a window.
@@ -277,6 +279,8 @@ impl Detector {
             }
             if rule.mode == Mode::Shadow {
                 out.shadow += 1;
+                let f = self.firing(r, &inputs[i], count, &mut name);
+                out.shadow_firings.push(f);
                 continue;
             }
             out.firings.push(self.firing(r, &inputs[i], count, &mut name));
@@ -375,6 +379,18 @@ mod tests {
         let shadow = run("shadow");
         assert!(shadow.firings.is_empty());
         assert_eq!((shadow.shadow, shadow.per_rule.clone()), (1, vec![("R".to_owned(), 1)]));
+        assert_eq!(shadow.shadow_firings.len(), 1, "kept for the rule's live figures");
+        // The live figures: the same firing twice in one group, then another group.
+        let book = crate::pipeline::ShadowBook::default();
+        book.record(&shadow.shadow_firings);
+        book.record(&shadow.shadow_firings);
+        let mut other = shadow.shadow_firings[0].clone();
+        other.fingerprint.push_str("-other");
+        book.record(&[other]);
+        let fig = book.get("R").expect("figures");
+        assert_eq!((fig.firings, fig.groups, fig.examples.len()), (3, 2, 3));
+        assert_eq!(fig.examples[0].1, "pi-1");
+        assert!(book.get("nothing").is_none());
         let alert = run("alert");
         assert_eq!(alert.firings.len(), 1);
         let f = &alert.firings[0];

@@ -168,7 +168,7 @@ async fn firing(
     }
     // Rows are read by start; a row may end up to a span later, so sort, and drop a copy of
     // a batch archived twice.
-    found.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    found.sort_by_key(|e| (e.0, e.1));
     found.dedup_by_key(|e| e.1);
     let archived = found.iter().any(|e| e.1 == f.event_id);
     let left_out = found.len().saturating_sub(MEMBERS_KEPT) as u64;

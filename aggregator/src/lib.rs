@@ -289,6 +289,7 @@ async fn run_cluster(
         rules: core.rules.clone(),
         metrics: metrics.clone(),
         archive: config.archive.enabled,
+        in_flight: Default::default(),
     });
     let redis_check: Check = Arc::new(move || {
         let state = state.clone();

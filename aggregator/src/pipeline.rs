@@ -52,12 +52,69 @@ pub struct BatchStats {
 #[derive(Debug)]
 pub struct Rules {
     current: RwLock<Arc<Detector>>,
+    /// Shadow rules' firings since this process started (the rules page's live figures).
+    pub shadow: ShadowBook,
+}
+
+/// Distinct groups counted per shadow rule at most (the count says "at least" beyond).
+const SHADOW_GROUPS: usize = 10_000;
+/// Examples kept per shadow rule.
+const SHADOW_EXAMPLES: usize = 3;
+
+/// One shadow rule's live figures: what a backtest reports, counted as events arrive.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ShadowFigures {
+    /// Firings.
+    pub firings: u64,
+    /// Distinct groups (at most 10,000 are told apart).
+    pub groups: u64,
+    /// The first firings: `(event time, node, title)`.
+    pub examples: Vec<(String, String, String)>,
+    /// The newest firing's event time.
+    pub last_fired: Option<String>,
+    #[serde(skip)]
+    seen: std::collections::HashSet<String>,
+}
+
+/// Shadow rules' figures by rule id, in this process (each replica counts what it evaluates).
+#[derive(Debug, Default)]
+pub struct ShadowBook {
+    rules: std::sync::Mutex<std::collections::HashMap<String, ShadowFigures>>,
+}
+
+impl ShadowBook {
+    /// Counts a batch's shadow firings.
+    pub fn record(&self, firings: &[crate::detect::Firing]) {
+        if firings.is_empty() {
+            return;
+        }
+        let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        for f in firings {
+            let fig = rules.entry(f.rule_id.to_string()).or_default();
+            fig.firings += 1;
+            if fig.seen.len() < SHADOW_GROUPS && fig.seen.insert(f.fingerprint.clone()) {
+                fig.groups += 1;
+            }
+            let ts = f.event.ts.to_rfc3339();
+            if fig.examples.len() < SHADOW_EXAMPLES {
+                fig.examples.push((ts.clone(), f.node.clone(), f.title.clone()));
+            }
+            if fig.last_fired.as_ref().is_none_or(|l| *l < ts) {
+                fig.last_fired = Some(ts);
+            }
+        }
+    }
+
+    /// A rule's figures, if it fired in shadow mode.
+    pub fn get(&self, rule: &str) -> Option<ShadowFigures> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner()).get(rule).cloned()
+    }
 }
 
 impl Rules {
     /// Starts with a detector.
     pub fn new(detector: Detector) -> Self {
-        Self { current: RwLock::new(Arc::new(detector)) }
+        Self { current: RwLock::new(Arc::new(detector)), shadow: ShadowBook::default() }
     }
 
     /// The detector in force now.
@@ -84,6 +141,80 @@ pub struct Pipeline<S, K> {
     pub metrics: Metrics,
     /// Whether evaluated events go to the archive (`[archive] enabled`).
     pub archive: bool,
+    /// The spans of the batches this process is processing now.
+    pub in_flight: InFlight,
+}
+
+/// The spans of the batches being processed in this process (two consumers run batches side by
+/// side). A batch holding a span that overlaps another batch's (a redelivery or an agent's
+/// replay next to the original) waits until that batch is done, so that its dedup lookup sees
+/// the other's mark: evaluated once, counted once. It may not skip them while the other is in
+/// flight instead, since it marks its whole spans processed and the other may yet fail.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    spans: std::sync::Mutex<InFlightSpans>,
+    done: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct InFlightSpans {
+    next: u64,
+    by_stream: std::collections::HashMap<(String, u64), Vec<(u64, u64, u64)>>,
+}
+
+/// A batch's claim on its spans; released when dropped (the batch done, failed or cancelled).
+pub struct Claim<'a> {
+    owner: &'a InFlight,
+    id: u64,
+    keys: Vec<(String, u64)>,
+}
+
+impl InFlight {
+    /// Claims `spans`, waiting while another batch holds an overlapping one.
+    pub async fn claim(&self, spans: &[Span]) -> Claim<'_> {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+                let busy = spans.iter().any(|sp| {
+                    s.by_stream.get(&(sp.node.clone(), sp.epoch)).is_some_and(|runs| {
+                        runs.iter().any(|&(a, b, _)| a < sp.end && sp.first < b)
+                    })
+                });
+                if !busy {
+                    s.next += 1;
+                    let id = s.next;
+                    let mut keys = Vec::with_capacity(spans.len());
+                    for sp in spans {
+                        let key = (sp.node.clone(), sp.epoch);
+                        s.by_stream.entry(key.clone()).or_default().push((sp.first, sp.end, id));
+                        keys.push(key);
+                    }
+                    return Claim { owner: self, id, keys };
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        {
+            let mut s = self.owner.spans.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &self.keys {
+                if let Some(runs) = s.by_stream.get_mut(key) {
+                    runs.retain(|r| r.2 != self.id);
+                    if runs.is_empty() {
+                        s.by_stream.remove(key);
+                    }
+                }
+            }
+        }
+        self.owner.done.notify_waiters();
+    }
 }
 
 const DROPS_NAMESPACE: Uuid = Uuid::from_u128(0x9b1c_22d4_5e7f_4a30_b6c8_0d1e_2f3a_4b5c);
@@ -170,6 +301,7 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
             all_spans.extend(a.into_iter().chain(b));
             span_of.push(first);
         }
+        let _claim = self.in_flight.claim(&all_spans).await;
         let mut done = self.state.processed(&all_spans).await?;
         clock.lap(Stage::Dedup);
         // The same envelope twice in one batch (a redelivery next to the original): the
@@ -276,6 +408,7 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
         m.duplicates.inc_by(stats.duplicates);
         m.firings.inc_by(stats.firings);
         m.shadow_firings.inc_by(outcome.shadow);
+        self.rules.shadow.record(&outcome.shadow_firings);
         m.suppressed.inc_by(outcome.suppressed);
         m.late_events.inc_by(outcome.late);
         if self.archive {

@@ -305,7 +305,8 @@ mod tests {
 
     #[test]
     fn stages_index_their_labels() {
-        let stages = [Stage::Dedup, Stage::Detect, Stage::State, Stage::Store, Stage::Mark];
+        let stages =
+            [Stage::Dedup, Stage::Detect, Stage::State, Stage::Store, Stage::Mark, Stage::Archive];
         let labels: Vec<&str> = stages.iter().map(|s| STAGES[*s as usize]).collect();
         assert_eq!(labels, STAGES);
         assert_eq!(STAGES[Stage::State as usize], "state");

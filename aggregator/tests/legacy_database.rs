@@ -611,7 +611,7 @@ async fn an_install_of_the_earlier_layout_moves_into_its_schema() {
     let ours = env.pool().await;
     assert!(tables_in(&ours, "public").await.is_empty(), "tables left in public");
     let migrations: i64 = scalar(&ours, "SELECT count(*) FROM auditflow._sqlx_migrations").await;
-    assert_eq!(migrations, 8, "the seven moved and 0008 after them");
+    assert_eq!(migrations, 9, "the seven moved, and 0008 and 0009 after them");
 
     let store =
         PgStore::connect(&env.database_url, &PgSchema::default(), Vec::new()).await.unwrap();
@@ -650,5 +650,5 @@ async fn another_applications_migrations_in_public_stay_where_they_are() {
     );
     let ours = env.pool().await;
     let migrations: i64 = scalar(&ours, "SELECT count(*) FROM _sqlx_migrations").await;
-    assert_eq!(migrations, 8);
+    assert_eq!(migrations, 9);
 }

@@ -101,6 +101,7 @@ async fn start_embedded(
         rules: core.rules.clone(),
         metrics: metrics.clone(),
         archive: config.archive.enabled,
+        in_flight: Default::default(),
     });
     let api_addr = listeners.api.local_addr()?;
     let services = Services {

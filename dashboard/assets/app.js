@@ -916,8 +916,12 @@
           h('td', { class: 'hide-narrow' }, r.kind),
           h('td', {}, sevBadge(r.severity)),
           h('td', {}, r.mode === 'shadow' ? badge('st-shadow', 'shadow') : 'alert'),
-          h('td', { class: 'num' }, fmtNum(r.firings)),
-          h('td', { class: 'hide-narrow' }, r.last_fired ? when(r.last_fired) : '—')))))),
+          // A shadow rule's firings are counted live (never stored): its figures since the
+          // aggregator started, as a backtest gives them.
+          r.shadow
+            ? h('td', { class: 'num', 'data-shadow': r.id, title: `${fmtNum(r.shadow.groups)} groups since the aggregator started${r.shadow.examples.length ? `; first: ${r.shadow.examples[0].join(' ')}` : ''}` }, `${fmtNum(r.shadow.firings)} (${fmtNum(r.shadow.groups)} groups)`)
+            : h('td', { class: 'num' }, fmtNum(r.firings)),
+          h('td', { class: 'hide-narrow' }, (r.shadow ? r.shadow.last_fired : r.last_fired) ? when(r.shadow ? r.shadow.last_fired : r.last_fired) : '—')))))),
       backtest,
     );
   }

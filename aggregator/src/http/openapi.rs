@@ -111,7 +111,8 @@ fn schemas() -> Value {
             "rules": {"type": "array", "items": {"type": "object", "properties": {
                 "id": {"type": "string"}, "name": {"type": "string"}, "kind": {"type": "string"},
                 "severity": {"type": "string"}, "mode": {"enum": ["alert", "shadow"]},
-                "firings": {"type": "integer"}, "last_fired": {"type": ["string", "null"]}}}}}},
+                "firings": {"type": "integer"}, "last_fired": {"type": ["string", "null"]},
+                "shadow": {"type": ["object", "null"], "description": "A shadow rule's firings counted live by this process since it started: firings, groups, examples [time, node, title], last_fired."}}}}}},
         "RuleTest": {"type": "object", "required": ["event"], "properties": {
             "event": {"type": "object", "description": "Legacy JSON, or the rule-test form (with `kind`)."}}},
         "RuleTestResult": {"type": "object", "properties": {

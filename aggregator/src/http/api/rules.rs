@@ -44,6 +44,8 @@ pub(super) async fn list_rules(State(s): State<ApiState>) -> ApiResult<Json<Valu
                 "file": r.file,
                 "firings": c.map_or(0, |c| c.firings),
                 "last_fired": c.and_then(|c| c.last_fired).map(rfc3339),
+                // A shadow rule's firings are never stored: counted live by this process.
+                "shadow": (r.mode == Mode::Shadow).then(|| s.rules.shadow.get(&r.id).unwrap_or_default()),
             })
         })
         .collect();
