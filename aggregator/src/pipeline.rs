@@ -156,17 +156,22 @@ pub struct InFlight {
     done: tokio::sync::Notify,
 }
 
+/// A stream: a node (or a dedup name) and an epoch.
+type Stream = (String, u64);
+
 #[derive(Debug, Default)]
 struct InFlightSpans {
     next: u64,
-    by_stream: std::collections::HashMap<(String, u64), Vec<(u64, u64, u64)>>,
+    /// Per stream, the runs held: `(first, end, batch)`.
+    by_stream: std::collections::HashMap<Stream, Vec<(u64, u64, u64)>>,
 }
 
 /// A batch's claim on its spans; released when dropped (the batch done, failed or cancelled).
+#[derive(Debug)]
 pub struct Claim<'a> {
     owner: &'a InFlight,
     id: u64,
-    keys: Vec<(String, u64)>,
+    keys: Vec<Stream>,
 }
 
 impl InFlight {

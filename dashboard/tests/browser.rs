@@ -438,7 +438,10 @@ async fn embedded_dashboard_in_a_browser() {
         .unwrap();
     assert_eq!(found, json!(["carol", "carol", "carol"]), "the evidence search");
     no_console_errors(&c, "evidence search").await;
-    // The search page's own filters, kept in the URL.
+    // The search page's own filters, kept in the URL. (By way of another page: going from one
+    // search to another, the old form would be found before the new one replaced it.)
+    c.goto(&format!("{base}/#/rules")).await.unwrap();
+    wait_css(&c, "#rules tbody tr").await;
     c.goto(&format!("{base}/#/events")).await.unwrap();
     wait_css(&c, "#event-filters").await;
     c.find(Locator::Css("#event-filters input[name='user']"))

@@ -421,6 +421,26 @@ impl Aggregator {
         vars: &[(&str, &str)],
         silent_after: &str,
     ) -> Self {
+        // A port free_port found may be taken by another test before the aggregator binds it:
+        // then it exits at once saying so, and it is started again on other ports.
+        for _ in 0..3 {
+            match Self::try_start(env, dir, name, top, vars, silent_after) {
+                Ok(a) => return a,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("the aggregator exited: {log}"),
+            }
+        }
+        panic!("the aggregator found its ports taken three times");
+    }
+
+    fn try_start(
+        env: &Env,
+        dir: &Path,
+        name: &str,
+        top: &str,
+        vars: &[(&str, &str)],
+        silent_after: &str,
+    ) -> Result<Self, String> {
         let (http, metrics) = (free_port(), free_port());
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -448,21 +468,23 @@ impl Aggregator {
             .spawn()
             .expect("start auditflow-aggregator");
         let mut a = Self { child, http, config };
-        a.wait_ready(dir, name);
-        a
+        a.wait_ready(dir, name)?;
+        Ok(a)
     }
 
-    fn wait_ready(&mut self, dir: &Path, name: &str) {
+    /// Waits for `/readyz`; the log when the process exits first.
+    fn wait_ready(&mut self, dir: &Path, name: &str) -> Result<(), String> {
         let start = Instant::now();
         while !http_get(self.http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let log =
                     std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-                panic!("the aggregator exited: {status}\n{log}");
+                return Err(format!("{status}\n{log}"));
             }
             assert!(start.elapsed() < Duration::from_secs(30), "the aggregator is not ready");
             std::thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
     }
 
     pub fn metric(&self, name: &str) -> f64 {
