@@ -43,6 +43,8 @@ pub struct FiringEvidence {
     pub archived: bool,
     /// Whether the look-up stopped at its scan budget.
     pub truncated: bool,
+    /// Archive rows of the window that could not be read (skipped).
+    pub rows_unreadable: u64,
 }
 
 /// An alert's evidence.
@@ -142,7 +144,7 @@ async fn firing(
         max: 64,
     };
     let mut found: Vec<(i64, Uuid, serde_json::Value)> = Vec::new();
-    let (mut scanned, mut truncated) = (0u64, false);
+    let (mut scanned, mut truncated, mut unreadable) = (0u64, false, 0u64);
     'rows: loop {
         let rows = store.archive_rows(&scan).await?;
         for row in &rows {
@@ -150,7 +152,14 @@ async fn firing(
                 truncated = true;
                 break 'rows;
             }
-            let Ok(records) = archive::decode(&row.frame) else { continue };
+            let records = match archive::decode(&row.frame) {
+                Ok(records) => records,
+                Err(e) => {
+                    unreadable += 1;
+                    tracing::warn!(row = row.id, error = %e, "archive row unreadable; skipped");
+                    continue;
+                }
+            };
             scanned += records.len() as u64;
             for r in &records {
                 let ts = archive::ts_ms(&r.event);
@@ -183,5 +192,6 @@ async fn firing(
         left_out,
         archived,
         truncated,
+        rows_unreadable: unreadable,
     })
 }

@@ -73,7 +73,7 @@ fn schemas() -> Value {
                     "description": "Oldest first, in the form GET /api/v1/events gives."},
                 "left_out": {"type": "integer", "description": "Matching events in the window not shown."},
                 "archived": {"type": "boolean", "description": "Whether the archive still held the triggering event."},
-                "truncated": {"type": "boolean"}}}},
+                "truncated": {"type": "boolean"}, "rows_unreadable": {"type": "integer"}}}},
             "firings_left_out": {"type": "integer"},
             "window_ms": {"type": "integer"}}},
         "Backtest": {"type": "object", "properties": {

@@ -158,6 +158,32 @@ macro_rules! impl_store {
             })
         }
 
+        /// Inserts archive rows written at `created_at` (Unix ms), 256 a statement.
+        async fn insert_archive_rows(
+            tx: &mut sqlx::Transaction<'_, <$row as sqlx::Row>::Database>,
+            rows: &[$crate::archive::Row],
+            created_at: i64,
+        ) -> anyhow::Result<()> {
+            for chunk in rows.chunks(256) {
+                let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                    "INSERT INTO event_batches (node, ts_min, ts_max, kinds, n, created_at,
+                         packed, frame) ",
+                );
+                b.push_values(chunk, |mut row, r| {
+                    row.push_bind(&r.node)
+                        .push_bind(r.ts_min)
+                        .push_bind(r.ts_max)
+                        .push_bind(r.kinds)
+                        .push_bind(r.n)
+                        .push_bind(created_at)
+                        .push_bind(r.packed)
+                        .push_bind(&r.frame);
+                });
+                b.build().persistent(false).execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
         fn stored_row(row: &$row) -> anyhow::Result<$crate::archive::StoredRow> {
             use sqlx::Row;
             Ok($crate::archive::StoredRow {
@@ -220,23 +246,7 @@ macro_rules! impl_store {
                 // The batch's events go into the archive in the firings' transaction: what
                 // is acknowledged is archived, and a retried batch archives nothing twice
                 // unless it was committed before (then compaction keeps one copy).
-                for chunk in archive.chunks(256) {
-                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
-                        "INSERT INTO event_batches (node, ts_min, ts_max, kinds, n, created_at,
-                             packed, frame) ",
-                    );
-                    b.push_values(chunk, |mut row, r| {
-                        row.push_bind(&r.node)
-                            .push_bind(r.ts_min)
-                            .push_bind(r.ts_max)
-                            .push_bind(r.kinds)
-                            .push_bind(r.n)
-                            .push_bind(now)
-                            .push_bind(r.packed)
-                            .push_bind(&r.frame);
-                    });
-                    b.build().persistent(false).execute(&mut *tx).await.context("archive events")?;
-                }
+                insert_archive_rows(&mut tx, archive, now).await.context("archive events")?;
                 if firings.is_empty() {
                     tx.commit().await.context("commit")?;
                     return Ok(out);
@@ -1086,27 +1096,9 @@ macro_rules! impl_store {
                     tx.rollback().await.context("rollback")?;
                     return Ok(false);
                 }
-                for chunk in rows.chunks(256) {
-                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
-                        "INSERT INTO event_batches (node, ts_min, ts_max, kinds, n, created_at,
-                             packed, frame) ",
-                    );
-                    b.push_values(chunk, |mut row, r| {
-                        row.push_bind(&r.node)
-                            .push_bind(r.ts_min)
-                            .push_bind(r.ts_max)
-                            .push_bind(r.kinds)
-                            .push_bind(r.n)
-                            .push_bind(created_at)
-                            .push_bind(r.packed)
-                            .push_bind(&r.frame);
-                    });
-                    b.build()
-                        .persistent(false)
-                        .execute(&mut *tx)
-                        .await
-                        .context("insert compacted archive rows")?;
-                }
+                insert_archive_rows(&mut tx, rows, created_at)
+                    .await
+                    .context("insert compacted archive rows")?;
                 tx.commit().await.context("commit")?;
                 Ok(true)
             }

@@ -95,6 +95,8 @@ pub(super) async fn get_evidence(
         return Err(ApiError::NotFound(format!("no alert {id}")));
     };
     let evidence = crate::evidence::of_alert(&s.store, &s.rules.get(), &alert).await?;
+    let unreadable: u64 = evidence.firings.iter().map(|f| f.rows_unreadable).sum();
+    s.metrics.archive_unreadable.inc_by(unreadable);
     Ok(Json(serde_json::to_value(evidence).map_err(anyhow::Error::from)?))
 }
 

@@ -169,5 +169,6 @@ pub(super) async fn backtest(
         BACKTEST_BUDGET,
     )
     .await?;
+    s.metrics.archive_unreadable.inc_by(report.rows_unreadable);
     Ok(Json(serde_json::to_value(report).map_err(anyhow::Error::from)?))
 }
