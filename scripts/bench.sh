@@ -271,15 +271,13 @@ bench_faults() {
   machine_line
 }
 
-bench_store() {
-  local alerts=${1:-1000000} firings=${2:-10000000}
-  # shellcheck source=scripts/services.sh
-  source scripts/services.sh
-  services_up >/dev/null
-  cargo build --quiet --release -p aggregator -p auditflow --bins --example bench_store
-  local lines=() backend out
+# Runs an example once per store backend (its first argument), prints each run's output, then
+# the machine and every run's last line together.
+per_backend() { # example args-after-the-backend...
+  local example=$1 lines=() backend out
+  shift
   for backend in postgres sqlite; do
-    out=$("$ROOT/target/release/examples/bench_store" "$backend" "$ROOT/target/release" "$alerts" "$firings")
+    out=$("$ROOT/target/release/examples/$example" "$backend" "$@")
     echo "$out"
     lines+=("$(tail -n 1 <<<"$out")")
   done
@@ -288,20 +286,21 @@ bench_store() {
   printf '%s\n' "${lines[@]}"
 }
 
+bench_store() {
+  local alerts=${1:-1000000} firings=${2:-10000000}
+  # shellcheck source=scripts/services.sh
+  source scripts/services.sh
+  services_up >/dev/null
+  cargo build --quiet --release -p aggregator -p auditflow --bins --example bench_store
+  per_backend bench_store "$ROOT/target/release" "$alerts" "$firings"
+}
+
 bench_archive() {
   # shellcheck source=scripts/services.sh
   source scripts/services.sh
   services_up >/dev/null
   cargo build --quiet --release -p aggregator --example bench_archive
-  local lines=() backend out
-  for backend in postgres sqlite; do
-    out=$("$ROOT/target/release/examples/bench_archive" "$backend" "${1:-50}" "${2:-1}" "${3:-7}")
-    echo "$out"
-    lines+=("$(tail -n 1 <<<"$out")")
-  done
-  echo
-  machine_line
-  printf '%s\n' "${lines[@]}"
+  per_backend bench_archive "${1:-50}" "${2:-1}" "${3:-7}"
 }
 
 bench_legacy() {

@@ -110,11 +110,16 @@ pub struct Row {
     pub kinds: i64,
     /// Events in the row.
     pub n: i32,
-    /// Whether it is final: compressed, by compaction or from a batch large enough. A batch's
-    /// small rows are not, and compaction merges them.
-    pub packed: bool,
     /// The format byte, then the records.
     pub frame: Vec<u8>,
+}
+
+impl Row {
+    /// Whether it is final: compressed, by compaction or from a batch large enough. A batch's
+    /// small rows are not, and compaction merges them.
+    pub fn packed(&self) -> bool {
+        self.frame.first() == Some(&FORMAT_ZSTD)
+    }
 }
 
 /// A stored row as a search reads it.
@@ -197,7 +202,6 @@ fn encode(events: &[Pending<'_>], pack: bool) -> Row {
         ts_max: events.last().map_or(0, |p| ts_ms(p.event)),
         kinds: events.iter().fold(0, |k, p| k | bit_of(&p.event.kind)),
         n: i32::try_from(events.len()).unwrap_or(i32::MAX),
-        packed: pack,
         frame,
     }
 }
@@ -544,8 +548,59 @@ pub struct SearchSummary {
     pub truncated: bool,
 }
 
-/// Rows a search reads per query.
+/// Rows read per query.
 const PAGE_ROWS: i64 = 64;
+
+/// An archive scan read page by page (keyset on `(ts_min, id)`), the rows decoded with those
+/// that cannot be read skipped, logged and counted: what searches, evidence and backtests
+/// share.
+#[derive(Debug)]
+pub struct Pages {
+    scan: crate::store::ArchiveScan,
+    done: bool,
+    /// Rows that could not be read so far.
+    pub unreadable: u64,
+}
+
+impl Pages {
+    /// Pages of `scan` (its `after` and `max` are the reader's).
+    pub fn new(scan: crate::store::ArchiveScan) -> Self {
+        Self {
+            scan: crate::store::ArchiveScan { after: None, max: PAGE_ROWS, ..scan },
+            done: false,
+            unreadable: 0,
+        }
+    }
+
+    /// The next page and whether it is the last; `None` once everything was read.
+    pub async fn next(
+        &mut self,
+        store: &crate::store::SharedStore,
+    ) -> anyhow::Result<Option<(Vec<StoredRow>, bool)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let rows = store.archive_rows(&self.scan).await?;
+        let last = (rows.len() as i64) < self.scan.max;
+        match rows.last() {
+            Some(row) if !last => self.scan.after = Some((row.ts_min, row.id)),
+            _ => self.done = true,
+        }
+        Ok((!rows.is_empty()).then_some((rows, last)))
+    }
+
+    /// A row's records; `None` (counted) when the row cannot be read.
+    pub fn decode(&mut self, row: &StoredRow) -> Option<Vec<Record>> {
+        match decode(&row.frame) {
+            Ok(records) => Some(records),
+            Err(e) => {
+                self.unreadable += 1;
+                tracing::warn!(row = row.id, error = %e, "archive row unreadable; skipped");
+                None
+            }
+        }
+    }
+}
 
 /// Where a search's events go.
 pub trait Sink: Send {
@@ -602,18 +657,16 @@ pub async fn search(
     let mut summary = SearchSummary::default();
     let mut out = Out { sink, returned: 0 };
     let mut merge = Merge::new(q.limit, q.desc);
-    let mut scan = crate::store::ArchiveScan {
+    let mut gone = false;
+    let mut pages = Pages::new(crate::store::ArchiveScan {
         node: q.node.clone(),
         kinds: q.kinds,
         from: q.from,
         to: q.to,
         desc: q.desc,
-        after: None,
-        max: PAGE_ROWS,
-    };
-    'pages: loop {
-        let rows = store.archive_rows(&scan).await?;
-        let last_page = (rows.len() as i64) < PAGE_ROWS;
+        ..Default::default()
+    });
+    'pages: while let Some((rows, last_page)) = pages.next(store).await? {
         for (i, row) in rows.iter().enumerate() {
             if !merge.wants_rows_from(row.ts_min) {
                 break 'pages;
@@ -623,42 +676,33 @@ pub async fn search(
                 break 'pages;
             }
             summary.rows_read += 1;
-            match decode(&row.frame) {
-                Ok(records) => {
-                    summary.events_scanned += records.len() as u64;
-                    for r in &records {
-                        if !q.matches(&row.node, r) {
-                            continue;
-                        }
-                        let json = event_json(&row.node, r);
-                        if let Some(text) = &q.text
-                            && !json.to_string().to_lowercase().contains(text.as_str())
-                        {
-                            continue;
-                        }
-                        merge.push(ts_ms(&r.event), r.key.event_id(&row.node), json);
-                    }
+            for r in pages.decode(row).unwrap_or_default() {
+                summary.events_scanned += 1;
+                if !q.matches(&row.node, &r) {
+                    continue;
                 }
-                Err(e) => {
-                    summary.rows_unreadable += 1;
-                    tracing::warn!(row = row.id, error = %e, "archive row unreadable; skipped");
+                let json = event_json(&row.node, &r);
+                if let Some(text) = &q.text
+                    && !json.to_string().to_lowercase().contains(text.as_str())
+                {
+                    continue;
                 }
+                merge.push(ts_ms(&r.event), r.key.event_id(&row.node), json);
             }
             // What no later row can precede goes out now; at a page's end the next row's
             // start is not known yet, so it waits for the next page.
             let next = rows.get(i + 1).map(|r| r.ts_min);
             if (next.is_some() || last_page) && !out.give(merge.release(next)).await {
-                summary.returned = out.returned;
-                return Ok(summary);
+                gone = true;
+                break 'pages;
             }
         }
-        match rows.last() {
-            Some(row) if !last_page => scan.after = Some((row.ts_min, row.id)),
-            _ => break,
-        }
     }
-    out.give(merge.release(None)).await;
+    if !gone {
+        out.give(merge.release(None)).await;
+    }
     summary.returned = out.returned;
+    summary.rows_unreadable = pages.unreadable;
     Ok(summary)
 }
 
@@ -748,11 +792,11 @@ mod tests {
                 .collect()
         };
         let small = rows(pending(10)).remove(0);
-        assert_eq!((small.frame[0], small.packed), (FORMAT_PLAIN, false));
+        assert_eq!((small.frame[0], small.packed()), (FORMAT_PLAIN, false));
         let large = rows(pending(600)).remove(0);
-        assert_eq!((large.frame[0], large.packed), (FORMAT_ZSTD, true));
+        assert_eq!((large.frame[0], large.packed()), (FORMAT_ZSTD, true));
         let merged = packed_rows(pending(10)).remove(0);
-        assert_eq!((merged.frame[0], merged.packed), (FORMAT_ZSTD, true));
+        assert_eq!((merged.frame[0], merged.packed()), (FORMAT_ZSTD, true));
         assert!(large.frame.len() < 600 * 20, "{} bytes: compressed", large.frame.len());
         for row in [small, large, merged] {
             let back = decode(&row.frame).unwrap();
@@ -773,7 +817,7 @@ mod tests {
         let merged = merge(&[("a".into(), records.clone()), ("a".into(), records)]);
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].n, 2);
-        assert!(merged[0].packed);
+        assert!(merged[0].packed());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::archive;
+use crate::archive::{self, Pages};
 use crate::detect::{Detector, Firing, Input};
 use crate::rules::{Mode, RuleSet};
 use crate::state::memory::MemoryState;
@@ -21,8 +21,6 @@ use crate::store::{ArchiveScan, SharedStore};
 
 /// Examples kept per rule.
 const EXAMPLES: usize = 3;
-/// Rows decoded per detection batch.
-const PAGE_ROWS: i64 = 64;
 
 /// One firing, as an example.
 #[derive(Clone, Debug, Serialize)]
@@ -152,26 +150,10 @@ pub async fn run(
         to: crate::store::rfc3339(to),
         ..Report::default()
     };
-    let mut scan = ArchiveScan {
-        from,
-        to,
-        desc: false,
-        after: None,
-        max: PAGE_ROWS,
-        ..ArchiveScan::default()
-    };
-    loop {
-        let rows = store.archive_rows(&scan).await?;
-        let mut decoded = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match archive::decode(&row.frame) {
-                Ok(records) => decoded.push((row.node.as_str(), records)),
-                Err(e) => {
-                    report.rows_unreadable += 1;
-                    tracing::warn!(row = row.id, error = %e, "archive row unreadable; skipped");
-                }
-            }
-        }
+    let mut pages = Pages::new(ArchiveScan { from, to, ..ArchiveScan::default() });
+    while let Some((rows, last)) = pages.next(store).await? {
+        let decoded: Vec<_> =
+            rows.iter().filter_map(|row| Some((row.node.as_str(), pages.decode(row)?))).collect();
         let inputs: Vec<Input<'_>> = decoded
             .iter()
             .flat_map(|(node, records)| {
@@ -189,14 +171,11 @@ pub async fn run(
         new.feed(&inputs);
         old.feed(&inputs);
         if report.events >= max_events {
-            report.truncated = rows.len() as i64 == PAGE_ROWS;
+            report.truncated = !last;
             break;
         }
-        match rows.last() {
-            Some(row) if rows.len() as i64 == PAGE_ROWS => scan.after = Some((row.ts_min, row.id)),
-            _ => break,
-        }
     }
+    report.rows_unreadable = pages.unreadable;
     for rule in &candidate.rules {
         let (firings, groups, examples) = new.tally.per_rule.remove(&rule.id).unwrap_or_default();
         let in_force = in_force

@@ -10,7 +10,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::archive::{self, Record};
+use crate::archive::{self, Pages, Record};
 use crate::detect::Detector;
 use crate::rules::{EventRef, FieldId, Rule, Spec};
 use crate::store::{Alert, ArchiveScan, FiringRef, SharedStore};
@@ -134,32 +134,22 @@ async fn firing(
     f: &FiringRef,
 ) -> anyhow::Result<FiringEvidence> {
     let from = f.ts.saturating_sub(window);
-    let mut scan = ArchiveScan {
+    let mut pages = Pages::new(ArchiveScan {
         node: node.map(str::to_owned),
         kinds,
         from,
         to: f.ts,
-        desc: false,
-        after: None,
-        max: 64,
-    };
+        ..ArchiveScan::default()
+    });
     let mut found: Vec<(i64, Uuid, serde_json::Value)> = Vec::new();
-    let (mut scanned, mut truncated, mut unreadable) = (0u64, false, 0u64);
-    'rows: loop {
-        let rows = store.archive_rows(&scan).await?;
+    let (mut scanned, mut truncated) = (0u64, false);
+    'rows: while let Some((rows, _)) = pages.next(store).await? {
         for row in &rows {
             if scanned >= SCAN_BUDGET {
                 truncated = true;
                 break 'rows;
             }
-            let records = match archive::decode(&row.frame) {
-                Ok(records) => records,
-                Err(e) => {
-                    unreadable += 1;
-                    tracing::warn!(row = row.id, error = %e, "archive row unreadable; skipped");
-                    continue;
-                }
-            };
+            let Some(records) = pages.decode(row) else { continue };
             scanned += records.len() as u64;
             for r in &records {
                 let ts = archive::ts_ms(&r.event);
@@ -169,10 +159,6 @@ async fn firing(
                 let id = r.key.event_id(&row.node);
                 found.push((ts, id, archive::event_json(&row.node, r)));
             }
-        }
-        match rows.last() {
-            Some(row) if rows.len() as i64 == scan.max => scan.after = Some((row.ts_min, row.id)),
-            _ => break,
         }
     }
     // Rows are read by start; a row may end up to a span later, so sort, and drop a copy of
@@ -192,6 +178,6 @@ async fn firing(
         left_out,
         archived,
         truncated,
-        rows_unreadable: unreadable,
+        rows_unreadable: pages.unreadable,
     })
 }

@@ -156,14 +156,11 @@ pub struct InFlight {
     done: tokio::sync::Notify,
 }
 
-/// A stream: a node (or a dedup name) and an epoch.
-type Stream = (String, u64);
-
 #[derive(Debug, Default)]
 struct InFlightSpans {
     next: u64,
-    /// Per stream, the runs held: `(first, end, batch)`.
-    by_stream: std::collections::HashMap<Stream, Vec<(u64, u64, u64)>>,
+    /// Per node (or dedup name), the runs held: `(epoch, first, end, batch)`.
+    by_node: std::collections::HashMap<String, Vec<(u64, u64, u64, u64)>>,
 }
 
 /// A batch's claim on its spans; released when dropped (the batch done, failed or cancelled).
@@ -171,7 +168,7 @@ struct InFlightSpans {
 pub struct Claim<'a> {
     owner: &'a InFlight,
     id: u64,
-    keys: Vec<Stream>,
+    nodes: Vec<String>,
 }
 
 impl InFlight {
@@ -184,20 +181,20 @@ impl InFlight {
             {
                 let mut s = self.spans.lock().unwrap_or_else(|p| p.into_inner());
                 let busy = spans.iter().any(|sp| {
-                    s.by_stream.get(&(sp.node.clone(), sp.epoch)).is_some_and(|runs| {
-                        runs.iter().any(|&(a, b, _)| a < sp.end && sp.first < b)
+                    s.by_node.get(sp.node.as_str()).is_some_and(|runs| {
+                        runs.iter().any(|&(e, a, b, _)| e == sp.epoch && a < sp.end && sp.first < b)
                     })
                 });
                 if !busy {
                     s.next += 1;
                     let id = s.next;
-                    let mut keys = Vec::with_capacity(spans.len());
+                    let mut nodes = Vec::with_capacity(spans.len());
                     for sp in spans {
-                        let key = (sp.node.clone(), sp.epoch);
-                        s.by_stream.entry(key.clone()).or_default().push((sp.first, sp.end, id));
-                        keys.push(key);
+                        let run = (sp.epoch, sp.first, sp.end, id);
+                        s.by_node.entry(sp.node.clone()).or_default().push(run);
+                        nodes.push(sp.node.clone());
                     }
-                    return Claim { owner: self, id, keys };
+                    return Claim { owner: self, id, nodes };
                 }
             }
             notified.await;
@@ -209,11 +206,11 @@ impl Drop for Claim<'_> {
     fn drop(&mut self) {
         {
             let mut s = self.owner.spans.lock().unwrap_or_else(|p| p.into_inner());
-            for key in &self.keys {
-                if let Some(runs) = s.by_stream.get_mut(key) {
-                    runs.retain(|r| r.2 != self.id);
+            for node in &self.nodes {
+                if let Some(runs) = s.by_node.get_mut(node) {
+                    runs.retain(|r| r.3 != self.id);
                     if runs.is_empty() {
-                        s.by_stream.remove(key);
+                        s.by_node.remove(node);
                     }
                 }
             }

@@ -135,18 +135,12 @@ async fn backtest_reports_the_firings_a_candidate_would_have_had() {
     .unwrap();
     let config = dir.path().join("aggregator.toml");
     std::fs::write(&config, "rules_dir = \"\"\n").unwrap();
-    let (code, out, err) = agg(&[
-        "--config",
-        config.to_str().unwrap(),
-        "rules",
-        "backtest",
-        rules.to_str().unwrap(),
-        "--since",
-        "2d",
-        "--database-url",
-        &url,
-        "--json",
-    ]);
+    let backtest = |extra: &[&str]| {
+        let (config, rules) = (config.to_str().unwrap(), rules.to_str().unwrap());
+        let args = ["--config", config, "rules", "backtest", rules, "--since", "2d"];
+        agg(&[&args[..], &["--database-url", &url], extra].concat())
+    };
+    let (code, out, err) = backtest(&["--json"]);
     assert_eq!(code, 0, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["events"], 9, "{report}");
@@ -170,17 +164,7 @@ async fn backtest_reports_the_firings_a_candidate_would_have_had() {
     );
 
     // The text form ends with its summary line.
-    let (code, out, _) = agg(&[
-        "--config",
-        config.to_str().unwrap(),
-        "rules",
-        "backtest",
-        rules.to_str().unwrap(),
-        "--since",
-        "2d",
-        "--database-url",
-        &url,
-    ]);
+    let (code, out, _) = backtest(&[]);
     assert_eq!(code, 0);
     assert!(out.contains("ANLY-SEC-001") && out.contains("in force: 2 (+1)"), "{out}");
     let last = out.trim_end().lines().last().unwrap_or_default();

@@ -9,6 +9,9 @@ pub(super) const ALERT_COLS: &str = "id, fingerprint, rule_id, rule_name, rule_d
      severity, title, tags, node, group_values, status, occurrences, first_seen, last_seen, \
      created_at, updated_at, correlation_id, remediation, playbook_url, silenced, raw_event";
 
+/// The archive columns a read selects, in [`stored_row`]'s names.
+pub(super) const ARCHIVE_COLS: &str = "id, node, ts_min, ts_max, n, created_at, frame";
+
 /// `text` as a LIKE pattern matching it anywhere, lower-cased, with `\` as the escape.
 pub(super) fn like_pattern(text: &str) -> String {
     let mut p = String::with_capacity(text.len() + 2);
@@ -176,7 +179,7 @@ macro_rules! impl_store {
                         .push_bind(r.kinds)
                         .push_bind(r.n)
                         .push_bind(created_at)
-                        .push_bind(r.packed)
+                        .push_bind(r.packed())
                         .push_bind(&r.frame);
                 });
                 b.build().persistent(false).execute(&mut **tx).await?;
@@ -1016,10 +1019,10 @@ macro_rules! impl_store {
                 &self,
                 q: &$crate::store::ArchiveScan,
             ) -> anyhow::Result<Vec<$crate::archive::StoredRow>> {
-                let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
-                    "SELECT id, node, ts_min, ts_max, n, created_at, frame FROM event_batches
-                     WHERE ts_min >= ",
-                );
+                let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(format!(
+                    "SELECT {} FROM event_batches WHERE ts_min >= ",
+                    $crate::store::sql::ARCHIVE_COLS
+                ));
                 b.push_bind(q.from.saturating_sub($crate::archive::MAX_ROW_SPAN_MS));
                 b.push(" AND ts_min <= ").push_bind(q.to);
                 b.push(" AND ts_max >= ").push_bind(q.from);
@@ -1053,10 +1056,12 @@ macro_rules! impl_store {
                 before: i64,
                 max: i64,
             ) -> anyhow::Result<Vec<$crate::archive::StoredRow>> {
-                let rows = sqlx::query(
-                    "SELECT id, node, ts_min, ts_max, n, created_at, frame FROM event_batches
-                     WHERE NOT packed AND created_at < $1 ORDER BY node, id LIMIT $2",
-                )
+                let sql = format!(
+                    "SELECT {} FROM event_batches WHERE NOT packed AND created_at < $1
+                     ORDER BY node, id LIMIT $2",
+                    $crate::store::sql::ARCHIVE_COLS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(before)
                 .bind(max)
                 .fetch_all(&self.read)

@@ -10,7 +10,9 @@ use serde_json::json;
 use uuid::Uuid;
 use wire::model::Timestamp;
 
-use super::{ApiResult, MAX_EVENTS, Params, get_param, int_param, json_body, time_param};
+use super::{
+    ApiResult, MAX_EVENTS, Params, get_param, int_param, json_body, time_param, unique_params,
+};
 use crate::http::ApiError;
 use crate::http::ApiState;
 use crate::pipeline::Item;
@@ -159,13 +161,7 @@ pub(super) async fn search_events(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     // Field names are open-ended, so every key is checked by search_query, not by a list.
-    let axum::extract::Query(pairs) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    for (i, (k, _)) in pairs.iter().enumerate() {
-        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
-            return Err(ApiError::BadRequest(format!("parameter `{k}` given twice")));
-        }
-    }
-    let q = search_query(&pairs)?;
+    let q = search_query(&unique_params(query)?)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
     let store = s.store.clone();
     let metrics = s.metrics.clone();

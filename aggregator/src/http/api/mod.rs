@@ -57,14 +57,21 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
 /// Query parameters, each allowed key at most once; unknown keys are refused so that a typo
 /// does not silently widen a filter.
 fn params(q: Params, allowed: &[&str]) -> ApiResult<Vec<(String, String)>> {
+    let pairs = unique_params(q)?;
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown parameter `{k}` (allowed: {})",
+            allowed.join(", ")
+        )));
+    }
+    Ok(pairs)
+}
+
+/// Query parameters, each key at most once (for routes whose keys are open-ended and checked
+/// by the route itself).
+fn unique_params(q: Params) -> ApiResult<Vec<(String, String)>> {
     let Query(pairs) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     for (i, (k, _)) in pairs.iter().enumerate() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown parameter `{k}` (allowed: {})",
-                allowed.join(", ")
-            )));
-        }
         if pairs[..i].iter().any(|(k2, _)| k2 == k) {
             return Err(ApiError::BadRequest(format!("parameter `{k}` given twice")));
         }
