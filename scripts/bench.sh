@@ -44,7 +44,8 @@
 # legacy [EVENTS]: the legacy path (aggregator/examples/bench_legacy.rs): EVENTS legacy events
 # (default 200,000) of each stream (the legacy generator's mix; failed logins only) pre-queued
 # on audit_events, drained by the release aggregator with RabbitMQ, Redis and PostgreSQL until
-# every firing is committed. The last line is
+# every firing is committed; then RabbitMQ's own rate for the queue (a consumer that only
+# acknowledges). The last line is
 #   legacy: mixed_events_per_s=<n> failures_events_per_s=<m>
 # archive [NODES] [RATE] [DAYS]: the event archive (aggregator/examples/bench_archive.rs):
 # PostgreSQL and SQLite filled with DAYS (default 7) of NODES nodes (default 50) at RATE

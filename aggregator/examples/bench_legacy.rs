@@ -12,8 +12,10 @@
 //!
 //! The time is from the aggregator's first evaluated event to its last (`events_in` counts a
 //! batch after its firings are committed, and its messages are acked after that), so startup
-//! is not charged. Prints a line per stream and the last line
-//! `legacy: mixed_events_per_s=<n> failures_events_per_s=<m>`.
+//! is not charged. Then the mixed stream is drained by a consumer that only acknowledges:
+//! RabbitMQ's own rate for the queue, the ceiling the figures are read against
+//! (`BENCH_LEGACY_DRAIN_ONLY=1` measures only that). Prints a line per stream and the last
+//! line `legacy: mixed_events_per_s=<n> failures_events_per_s=<m>`.
 
 #[path = "common/redis_keys.rs"]
 mod common;
@@ -170,6 +172,48 @@ fn run(bin_dir: &Path, stream: &str, n: u64) -> anyhow::Result<Run> {
     Ok(Run { events_per_s, firings, seconds })
 }
 
+/// RabbitMQ's own ceiling: the same pre-queued stream drained by a consumer that does nothing
+/// but acknowledge (prefetch and batches as the aggregator's legacy consumer: 4,096 and 2,048,
+/// acks `multiple`), so the figures above can be read against what the broker alone delivers
+/// on this machine. (Other prefetch and ack sizes, and a second consumer, measured no higher.)
+fn drain_only(n: u64) -> anyhow::Result<f64> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    let svc =
+        ClusterServices::create(&format!("legacy_drain_{}_{}", std::process::id(), now_ms()))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(prequeue(&svc.amqp_url, "mixed", n))?;
+    rt.block_on(async {
+        let conn = Connection::connect(&svc.amqp_url, ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(4096, BasicQosOptions::default()).await?;
+        let mut deliveries = ch
+            .basic_consume(
+                "audit_events".into(),
+                "drain".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let (mut seen, mut t0) = (0u64, None);
+        while let Some(d) = deliveries.next().await {
+            let d = d?;
+            t0.get_or_insert_with(Instant::now);
+            seen += 1;
+            if seen % 2048 == 0 || seen == n {
+                d.acker.ack(BasicAckOptions { multiple: true }).await?;
+            }
+            if seen == n {
+                break;
+            }
+        }
+        let seconds = t0.context("nothing delivered")?.elapsed().as_secs_f64();
+        let _ = conn.close(200, "done".into()).await;
+        // The first delivery starts the clock.
+        anyhow::Ok((n - 1) as f64 / seconds)
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(bin_dir), Some(n)) = (args.next(), args.next()) else {
@@ -177,6 +221,11 @@ fn main() -> anyhow::Result<()> {
     };
     let bin_dir = PathBuf::from(bin_dir);
     let n: u64 = n.parse().context("EVENTS")?;
+    // BENCH_LEGACY_DRAIN_ONLY=1 measures the broker's ceiling alone (for experiments).
+    if std::env::var_os("BENCH_LEGACY_DRAIN_ONLY").is_some() {
+        println!("stream=drain-only events={n} events_per_s={:.0}", drain_only(n)?);
+        return Ok(());
+    }
     let mut rates = Vec::new();
     for stream in ["mixed", "failures"] {
         let r = run(&bin_dir, stream, n)?;
@@ -186,6 +235,8 @@ fn main() -> anyhow::Result<()> {
         );
         rates.push(r.events_per_s);
     }
+    // The broker's ceiling, for reading the figures (not part of the result line).
+    println!("stream=drain-only events={n} events_per_s={:.0}", drain_only(n)?);
     println!("legacy: mixed_events_per_s={:.0} failures_events_per_s={:.0}", rates[0], rates[1]);
     Ok(())
 }

@@ -259,17 +259,17 @@ fn spans(item: &Item) -> [Option<Span>; 2] {
                 epoch: env.epoch,
                 first: env.first_seq,
                 end: env.end_seq(),
+                single: None,
             }),
             (!env.dropped.is_empty()).then(|| Span {
                 node: format!("{}#drops", env.node_id),
                 epoch: env.epoch,
                 first: env.first_seq,
                 end: env.first_seq + 1,
+                single: None,
             }),
         ],
-        Item::Single { id, .. } => {
-            [Some(Span { node: format!("id/{}", id.simple()), epoch: 0, first: 0, end: 1 }), None]
-        }
+        Item::Single { id, .. } => [Some(Span::single(*id)), None],
     }
 }
 

@@ -214,17 +214,49 @@ async fn new_values_and_cooldowns(s: &impl WindowState) {
 }
 
 async fn processed_spans(s: &impl WindowState) {
-    let span = |first, end| Span { node: "pi-1".into(), epoch: 7, first, end };
+    let span = |first, end| Span { node: "pi-1".into(), epoch: 7, first, end, single: None };
     assert_eq!(s.processed(&[span(0, 100)]).await.unwrap(), vec![vec![]]);
     s.mark_processed(&[span(0, 100), span(200, 300), span(100, 150)]).await.unwrap();
     let got = s.processed(&[span(0, 100), span(120, 250), span(150, 200), span(300, 400)]).await;
     assert_eq!(got.unwrap(), vec![vec![(0, 150)], vec![(0, 150), (200, 300)], vec![], vec![]]);
     // Another epoch and another node are separate.
-    let other = Span { node: "pi-1".into(), epoch: 8, first: 0, end: 10 };
-    let legacy = Span { node: "legacy/abc".into(), epoch: 0, first: 0, end: 1 };
+    let other = Span { node: "pi-1".into(), epoch: 8, first: 0, end: 10, single: None };
+    let legacy = Span { node: "legacy/abc".into(), epoch: 0, first: 0, end: 1, single: None };
     assert_eq!(s.processed(&[other, legacy.clone()]).await.unwrap(), vec![vec![], vec![]]);
     s.mark_processed(std::slice::from_ref(&legacy)).await.unwrap();
     assert_eq!(s.processed(&[legacy]).await.unwrap(), vec![vec![(0, 1)]]);
+}
+
+/// Single events (legacy JSON, the API): a whole batch of ids in one call, next to agents'
+/// runs, and apart from them — a node named like a single span's node reaches no single event.
+async fn single_spans(s: &impl WindowState) {
+    let ids: Vec<uuid::Uuid> = (0..600u128)
+        .map(|i| uuid::Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i << 120))
+        .collect();
+    let singles: Vec<Span> = ids.iter().map(|&id| Span::single(id)).collect();
+    let first: Vec<Span> = singles.iter().step_by(2).cloned().collect();
+    assert!(s.processed(&singles).await.unwrap().iter().all(Vec::is_empty));
+    let run = Span { node: "pi-9".into(), epoch: 1, first: 0, end: 5, single: None };
+    let mut marked = first.clone();
+    marked.push(run.clone());
+    s.mark_processed(&marked).await.unwrap();
+    let mut asked = singles.clone();
+    asked.push(run);
+    let got = s.processed(&asked).await.unwrap();
+    for (i, runs) in got[..singles.len()].iter().enumerate() {
+        let want: Vec<(u64, u64)> = if i % 2 == 0 { vec![(0, 1)] } else { vec![] };
+        assert_eq!(runs, &want, "single {i}");
+    }
+    assert_eq!(got[singles.len()], vec![(0, 5)]);
+    // An agent whose node id reads like a single span's node, marking that span: the single
+    // event is still new.
+    let unseen = &singles[1];
+    let imitation = Span { single: None, ..unseen.clone() };
+    s.mark_processed(std::slice::from_ref(&imitation)).await.unwrap();
+    assert_eq!(s.processed(std::slice::from_ref(unseen)).await.unwrap(), vec![vec![]]);
+    // Marking again is harmless.
+    s.mark_processed(&first).await.unwrap();
+    assert_eq!(s.processed(&first[..1]).await.unwrap(), vec![vec![(0, 1)]]);
 }
 
 /// Two "replicas" applying interleaved batches to one state: 100 groups of three events, each
@@ -269,6 +301,7 @@ async fn suite(s: &impl WindowState) {
     sequences(s).await;
     new_values_and_cooldowns(s).await;
     processed_spans(s).await;
+    single_spans(s).await;
 }
 
 #[tokio::test]

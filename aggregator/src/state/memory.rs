@@ -30,6 +30,8 @@ pub(crate) struct Inner {
     pub(crate) values: HashMap<String, Expiring<HashMap<String, Name>>>,
     pub(crate) gates: HashMap<String, Expiring<(i64, Name)>>,
     spans: HashMap<(String, u64), Expiring<Runs>>,
+    /// Single events processed (`Span::single`), until when they are remembered.
+    singles: HashMap<uuid::Uuid, Instant>,
     seen: HashMap<String, i64>,
     /// Ops applied since the last sweep of expired keys.
     since_sweep: usize,
@@ -246,7 +248,11 @@ impl MemoryState {
     pub fn len(&self) -> usize {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.sweep(Instant::now());
-        inner.windows.len() + inner.values.len() + inner.gates.len() + inner.spans.len()
+        inner.windows.len()
+            + inner.values.len()
+            + inner.gates.len()
+            + inner.spans.len()
+            + inner.singles.len()
     }
 
     /// True when no key is held.
@@ -303,6 +309,7 @@ impl Inner {
         self.values.retain(|_, e| e.expires > now);
         self.gates.retain(|_, e| e.expires > now);
         self.spans.retain(|_, e| e.expires > now);
+        self.singles.retain(|_, expires| *expires > now);
     }
 
     fn apply(&mut self, op: &Op, now: Instant) -> Verdict {
@@ -400,6 +407,10 @@ impl Inner {
     }
 
     fn covered(&self, span: &Span, now: Instant) -> Vec<(u64, u64)> {
+        if let Some(id) = span.single {
+            let seen = self.singles.get(&id).is_some_and(|&t| t > now);
+            return if seen { vec![(0, 1)] } else { Vec::new() };
+        }
         self.spans
             .get(&(span.node.clone(), span.epoch))
             .filter(|e| e.expires > now)
@@ -410,6 +421,10 @@ impl Inner {
     }
 
     fn mark(&mut self, span: &Span, now: Instant) {
+        if let Some(id) = span.single {
+            self.singles.insert(id, ttl(now, DEDUP_TTL_SECS));
+            return;
+        }
         let entry = self
             .spans
             .entry((span.node.clone(), span.epoch))

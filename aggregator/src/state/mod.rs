@@ -138,7 +138,8 @@ pub enum Verdict {
 }
 
 /// A contiguous run of an agent's sequence numbers, `[first, end)`, in one epoch; the unit of
-/// deduplication. A legacy event is the run `[0, 1)` of node `legacy/<event_id>`, epoch 0.
+/// deduplication. An event with an identity of its own (legacy JSON, the API) is a
+/// [`Span::single`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Span {
     /// The node.
@@ -149,6 +150,19 @@ pub struct Span {
     pub first: u64,
     /// One past the last.
     pub end: u64,
+    /// The identity of a single event (see [`Span::single`]).
+    pub single: Option<uuid::Uuid>,
+}
+
+impl Span {
+    /// The span of a single event with identity `id` (legacy JSON, the API, webhooks, silent
+    /// agents): `[0, 1)` of node `id/<uuid>`, epoch 0. Single events are recorded apart from
+    /// agents' runs, so no node's name can reach them: in Redis as members of a few sorted
+    /// sets scored by when they were processed, one command per set for a whole batch of
+    /// legacy messages instead of a key per event.
+    pub fn single(id: uuid::Uuid) -> Self {
+        Self { node: format!("id/{}", id.simple()), epoch: 0, first: 0, end: 1, single: Some(id) }
+    }
 }
 
 /// Why the state could not be read or written; the batch is retried (not acked).

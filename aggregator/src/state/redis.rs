@@ -102,7 +102,12 @@ impl RedisState {
         Ok(())
     }
 
-    async fn spans_call(&self, mode: &str, spans: &[Span]) -> Result<Value, StateError> {
+    /// One of the sets of single events processed (design.md §4.4).
+    fn singles_key(&self, set: u8) -> String {
+        format!("{}i:{set}", self.prefix)
+    }
+
+    async fn spans_call(&self, mode: &str, spans: &[&Span]) -> Result<Value, StateError> {
         let mut inv = self.spans.prepare_invoke();
         inv.arg(&self.prefix).arg(mode).arg(DEDUP_TTL_SECS);
         for s in spans {
@@ -111,6 +116,25 @@ impl RedisState {
         let mut conn = self.conn.clone();
         Ok(inv.invoke_async(&mut conn).await?)
     }
+}
+
+/// The sets single events are recorded in: a few, so that no key grows without bound in one
+/// place, and few enough that a batch costs one command per set.
+const SINGLE_SETS: u8 = 16;
+
+/// The single spans among `spans` (indices `singles`) grouped by their set, with their ids.
+fn by_set(spans: &[Span], singles: &[usize]) -> Vec<(u8, Vec<(usize, uuid::Uuid)>)> {
+    let mut sets: Vec<(u8, Vec<(usize, uuid::Uuid)>)> = Vec::new();
+    for &i in singles {
+        let Some(id) = spans[i].single else { continue };
+        // The first byte is random in v4 and hashed in v5 ids.
+        let set = id.as_bytes()[0] % SINGLE_SETS;
+        match sets.iter_mut().find(|(s, _)| *s == set) {
+            Some((_, members)) => members.push((i, id)),
+            None => sets.push((set, vec![(i, id)])),
+        }
+    }
+    sets
 }
 
 /// How close to expiring a cached key may be and still be used without reading it again: covers
@@ -559,33 +583,83 @@ impl WindowState for RedisState {
     }
 
     async fn processed(&self, spans: &[Span]) -> Result<Vec<Vec<(u64, u64)>>, StateError> {
-        if spans.is_empty() {
-            return Ok(Vec::new());
-        }
-        let reply = self.spans_call("check", spans).await?;
-        let Value::Array(per_span) = reply else {
-            return Err(StateError::Protocol(format!("{reply:?}")));
-        };
-        if per_span.len() != spans.len() {
-            return Err(StateError::Protocol("one answer per span expected".into()));
-        }
-        per_span
-            .iter()
-            .map(|runs| {
-                let Value::Array(items) = runs else {
-                    return Err(StateError::Protocol(format!("{runs:?}")));
+        let mut out = vec![Vec::new(); spans.len()];
+        let (runs, singles): (Vec<usize>, Vec<usize>) =
+            (0..spans.len()).partition(|&i| spans[i].single.is_none());
+        if !runs.is_empty() {
+            let asked: Vec<&Span> = runs.iter().map(|&i| &spans[i]).collect();
+            let reply = self.spans_call("check", &asked).await?;
+            let Value::Array(per_span) = reply else {
+                return Err(StateError::Protocol(format!("{reply:?}")));
+            };
+            if per_span.len() != runs.len() {
+                return Err(StateError::Protocol("one answer per span expected".into()));
+            }
+            for (&i, found) in runs.iter().zip(&per_span) {
+                let Value::Array(items) = found else {
+                    return Err(StateError::Protocol(format!("{found:?}")));
                 };
                 let nums: Option<Vec<u64>> =
                     items.iter().map(|v| text(v).and_then(|t| t.parse().ok())).collect();
                 let nums = nums.ok_or_else(|| StateError::Protocol(format!("{items:?}")))?;
-                Ok(nums.chunks_exact(2).map(|p| (p[0], p[1])).collect())
-            })
-            .collect()
+                out[i] = nums.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+            }
+        }
+        if !singles.is_empty() {
+            let sets = by_set(spans, &singles);
+            let mut pipe = redis::pipe();
+            for (set, members) in &sets {
+                let cmd = pipe.cmd("ZMSCORE").arg(self.singles_key(*set));
+                for &(_, id) in members {
+                    cmd.arg(id.as_bytes());
+                }
+            }
+            let mut conn = self.conn.clone();
+            let replies: Vec<Vec<Option<f64>>> = pipe.query_async(&mut conn).await?;
+            if replies.len() != sets.len() {
+                return Err(StateError::Protocol("one answer per set expected".into()));
+            }
+            for ((_, members), found) in sets.iter().zip(&replies) {
+                if found.len() != members.len() {
+                    return Err(StateError::Protocol("one answer per id expected".into()));
+                }
+                for (&(i, _), score) in members.iter().zip(found) {
+                    if score.is_some() {
+                        out[i] = vec![(0, 1)];
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn mark_processed(&self, spans: &[Span]) -> Result<(), StateError> {
-        if !spans.is_empty() {
-            self.spans_call("mark", spans).await?;
+        let (runs, singles): (Vec<usize>, Vec<usize>) =
+            (0..spans.len()).partition(|&i| spans[i].single.is_none());
+        if !runs.is_empty() {
+            let marked: Vec<&Span> = runs.iter().map(|&i| &spans[i]).collect();
+            self.spans_call("mark", &marked).await?;
+        }
+        if !singles.is_empty() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut pipe = redis::pipe();
+            for (set, members) in by_set(spans, &singles) {
+                let key = self.singles_key(set);
+                let cmd = pipe.cmd("ZADD").arg(&key);
+                for (_, id) in members {
+                    cmd.arg(now).arg(id.as_bytes());
+                }
+                pipe.ignore();
+                // What was processed more than the record's lifetime ago is forgotten here,
+                // a little with every batch (a set's members have no expiry of their own).
+                let horizon = now.saturating_sub(DEDUP_TTL_SECS);
+                pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(format!("({horizon}"));
+                pipe.ignore().cmd("EXPIRE").arg(&key).arg(DEDUP_TTL_SECS).ignore();
+            }
+            let mut conn = self.conn.clone();
+            let () = pipe.query_async(&mut conn).await?;
         }
         Ok(())
     }

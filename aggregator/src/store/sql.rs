@@ -264,51 +264,48 @@ macro_rules! impl_store {
                 };
                 // A few statements for the whole batch, whatever its size (one round trip
                 // per firing made firing-heavy streams, such as the legacy failure stream,
-                // wait on the database): the firings (the ones already stored are
-                // redeliveries), the alerts (one upsert row per fingerprint), the links from
-                // firings to alerts, and the outbox rows.
-                // Rows go in a fixed order (firing id, fingerprint), so that two replicas
-                // writing overlapping batches lock them in the same order.
+                // wait on the database). Each firing row is written once, with its alert:
+                // which firings are new and which alerts are open are read first (no locks),
+                // the firings are inserted, and the alerts, the rows every batch of a busy
+                // group updates, are upserted last, so their row locks are held only from
+                // there to the commit (two consumers or replicas writing the same alerts wait
+                // on each other that long, not for the whole batch). Rows go in a fixed order
+                // (firing id, fingerprint), so that overlapping batches lock them in the same
+                // order.
                 const CHUNK: usize = 512;
-                let mut inserted = std::collections::HashSet::<uuid::Uuid>::new();
                 let mut by_id: Vec<&$crate::detect::Firing> = firings.iter().collect();
                 by_id.sort_by_key(|f| f.id);
                 by_id.dedup_by_key(|f| f.id);
+                let mut stored = std::collections::HashSet::<uuid::Uuid>::new();
                 for chunk in by_id.chunks(CHUNK) {
                     let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
-                        "INSERT INTO firings (id, rule_id, fingerprint, ts, count, node, event_id,
-                             event, created_at) ",
+                        "SELECT id FROM firings WHERE id IN (",
                     );
-                    b.push_values(chunk, |mut row, f| {
-                        row.push_bind(f.id)
-                            .push_bind(&*f.rule_id)
-                            .push_bind(&f.fingerprint)
-                            .push_bind(f.event.ts.as_nanos() / 1_000_000)
-                            .push_bind(i64::from(f.count))
-                            .push_bind(&f.node)
-                            .push_bind(f.event_id)
-                            .push_bind(Json(evidence_json(f)))
-                            .push_bind(now);
-                    });
-                    b.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+                    let mut list = b.separated(", ");
+                    for f in chunk {
+                        list.push_bind(f.id);
+                    }
+                    b.push(")");
                     let ids: Vec<(uuid::Uuid,)> = b
                         .build_query_as()
                         .persistent(false)
                         .fetch_all(&mut *tx)
                         .await
-                        .context("insert firings")?;
-                    inserted.extend(ids.into_iter().map(|(id,)| id));
+                        .context("look up firings")?;
+                    stored.extend(ids.into_iter().map(|(id,)| id));
                 }
                 // The new firings by fingerprint, in the batch's order: the first of a group
                 // creates the alert when none is open, the rest fold into it.
                 let mut groups = std::collections::BTreeMap::<&str, Vec<&$crate::detect::Firing>>::new();
                 // Firings inserted per rule: (count, newest event time), for rule_counts.
                 let mut fired = std::collections::BTreeMap::<&str, (i64, i64)>::new();
+                let mut fresh: std::collections::HashSet<uuid::Uuid> =
+                    by_id.iter().map(|f| f.id).filter(|id| !stored.contains(id)).collect();
                 for f in firings {
                     // Removed when counted: the same firing twice in one batch (an event
                     // evaluated twice, such as a rebased spool record next to its first
                     // delivery) is one firing and one duplicate.
-                    if !inserted.remove(&f.id) {
+                    if !fresh.remove(&f.id) {
                         out.duplicates += 1;
                         continue;
                     }
@@ -317,8 +314,74 @@ macro_rules! impl_store {
                     *c = (c.0 + 1, c.1.max(ts));
                     groups.entry(f.fingerprint.as_str()).or_default().push(f);
                 }
-                let mut alert_ids = std::collections::HashMap::<String, uuid::Uuid>::new();
                 let groups: Vec<(&str, Vec<&$crate::detect::Firing>)> = groups.into_iter().collect();
+                // The alert each group will fold into: the open one, else the one its first
+                // firing creates (an alert's id is its first firing's).
+                let mut open = std::collections::HashMap::<String, uuid::Uuid>::new();
+                for chunk in groups.chunks(CHUNK) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "SELECT fingerprint, id FROM alerts WHERE status <> 'resolved'
+                             AND fingerprint IN (",
+                    );
+                    let mut list = b.separated(", ");
+                    for (fingerprint, _) in chunk {
+                        list.push_bind(*fingerprint);
+                    }
+                    b.push(")");
+                    let rows: Vec<(String, uuid::Uuid)> = b
+                        .build_query_as()
+                        .persistent(false)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("look up open alerts")?;
+                    open.extend(rows);
+                }
+                let expected = |fingerprint: &str, g: &[&$crate::detect::Firing]| {
+                    open.get(fingerprint).copied().unwrap_or(g[0].id)
+                };
+                let mut new_firings: Vec<(&$crate::detect::Firing, uuid::Uuid)> = groups
+                    .iter()
+                    .flat_map(|(fp, g)| {
+                        let alert = expected(fp, g);
+                        g.iter().map(move |f| (*f, alert))
+                    })
+                    .collect();
+                new_firings.sort_by_key(|(f, _)| f.id);
+                let mut inserted = 0usize;
+                for chunk in new_firings.chunks(CHUNK) {
+                    let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        "INSERT INTO firings (id, rule_id, fingerprint, ts, count, node, event_id,
+                             event, created_at, alert_id) ",
+                    );
+                    b.push_values(chunk, |mut row, (f, alert)| {
+                        row.push_bind(f.id)
+                            .push_bind(&*f.rule_id)
+                            .push_bind(&f.fingerprint)
+                            .push_bind(f.event.ts.as_nanos() / 1_000_000)
+                            .push_bind(i64::from(f.count))
+                            .push_bind(&f.node)
+                            .push_bind(f.event_id)
+                            .push_bind(Json(evidence_json(f)))
+                            .push_bind(now)
+                            .push_bind(*alert);
+                    });
+                    b.push(" ON CONFLICT (id) DO NOTHING");
+                    inserted += b
+                        .build()
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await
+                        .context("insert firings")?
+                        .rows_affected() as usize;
+                }
+                // Another replica stored one of them since the look-up (a redelivery it
+                // processes at the same time): retried, the batch finds them stored.
+                anyhow::ensure!(
+                    inserted == new_firings.len(),
+                    "{} of this batch's firings were stored by another writer meanwhile; retrying",
+                    new_firings.len() - inserted
+                );
+                let mut alert_ids = std::collections::HashMap::<String, uuid::Uuid>::new();
                 for chunk in groups.chunks(CHUNK / 2) {
                     let mut b = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
                         "INSERT INTO alerts (id, fingerprint, rule_id, rule_name, rule_description,
@@ -384,7 +447,11 @@ macro_rules! impl_store {
                     let alert_id = *alert_ids
                         .get(*fingerprint)
                         .with_context(|| format!("no alert came back for {fingerprint}"))?;
-                    links.extend(g.iter().map(|f| (f.id, alert_id)));
+                    // Resolved or opened by another writer since the look-up: the firings
+                    // go to the alert that took them.
+                    if alert_id != expected(fingerprint, g) {
+                        links.extend(g.iter().map(|f| (f.id, alert_id)));
+                    }
                     // The alert's id is its first firing's: it was created now exactly when
                     // the id that came back is this group's first.
                     let created = alert_id == g[0].id;
