@@ -563,6 +563,17 @@ async fn stats_and_rule_counts(store: SharedStore) {
             (60_000, "WARNING".into(), 1, 1)
         ]
     );
+    // A last bucket cut short by the window's end, which is not in the window.
+    let cells = |from: i64, to: i64| {
+        let store = store.clone();
+        async move {
+            let b = store.stats(NOW + from, NOW + to, 60_000).await.unwrap();
+            b.into_iter().map(|b| (b.start - NOW, b.alerts)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(cells(0, 61_000).await, [(0, 1), (0, 1)]);
+    assert_eq!(cells(0, 61_001).await, [(0, 1), (0, 1), (60_000, 1)]);
+    assert_eq!(cells(1_000, 600_001).await, [(1_000, 1), (61_000, 1), (541_000, 1)]);
     let counts: Vec<(String, i64, Option<i64>)> = store
         .rule_counts()
         .await

@@ -249,6 +249,9 @@ impl PgStore {
     /// Ends a subquery the planner must not pull up (the statistics query).
     const FENCE: &str = "OFFSET 0";
 
+    /// PostgreSQL hashes the window's rows into their buckets in one pass.
+    const STATS_PER_BUCKET: bool = false;
+
     /// A text search looks among this many newest alerts of the list first (store/sql.rs).
     const TEXT_WINDOW: Option<i64> = Some(20_000);
 

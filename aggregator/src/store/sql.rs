@@ -1228,6 +1228,44 @@ macro_rules! impl_store {
                 to: i64,
                 bucket: i64,
             ) -> anyhow::Result<Vec<$crate::store::Bucket>> {
+                if Self::STATS_PER_BUCKET {
+                    // One row per bucket (at most 2,001, the API's bound) with its cells
+                    // packed as "SEVERITY alerts firings,…" (severities are single words).
+                    let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+                        "WITH RECURSIVE k(b) AS (SELECT 0 UNION ALL SELECT b + 1 FROM k
+                             WHERE $1 + (b + 1) * $3 < $2)
+                         SELECT b, (SELECT group_concat(severity || ' ' || c || ' ' || f, ',')
+                             FROM (SELECT severity, COUNT(*) AS c, SUM(occurrences) AS f
+                                 FROM alerts WHERE first_seen >= $1 + k.b * $3
+                                     AND first_seen < MIN($1 + (k.b + 1) * $3, $2)
+                                 GROUP BY severity ORDER BY severity))
+                         FROM k",
+                    )
+                    .bind(from)
+                    .bind(to)
+                    .bind(bucket)
+                    .fetch_all(&self.read)
+                    .await
+                    .context("read stats")?;
+                    let mut out = Vec::new();
+                    for (b, cells) in rows {
+                        for cell in cells.iter().flat_map(|c| c.split(',')) {
+                            let mut parts = cell.split(' ');
+                            let (Some(severity), Some(alerts), Some(firings), None) =
+                                (parts.next(), parts.next(), parts.next(), parts.next())
+                            else {
+                                anyhow::bail!("read stats: unexpected cell {cell:?}");
+                            };
+                            out.push($crate::store::Bucket {
+                                start: from + b * bucket,
+                                severity: severity.to_owned(),
+                                alerts: alerts.parse().context("read stats: alerts")?,
+                                firings: firings.parse().context("read stats: firings")?,
+                            });
+                        }
+                    }
+                    return Ok(out);
+                }
                 // The window's rows come from the covering first_seen index. The subquery is
                 // kept apart from the grouping (Self::FENCE): a planner that sees through it
                 // expects one group per alert and sorts them all instead of hashing a few

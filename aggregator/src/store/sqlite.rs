@@ -76,6 +76,11 @@ impl SqliteStore {
     /// OFFSET only after a LIMIT.
     const FENCE: &str = "LIMIT -1 OFFSET 0";
 
+    /// SQLite groups by sorting, so the statistics query counts each bucket on its own (a
+    /// seek in the covering index and a sort of that bucket's rows) rather than sorting the
+    /// whole window: 16 ms instead of 37–60 ms for 7 days of 78,000 alerts in 168 buckets.
+    const STATS_PER_BUCKET: bool = true;
+
     /// No window first: the FTS candidates (`text_candidates`) serve a rare text, and a
     /// common one is found soon by walking the list.
     const TEXT_WINDOW: Option<i64> = None;
