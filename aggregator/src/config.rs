@@ -184,6 +184,12 @@ pub struct RetentionConfig {
     pub interval: Duration,
     /// Rows per delete (a short transaction each, so ingestion never waits long).
     pub batch: u32,
+    /// Single events (legacy JSON, API submissions, webhook deliveries) the dedup record
+    /// remembers at most, the newest; older ones are forgotten before their 14 days (in Redis
+    /// about 120 bytes each, so the default takes about 24 MB). A duplicate of a forgotten one
+    /// is evaluated again and its firings are recognised by their ids in the store. 0: no
+    /// bound.
+    pub dedup_single_events: u64,
 }
 
 impl Default for RetentionConfig {
@@ -197,6 +203,7 @@ impl Default for RetentionConfig {
             max_db_mb: 0,
             interval: Duration::from_secs(600),
             batch: 1000,
+            dedup_single_events: 200_000,
         }
     }
 }

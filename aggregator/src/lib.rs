@@ -274,7 +274,8 @@ async fn run_cluster(
     let s = &config.services;
     let state = RedisState::connect(&s.redis_url, &config.detection.redis_prefix)
         .await
-        .context("connect to Redis")?;
+        .context("connect to Redis")?
+        .with_single_events(config.retention.dedup_single_events);
     let store = store::postgres::PgStore::connect(
         &s.database_url,
         &s.database_schema,

@@ -42,6 +42,9 @@ const NODES: [(&str, &str); 2] =
 /// A probe's events are in the spool this long after it was emitted (batches close after
 /// 200 ms, then one fsync), with room for a loaded machine.
 const SPOOLED_WITHIN: f64 = 0.7;
+/// The aggregators' silent-agent threshold (`fleet.silent_after`, as shipped).
+const SILENT_AFTER: &str = "10m";
+const SILENT_AFTER_S: u64 = 600;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -578,8 +581,8 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
     let mut redis = Redis::start(dir);
     env.redis_url = redis.url();
     let mut aggs = [
-        Aggregator::start_silent_after(&env, dir, "agg1", "", &[], "10m"),
-        Aggregator::start_silent_after(&env, dir, "agg2", "", &[], "10m"),
+        Aggregator::start_silent_after(&env, dir, "agg1", "", &[], SILENT_AFTER),
+        Aggregator::start_silent_after(&env, dir, "agg2", "", &[], SILENT_AFTER),
     ];
     let mut broker = Some(Broker::start(dir, &env.amqp_url, &NODES, free_port()));
     let mqtt = broker.as_ref().unwrap().mqtt;
@@ -637,7 +640,7 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
             aggs[0].child.kill().unwrap();
             aggs[0].child.wait().unwrap();
             tokio::time::sleep(Duration::from_secs(3)).await;
-            aggs[0] = Aggregator::start_silent_after(&env, dir, "agg1b", "", &[], "10m");
+            aggs[0] = Aggregator::start_silent_after(&env, dir, "agg1b", "", &[], SILENT_AFTER);
         }
         Fault::RestartRabbitmq => {
             support::rabbitmqctl(&["stop_app"]);
@@ -784,7 +787,26 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
             }
             ("FLEET-EDGE-DROPS-001", _)
                 if (fault == Fault::DiskFull || fault == Fault::CorruptSpool) && node == a => {}
+            // A cut about as long as the silent-agent threshold silences both agents that
+            // long (their last heartbeat came up to 10 s before it, and the watcher looks
+            // every 30 s): the fleet alert is right, once per agent.
+            ("FLEET-AGENT-SILENT-001", _)
+                if fault == Fault::Cut
+                    && k.cut.as_secs() + 60 >= SILENT_AFTER_S
+                    && *occurrences == 1 =>
+            {
+                eprintln!("{name}: expected alert {rule} on {node}: silent through the cut");
+            }
             _ => row.other_alerts.push(format!("{rule} on {node} ({user:?}) x{occurrences}")),
+        }
+    }
+    // A cut well past the threshold must raise it (the watcher looks every 30 s).
+    if fault == Fault::Cut && k.cut.as_secs() >= SILENT_AFTER_S + 120 {
+        for node in [a, b] {
+            if !alerts.iter().any(|(r, n, _, _)| r == "FLEET-AGENT-SILENT-001" && n == node) {
+                row.missed_alerts += 1;
+                eprintln!("{name}: MISSED FLEET-AGENT-SILENT-001 on {node}");
+            }
         }
     }
     if fault == Fault::ClockStep {

@@ -259,6 +259,33 @@ async fn single_spans(s: &impl WindowState) {
     assert_eq!(s.processed(&first[..1]).await.unwrap(), vec![vec![(0, 1)]]);
 }
 
+/// The dedup record keeps about the newest `max` single events: 600 marked in three batches
+/// with a bound of 32 leave between 16 and 36 of them remembered (Redis: 2 in each of its 16
+/// sets; memory: the newest, trimmed once an eighth over), the last batch's among them, and
+/// agents' runs untouched.
+async fn single_spans_are_bounded(s: &impl WindowState) {
+    let ids: Vec<Span> = (0..600u128)
+        .map(|i| {
+            Span::single(uuid::Uuid::from_u128(
+                (i + 7).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+            ))
+        })
+        .collect();
+    let run = Span { node: "pi-b".into(), epoch: 3, first: 0, end: 9, single: None };
+    s.mark_processed(std::slice::from_ref(&run)).await.unwrap();
+    for part in ids.chunks(200) {
+        s.mark_processed(part).await.unwrap();
+        // One second apart at least: Redis scores by the second.
+        tokio::time::sleep(std::time::Duration::from_millis(1_050)).await;
+    }
+    let got = s.processed(&ids).await.unwrap();
+    let kept = got.iter().filter(|r| !r.is_empty()).count();
+    assert!((16..=36).contains(&kept), "{kept} of 600 kept");
+    let newest = got[400..].iter().filter(|r| !r.is_empty()).count();
+    assert_eq!(newest, kept, "only the last batch's ids are kept");
+    assert_eq!(s.processed(&[run]).await.unwrap(), vec![vec![(0, 9)]]);
+}
+
 /// Two "replicas" applying interleaved batches to one state: 100 groups of three events, each
 /// group's events split between the replicas, fire exactly 100 times in total — a lost update
 /// (a read-modify-write race) would lose firings.
@@ -302,6 +329,12 @@ async fn suite(s: &impl WindowState) {
     new_values_and_cooldowns(s).await;
     processed_spans(s).await;
     single_spans(s).await;
+}
+
+#[tokio::test]
+async fn the_single_events_record_is_bounded() {
+    single_spans_are_bounded(&MemoryState::new().with_single_events(32)).await;
+    single_spans_are_bounded(&redis_state().await.with_single_events(32)).await;
 }
 
 #[tokio::test]

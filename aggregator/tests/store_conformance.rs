@@ -778,6 +778,7 @@ async fn ninety_days(store: SharedStore) {
         max_db_mb: 0,
         interval: Duration::from_secs(600),
         batch: 50,
+        ..Default::default()
     };
     let beat = |node: &str| Heartbeat {
         node_id: node.into(),

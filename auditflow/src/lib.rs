@@ -96,7 +96,7 @@ async fn start_embedded(
     )?;
     let metrics = core.metrics.clone();
     let pipeline = Arc::new(Pipeline {
-        state: MemoryState::new(),
+        state: MemoryState::new().with_single_events(config.retention.dedup_single_events),
         sink: store.clone(),
         rules: core.rules.clone(),
         metrics: metrics.clone(),

@@ -22,6 +22,8 @@ use super::{
 #[derive(Debug, Default)]
 pub struct MemoryState {
     inner: Mutex<Inner>,
+    /// Single events the dedup record keeps at most (0: no bound).
+    single_events: usize,
 }
 
 #[derive(Debug, Default)]
@@ -30,8 +32,11 @@ pub(crate) struct Inner {
     pub(crate) values: HashMap<String, Expiring<HashMap<String, Name>>>,
     pub(crate) gates: HashMap<String, Expiring<(i64, Name)>>,
     spans: HashMap<(String, u64), Expiring<Runs>>,
-    /// Single events processed (`Span::single`), until when they are remembered.
-    singles: HashMap<uuid::Uuid, Instant>,
+    /// Single events processed (`Span::single`): until when they are remembered, and the
+    /// order they were marked in (for the bound on their number).
+    singles: HashMap<uuid::Uuid, (Instant, u64)>,
+    /// Single events marked so far.
+    singles_marked: u64,
     seen: HashMap<String, i64>,
     /// Ops applied since the last sweep of expired keys.
     since_sweep: usize,
@@ -238,6 +243,13 @@ impl MemoryState {
         Self::default()
     }
 
+    /// Bounds the single events the dedup record keeps to about `max`, the newest
+    /// (`[retention] dedup_single_events`; 0: no bound).
+    pub fn with_single_events(mut self, max: u64) -> Self {
+        self.single_events = usize::try_from(max).unwrap_or(usize::MAX);
+        self
+    }
+
     /// Applies ops synchronously (the rule test runner needs no runtime).
     pub fn apply_now(&self, ops: &[Op]) -> Vec<Verdict> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -309,7 +321,7 @@ impl Inner {
         self.values.retain(|_, e| e.expires > now);
         self.gates.retain(|_, e| e.expires > now);
         self.spans.retain(|_, e| e.expires > now);
-        self.singles.retain(|_, expires| *expires > now);
+        self.singles.retain(|_, (expires, _)| *expires > now);
     }
 
     fn apply(&mut self, op: &Op, now: Instant) -> Verdict {
@@ -408,7 +420,7 @@ impl Inner {
 
     fn covered(&self, span: &Span, now: Instant) -> Vec<(u64, u64)> {
         if let Some(id) = span.single {
-            let seen = self.singles.get(&id).is_some_and(|&t| t > now);
+            let seen = self.singles.get(&id).is_some_and(|&(t, _)| t > now);
             return if seen { vec![(0, 1)] } else { Vec::new() };
         }
         self.spans
@@ -422,7 +434,8 @@ impl Inner {
 
     fn mark(&mut self, span: &Span, now: Instant) {
         if let Some(id) = span.single {
-            self.singles.insert(id, ttl(now, DEDUP_TTL_SECS));
+            self.singles_marked += 1;
+            self.singles.insert(id, (ttl(now, DEDUP_TTL_SECS), self.singles_marked));
             return;
         }
         let entry = self
@@ -543,6 +556,15 @@ impl WindowState for MemoryState {
         let now = Instant::now();
         for s in spans {
             inner.mark(s, now);
+        }
+        // Past the bound by an eighth, the oldest go (the newest `single_events` stay), so
+        // the cost is a few steps per event marked.
+        let max = self.single_events;
+        if max > 0 && inner.singles.len() > max + max / 8 {
+            let mut order: Vec<u64> = inner.singles.values().map(|&(_, n)| n).collect();
+            let cut = order.len() - max;
+            let (_, &mut oldest_kept, _) = order.select_nth_unstable(cut);
+            inner.singles.retain(|_, &mut (_, n)| n >= oldest_kept);
         }
         Ok(())
     }

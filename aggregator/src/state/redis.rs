@@ -63,6 +63,8 @@ pub struct RedisState {
     commit: Script,
     spans: Script,
     seen: Script,
+    /// Single events each of the [`SINGLE_SETS`] sets keeps at most (0: no bound).
+    per_set: u64,
     /// Shared by clones: they are one replica.
     cache: Arc<tokio::sync::Mutex<Cache>>,
 }
@@ -86,8 +88,16 @@ impl RedisState {
             commit: Script::new(include_str!("commit.lua")),
             spans: Script::new(include_str!("spans.lua")),
             seen: Script::new(SEEN_LUA),
+            per_set: 0,
             cache: Arc::default(),
         })
+    }
+
+    /// Bounds the single events the dedup record keeps to about `max`, the newest
+    /// (`[retention] dedup_single_events`; 0: no bound).
+    pub fn with_single_events(mut self, max: u64) -> Self {
+        self.per_set = max.div_ceil(u64::from(SINGLE_SETS));
+        self
     }
 
     /// The key prefix.
@@ -656,6 +666,11 @@ impl WindowState for RedisState {
                 // a little with every batch (a set's members have no expiry of their own).
                 let horizon = now.saturating_sub(DEDUP_TTL_SECS);
                 pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(format!("({horizon}"));
+                if self.per_set > 0 {
+                    // And beyond the bound, the oldest.
+                    let keep = i64::try_from(self.per_set).unwrap_or(i64::MAX);
+                    pipe.ignore().cmd("ZREMRANGEBYRANK").arg(&key).arg(0).arg(-keep - 1);
+                }
                 pipe.ignore().cmd("EXPIRE").arg(&key).arg(DEDUP_TTL_SECS).ignore();
             }
             let mut conn = self.conn.clone();
