@@ -20,6 +20,13 @@
 //!   agent was killed, probes shed while the disk was full, the one record a corruption
 //!   cost): those are *excused* and printed apart, each excuse capped.
 //!
+//! The embedded profile runs the scenarios that apply to it (the agent's faults, the cut and a
+//! SIGKILL of the `auditflow` process itself) against one `auditflow` process: its in-process
+//! broker, in-memory state and SQLite. Its dedup record lives in memory and does not survive
+//! that process, so what it evaluated is read from the event archive (SQLite), which holds every
+//! evaluated agent event under its `(epoch, seq)` and is written in the transaction that commits
+//! the batch's firings.
+//!
 //! `cargo test` runs every scenario with 20,000 events (`FAULTS_EVENTS`); `scripts/bench.sh
 //! faults` runs them with 1,000,000 on release binaries and prints the table. Scenarios run one
 //! after another: some restart the machine's shared RabbitMQ and PostgreSQL.
@@ -60,21 +67,38 @@ enum Fault {
     CorruptSpool,
     Poison,
     ClockStep,
+    /// SIGKILL of the `auditflow` process (embedded: broker, pipeline and store in one).
+    KillEmbedded,
 }
 
-const SCENARIOS: [(&str, Fault); 12] = [
-    ("baseline", Fault::None),
-    ("sigkill-agent", Fault::KillAgent),
-    ("sigkill-broker", Fault::KillBroker),
-    ("sigkill-aggregator", Fault::KillAggregator),
-    ("restart-rabbitmq", Fault::RestartRabbitmq),
-    ("restart-redis", Fault::RestartRedis),
-    ("restart-postgresql", Fault::RestartPostgres),
-    ("network-cut", Fault::Cut),
-    ("spool-disk-full", Fault::DiskFull),
-    ("spool-corrupt", Fault::CorruptSpool),
-    ("poison-message", Fault::Poison),
-    ("clock-step", Fault::ClockStep),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Profile {
+    Cluster,
+    Embedded,
+}
+
+const SCENARIOS: [(&str, Profile, Fault); 19] = [
+    ("baseline", Profile::Cluster, Fault::None),
+    ("sigkill-agent", Profile::Cluster, Fault::KillAgent),
+    ("sigkill-broker", Profile::Cluster, Fault::KillBroker),
+    ("sigkill-aggregator", Profile::Cluster, Fault::KillAggregator),
+    ("restart-rabbitmq", Profile::Cluster, Fault::RestartRabbitmq),
+    ("restart-redis", Profile::Cluster, Fault::RestartRedis),
+    ("restart-postgresql", Profile::Cluster, Fault::RestartPostgres),
+    ("network-cut", Profile::Cluster, Fault::Cut),
+    ("spool-disk-full", Profile::Cluster, Fault::DiskFull),
+    ("spool-corrupt", Profile::Cluster, Fault::CorruptSpool),
+    ("poison-message", Profile::Cluster, Fault::Poison),
+    ("clock-step", Profile::Cluster, Fault::ClockStep),
+    // What applies to one `auditflow` process: no RabbitMQ, Redis or PostgreSQL to restart,
+    // and its broker and aggregator are the process itself.
+    ("embedded-baseline", Profile::Embedded, Fault::None),
+    ("embedded-sigkill-agent", Profile::Embedded, Fault::KillAgent),
+    ("embedded-sigkill-auditflow", Profile::Embedded, Fault::KillEmbedded),
+    ("embedded-network-cut", Profile::Embedded, Fault::Cut),
+    ("embedded-spool-disk-full", Profile::Embedded, Fault::DiskFull),
+    ("embedded-spool-corrupt", Profile::Embedded, Fault::CorruptSpool),
+    ("embedded-clock-step", Profile::Embedded, Fault::ClockStep),
 ];
 
 struct Knobs {
@@ -272,6 +296,250 @@ impl Drop for SmallDisk {
     }
 }
 
+/// `auditflow` in embedded mode on a data directory of the scenario's own, with the agents'
+/// credentials, no demo agent, and fixed ports so that a restart is found where the first
+/// run was.
+struct Embedded {
+    child: Option<Child>,
+    dir: PathBuf,
+    config: PathBuf,
+    http: u16,
+    metrics: u16,
+    mqtt: u16,
+    runs: u32,
+}
+
+impl Embedded {
+    fn start(dir: &Path) -> Self {
+        use std::os::unix::fs::DirBuilderExt;
+        let data = dir.join("data");
+        std::fs::DirBuilder::new().mode(0o700).create(&data).unwrap();
+        let creds: String = NODES.iter().map(|(n, p)| format!("{n}:{p}\n")).collect();
+        std::fs::write(data.join("agents.credentials"), creds).unwrap();
+        let (http, metrics, mqtt) = (free_port(), free_port(), free_port());
+        let config = dir.join("auditflow.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+                 metrics_listen = \"127.0.0.1:{metrics}\"\n\
+                 [embedded]\nmqtt_listen = \"127.0.0.1:{mqtt}\"\ndemo = false\n\
+                 [detection]\nagent_silent_after = \"{SILENT_AFTER}\"\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let mut e = Self { child: None, dir: dir.to_owned(), config, http, metrics, mqtt, runs: 0 };
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        self.runs += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("auditflow.log"))
+            .unwrap();
+        let child = Command::new(workspace_bin("auditflow"))
+            .args(["--config", self.config.to_str().unwrap(), "run"])
+            .env_remove("AMQP_URL")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("AUDITFLOW_API_TOKENS")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start auditflow");
+        let mut child = child;
+        let start = Instant::now();
+        while !http_get(self.http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log =
+                    std::fs::read_to_string(self.dir.join("auditflow.log")).unwrap_or_default();
+                panic!("auditflow exited: {status}\n{log}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "auditflow is not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        metric_at(self.metrics, name)
+    }
+
+    async fn pool(&self) -> sqlx::SqlitePool {
+        use std::str::FromStr as _;
+        let url = format!("sqlite:{}", self.dir.join("data/auditflow.db").display());
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().read_only(true);
+        sqlx::SqlitePool::connect_with(options).await.expect("SQLite: open the embedded store")
+    }
+
+    /// The evaluated agent events, as runs of sequence numbers per `(node, epoch)`: the
+    /// archive's keys (a batch archived twice, after a restart replayed it, counts once).
+    async fn evaluated_record(&self) -> BTreeMap<(String, u64), Vec<(u64, u64)>> {
+        let pool = self.pool().await;
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT node, frame FROM event_batches")
+            .fetch_all(&pool)
+            .await
+            .expect("SQLite: read the event archive");
+        pool.close().await;
+        let mut seqs: BTreeMap<(String, u64), std::collections::BTreeSet<u64>> = BTreeMap::new();
+        for (node, frame) in rows {
+            let records = aggregator::archive::decode(&frame)
+                .unwrap_or_else(|e| panic!("an archived row of {node} is unreadable: {e}"));
+            for r in records {
+                if let aggregator::archive::Key::Seq { epoch, seq } = r.key {
+                    seqs.entry((node.clone(), epoch)).or_default().insert(seq);
+                }
+            }
+        }
+        seqs.into_iter()
+            .map(|(k, set)| {
+                let mut runs: Vec<(u64, u64)> = Vec::new();
+                for s in set {
+                    match runs.last_mut() {
+                        Some(last) if last.1 == s => last.1 = s + 1,
+                        _ => runs.push((s, s + 1)),
+                    }
+                }
+                (k, runs)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn metric_at(port: u16, name: &str) -> f64 {
+    http_get(port, "/metrics")
+        .and_then(|b| {
+            b.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(0.0)
+}
+
+/// What the agents send to: the cluster's broker, RabbitMQ, Redis, PostgreSQL and two
+/// replicas, or one `auditflow` process.
+enum Center {
+    // Dropped in this order: the replicas and the broker before what they use.
+    Cluster { aggs: [Aggregator; 2], broker: Option<Broker>, redis: Redis, env: Env, mqtt: u16 },
+    Embedded(Embedded),
+}
+
+impl Center {
+    async fn start(profile: Profile, name: &str, dir: &Path) -> Self {
+        match profile {
+            Profile::Cluster => {
+                let mut env = Env::new(&format!("faults_{}", name.replace('-', "_"))).await;
+                let redis = Redis::start(dir);
+                env.redis_url = redis.url();
+                let aggs = [
+                    Aggregator::start_silent_after(&env, dir, "agg1", "", &[], SILENT_AFTER),
+                    Aggregator::start_silent_after(&env, dir, "agg2", "", &[], SILENT_AFTER),
+                ];
+                let broker = Broker::start(dir, &env.amqp_url, &NODES, free_port());
+                let mqtt = broker.mqtt;
+                Self::Cluster { env, redis, aggs, broker: Some(broker), mqtt }
+            }
+            Profile::Embedded => Self::Embedded(Embedded::start(dir)),
+        }
+    }
+
+    fn mqtt(&self) -> u16 {
+        match self {
+            Self::Cluster { mqtt, .. } => *mqtt,
+            Self::Embedded(e) => e.mqtt,
+        }
+    }
+
+    fn cluster(&mut self) -> (&mut Env, &mut Redis, &mut [Aggregator; 2], &mut Option<Broker>) {
+        match self {
+            Self::Cluster { env, redis, aggs, broker, .. } => (env, redis, aggs, broker),
+            Self::Embedded(_) => panic!("a cluster fault in an embedded scenario"),
+        }
+    }
+
+    /// A counter summed over the processes evaluating events.
+    fn metric(&self, name: &str) -> f64 {
+        match self {
+            Self::Cluster { aggs, .. } => aggs.iter().map(|a| a.metric(name)).sum(),
+            Self::Embedded(e) => e.metric(name),
+        }
+    }
+
+    /// Waits until everything queued is evaluated (the record stops moving, the queue, where
+    /// there is one, is empty); returns the record and how many messages were dead-lettered.
+    async fn settle(&self) -> (BTreeMap<(String, u64), Vec<(u64, u64)>>, u32) {
+        let settle = Instant::now();
+        let mut last = (u64::MAX, Instant::now());
+        loop {
+            let (record, queued) = match self {
+                Self::Cluster { env, .. } => {
+                    let (_conn, ch) = env.publisher().await;
+                    let queued = support::message_count(&ch, wire::queues::EVENTS).await;
+                    (dedup_record(&env.redis_url, &env.redis_prefix), queued)
+                }
+                Self::Embedded(e) => (e.evaluated_record().await, 0),
+            };
+            let now = evaluated(&record);
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if queued == 0 && last.1.elapsed() > Duration::from_secs(3) {
+                let dead = match self {
+                    Self::Cluster { env, .. } => {
+                        let (_conn, ch) = env.publisher().await;
+                        support::message_count(&ch, wire::queues::EVENTS_DLQ).await
+                    }
+                    Self::Embedded(_) => 0,
+                };
+                return (record, dead);
+            }
+            assert!(settle.elapsed() < Duration::from_secs(300), "the aggregators did not settle");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Every alert: rule, node, the group's user, occurrences, first seen (event time, ms).
+    async fn alerts(&self) -> Vec<(String, String, Option<String>, i64, i64)> {
+        match self {
+            Self::Cluster { env, .. } => sqlx::query_as(
+                "SELECT rule_id, node, group_values->>'user', occurrences, first_seen \
+                 FROM alerts ORDER BY rule_id",
+            )
+            .fetch_all(&env.pool().await)
+            .await
+            .unwrap(),
+            Self::Embedded(e) => {
+                let pool = e.pool().await;
+                let rows = sqlx::query_as(
+                    "SELECT rule_id, node, json_extract(group_values, '$.user'), occurrences, \
+                     first_seen FROM alerts ORDER BY rule_id",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                pool.close().await;
+                rows
+            }
+        }
+    }
+}
+
 /// libfaketime, to step one agent's wall clock (only its realtime clock: timers run on the
 /// monotonic clock, as a real clock step leaves them).
 fn libfaketime() -> PathBuf {
@@ -426,11 +694,7 @@ impl Agents {
 
     fn metric(&self, node: &str, name: &str) -> f64 {
         let a = self.current.iter().find(|a| a.node == node).unwrap();
-        http_get(a.http, "/metrics")
-            .and_then(|b| {
-                b.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            })
-            .unwrap_or(0.0)
+        metric_at(a.http, name)
     }
 
     /// Waits for every current run to finish by itself (everything acknowledged).
@@ -570,23 +834,15 @@ fn spool_state(spool: &Path) -> (u64, u64) {
     (f.next().unwrap(), f.next().unwrap())
 }
 
-async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
+async fn run_scenario(name: &str, profile: Profile, fault: Fault, k: &Knobs) -> Row {
     let started = Instant::now();
     let tmp = tempfile::Builder::new().prefix(&format!("faults-{name}-")).tempdir().unwrap();
     // FAULTS_KEEP=1 leaves each scenario's directory (logs, configs, spools) for inspection.
     let dir =
         if std::env::var_os("FAULTS_KEEP").is_some() { tmp.keep() } else { tmp.path().to_owned() };
     let dir = dir.as_path();
-    let mut env = Env::new(&format!("faults_{}", name.replace('-', "_"))).await;
-    let mut redis = Redis::start(dir);
-    env.redis_url = redis.url();
-    let mut aggs = [
-        Aggregator::start_silent_after(&env, dir, "agg1", "", &[], SILENT_AFTER),
-        Aggregator::start_silent_after(&env, dir, "agg2", "", &[], SILENT_AFTER),
-    ];
-    let mut broker = Some(Broker::start(dir, &env.amqp_url, &NODES, free_port()));
-    let mqtt = broker.as_ref().unwrap().mqtt;
-    let proxy = Proxy::start(mqtt).await;
+    let mut center = Center::start(profile, name, dir).await;
+    let proxy = Proxy::start(center.mqtt()).await;
     let mut agents = Agents {
         dir: dir.to_owned(),
         proxy: proxy.port,
@@ -632,15 +888,26 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
             agents.start(a);
         }
         Fault::KillBroker => {
+            let mqtt = center.mqtt();
+            let (env, _, _, broker) = center.cluster();
             drop(broker.take());
             tokio::time::sleep(Duration::from_secs(2)).await;
-            broker = Some(Broker::start(dir, &env.amqp_url, &NODES, mqtt));
+            *broker = Some(Broker::start(dir, &env.amqp_url, &NODES, mqtt));
         }
         Fault::KillAggregator => {
+            let (env, _, aggs, _) = center.cluster();
             aggs[0].child.kill().unwrap();
             aggs[0].child.wait().unwrap();
             tokio::time::sleep(Duration::from_secs(3)).await;
-            aggs[0] = Aggregator::start_silent_after(&env, dir, "agg1b", "", &[], SILENT_AFTER);
+            aggs[0] = Aggregator::start_silent_after(env, dir, "agg1b", "", &[], SILENT_AFTER);
+        }
+        Fault::KillEmbedded => {
+            let Center::Embedded(e) = &mut center else {
+                panic!("{name}: an embedded fault in a cluster scenario")
+            };
+            e.kill();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            e.spawn();
         }
         Fault::RestartRabbitmq => {
             support::rabbitmqctl(&["stop_app"]);
@@ -648,7 +915,7 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
             support::rabbitmqctl(&["start_app"]);
             support::rabbitmqctl(&["await_startup"]);
         }
-        Fault::RestartRedis => redis.restart(Duration::from_secs(2)),
+        Fault::RestartRedis => center.cluster().1.restart(Duration::from_secs(2)),
         Fault::RestartPostgres => restart_postgres(),
         Fault::Cut => {
             proxy.set_cut(true);
@@ -698,7 +965,7 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
             proxy.set_cut(false);
         }
         Fault::Poison => {
-            let (_conn, ch) = env.publisher().await;
+            let (_conn, ch) = center.cluster().0.publisher().await;
             support::publish(&ch, wire::queues::EVENTS, b"\x00\xffnot a frame").await;
             support::publish(&ch, wire::queues::EVENTS, b"").await;
             dead_letters_sent = 2;
@@ -713,25 +980,10 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
     agents.wait_all(Duration::from_secs_f64(span * 3.0 + 180.0)).await;
 
     // Everything acknowledged upstream; wait until the aggregators have evaluated what is
-    // queued: the queue is empty and the dedup record stops moving.
-    let (_conn, ch) = env.publisher().await;
-    let settle = Instant::now();
-    let mut last = (u64::MAX, Instant::now());
-    loop {
-        let queued = support::message_count(&ch, wire::queues::EVENTS).await;
-        let now = evaluated(&dedup_record(&env.redis_url, &env.redis_prefix));
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if queued == 0 && last.1.elapsed() > Duration::from_secs(3) {
-            break;
-        }
-        assert!(settle.elapsed() < Duration::from_secs(300), "the aggregators did not settle");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let dead_lettered = support::message_count(&ch, wire::queues::EVENTS_DLQ).await;
+    // queued.
+    let (record, dead_lettered) = center.settle().await;
 
     let mut row = Row { events: k.events, ..Row::default() };
-    let record = dedup_record(&env.redis_url, &env.redis_prefix);
     for (node, _) in NODES {
         let (epoch, acked) = spool_state(&agents.spool(node));
         for ((n, e), runs) in &record {
@@ -752,35 +1004,26 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
             row.accepted += acked;
         }
     }
-    for agg in &aggs {
-        row.corrupt += agg
-            .metric("auditflow_aggregator_edge_dropped_events_total{reason=\"spool_corrupt\"}")
-            as u64;
-        // Every other reason is dropped before the event gets a sequence number (spool full,
-        // a full queue, ...): counted apart from the losses.
-        for reason in wire::DropReason::ALL.iter().filter(|r| **r != wire::DropReason::SpoolCorrupt)
-        {
-            let name = format!(
-                "auditflow_aggregator_edge_dropped_events_total{{reason=\"{}\"}}",
-                reason.as_str()
-            );
-            row.shed += agg.metric(&name) as u64;
-        }
+    row.corrupt += center
+        .metric("auditflow_aggregator_edge_dropped_events_total{reason=\"spool_corrupt\"}")
+        as u64;
+    // Every other reason is dropped before the event gets a sequence number (spool full, a
+    // full queue, ...): counted apart from the losses.
+    for reason in wire::DropReason::ALL.iter().filter(|r| **r != wire::DropReason::SpoolCorrupt) {
+        let name = format!(
+            "auditflow_aggregator_edge_dropped_events_total{{reason=\"{}\"}}",
+            reason.as_str()
+        );
+        row.shed += center.metric(&name) as u64;
     }
     row.lost = (row.accepted - row.evaluated.min(row.accepted)).saturating_sub(row.corrupt);
     row.dead_lettered = dead_lettered;
     assert_eq!(dead_lettered, dead_letters_sent, "{name}: dead-lettered messages");
 
     // Alerts.
-    let pool = env.pool().await;
-    let alerts: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
-        "SELECT rule_id, node, group_values->>'user', occurrences FROM alerts ORDER BY rule_id",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let alerts = center.alerts().await;
     let mut fired: BTreeMap<String, i64> = BTreeMap::new();
-    for (rule, node, user, occurrences) in &alerts {
+    for (rule, node, user, occurrences, _) in &alerts {
         match (rule.as_str(), user) {
             ("ANLY-SEC-001", Some(u)) if u.starts_with("probe-") => {
                 *fired.entry(u.clone()).or_default() += occurrences;
@@ -803,7 +1046,7 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
     // A cut well past the threshold must raise it (the watcher looks every 30 s).
     if fault == Fault::Cut && k.cut.as_secs() >= SILENT_AFTER_S + 120 {
         for node in [a, b] {
-            if !alerts.iter().any(|(r, n, _, _)| r == "FLEET-AGENT-SILENT-001" && n == node) {
+            if !alerts.iter().any(|(r, n, ..)| r == "FLEET-AGENT-SILENT-001" && n == node) {
                 row.missed_alerts += 1;
                 eprintln!("{name}: MISSED FLEET-AGENT-SILENT-001 on {node}");
             }
@@ -811,12 +1054,7 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
     }
     if fault == Fault::ClockStep {
         // The step took: the probes of the first phase carry 1970 times.
-        let (oldest,): (Option<i64>,) =
-            sqlx::query_as("SELECT min(first_seen) FROM alerts WHERE node = $1")
-                .bind(a)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let oldest = alerts.iter().filter(|r| r.1 == a).map(|r| r.4).min();
         assert!(
             oldest.is_some_and(|t| t < 946_684_800_000),
             "{name}: no alert of {a} from its 1970 phase (oldest first_seen {oldest:?}): libfaketime did not step its clock"
@@ -853,8 +1091,7 @@ async fn run_scenario(name: &str, fault: Fault, k: &Knobs) -> Row {
     for o in &row.other_alerts {
         eprintln!("{name}: UNEXPECTED alert {o}");
     }
-    drop(aggs);
-    drop(broker);
+    drop(center);
     row.secs = started.elapsed().as_secs_f64();
     row
 }
@@ -870,11 +1107,11 @@ async fn fault_matrix() {
     );
     let mut totals = Row::default();
     let mut n = 0;
-    for (name, fault) in SCENARIOS {
+    for (name, profile, fault) in SCENARIOS {
         if k.only.as_ref().is_some_and(|o| !o.iter().any(|x| x == name)) {
             continue;
         }
-        let r = run_scenario(name, fault, &k).await;
+        let r = run_scenario(name, profile, fault, &k).await;
         let line = format!(
             "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
             r.events,
