@@ -532,6 +532,50 @@ pub async fn run_compaction(
     }
 }
 
+/// What a replay at start did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Rows read.
+    pub rows: u64,
+    /// Events evaluated again into the state.
+    pub events: u64,
+    /// Rows that could not be read (counted in `archive_unreadable`, skipped).
+    pub unreadable: u64,
+}
+
+/// Rows per page of a replay.
+const REPLAY_ROWS: i64 = 256;
+
+/// Replays the events archived at or after `since` (wall clock, Unix ms), in the order they
+/// were written, into the pipeline's state (`Pipeline::replay`): embedded mode's catch-up
+/// after its state snapshot, since its state lives in memory (design.md §2.3).
+pub async fn replay_since<S: crate::state::WindowState, K: crate::store::AlertSink>(
+    store: &crate::store::SharedStore,
+    pipeline: &crate::pipeline::Pipeline<S, K>,
+    since: i64,
+) -> anyhow::Result<Replayed> {
+    let mut out = Replayed::default();
+    let mut after = 0;
+    loop {
+        let rows = store.archive_written_since(since, after, REPLAY_ROWS).await?;
+        let Some(last) = rows.last() else { return Ok(out) };
+        after = last.id;
+        out.rows += rows.len() as u64;
+        let mut events = Vec::new();
+        for row in &rows {
+            match decode(&row.frame) {
+                Ok(records) => events.extend(records.into_iter().map(|r| (row.node.clone(), r))),
+                Err(e) => {
+                    out.unreadable += 1;
+                    pipeline.metrics.archive_unreadable.inc();
+                    tracing::warn!(row = row.id, error = %e, "archive row unreadable; not replayed");
+                }
+            }
+        }
+        out.events += pipeline.replay(&events).await?;
+    }
+}
+
 /// What a search did, for its last line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SearchSummary {

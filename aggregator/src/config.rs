@@ -66,11 +66,20 @@ pub struct EmbeddedConfig {
     pub demo: bool,
     /// Demo events per second.
     pub demo_rate: f64,
+    /// How often the in-memory detection state is written to `data_dir/state` (it is also
+    /// written at a clean stop; after a crash, the archive replays what came after it).
+    #[serde(with = "duration")]
+    pub state_snapshot_interval: Duration,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        Self { mqtt_listen: SocketAddr::from(([127, 0, 0, 1], 1883)), demo: true, demo_rate: 50.0 }
+        Self {
+            mqtt_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            demo: true,
+            demo_rate: 50.0,
+            state_snapshot_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -515,6 +524,9 @@ impl Validate for Config {
         }
         if !(self.embedded.demo_rate > 0.0 && self.embedded.demo_rate <= 100_000.0) {
             errors.push("embedded.demo_rate: must be above 0 and at most 100000".into());
+        }
+        if self.embedded.state_snapshot_interval < Duration::from_secs(1) {
+            errors.push("embedded.state_snapshot_interval: must be at least 1s".into());
         }
         let d = &self.notify.dashboard_url;
         if !(d.is_empty() || d.starts_with("https://") || d.starts_with("http://")) {

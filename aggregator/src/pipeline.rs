@@ -292,6 +292,42 @@ impl<S: WindowState, K: AlertSink> Pipeline<S, K> {
         self.sink.heartbeats(beats, now / 1_000_000).await
     }
 
+    /// Evaluates archived events again into the state only, nothing stored: how embedded mode
+    /// brings its in-memory state up to date after a restart (`archive::replay_since`). State
+    /// ops are idempotent per event, so an event the state already holds changes nothing;
+    /// firings are dropped, since the batch that archived the events committed them. The
+    /// events are then marked processed, so an agent's resend of them is a duplicate. Returns
+    /// the events replayed.
+    pub async fn replay(&self, events: &[(String, archive::Record)]) -> anyhow::Result<u64> {
+        let inputs: Vec<Input<'_>> = events
+            .iter()
+            .map(|(node, r)| Input { id: r.key.event_id(node), node, event: &r.event })
+            .collect();
+        let detector = self.rules.get();
+        let plan = detector.plan(&inputs);
+        self.state.apply(&plan.ops).await?;
+        let mut runs: std::collections::BTreeMap<(&str, u64), Vec<(u64, u64)>> =
+            std::collections::BTreeMap::new();
+        let mut spans = Vec::new();
+        for (node, r) in events {
+            match r.key {
+                Key::Seq { epoch, seq } => crate::state::memory::merge_run(
+                    runs.entry((node.as_str(), epoch)).or_default(),
+                    seq,
+                    seq + 1,
+                ),
+                Key::Id(id) => spans.push(Span::single(Uuid::from_bytes(id))),
+            }
+        }
+        for ((node, epoch), runs) in runs {
+            for (first, end) in runs {
+                spans.push(Span { node: node.to_owned(), epoch, first, end, single: None });
+            }
+        }
+        self.state.mark_processed(&spans).await?;
+        Ok(inputs.len() as u64)
+    }
+
     /// Processes a batch end to end. On error nothing was marked processed: retry the batch.
     pub async fn process(&self, items: &[Item]) -> anyhow::Result<BatchStats> {
         let mut clock = StageClock::new(&self.metrics);

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub archive_compacted: IntCounter,
     /// Archive rows that could not be read (by a search, a backtest or compaction).
     pub archive_unreadable: IntCounter,
+    /// Embedded mode's state snapshots that could not be written, or read back at start.
+    pub state_snapshot_failures: IntCounter,
     /// API requests refused for want of a token (`401`) or role (`403`), or because the
     /// address sent too many wrong tokens (`429`).
     pub api_denied: IntCounterVec,
@@ -209,6 +211,10 @@ impl Metrics {
             archive_unreadable: counter(
                 "auditflow_aggregator_archive_unreadable_total",
                 "Archive rows that could not be read (skipped by searches and backtests, left alone by compaction).",
+            ),
+            state_snapshot_failures: counter(
+                "auditflow_aggregator_state_snapshot_failures_total",
+                "Embedded mode: snapshots of the in-memory detection state that could not be written, or read back at start (the state then starts from the archive's replay).",
             ),
             api_denied: counter_vec(
                 "auditflow_aggregator_api_denied_total",

@@ -18,8 +18,14 @@ struct Embedded {
 }
 
 fn start(dir: &std::path::Path) -> Embedded {
+    start_with(dir, &[])
+}
+
+/// Like [`start`], with more arguments before `run` (e.g. `--no-demo`, `--config FILE`).
+fn start_with(dir: &std::path::Path, args: &[&str]) -> Embedded {
     let (http, metrics, mqtt) = (free_port(), free_port(), free_port());
     let child = Command::new(support::workspace_bin("auditflow"))
+        .args(args)
         .args(["--data-dir", dir.join("data").to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{http}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
@@ -31,7 +37,13 @@ fn start(dir: &std::path::Path) -> Embedded {
         .env_remove("AUDITFLOW_API_TOKENS")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("embedded.log")).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("embedded.log"))
+                .unwrap(),
+        )
         .spawn()
         .expect("start auditflow");
     let mut e = Embedded { child, http, metrics, mqtt };
@@ -302,4 +314,99 @@ async fn a_burst_of_publishes_does_not_stall_the_bridge() {
     println!("taken in: {taken} envelopes (before: {before})");
     let _ = stop(e);
     assert!(taken >= BURST as f64, "the bridge stalled: {taken} of {BURST} envelopes taken in");
+}
+
+/// Posts legacy failed logins for `user` on `host` (ids from `first`), at 10 s apart from
+/// `secs`.
+fn post_failures(e: &Embedded, token: &str, user: &str, host: &str, secs: u32, ids: &[u32]) {
+    let events: Vec<serde_json::Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| support::failed_login(user, host, secs + 10 * k as u32, *id))
+        .collect();
+    let body = serde_json::Value::Array(events).to_string();
+    let r = request(e.http, "POST", "/api/v1/events", Some(token), Some(body.as_bytes()), &[]);
+    assert!(r.status == 200 || r.status == 202, "{r:?}");
+}
+
+fn kill(mut e: Embedded) {
+    e.child.kill().unwrap();
+    e.child.wait().unwrap();
+}
+
+/// Waits up to 10 s for a brute-force alert (ANLY-SEC-001) on `host`.
+fn brute_force_alert(e: &Embedded, token: &str, host: &str) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        if alerts(e.http, token).iter().any(|a| a["rule_id"] == "ANLY-SEC-001" && a["node"] == host)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// The detection state lives in memory: a restart must not forget what a window had counted.
+/// After a SIGKILL (no snapshot taken yet) the archive's replay rebuilds it; after a clean stop
+/// the snapshot does, with the archive off; a damaged snapshot is set aside, counted, and the
+/// replay takes over.
+#[test]
+fn detection_state_survives_a_crash_a_restart_and_a_damaged_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start_with(dir.path(), &["--no-demo"]);
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let token = token.trim().to_owned();
+    // Two failures, the process killed, the third after the restart: three within 60 s.
+    post_failures(&first, &token, "mallory", "pi-crash", 0, &[1, 2]);
+    assert!(!brute_force_alert(&first, &token, "pi-crash"), "two failures fired already");
+    kill(first);
+    assert!(!dir.path().join("data/state").exists(), "a snapshot was taken before the kill");
+    let second = start_with(dir.path(), &["--no-demo"]);
+    post_failures(&second, &token, "mallory", "pi-crash", 20, &[3]);
+    assert!(
+        brute_force_alert(&second, &token, "pi-crash"),
+        "the failures counted before the SIGKILL were forgotten"
+    );
+    let (status, _, _) = stop(second);
+    assert!(status.success());
+    assert!(dir.path().join("data/state").exists(), "no snapshot at the clean stop");
+
+    // The snapshot alone (no archive to replay from).
+    let config = dir.path().join("no-archive.toml");
+    std::fs::write(&config, "[archive]\nenabled = false\n").unwrap();
+    let config = config.to_str().unwrap();
+    let third = start_with(dir.path(), &["--no-demo", "--config", config]);
+    post_failures(&third, &token, "trent", "pi-stop", 0, &[4, 5]);
+    let (status, _, _) = stop(third);
+    assert!(status.success());
+    let fourth = start_with(dir.path(), &["--no-demo", "--config", config]);
+    post_failures(&fourth, &token, "trent", "pi-stop", 20, &[6]);
+    assert!(
+        brute_force_alert(&fourth, &token, "pi-stop"),
+        "the failures counted before the clean stop were forgotten"
+    );
+    let (status, _, _) = stop(fourth);
+    assert!(status.success());
+
+    // A damaged snapshot: kept aside, counted; the archive's last hour replayed instead.
+    let fifth = start_with(dir.path(), &["--no-demo"]);
+    post_failures(&fifth, &token, "oscar", "pi-damaged", 0, &[7, 8]);
+    let (status, _, _) = stop(fifth);
+    assert!(status.success());
+    let state = dir.path().join("data/state");
+    let mut bytes = std::fs::read(&state).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&state, bytes).unwrap();
+    let sixth = start_with(dir.path(), &["--no-demo"]);
+    assert!(dir.path().join("data/state.damaged").exists(), "the damaged snapshot is not kept");
+    assert_eq!(metric(sixth.metrics, "auditflow_aggregator_state_snapshot_failures_total"), 1.0);
+    post_failures(&sixth, &token, "oscar", "pi-damaged", 20, &[9]);
+    assert!(
+        brute_force_alert(&sixth, &token, "pi-damaged"),
+        "the archive's replay did not rebuild the window"
+    );
+    let (status, _, _) = stop(sixth);
+    assert!(status.success());
 }

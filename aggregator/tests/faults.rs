@@ -434,7 +434,8 @@ fn metric_at(port: u16, name: &str) -> f64 {
 }
 
 /// What the agents send to: the cluster's broker, RabbitMQ, Redis, PostgreSQL and two
-/// replicas, or one `auditflow` process.
+/// replicas, or one `auditflow` process. (One per scenario: its size does not matter.)
+#[allow(clippy::large_enum_variant)]
 enum Center {
     // Dropped in this order: the replicas and the broker before what they use.
     Cluster { aggs: [Aggregator; 2], broker: Option<Broker>, redis: Redis, env: Env, mqtt: u16 },
@@ -604,6 +605,8 @@ struct Agents {
     limit: u64,
     rate: u64,
     probes_per_run: u64,
+    /// Seconds each probe's three attempts are spread over.
+    probe_over_s: f64,
     runs: BTreeMap<&'static str, u32>,
     current: Vec<AgentRun>,
     probes: Vec<Probe>,
@@ -636,8 +639,9 @@ impl Agents {
             let user = format!("probe-{node}-r{run}-{k}");
             let _ = write!(
                 probes,
-                "[[scenario]]\nkind = \"failed_logins\"\nat_s = {at:.3}\nuser = \"{user}\"\n\
-                 src_ip = \"198.51.100.{}\"\ncount = 3\n",
+                "[[scenario]]\nkind = \"failed_logins\"\nat_s = {at:.3}\nover_s = {:.3}\n\
+                 user = \"{user}\"\nsrc_ip = \"198.51.100.{}\"\ncount = 3\n",
+                self.probe_over_s,
                 k % 250 + 1
             );
             self.probes.push(Probe { node, user, at: started + Duration::from_secs_f64(at) });
@@ -849,6 +853,9 @@ async fn run_scenario(name: &str, profile: Profile, fault: Fault, k: &Knobs) -> 
         limit: k.events / NODES.len() as u64,
         rate: k.rate,
         probes_per_run: k.probes,
+        // A restart of the process that holds the detection state in memory must not forget
+        // the attempts it counted before: probes spread over 3 s straddle the kill.
+        probe_over_s: if fault == Fault::KillEmbedded { 3.0 } else { 0.0 },
         runs: BTreeMap::new(),
         current: Vec::new(),
         probes: Vec::new(),

@@ -995,6 +995,27 @@ async fn archive(store: SharedStore) {
     let few = run(Query { limit: 3, ..all.clone() }).await;
     assert_eq!(few, got[..3]);
 
+    // What embedded mode replays at start: rows written since a time, in the order written,
+    // page by page; a compacted row counts as written when the newest of its parts was.
+    let since = |at: i64| {
+        let store = store.clone();
+        async move {
+            let (mut rows, mut after) = (Vec::new(), 0);
+            loop {
+                let page = store.archive_written_since(at, after, 2).await.unwrap();
+                let Some(last) = page.last() else { return rows };
+                after = last.id;
+                rows.extend(page);
+            }
+        }
+    };
+    let written = since(NOW + 1).await;
+    assert_eq!(written.len(), 2, "pi-a's second batch, twice: {written:?}");
+    assert!(written.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(written.iter().all(|r| r.node == "pi-a" && r.n == 10));
+    assert_eq!(since(NOW).await.len(), 5);
+    assert!(since(NOW + 3).await.is_empty());
+
     // Compaction merges the small rows (each node's per batch) and drops the repeat.
     let c = aggregator::archive::compact_once(&store, NOW + 120_000).await.unwrap();
     assert!(c.merged >= 4 && c.written < c.merged, "{c:?}");
@@ -1007,6 +1028,12 @@ async fn archive(store: SharedStore) {
     };
     let rows = store.archive_rows(&scan).await.unwrap();
     assert_eq!(rows.iter().map(|r| i64::from(r.n)).sum::<i64>(), 71, "stored once");
+    let merged = since(NOW + 2).await;
+    assert_eq!(
+        merged.iter().map(|r| r.n).sum::<i32>(),
+        40,
+        "pi-a's merged row carries its newest part's time: {merged:?}"
+    );
 
     // Retention: everything archived before the cutoff goes.
     let n = store.retain_batch(aggregator::store::Retain::Events, NOW + 10, 1000).await.unwrap();

@@ -61,6 +61,11 @@ impl DataDir {
         }
     }
 
+    /// The snapshot of the in-memory detection state (`MemoryState::save`).
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
     /// The local agent's spool.
     pub fn spool(&self) -> PathBuf {
         self.root.join("spool")

@@ -95,8 +95,10 @@ async fn start_embedded(
         &broker_metrics,
     )?;
     let metrics = core.metrics.clone();
+    let state = MemoryState::new().with_single_events(config.retention.dedup_single_events);
+    let since = restore_state(&state, &dir, &metrics);
     let pipeline = Arc::new(Pipeline {
-        state: MemoryState::new().with_single_events(config.retention.dedup_single_events),
+        state,
         sink: store.clone(),
         rules: core.rules.clone(),
         metrics: metrics.clone(),
@@ -114,16 +116,41 @@ async fn start_embedded(
         // The dashboard from the API's own origin: no CORS, no second port.
         extra_routes: Some(dashboard::assets()),
     };
+    // What was evaluated after the snapshot, before the state takes anything new.
+    let started = std::time::Instant::now();
+    let replayed = aggregator::archive::replay_since(&store, &pipeline, since).await?;
+    tracing::info!(
+        rows = replayed.rows,
+        events = replayed.events,
+        unreadable = replayed.unreadable,
+        ms = started.elapsed().as_millis() as u64,
+        "detection state: archived events replayed"
+    );
     aggregator::start(config, core, services, listeners, tracker, cancel);
+    let state_path = dir.state();
+    {
+        let pipeline = pipeline.clone();
+        let cancel = cancel.clone();
+        let every = e.state_snapshot_interval;
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(every) => save_state(&pipeline, &state_path).await,
+                }
+            }
+        });
+    }
     {
         let pipeline = pipeline.clone();
         let cancel = cancel.clone();
         let max_frame = config.ingest.max_frame_bytes;
+        let state_path = dir.state();
         tracker.spawn(async move {
             if let Err(e) = bridge::run(
                 (link_tx, link_rx, refusal_rx),
                 ack_forms,
-                pipeline,
+                pipeline.clone(),
                 max_frame,
                 cancel.clone(),
             )
@@ -132,6 +159,8 @@ async fn start_embedded(
                 tracing::error!(error = %format!("{e:#}"), "embedded bridge failed");
                 cancel.cancel();
             }
+            // The bridge took its last batch: the state as it stops.
+            save_state(&pipeline, &state_path).await;
         });
     }
     if e.demo {
@@ -177,6 +206,65 @@ async fn start_embedded(
     println!("{banner}");
     tracing::info!(api = %api_addr, mqtt = %mqtt_addr, "aggregator running (embedded)");
     Ok(())
+}
+
+/// Events archived this long before the snapshot was taken are replayed too (a batch is
+/// applied to the state before it is committed, and clocks move): replaying what the state
+/// already holds changes nothing.
+const REPLAY_MARGIN_MS: i64 = 60_000;
+/// Without a snapshot (the first start after an upgrade, or one that could not be read), the
+/// last hour of the archive is replayed: every window of the shipped rules, with room.
+const REPLAY_WITHOUT_SNAPSHOT_MS: i64 = 3_600_000;
+
+/// Loads the state snapshot into `state`; returns from when the archive is to be replayed. A
+/// snapshot that does not read back is kept beside it as `state.damaged`, reported and
+/// counted, and the state starts from the replay alone.
+fn restore_state(
+    state: &MemoryState,
+    dir: &datadir::DataDir,
+    metrics: &aggregator::telemetry::Metrics,
+) -> i64 {
+    let now = aggregator::store::now_ms();
+    let path = dir.state();
+    match state.load(&path, now) {
+        Ok(Some(r)) => {
+            tracing::info!(
+                keys = r.keys,
+                age_s = (now - r.taken_ms) / 1000,
+                "detection state restored from its snapshot"
+            );
+            r.taken_ms - REPLAY_MARGIN_MS
+        }
+        Ok(None) => now - REPLAY_WITHOUT_SNAPSHOT_MS,
+        Err(e) => {
+            metrics.state_snapshot_failures.inc();
+            let kept = path.with_extension("damaged");
+            let _ = std::fs::rename(&path, &kept);
+            tracing::warn!(
+                error = %e,
+                kept = %kept.display(),
+                "the detection state's snapshot is unreadable; starting from the last hour of the archive"
+            );
+            now - REPLAY_WITHOUT_SNAPSHOT_MS
+        }
+    }
+}
+
+/// Writes the state's snapshot off the runtime's threads (a copy under the state's lock,
+/// then an fsync, slow on an SD card); a failure is reported, counted and tried again at the
+/// next interval.
+async fn save_state(
+    pipeline: &Arc<Pipeline<MemoryState, aggregator::store::SharedStore>>,
+    path: &std::path::Path,
+) {
+    let (p, at) = (pipeline.clone(), path.to_owned());
+    let saved = tokio::task::spawn_blocking(move || p.state.save(&at, aggregator::store::now_ms()))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    if let Err(e) = saved {
+        pipeline.metrics.state_snapshot_failures.inc();
+        tracing::warn!(error = %e, path = %path.display(), "cannot write the detection state's snapshot");
+    }
 }
 
 /// The in-process agent's configuration: this host's name, its spool under the data

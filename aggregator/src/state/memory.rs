@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
 
+pub mod snapshot;
+
 use super::{
     DEDUP_TTL_SECS, Name, Op, Span, StateError, Verdict, WindowState, gate_ttl, window_ttl,
 };

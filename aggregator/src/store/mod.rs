@@ -670,6 +670,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         before: i64,
         max: i64,
     ) -> anyhow::Result<Vec<crate::archive::StoredRow>>;
+    /// Archive rows written at or after `since` (wall clock, Unix ms; a compacted row carries
+    /// the newest of its parts' times), in the order written, after row `after_id`, at most
+    /// `max`: what embedded mode replays into its state at start.
+    async fn archive_written_since(
+        &self,
+        since: i64,
+        after_id: i64,
+        max: i64,
+    ) -> anyhow::Result<Vec<crate::archive::StoredRow>>;
     /// Replaces archive rows by merged ones in one transaction; `false` (and nothing changed)
     /// when some of them are gone already (another replica compacted them).
     async fn archive_replace(

@@ -1137,6 +1137,27 @@ macro_rules! impl_store {
                 rows.iter().map(stored_row).collect()
             }
 
+            async fn archive_written_since(
+                &self,
+                since: i64,
+                after_id: i64,
+                max: i64,
+            ) -> anyhow::Result<Vec<$crate::archive::StoredRow>> {
+                let sql = format!(
+                    "SELECT {} FROM event_batches WHERE created_at >= $1 AND id > $2
+                     ORDER BY id LIMIT $3",
+                    $crate::store::sql::ARCHIVE_COLS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(since)
+                    .bind(after_id)
+                    .bind(max)
+                    .fetch_all(&self.read)
+                    .await
+                    .context("read archive rows written since")?;
+                rows.iter().map(stored_row).collect()
+            }
+
             async fn archive_replace(
                 &self,
                 gone: &[i64],
