@@ -17,6 +17,14 @@ struct Embedded {
     mqtt: u16,
 }
 
+/// A failed assertion must not leave the process running.
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(dir: &std::path::Path) -> Embedded {
     start_with(dir, &[])
 }
