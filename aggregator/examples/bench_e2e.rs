@@ -208,7 +208,12 @@ fn agent_config(
 /// What the cluster profile creates on the services, removed when dropped.
 fn main() -> anyhow::Result<()> {
     let a = args()?;
-    let dir = tempfile::tempdir()?;
+    let mut dir = tempfile::tempdir()?;
+    // E2E_KEEP=1 keeps the run's directory (configs, logs) for inspection.
+    if std::env::var("E2E_KEEP").is_ok_and(|v| v == "1") {
+        dir.disable_cleanup(true);
+        eprintln!("the run's directory: {}", dir.path().display());
+    }
     let (http, metrics_port, mqtt) = (free_port(), free_port(), free_port());
     let nodes: Vec<(String, String)> =
         (1..=a.agents).map(|i| (format!("bench-{i}"), format!("bench-password-{i}"))).collect();

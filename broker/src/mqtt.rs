@@ -31,6 +31,18 @@ pub const ACK_FILTER: &str = "auditflow/v1/ack/+";
 /// Topic filter of the run acks the bridge publishes.
 pub const RUN_ACK_FILTER: &str = "auditflow/v1/run-ack/+";
 
+/// Per agent, the log holds this much: a window of 32 envelopes of ~1 KiB, what every agent
+/// sends at once when the fleet reconnects after a broker restart.
+const LOG_PER_CONNECTION: usize = 32 << 10;
+
+/// The log's 1 MiB segments for `max_connections` agents: 8 at least, enough for every
+/// agent's window at once. With 8 for a thousand agents, the burst of their windows when they
+/// connected overflowed the log before the bridge could read it; rumqttd dropped the oldest
+/// segments, nothing was acknowledged, and resends fed the backlog (docs/broker.md).
+pub fn log_segments(max_connections: usize) -> usize {
+    (max_connections * LOG_PER_CONNECTION).div_ceil(1 << 20).max(8)
+}
+
 /// Settings for the embedded MQTT broker.
 #[derive(Clone, Debug)]
 pub struct MqttSettings {
@@ -193,10 +205,10 @@ pub fn start(settings: &MqttSettings, metrics: &Metrics) -> anyhow::Result<(Link
         // One more for the bridge's local link.
         max_connections: settings.max_connections + 1,
         max_outgoing_packet_count: 256,
-        // Per topic filter: 8 × 1 MiB of log. What a stalled bridge cannot take in time is
-        // dropped here and resent by the agents, whose spools hold it until acknowledged.
+        // Per topic filter, a log of 1 MiB segments. What a stalled bridge cannot take in time
+        // is dropped here and resent by the agents, whose spools hold it until acknowledged.
         max_segment_size: 1 << 20,
-        max_segment_count: 8,
+        max_segment_count: log_segments(settings.max_connections),
         custom_segment: None,
         initialized_filters: Some(vec![
             EVENTS_FILTER.to_owned(),
@@ -304,6 +316,14 @@ fn count_established(table: &str, port: u16) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_holds_every_agents_window() {
+        assert_eq!(log_segments(1), 8);
+        assert_eq!(log_segments(256), 8);
+        assert_eq!(log_segments(1024), 32);
+        assert_eq!(log_segments(1025), 33);
+    }
 
     #[test]
     fn a_node_touches_only_its_own_topics() {
