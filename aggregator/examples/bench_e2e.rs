@@ -411,8 +411,7 @@ fn main() -> anyhow::Result<()> {
         let log =
             std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
         // The agent logs JSON lines when stderr is not a terminal; a fleet, one per agent.
-        for line in log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        {
+        for line in log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
             let message = line["fields"]["message"].as_str().unwrap_or_default();
             if message == "agent stopped" {
                 sent += line["fields"]["sent"].as_u64().unwrap_or(0);

@@ -543,8 +543,9 @@ pub struct Replayed {
     pub unreadable: u64,
 }
 
-/// Rows per page of a replay.
-const REPLAY_ROWS: i64 = 256;
+/// Rows per page of a replay: a compacted row holds up to 4,096 events, and a Pi decodes a
+/// page at a time.
+const REPLAY_ROWS: i64 = 16;
 
 /// Replays the events archived at or after `since` (wall clock, Unix ms), in the order they
 /// were written, into the pipeline's state (`Pipeline::replay`): embedded mode's catch-up
