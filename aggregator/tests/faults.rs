@@ -483,32 +483,37 @@ impl Center {
         }
     }
 
-    /// Waits until everything queued is evaluated (the record stops moving, the queue, where
-    /// there is one, is empty); returns the record and how many messages were dead-lettered.
+    /// Waits until everything queued is evaluated (what is evaluated stops moving, the queue,
+    /// where there is one, is empty); returns the record and how many messages were
+    /// dead-lettered. Embedded mode is watched by its evaluated-events counter, and its
+    /// archive (a million events to decode at full size) read once, at the end.
     async fn settle(&self) -> (BTreeMap<(String, u64), Vec<(u64, u64)>>, u32) {
         let settle = Instant::now();
         let mut last = (u64::MAX, Instant::now());
         loop {
-            let (record, queued) = match self {
+            let (record, now, queued) = match self {
                 Self::Cluster { env, .. } => {
                     let (_conn, ch) = env.publisher().await;
                     let queued = support::message_count(&ch, wire::queues::EVENTS).await;
-                    (dedup_record(&env.redis_url, &env.redis_prefix), queued)
+                    let record = dedup_record(&env.redis_url, &env.redis_prefix);
+                    let now = evaluated(&record);
+                    (Some(record), now, queued)
                 }
-                Self::Embedded(e) => (e.evaluated_record().await, 0),
+                Self::Embedded(e) => {
+                    (None, e.metric("auditflow_aggregator_events_in_total") as u64, 0)
+                }
             };
-            let now = evaluated(&record);
             if now != last.0 {
                 last = (now, Instant::now());
             } else if queued == 0 && last.1.elapsed() > Duration::from_secs(3) {
-                let dead = match self {
-                    Self::Cluster { env, .. } => {
+                return match (self, record) {
+                    (Self::Cluster { env, .. }, Some(record)) => {
                         let (_conn, ch) = env.publisher().await;
-                        support::message_count(&ch, wire::queues::EVENTS_DLQ).await
+                        (record, support::message_count(&ch, wire::queues::EVENTS_DLQ).await)
                     }
-                    Self::Embedded(_) => 0,
+                    (Self::Embedded(e), _) => (e.evaluated_record().await, 0),
+                    (Self::Cluster { .. }, None) => unreachable!("the cluster reads its record"),
                 };
-                return (record, dead);
             }
             assert!(settle.elapsed() < Duration::from_secs(300), "the aggregators did not settle");
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -132,6 +132,7 @@ async fn start_embedded(
         let pipeline = pipeline.clone();
         let cancel = cancel.clone();
         let every = e.state_snapshot_interval;
+        let state_path = state_path.clone();
         tracker.spawn(async move {
             loop {
                 tokio::select! {
@@ -145,7 +146,6 @@ async fn start_embedded(
         let pipeline = pipeline.clone();
         let cancel = cancel.clone();
         let max_frame = config.ingest.max_frame_bytes;
-        let state_path = dir.state();
         tracker.spawn(async move {
             if let Err(e) = bridge::run(
                 (link_tx, link_rx, refusal_rx),
